@@ -1,0 +1,54 @@
+# Two commands set everything up on a fresh machine (only Python 3.11+ and the package
+# registries needed):  `make run`  and  `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed-stamp
+# The venv's tools (tarn, dvc, mlflow, uvicorn) must be on PATH for dvc stages and servers.
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+# Debian packages some tests need (none yet: browser and PostgreSQL tests come later).
+SYSTEM_PACKAGES :=
+
+.PHONY: help venv run repro test test-fast lint bench system-deps clean
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tarn needs Python 3.11+"'
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## Create or update .venv with the project and its dev tools
+
+run: venv ## Seed the lake if empty, then run the whole pipeline (dvc repro)
+	tarn lake seed --if-empty
+	dvc repro
+
+repro: venv ## dvc repro only
+	dvc repro
+
+test: venv ## Run every test (unit, integration, e2e)
+	pytest
+
+test-fast: venv ## Unit tests only
+	pytest tests/unit
+
+lint: venv ## ruff
+	ruff check src tests bench
+
+bench: venv ## Benchmarks (ratios against a baseline measured in the same run)
+	@ls bench/*.py >/dev/null 2>&1 && for b in bench/*.py; do echo "== $$b"; python $$b || exit 1; done || echo "no benchmarks yet"
+
+system-deps: ## Install the Debian packages tests need (CI calls this before make test)
+	@if [ -n "$(SYSTEM_PACKAGES)" ]; then \
+	  missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	else echo "no system packages needed"; fi
+
+clean: ## Remove generated data, reports and the venv
+	rm -rf $(VENV) data/snapshot data/curated data/prepared reports/*.json reports/*.html

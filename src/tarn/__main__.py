@@ -1,0 +1,3 @@
+from tarn.cli import app
+
+app(prog_name="tarn")

@@ -1,0 +1,193 @@
+"""Typed configuration: the only module that reads ``params.yaml``.
+
+The file is validated once at the edge (the CLI or a test) and passed down as objects, so a typo
+in a key or a bad range fails before any work starts, with the offending key named.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tarn.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- paths
+class Paths(_Strict):
+    """Where each stage reads and writes, relative to the project root."""
+
+    snapshot: str = "data/snapshot"
+    curated: str = "data/curated"
+    prepared: str = "data/prepared"
+    reports: str = "reports"
+
+
+# --------------------------------------------------------------------------- lake
+class SeedConfig(_Strict):
+    """How ``tarn lake seed`` cuts the bundled UCI Adult files into batches."""
+
+    train_batches: int = Field(4, ge=1, le=100)
+    test_batches: int = Field(2, ge=1, le=100)
+
+
+class LakeConfig(_Strict):
+    url: str = "data/lake"
+    include: list[str] = Field(default_factory=lambda: ["*"])
+    seed: SeedConfig = SeedConfig()
+
+
+# --------------------------------------------------------------------------- schema
+class ColumnSpec(_Strict):
+    """One column of the curated table and the rules a raw value must meet to get there."""
+
+    name: str
+    dtype: Literal["int", "float", "category", "string"]
+    aliases: list[str] = Field(default_factory=list)
+    nullable: bool = False
+    categories: list[str] | None = None
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ColumnSpec:
+        if self.categories is not None and self.dtype != "category":
+            raise ValueError(f"column {self.name!r}: categories only apply to dtype 'category'")
+        if (self.min is not None or self.max is not None) and self.dtype not in ("int", "float"):
+            raise ValueError(f"column {self.name!r}: min/max only apply to numeric dtypes")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"column {self.name!r}: min {self.min} > max {self.max}")
+        return self
+
+    @property
+    def numeric(self) -> bool:
+        return self.dtype in ("int", "float")
+
+
+class TargetSpec(_Strict):
+    name: str
+    aliases: list[str] = Field(default_factory=list)
+    mapping: dict[str, int]
+
+    @field_validator("mapping")
+    @classmethod
+    def _binary(cls, v: dict[str, int]) -> dict[str, int]:
+        if not v or set(v.values()) - {0, 1}:
+            raise ValueError("target mapping must map raw labels to 0 or 1")
+        return v
+
+
+class SchemaConfig(_Strict):
+    """The dataset contract the ETL enforces."""
+
+    name: str = "adult"
+    missing_values: list[str] = Field(default_factory=lambda: ["?", ""])
+    extra_columns: Literal["error", "ignore"] = "error"
+    unknown_categories: Literal["quarantine", "keep"] = "quarantine"
+    target: TargetSpec
+    sensitive: list[str] = Field(default_factory=list)
+    columns: list[ColumnSpec]
+
+    @model_validator(mode="after")
+    def _check(self) -> SchemaConfig:
+        names = [c.name for c in self.columns]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"duplicate column names: {sorted(dupes)}")
+        unknown = set(self.sensitive) - set(names)
+        if unknown:
+            raise ValueError(f"sensitive features not among columns: {sorted(unknown)}")
+        if self.target.name in names:
+            raise ValueError(f"target {self.target.name!r} must not also be a feature column")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> ColumnSpec:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- stages
+class EtlConfig(_Strict):
+    chunk_rows: int = Field(50_000, ge=1)
+    dedup: Literal["global", "batch", "off"] = "global"
+
+
+class PrepareConfig(_Strict):
+    test_batches: list[str] = Field(default_factory=lambda: ["*adult-test*"])
+    valid_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+    exclude_features: list[str] = Field(default_factory=list)
+    numeric_scaler: Literal["none", "standard"] = "none"
+    max_categories: int | None = Field(None, ge=2)
+
+
+class BiasConfig(_Strict):
+    privileged: dict[str, str] = Field(default_factory=dict)
+    mitigation: Literal["none", "reweighing"] = "reweighing"
+    reweighing_features: list[str] = Field(default_factory=lambda: ["sex"])
+    disparate_impact_threshold: float = Field(0.8, gt=0, le=1)
+
+
+class Params(_Strict):
+    """The whole of params.yaml. Unknown keys are errors (they are usually typos)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)  # later issues add sections
+
+    paths: Paths = Paths()
+    lake: LakeConfig = LakeConfig()
+    schema_: SchemaConfig = Field(alias="schema")
+    etl: EtlConfig = EtlConfig()
+    prepare: PrepareConfig = PrepareConfig()
+    bias: BiasConfig = BiasConfig()
+
+    @model_validator(mode="after")
+    def _cross(self) -> Params:
+        names = set(self.schema_.feature_names)
+        for key, cols in (
+            ("prepare.exclude_features", self.prepare.exclude_features),
+            ("bias.reweighing_features", self.bias.reweighing_features),
+            ("bias.privileged", list(self.bias.privileged)),
+        ):
+            bad = set(cols) - names
+            if bad:
+                raise ValueError(f"{key}: unknown columns {sorted(bad)}")
+        return self
+
+    @property
+    def schema(self) -> SchemaConfig:  # type: ignore[override]
+        return self.schema_
+
+
+def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise ConfigError naming the bad key."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such file", "run tarn from the project root or pass --params")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({e})", "fix the syntax") from e
+    return params_from_dict(raw, source=str(p))
+
+
+def params_from_dict(raw: dict, source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"]).replace("schema_", "schema")
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise ConfigError(f"{source}: {loc}: {first['msg']}{more}", "fix params.yaml") from e

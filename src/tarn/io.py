@@ -1,0 +1,120 @@
+"""Atomic file output: a failed step never leaves a half-written file behind.
+
+Writers create a temporary sibling, then ``os.replace`` it over the target, which is atomic on
+POSIX. :func:`staged` groups several outputs so that either all of them appear or none does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def _tmp_sibling(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path to write; it replaces ``path`` only if the block succeeds."""
+    target = Path(path)
+    tmp = _tmp_sibling(target)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def write_parquet(path: str | os.PathLike[str], df: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):  # numpy scalars
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``path`` as a whole if the block succeeds."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Staged:
+    """Several outputs committed together: all appear, or (on error) none is touched."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Path, Path]] = []
+
+    def path(self, target: str | os.PathLike[str]) -> Path:
+        """A temporary path to write now; it becomes ``target`` on commit."""
+        tmp = _tmp_sibling(Path(target))
+        self._pending.append((tmp, Path(target)))
+        return tmp
+
+    def parquet(self, target: str | os.PathLike[str], df: pd.DataFrame) -> None:
+        df.to_parquet(self.path(target), index=False)
+
+    def json(self, target: str | os.PathLike[str], obj: Any) -> None:
+        self.text(target, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+    def text(self, target: str | os.PathLike[str], text: str) -> None:
+        self.path(target).write_text(text, encoding="utf-8")
+
+    def commit(self) -> None:
+        for tmp, target in self._pending:
+            os.replace(tmp, target)
+        self._pending.clear()
+
+    def discard(self) -> None:
+        for tmp, _ in self._pending:
+            tmp.unlink(missing_ok=True)
+        self._pending.clear()
+
+
+@contextlib.contextmanager
+def staged() -> Iterator[Staged]:
+    """Write several files; they replace their targets only when the block succeeds."""
+    st = Staged()
+    try:
+        yield st
+        st.commit()
+    finally:
+        st.discard()

@@ -1,0 +1,170 @@
+"""The data lake: raw batches under one folder each, on a local path or any fsspec URL.
+
+Layout: ``<lake>/<batch>/<file>``. Batches are ordered by name; ``tarn lake add`` prefixes a
+sequence number so that name order is arrival order. A batch is immutable once written.
+Names starting with ``.`` or ``_`` are ignored (hidden files, ``_SUCCESS`` markers).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from tarn.config import LakeConfig
+from tarn.datasets import ADULT_COLUMNS, adult_lines
+from tarn.errors import LakeError
+from tarn.readers import file_format, supported_help
+
+_SEQ = re.compile(r"^(\d{4,})-")
+
+
+@dataclass(frozen=True)
+class LakeFile:
+    batch: str
+    path: str  # full path in the lake's filesystem
+    relpath: str  # "<batch>/<name>"
+    size: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    name: str
+    files: tuple[LakeFile, ...]
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def _visible(name: str) -> bool:
+    base = posixpath.basename(name.rstrip("/"))
+    return not base.startswith((".", "_"))
+
+
+class Lake:
+    """A lake location. ``url`` is a folder (relative to ``root``) or an fsspec URL."""
+
+    def __init__(self, url: str, root: Path | None = None) -> None:
+        if "://" not in url and root is not None and not Path(url).is_absolute():
+            url = str((root / url).resolve())
+        self.url = url
+        self.fs: fsspec.AbstractFileSystem
+        self.fs, self.path = url_to_fs(url)
+        self.path = self.path.rstrip("/")
+
+    @classmethod
+    def from_config(cls, cfg: LakeConfig, root: Path) -> Lake:
+        return cls(cfg.url, root)
+
+    # ----------------------------------------------------------------- reading
+    def exists(self) -> bool:
+        return self.fs.isdir(self.path)
+
+    def require(self) -> None:
+        if not self.exists():
+            raise LakeError(f"lake not found at {self.url}",
+                            "run `tarn lake seed` to create it, or set lake.url in params.yaml")
+
+    def batches(self, include: list[str] | None = None) -> list[Batch]:
+        """Batches in order, each with its files; unsupported files are an error."""
+        self.require()
+        out: list[Batch] = []
+        for entry in sorted(self.fs.ls(self.path, detail=True), key=lambda e: e["name"]):
+            name = posixpath.basename(entry["name"].rstrip("/"))
+            if entry["type"] != "directory" or not _visible(name):
+                if entry["type"] != "directory" and _visible(name):
+                    raise LakeError(f"{entry['name']}: file outside any batch folder",
+                                    "move it into <lake>/<batch>/ or use `tarn lake add`")
+                continue
+            if include and not any(fnmatch.fnmatch(name, pat) for pat in include):
+                continue
+            files = []
+            for f in sorted(self.fs.find(entry["name"], detail=True).values(),
+                            key=lambda f: f["name"]):
+                rel = posixpath.relpath(f["name"], self.path)
+                if not all(_visible(part) for part in rel.split("/")):
+                    continue
+                if file_format(f["name"]) is None:
+                    raise LakeError(f"{f['name']}: unsupported file format in batch {name!r}",
+                                    f"convert it to one of {supported_help()} or remove it")
+                files.append(LakeFile(name, f["name"], rel, int(f["size"])))
+            out.append(Batch(name, tuple(files)))
+        return out
+
+    # ----------------------------------------------------------------- writing
+    def next_batch_name(self, name: str) -> str:
+        """Prefix ``name`` with the next sequence number unless it already has one."""
+        if _SEQ.match(name):
+            return name
+        seqs = [int(m.group(1)) for b in (self.batches() if self.exists() else [])
+                if (m := _SEQ.match(b.name))]
+        return f"{max(seqs, default=0) + 1:04d}-{name}"
+
+    def _new_batch_dir(self, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            raise LakeError(f"invalid batch name {name!r}",
+                            "use letters, digits, '.', '_' and '-' only")
+        target = posixpath.join(self.path, name)
+        if self.fs.exists(target):
+            raise LakeError(f"batch {name!r} already exists in {self.url}",
+                            "batches are immutable: choose a new --batch name")
+        return target
+
+    def _write_atomic(self, target: str, data: bytes) -> None:
+        tmp = posixpath.join(posixpath.dirname(target), f"_{posixpath.basename(target)}.tmp")
+        with self.fs.open(tmp, "wb") as fh:
+            fh.write(data)
+        self.fs.mv(tmp, target)
+
+    def add(self, files: list[Path], batch: str) -> str:
+        """Copy local ``files`` into a new batch; returns the batch name used."""
+        for f in files:
+            if not f.is_file():
+                raise LakeError(f"{f}: no such file", "check the path")
+            if file_format(f.name) is None:
+                raise LakeError(f"{f}: unsupported file format",
+                                f"convert it to one of {supported_help()}")
+            if f.stat().st_size == 0:
+                raise LakeError(f"{f}: empty file (0 bytes)", "a batch file must hold rows")
+        self.fs.makedirs(self.path, exist_ok=True)
+        name = self.next_batch_name(batch)
+        target = self._new_batch_dir(name)
+        self.fs.makedirs(target, exist_ok=True)
+        for f in files:
+            self._write_atomic(posixpath.join(target, f.name), f.read_bytes())
+        return name
+
+    def write_batch(self, name: str, filename: str, data: bytes) -> None:
+        target = self._new_batch_dir(name)
+        self.fs.makedirs(target, exist_ok=True)
+        self._write_atomic(posixpath.join(target, filename), data)
+
+    def seed_adult(self, train_batches: int, test_batches: int) -> list[str]:
+        """Write the bundled raw Adult files as ordered batches: train first, test last.
+
+        Lines are kept byte-for-byte (stray spaces, ``?``, ``>50K.``); a header naming the
+        columns as in adult.names is added so the schema contract can map them by alias.
+        """
+        if self.exists() and self.batches():
+            raise LakeError(f"lake {self.url} is not empty",
+                            "seed only an empty lake (use `tarn lake add` for new batches)")
+        self.fs.makedirs(self.path, exist_ok=True)
+        header = ", ".join(ADULT_COLUMNS)
+        names: list[str] = []
+        seq = 0
+        for part, n in (("train", train_batches), ("test", test_batches)):
+            lines = adult_lines(part)
+            size = -(-len(lines) // n)
+            for i in range(n):
+                seq += 1
+                name = f"{seq:04d}-adult-{part}"
+                body = "\n".join([header, *lines[i * size:(i + 1) * size]]) + "\n"
+                self.write_batch(name, "adult.csv", body.encode("utf-8"))
+                names.append(name)
+        return names

@@ -1,0 +1,152 @@
+"""The prepare stage: split, analyse bias, compute reweighing weights.
+
+Test = the batches named by ``prepare.test_batches`` (by default the rows of adult.test, the
+official UCI split); validation is a seeded, label-stratified share of the rest. Normalization is
+*not* applied here: it is fitted on the training split inside the model Pipeline
+(:mod:`tarn.features`), so serving and the edge bundle apply exactly the same transform.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from tarn import bias, html
+from tarn.config import Params
+from tarn.errors import TarnError
+from tarn.etl import CURATED
+from tarn.io import atomic_dir, staged
+
+SPLITS = ("train", "valid", "test")
+WEIGHTS = "{split}_weights.parquet"
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    out_dir: Path
+    rows: dict[str, int]
+    bias: dict
+
+
+def split(df: pd.DataFrame, params: Params) -> dict[str, pd.DataFrame]:
+    """Pure: the three splits, each keeping the curated columns (``batch`` included)."""
+    cfg = params.prepare
+    target = params.schema.target.name
+    is_test = df["batch"].map(lambda b: any(fnmatch.fnmatch(b, p) for p in cfg.test_batches))
+    test, rest = df[is_test], df[~is_test]
+    if test.empty:
+        raise TarnError(f"no batch matches prepare.test_batches {cfg.test_batches}",
+                        "fix the patterns in params.yaml (see `tarn lake list`)")
+    if rest.empty:
+        raise TarnError("every batch is a test batch: nothing left to train on",
+                        "narrow prepare.test_batches in params.yaml")
+    strat = rest[target] if rest[target].value_counts().min() >= 2 else None
+    train, valid = train_test_split(rest, test_size=cfg.valid_fraction, random_state=cfg.seed,
+                                    stratify=strat)
+    return {"train": train.reset_index(drop=True), "valid": valid.reset_index(drop=True),
+            "test": test.reset_index(drop=True)}
+
+
+def run(params: Params, root: Path) -> PrepareResult:
+    src = root / params.paths.curated / CURATED
+    if not src.is_file():
+        raise TarnError(f"{src}: curated table missing", "run `tarn etl` (or dvc repro)")
+    df = pd.read_parquet(src)
+    parts = split(df, params)
+    target = params.schema.target.name
+    bcfg = params.bias
+    table = bias.reweighing_table(parts["train"], bcfg.reweighing_features, target)
+    weights = {s: bias.apply_weights(parts[s], table, bcfg.reweighing_features, target)
+               for s in ("train", "valid")}
+    report = {
+        "mitigation": bcfg.mitigation,
+        "threshold": bcfg.disparate_impact_threshold,
+        "reweighing": {"features": bcfg.reweighing_features, "table": table.to_dict("records")},
+        "splits": {s: bias.data_bias(parts[s], params.schema, bcfg) for s in SPLITS},
+        "train_reweighed": bias.data_bias(parts["train"], params.schema, bcfg, weights["train"]),
+    }
+    summary = {
+        "rows": {s: len(parts[s]) for s in SPLITS},
+        "positive_rate": {s: float(parts[s][target].mean()) for s in SPLITS},
+        "batches": {s: sorted(parts[s]["batch"].unique().tolist()) for s in SPLITS},
+    }
+    out = root / params.paths.prepared
+    reports = root / params.paths.reports
+    reports.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out) as tmp, staged() as st:
+        for s in SPLITS:
+            parts[s].to_parquet(tmp / f"{s}.parquet", index=False)
+        for s, w in weights.items():
+            pd.DataFrame({"weight": w}).to_parquet(tmp / WEIGHTS.format(split=s), index=False)
+        st.json(reports / "prepare.json", summary)
+        st.json(reports / "bias.json", _metrics(report))
+        st.json(reports / "bias_detail.json", report)
+        st.text(reports / "bias.html", render_html(report, summary))
+    return PrepareResult(out, summary["rows"], report)
+
+
+def _metrics(report: dict) -> dict:
+    """The flat figures DVC shows and diffs (the detail lives in bias_detail.json)."""
+    out: dict = {}
+    for name, data in [*report["splits"].items(), ("train_reweighed", report["train_reweighed"])]:
+        for feat, f in data["features"].items():
+            out.setdefault(name, {})[feat] = {
+                "disparate_impact_min": f["disparate_impact_min"],
+                "statistical_parity_difference": f["statistical_parity_difference"],
+                "positive_rate": {g: v["positive_rate"] for g, v in f["groups"].items()},
+                "share": {g: v["share"] for g, v in f["groups"].items()},
+            }
+    return out
+
+
+def _rate_chart(split_data: dict, reweighed: dict, feature: str) -> str:
+    groups = split_data["features"][feature]["groups"]
+    names = list(groups)
+    raw = [groups[g]["positive_rate"] for g in names]
+    rw = [reweighed["features"][feature]["groups"].get(g, {}).get("positive_rate", np.nan)
+          for g in names]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
+    y = np.arange(len(names))
+    ax.barh(y - 0.2, raw, height=0.4, label="observed")
+    ax.barh(y + 0.2, rw, height=0.4, label="after reweighing")
+    ax.axvline(split_data["positive_rate"], color="k", ls="--", lw=1, label="overall")
+    ax.set_yticks(y, names)
+    ax.set_xlabel("positive-label rate (train)")
+    ax.legend(loc="lower right", fontsize=8)
+    return html.figure(fig)
+
+
+def render_html(report: dict, summary: dict) -> str:
+    sections = [
+        "<p class='note'>Data bias per sensitive feature. Disparate impact = a group's positive "
+        "rate / the reference group's; under the threshold (four-fifths rule) is flagged. "
+        "Reweighing (Kamiran &amp; Calders) weights each (group, label) by P(g)P(y)/P(g,y).</p>",
+        "<h2>Splits</h2>",
+        html.table(["split", "rows", "positive rate", "batches"],
+                   [[s, summary["rows"][s], summary["positive_rate"][s],
+                     ", ".join(summary["batches"][s])] for s in SPLITS]),
+    ]
+    train = report["splits"]["train"]
+    for feat, f in train["features"].items():
+        sections.append(f"<h2>{html.esc(feat)} (reference: {html.esc(f['reference_group'])})</h2>")
+        rows, classes = [], []
+        rw = report["train_reweighed"]["features"][feat]["groups"]
+        for g, v in f["groups"].items():
+            rows.append([g, v["count"], v["share"], v["positive_rate"], v["disparate_impact"],
+                         rw[g]["positive_rate"], v["missing_rate"]])
+            classes.append("bad" if v["disparate_impact"] < report["threshold"] else None)
+        sections.append(html.table(
+            ["group", "rows", "share", "positive rate", "disparate impact",
+             "positive rate (reweighed)", "rows with a missing value"], rows, classes))
+        sections.append(f"<p>Min/max disparate impact: {f['disparate_impact_min']:.3f} "
+                        f"(after reweighing: "
+                        f"{report['train_reweighed']['features'][feat]['disparate_impact_min']:.3f})"
+                        "</p>")
+        sections.append(_rate_chart(train, report["train_reweighed"], feat))
+    return html.page("tarn: data bias report", sections)
