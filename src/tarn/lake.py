@@ -58,6 +58,10 @@ class Lake:
         self.fs, self.path = url_to_fs(url)
         self.path = self.path.rstrip("/")
 
+    def display(self, path: str) -> str:
+        """A path as the user knows it: plain for local files, a URL otherwise."""
+        return path if "://" not in self.url else self.fs.unstrip_protocol(path)
+
     @classmethod
     def from_config(cls, cfg: LakeConfig, root: Path) -> Lake:
         return cls(cfg.url, root)

@@ -66,7 +66,7 @@ def run(params: Params, root: Path) -> SnapshotResult:
                 try:
                     rows = count_records(local, str(dst))
                 except EtlError as e:  # name the lake file, not our temporary copy
-                    raise EtlError(e.message.replace(str(dst), lake.fs.unstrip_protocol(f.path)),
+                    raise EtlError(e.message.replace(str(dst), lake.display(f.path)),
                                    e.hint) from e
                 entries.append({
                     "batch": b.name,

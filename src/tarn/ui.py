@@ -16,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one message = one line, even in logs
 
 # progress(task_key, description, advance, total): advance a named task, creating it on first use
 Progress = Callable[[str, str, int, int | None], None]

@@ -1,0 +1,101 @@
+"""The real DVC pipeline (`dvc repro` in a temporary git repo) on a small lake."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import write_small_lake
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def sh(root: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    res = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def ran(res: subprocess.CompletedProcess) -> set[str]:
+    return set(re.findall(r"Running stage '(\w+)'", res.stdout + res.stderr))
+
+
+def set_param(root: Path, dotted: str, value) -> None:
+    p = root / "params.yaml"
+    raw = yaml.safe_load(p.read_text())
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for k in parents:
+        node = node[k]
+    node[leaf] = value
+    p.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+@pytest.fixture
+def repo(repo_copy: Path) -> Path:
+    sh(repo_copy, "git", "init", "-q")
+    write_small_lake(repo_copy / "data" / "lake")
+    return repo_copy
+
+
+def test_repro_builds_every_stage_and_reruns_only_downstream(repo):
+    first = sh(repo, "dvc", "repro")
+    assert ran(first) == {"snapshot", "etl", "prepare"}
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"snapshot", "etl", "prepare"}
+    rep = json.loads((repo / "reports" / "etl.json").read_text())
+    t = rep["total"]
+    assert t["read"] == 1000 and t["read"] == t["written"] + t["rejected"] + t["duplicates"]
+    assert len(pd.read_parquet(repo / "data" / "prepared" / "test.parquet")) == 200 - \
+        rep["batches"]["0003-adult-test"]["duplicates"]
+    assert (repo / "reports" / "bias.html").stat().st_size > 10_000
+
+    assert ran(sh(repo, "dvc", "repro")) == set()  # unchanged: nothing re-runs
+
+    set_param(repo, "bias.disparate_impact_threshold", 0.75)
+    assert ran(sh(repo, "dvc", "repro")) == {"prepare"}
+
+    set_param(repo, "etl.dedup", "off")  # no duplicates in this lake: same table
+    assert ran(sh(repo, "dvc", "repro")) == {"etl"}
+
+    set_param(repo, "schema.missing_values", [""])  # '?' is now an unknown category
+    assert ran(sh(repo, "dvc", "repro")) == {"etl", "prepare"}
+    rep = json.loads((repo / "reports" / "etl.json").read_text())
+    assert rep["total"]["rejected_by_reason"]["unknown_category"] > 0
+
+    (repo / "data" / "lake" / "0004-new").mkdir()
+    (repo / "data" / "lake" / "0004-new" / "a.csv").write_text(
+        (repo / "data" / "lake" / "0001-adult-train" / "adult.csv").read_text())
+    assert ran(sh(repo, "dvc", "repro")) == {"snapshot", "etl", "prepare"}
+    assert sh(repo, "dvc", "status").stdout.strip().endswith("up to date.")
+
+    metrics = sh(repo, "dvc", "metrics", "show", "--json").stdout
+    assert "disparate_impact_min" in metrics and "rejected_by_reason" in metrics
+
+
+def test_bad_batch_fails_the_stage_with_one_clear_line_and_keeps_outputs(repo):
+    sh(repo, "dvc", "repro")
+    lock_before = (repo / "dvc.lock").read_text()
+    table_before = (repo / "data" / "curated" / "table.parquet").read_bytes()
+    bad = repo / "data" / "lake" / "0004-broken"
+    bad.mkdir()
+    (bad / "part.parquet").write_bytes(b"PAR1 not really PAR1")
+    res = sh(repo, "dvc", "repro", check=False)
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert re.search(r"error: .*0004-broken/part.parquet: not a readable Parquet file", out)
+    assert "fix: re-export the file or remove it from the lake" in out
+    assert "Traceback" not in out
+    assert (repo / "dvc.lock").read_text() == lock_before
+    assert (repo / "data" / "curated" / "table.parquet").read_bytes() == table_before

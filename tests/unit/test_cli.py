@@ -1,0 +1,47 @@
+import pytest
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from tarn.cli import app
+from tests.conftest import write_params
+
+runner = CliRunner()
+
+
+def all_commands():
+    def walk(cmd, path):
+        yield path
+        if hasattr(cmd, "commands"):  # a group (typer vendors its own click)
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, [*path, name])
+    return list(walk(get_command(app), []))
+
+
+@pytest.mark.parametrize("path", all_commands(), ids=lambda p: " ".join(p) or "tarn")
+def test_every_command_has_help(path):
+    res = runner.invoke(app, [*path, "--help"])
+    assert res.exit_code == 0, res.output
+    assert "Usage" in res.output and len(res.output.splitlines()) > 3
+
+
+def test_errors_are_one_line_with_a_fix(tmp_path, monkeypatch):
+    write_params(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["snapshot"])
+    assert res.exit_code == 1
+    assert "error: lake not found" in res.output and "fix: run `tarn lake seed`" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_seed_list_and_add(tmp_path, monkeypatch):
+    write_params(tmp_path, {"lake.seed.train_batches": 2, "lake.seed.test_batches": 1})
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["lake", "seed"]).exit_code == 0
+    res = runner.invoke(app, ["lake", "seed", "--if-empty"])
+    assert res.exit_code == 0 and "left as is" in res.output
+    f = tmp_path / "new.csv"
+    f.write_text("age\n1\n")
+    res = runner.invoke(app, ["lake", "add", str(f), "--batch", "extra"])
+    assert res.exit_code == 0 and "0004-extra" in res.output
+    res = runner.invoke(app, ["lake", "list"], terminal_width=200)
+    assert "0003-adult-test" in res.output and "48,843" in res.output  # 32,561 + 16,281 + 1
