@@ -162,7 +162,8 @@ def etl() -> None:
         res = stage.run(c.params, c.root, progress)
     t = Table(title="ETL report (read = written + rejected + duplicates)")
     for col in ("batch", "read", "written", "rejected", "duplicates", "rejected by reason"):
-        t.add_column(col, justify="left" if col in ("batch", "rejected by reason") else "right")
+        t.add_column(col, justify="left" if col in ("batch", "rejected by reason") else "right",
+                     no_wrap=col == "batch")
     for name, b in [*res.report["batches"].items(), ("total", res.report["total"])]:
         reasons = ", ".join(f"{k}: {v}" for k, v in b["rejected_by_reason"].items())
         t.add_row(name, f"{b['read']:,}", f"{b['written']:,}", f"{b['rejected']:,}",

@@ -7,6 +7,7 @@ in a key or a bad range fails before any work starts, with the offending key nam
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +28,7 @@ class Paths(_Strict):
     snapshot: str = "data/snapshot"
     curated: str = "data/curated"
     prepared: str = "data/prepared"
+    models: str = "models"
     reports: str = "reports"
 
 
@@ -141,6 +143,86 @@ class BiasConfig(_Strict):
     disparate_impact_threshold: float = Field(0.8, gt=0, le=1)
 
 
+# --------------------------------------------------------------------------- training
+# XGBClassifier hyperparameters the search may tune (a typo here fails before any trial runs).
+TUNABLE = {
+    "learning_rate", "max_depth", "min_child_weight", "subsample", "colsample_bytree",
+    "colsample_bylevel", "reg_alpha", "reg_lambda", "gamma", "max_bin", "max_delta_step",
+}
+INTEGER_PARAMS = {"max_depth", "max_bin"}
+
+
+class Dimension(_Strict):
+    """One hyperparameter's prior: hyperopt's uniform / loguniform / quniform / choice."""
+
+    dist: Literal["uniform", "loguniform", "quniform", "qloguniform", "choice"]
+    low: float | None = None
+    high: float | None = None
+    q: float | None = None
+    options: list[float | int | str] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Dimension:
+        if self.dist == "choice":
+            if not self.options:
+                raise ValueError("choice needs a non-empty 'options' list")
+            return self
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"{self.dist} needs low < high (got {self.low}, {self.high})")
+        if self.dist in ("loguniform", "qloguniform") and self.low <= 0:
+            raise ValueError(f"{self.dist} needs low > 0 (got {self.low})")
+        if self.dist.startswith("q") and (self.q is None or self.q <= 0):
+            raise ValueError(f"{self.dist} needs q > 0")
+        return self
+
+
+class TuneConfig(_Strict):
+    max_evals: int = Field(40, ge=1)
+    timeout_s: float = Field(900, gt=0)
+    parallelism: int = Field(1, ge=1)
+    seed: int = 42
+    n_estimators: int = Field(2000, ge=1)  # upper bound; early stopping picks the number
+    early_stopping_rounds: int = Field(50, ge=1)
+    n_jobs: int = Field(2, ge=1)  # threads per fit when trials run one at a time
+    space: dict[str, Dimension]
+
+    @field_validator("space")
+    @classmethod
+    def _known(cls, v: dict[str, Dimension]) -> dict[str, Dimension]:
+        unknown = set(v) - TUNABLE
+        if unknown:
+            raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}; "
+                             f"tunable: {sorted(TUNABLE)}")
+        if not v:
+            raise ValueError("the search space is empty")
+        return v
+
+
+class TrainConfig(_Strict):
+    distributed: bool = False  # fit the final model with xgboost.dask on the compute cluster
+    n_jobs: int = Field(2, ge=1)
+    refit_rounds_scale: float = Field(1.0, gt=0)  # rounds = best_iteration * scale on train+valid
+
+
+class ComputeConfig(_Strict):
+    scheduler: str = ""  # "" = a LocalCluster in this process; or tcp://host:8786
+    n_workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+
+
+class MlflowConfig(_Strict):
+    tracking_uri: str = ""  # "" = sqlite in store_dir; MLFLOW_TRACKING_URI overrides
+    store_dir: str = ".mlflow"
+    experiment: str = "tarn"
+    registered_model: str = "tarn-adult"
+
+
+class EvaluateConfig(_Strict):
+    threshold: float = Field(0.5, gt=0, lt=1)
+    calibration_bins: int = Field(10, ge=2)
+    evidently: bool = True
+
+
 class Params(_Strict):
     """The whole of params.yaml. Unknown keys are errors (they are usually typos)."""
 
@@ -152,6 +234,11 @@ class Params(_Strict):
     etl: EtlConfig = EtlConfig()
     prepare: PrepareConfig = PrepareConfig()
     bias: BiasConfig = BiasConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    compute: ComputeConfig = ComputeConfig()
+    tune: TuneConfig | None = None
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     @model_validator(mode="after")
     def _cross(self) -> Params:
@@ -171,8 +258,14 @@ class Params(_Strict):
         return self.schema_
 
 
-def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
-    """Read and validate params.yaml; raise ConfigError naming the bad key."""
+def load_params(path: str | os.PathLike[str] = "params.yaml",
+                env: Mapping[str, str] | None = None) -> Params:
+    """Read and validate params.yaml; raise ConfigError naming the bad key.
+
+    ``MLFLOW_TRACKING_URI`` in ``env`` (the process environment by default) overrides
+    ``mlflow.tracking_uri``: this is the one place the environment is read.
+    """
+    env = os.environ if env is None else env
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: no such file", "run tarn from the project root or pass --params")
@@ -180,6 +273,8 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({e})", "fix the syntax") from e
+    if env.get("MLFLOW_TRACKING_URI"):
+        raw.setdefault("mlflow", {})["tracking_uri"] = env["MLFLOW_TRACKING_URI"]
     return params_from_dict(raw, source=str(p))
 
 

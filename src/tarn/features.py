@@ -13,7 +13,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from tarn.config import PrepareConfig, SchemaConfig
+from tarn.config import ColumnSpec, PrepareConfig, SchemaConfig
 
 MISSING_CATEGORY = "missing"
 
@@ -24,20 +24,42 @@ def feature_columns(schema: SchemaConfig, cfg: PrepareConfig) -> tuple[list[str]
     return [c.name for c in cols if c.numeric], [c.name for c in cols if not c.numeric]
 
 
+def _is_long(spec: ColumnSpec) -> bool:
+    """Integer features that can never be missing stay integers; the rest become float64, the
+    only numeric type that can hold a missing value."""
+    return spec.dtype == "int" and not spec.nullable
+
+
 def to_model_frame(df: pd.DataFrame, schema: SchemaConfig, cfg: PrepareConfig) -> pd.DataFrame:
-    """The model's input frame: numeric features as float64 (an integer column may be missing at
-    serving time), categoricals as object with NaN for missing. Other columns are dropped."""
+    """The model's input frame, typed as the signature says: non-nullable integers as int64,
+    other numerics as float64, categoricals as object with NaN for missing. Other columns
+    (target, batch, ...) are dropped."""
     num, cat = feature_columns(schema, cfg)
     missing = [c for c in num + cat if c not in df.columns]
     if missing:
         raise KeyError(f"input lacks feature column(s) {missing}")
     out = pd.DataFrame(index=df.index)
     for c in num:
-        out[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+        v = pd.to_numeric(df[c], errors="coerce").astype("float64")
+        out[c] = v.astype("int64") if _is_long(schema.column(c)) and v.notna().all() else v
     for c in cat:
         s = df[c].astype(object)
         out[c] = s.where(s.notna(), np.nan)
     return out
+
+
+def input_schema(schema: SchemaConfig, cfg: PrepareConfig):
+    """The MLflow input schema, from the contract (not from whatever a sample happened to
+    hold): a column is optional exactly when the contract says it may be missing."""
+    from mlflow.types import ColSpec, Schema
+
+    num, cat = feature_columns(schema, cfg)
+    specs = []
+    for c in num + cat:
+        spec = schema.column(c)
+        kind = "long" if _is_long(spec) else "double" if spec.numeric else "string"
+        specs.append(ColSpec(kind, c, required=not spec.nullable))
+    return Schema(specs)
 
 
 def build_preprocessor(schema: SchemaConfig, cfg: PrepareConfig) -> ColumnTransformer:

@@ -150,3 +150,28 @@ def render_html(report: dict, summary: dict) -> str:
                         "</p>")
         sections.append(_rate_chart(train, report["train_reweighed"], feat))
     return html.page("tarn: data bias report", sections)
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """A prepared split as the model sees it: raw features, labels, reweighing weights."""
+
+    frame: pd.DataFrame  # curated columns (sensitive features and batch included)
+    X: pd.DataFrame  # model input (features.to_model_frame)
+    y: np.ndarray
+    weight: np.ndarray | None  # None for the test split
+
+
+def load_split(params: Params, root: Path, name: str) -> SplitData:
+    """Read one split written by this stage (the reader every later stage uses)."""
+    from tarn.features import to_model_frame
+
+    d = root / params.paths.prepared
+    path = d / f"{name}.parquet"
+    if not path.is_file():
+        raise TarnError(f"{path}: prepared split missing", "run `tarn prepare` (or dvc repro)")
+    df = pd.read_parquet(path)
+    wpath = d / WEIGHTS.format(split=name)
+    w = pd.read_parquet(wpath)["weight"].to_numpy() if wpath.is_file() else None
+    y = df[params.schema.target.name].to_numpy().astype(int)
+    return SplitData(df, to_model_frame(df, params.schema, params.prepare), y, w)

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 
 from tarn.config import params_from_dict
-from tarn.features import build_preprocessor, feature_columns, to_model_frame
+from tarn.features import build_preprocessor, feature_columns, input_schema, to_model_frame
 from tests.conftest import repo_params_dict
 
 
@@ -24,12 +24,22 @@ def rows(n=50, seed=0):
     return df
 
 
-def test_model_frame_casts_integers_to_float_and_keeps_missing():
+def test_model_frame_types_follow_the_contract():
     p = params()
-    x = to_model_frame(rows().assign(batch="b", income=1), p.schema, p.prepare)
+    x = to_model_frame(rows().iloc[1:].assign(batch="b", income=1), p.schema, p.prepare)
     assert list(x.columns) == sum(feature_columns(p.schema, p.prepare), [])
+    assert x["age"].dtype == np.int64  # an integer that can never be missing stays integer
+    assert x["workclass"].isna().sum() == 4
+    x = to_model_frame(rows(), p.schema, p.prepare)  # a missing int (bad input) -> float NaN
     assert x["age"].dtype == np.float64 and np.isnan(x.loc[0, "age"])
-    assert x["workclass"].isna().sum() == 5
+
+
+def test_input_schema_optional_exactly_where_the_contract_allows_missing():
+    p = params()
+    cols = {c.name: c for c in input_schema(p.schema, p.prepare).inputs}
+    assert cols["age"].type.name == "long" and cols["age"].required
+    assert cols["workclass"].type.name == "string" and not cols["workclass"].required
+    assert cols["sex"].required
 
 
 def test_preprocessor_handles_missing_and_unknown_categories():

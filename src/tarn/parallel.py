@@ -1,0 +1,44 @@
+"""Dask handling in one place: a LocalCluster by default, an existing scheduler when
+``compute.scheduler`` names one. Tuning and distributed training ask this module for a client
+and never create clusters themselves."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from tarn.config import ComputeConfig
+from tarn.errors import TarnError
+
+
+class ComputeError(TarnError):
+    """The Dask scheduler cannot be reached or used."""
+
+
+@contextlib.contextmanager
+def dask_client(cfg: ComputeConfig, n_workers: int | None = None,
+                timeout_s: float = 20) -> Iterator:
+    """A ``distributed.Client``; the LocalCluster (if any) lives as long as the block."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    if cfg.scheduler:
+        try:
+            client = Client(cfg.scheduler, timeout=timeout_s)
+        except (OSError, TimeoutError) as e:
+            raise ComputeError(f"Dask scheduler {cfg.scheduler} did not answer in "
+                               f"{timeout_s:.0f} s ({e})",
+                               "start it (`dask scheduler`) or set compute.scheduler: \"\" "
+                               "for a local cluster") from e
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    with LocalCluster(n_workers=n_workers or cfg.n_workers,
+                      threads_per_worker=cfg.threads_per_worker, processes=True,
+                      dashboard_address=None, silence_logs=logging.WARNING) as cluster, \
+            Client(cluster) as client:
+        yield client

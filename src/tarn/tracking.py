@@ -1,0 +1,101 @@
+"""MLflow connection: one place that turns configuration into a tracking URI, an experiment and
+a client, and turns "the store is unreachable or locked" into an error that says what to do."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tarn.config import MlflowConfig, Params
+from tarn.errors import TarnError
+
+
+class TrackingError(TarnError):
+    """The MLflow tracking store or registry cannot be used."""
+
+
+@dataclass(frozen=True)
+class Tracking:
+    uri: str
+    experiment_id: str
+    registered_model: str
+
+
+def tracking_uri(cfg: MlflowConfig, root: Path) -> str:
+    """The configured URI, or a SQLite store inside the project (absolute, so artifacts and the
+    database land in the same place whatever folder a process runs in)."""
+    if cfg.tracking_uri:
+        return cfg.tracking_uri
+    store = (root / cfg.store_dir).resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def connect(cfg: MlflowConfig, root: Path) -> Tracking:
+    """Point MLflow at the store and make sure the experiment exists."""
+    import mlflow
+
+    uri = tracking_uri(cfg, root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        client = mlflow.MlflowClient(uri)
+        exp = client.get_experiment_by_name(cfg.experiment)
+        if exp is None:
+            artifacts = None
+            if uri.startswith("sqlite:"):
+                artifacts = (root / cfg.store_dir / "artifacts").resolve().as_uri()
+            exp_id = client.create_experiment(cfg.experiment, artifact_location=artifacts)
+        else:
+            exp_id = exp.experiment_id
+    except Exception as e:  # MLflow raises many types for "cannot reach the store"
+        raise TrackingError(f"MLflow tracking store {uri} is not usable ({_short(e)})",
+                            "start the tracking server, free the SQLite file, or fix "
+                            "mlflow.tracking_uri / MLFLOW_TRACKING_URI") from e
+    mlflow.set_experiment(experiment_id=exp_id)
+    return Tracking(uri, exp_id, cfg.registered_model)
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
+
+
+def params_hash(params: Params, sections: tuple[str, ...]) -> str:
+    """A stable hash of the params sections that shaped a model (lineage)."""
+    dumped = params.model_dump(mode="json", by_alias=True)
+    canon = json.dumps({k: dumped.get(k) for k in sections}, sort_keys=True)
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def git_commit(root: Path) -> str:
+    """The code version (with '-dirty' if the tree has changes), or 'unknown' outside git."""
+    with contextlib.suppress(Exception):
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout
+        if sha:
+            return sha + ("-dirty" if dirty.strip() else "")
+    return "unknown"
+
+
+@contextlib.contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """Silence MLflow's per-run chatter (run URLs, migration logs) on the terminal."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("mlflow", "alembic")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, lv in zip(loggers, levels, strict=True):
+            lg.setLevel(lv)

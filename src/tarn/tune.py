@@ -1,0 +1,301 @@
+"""The tune stage: hyperopt TPE over the search space in params, every trial an MLflow child run.
+
+The normalization is fitted once on the training split (it does not depend on the
+hyperparameters), so a trial only fits XGBoost on ready matrices, with early stopping on the
+validation split. ``tune.parallelism: 1`` runs plain sequential ``fmin``; ``N > 1`` asks TPE for
+one suggestion at a time until N trials are in flight on the Dask cluster, feeding results back
+as they finish. The data is scattered to the workers once, not shipped with every trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp, space_eval, tpe
+from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, Domain
+
+from tarn.config import INTEGER_PARAMS, Params, TuneConfig
+from tarn.features import build_preprocessor
+from tarn.io import staged
+from tarn.prepare import load_split
+from tarn.ui import Progress, silent
+
+BEST = "best_params.json"
+
+
+def build_space(cfg: TuneConfig) -> dict:
+    """The hyperopt space declared in params.yaml."""
+    space = {}
+    for name, d in cfg.space.items():
+        if d.dist == "choice":
+            space[name] = hp.choice(name, d.options)
+        elif d.dist == "uniform":
+            space[name] = hp.uniform(name, d.low, d.high)
+        elif d.dist == "loguniform":
+            space[name] = hp.loguniform(name, math.log(d.low), math.log(d.high))
+        elif d.dist == "quniform":
+            space[name] = hp.quniform(name, d.low, d.high, d.q)
+        else:
+            space[name] = hp.qloguniform(name, math.log(d.low), math.log(d.high), d.q)
+    return space
+
+
+def clean_hparams(raw: dict) -> dict:
+    """hyperopt gives floats for q-distributions: make integer parameters integers."""
+    return {k: int(round(v)) if k in INTEGER_PARAMS else v for k, v in raw.items()}
+
+
+@dataclass
+class Matrices:
+    """Normalized training and validation data, shared by every trial."""
+
+    z_train: np.ndarray
+    y_train: np.ndarray
+    w_train: np.ndarray | None
+    z_valid: np.ndarray
+    y_valid: np.ndarray
+
+
+@dataclass
+class TrialResult:
+    tid: int
+    params: dict
+    status: str  # "ok" | "fail"
+    loss: float = float("nan")  # validation logloss
+    auc: float = float("nan")
+    best_iteration: int = -1
+    duration_s: float = 0.0
+    error: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def fit_trial(tid: int, hparams: dict, data: Matrices, n_estimators: int,
+              early_stopping_rounds: int, n_jobs: int, seed: int) -> TrialResult:
+    """Fit one configuration with early stopping; never raises (a failure is a result)."""
+    from sklearn.metrics import log_loss, roc_auc_score
+    from xgboost import XGBClassifier
+
+    start = time.perf_counter()
+    try:
+        model = XGBClassifier(
+            n_estimators=n_estimators, early_stopping_rounds=early_stopping_rounds,
+            eval_metric="logloss", tree_method="hist", n_jobs=n_jobs, random_state=seed,
+            **hparams,
+        )
+        model.fit(data.z_train, data.y_train, sample_weight=data.w_train,
+                  eval_set=[(data.z_valid, data.y_valid)], verbose=False)
+        proba = model.predict_proba(data.z_valid)[:, 1]
+        return TrialResult(tid, hparams, "ok", float(log_loss(data.y_valid, proba)),
+                           float(roc_auc_score(data.y_valid, proba)),
+                           int(model.best_iteration), time.perf_counter() - start)
+    except Exception as e:  # noqa: BLE001 - a failed trial is recorded, the search goes on
+        return TrialResult(tid, hparams, "fail", duration_s=time.perf_counter() - start,
+                           error=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+
+
+def matrices(params: Params, root: Path) -> Matrices:
+    train, valid = load_split(params, root, "train"), load_split(params, root, "valid")
+    pre = build_preprocessor(params.schema, params.prepare).fit(train.X)
+    weighted = params.bias.mitigation == "reweighing"
+    return Matrices(pre.transform(train.X), train.y, train.weight if weighted else None,
+                    pre.transform(valid.X), valid.y)
+
+
+class _TrialLogger:
+    """Writes each finished trial as an MLflow child run of the tuning run (from this process,
+    so workers need no access to the tracking store)."""
+
+    def __init__(self, parent_run_id: str, experiment_id: str) -> None:
+        import mlflow
+
+        self.client = mlflow.MlflowClient()
+        self.parent = parent_run_id
+        self.exp = experiment_id
+
+    def log(self, r: TrialResult, started_ms: int) -> str:
+        from mlflow.entities import Metric, Param, RunTag
+
+        run = self.client.create_run(self.exp, start_time=started_ms, run_name=f"trial-{r.tid:03d}",
+                                     tags={"mlflow.parentRunId": self.parent,
+                                           "tarn.trial": str(r.tid)})
+        now = int(time.time() * 1000)
+        metrics = [Metric("duration_s", r.duration_s, now, 0)]
+        if r.status == "ok":
+            metrics += [Metric("val_logloss", r.loss, now, 0), Metric("val_auc", r.auc, now, 0),
+                        Metric("best_iteration", r.best_iteration, now, 0)]
+        tags = [RunTag("tarn.status", r.status)]
+        if r.error:
+            tags.append(RunTag("tarn.error", r.error[:5000]))
+        self.client.log_batch(run.info.run_id, metrics=metrics,
+                              params=[Param(k, str(v)) for k, v in r.params.items()], tags=tags)
+        self.client.set_terminated(run.info.run_id, "FINISHED" if r.status == "ok" else "FAILED",
+                                   end_time=started_ms + int(r.duration_s * 1000))
+        return run.info.run_id
+
+
+@dataclass
+class TuneResult:
+    best: dict
+    trials: list[TrialResult]
+    parent_run_id: str
+
+
+def _describe(best: float) -> str:
+    return "tuning" if math.isinf(best) else f"tuning (best val logloss {best:.4f})"
+
+
+def search(params: Params, data: Matrices, on_trial, progress: Progress = silent,
+           client=None) -> list[TrialResult]:
+    """Run the TPE search; ``on_trial(result, started_ms)`` is called as each trial finishes."""
+    cfg = params.tune
+    space = build_space(cfg)
+    results: list[TrialResult] = []
+    best = [math.inf]
+    deadline = time.monotonic() + cfg.timeout_s
+
+    def finished(r: TrialResult, started_ms: int) -> None:
+        results.append(r)
+        if r.status == "ok":
+            best[0] = min(best[0], r.loss)
+        on_trial(r, started_ms)
+        progress("tune", _describe(best[0]), 1, cfg.max_evals)
+
+    progress("tune", _describe(math.inf), 0, cfg.max_evals)
+    if cfg.parallelism == 1 or client is None:
+        def objective(raw: dict) -> dict:
+            started = int(time.time() * 1000)
+            r = fit_trial(len(results), clean_hparams(raw), data, cfg.n_estimators,
+                          cfg.early_stopping_rounds, cfg.n_jobs, cfg.seed)
+            finished(r, started)
+            if r.status != "ok":
+                return {"status": STATUS_FAIL, "error": r.error}
+            return {"status": STATUS_OK, "loss": r.loss}
+
+        fmin(objective, space, algo=tpe.suggest, max_evals=cfg.max_evals, trials=Trials(),
+             rstate=np.random.default_rng(cfg.seed), timeout=cfg.timeout_s,
+             show_progressbar=False)
+        return results
+    return _search_parallel(params, space, data, client, finished, deadline)
+
+
+def _search_parallel(params: Params, space: dict, data: Matrices, client, finished,
+                     deadline: float) -> list[TrialResult]:
+    """Ask/tell: keep ``parallelism`` trials in flight, one TPE suggestion at a time."""
+    from distributed import wait
+
+    cfg = params.tune
+    trials = Trials()
+    domain = Domain(lambda _: 0.0, space)
+    rng = np.random.default_rng(cfg.seed)
+    shared = client.scatter(data, broadcast=True)
+    in_flight: dict = {}
+    started = 0
+    threads = params.compute.threads_per_worker
+    while started < cfg.max_evals or in_flight:
+        while (len(in_flight) < cfg.parallelism and started < cfg.max_evals
+               and time.monotonic() < deadline):
+            ids = trials.new_trial_ids(1)
+            docs = tpe.suggest(ids, domain, trials, int(rng.integers(2**31 - 1)))
+            trials.insert_trial_docs(docs)
+            trials.refresh()
+            doc = docs[0]
+            vals = {k: v[0] for k, v in doc["misc"]["vals"].items() if v}
+            hparams = clean_hparams(space_eval(space, vals))
+            fut = client.submit(fit_trial, started, hparams, shared, cfg.n_estimators,
+                                cfg.early_stopping_rounds, threads, cfg.seed, pure=False)
+            in_flight[fut] = (doc, int(time.time() * 1000))
+            started += 1
+        if not in_flight:
+            break
+        done, _ = wait(list(in_flight), return_when="FIRST_COMPLETED")
+        for fut in done:
+            doc, started_ms = in_flight.pop(fut)
+            try:
+                r: TrialResult = fut.result()
+            except Exception as e:  # noqa: BLE001 - e.g. a worker died: record, go on
+                r = TrialResult(doc["tid"], {}, "fail", error=f"{type(e).__name__}: {e}")
+            if r.status == "ok":
+                doc["result"] = {"status": STATUS_OK, "loss": r.loss}
+                doc["state"] = JOB_STATE_DONE
+            else:
+                doc["result"] = {"status": STATUS_FAIL}
+                doc["state"] = JOB_STATE_ERROR
+            trials.refresh()
+            finished(r, started_ms)
+
+
+def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
+    """Search, log every trial under one parent run, write the best configuration."""
+    import mlflow
+
+    from tarn.parallel import dask_client
+    from tarn.tracking import connect, params_hash, quiet_mlflow
+
+    cfg = params.tune
+    if cfg is None:
+        from tarn.errors import ConfigError
+        raise ConfigError("params.yaml has no `tune` section", "add one (see the README)")
+    data = matrices(params, root)
+    tracking = connect(params.mlflow, root)
+    with quiet_mlflow(), mlflow.start_run(run_name="tune") as parent:
+        mlflow.set_tags({"tarn.stage": "tune", "tarn.params_hash": params_hash(params, (
+            "schema", "etl", "prepare", "bias", "tune"))})
+        mlflow.log_params({"max_evals": cfg.max_evals, "parallelism": cfg.parallelism,
+                           "timeout_s": cfg.timeout_s, "seed": cfg.seed,
+                           "early_stopping_rounds": cfg.early_stopping_rounds,
+                           "mitigation": params.bias.mitigation,
+                           "space": json.dumps({k: v.model_dump(exclude_none=True)
+                                                for k, v in cfg.space.items()})[:6000]})
+        logger = _TrialLogger(parent.info.run_id, tracking.experiment_id)
+        start = time.perf_counter()
+        if cfg.parallelism > 1:
+            with dask_client(params.compute, n_workers=cfg.parallelism) as client:
+                results = search(params, data, logger.log, progress, client)
+        else:
+            results = search(params, data, logger.log, progress)
+        elapsed = time.perf_counter() - start
+        ok = [r for r in results if r.status == "ok"]
+        if not ok:
+            from tarn.errors import TarnError
+            raise TarnError(f"all {len(results)} trials failed; first error: "
+                            f"{results[0].error.splitlines()[0] if results else 'none run'}",
+                            "check the search space and the prepared data")
+        best = min(ok, key=lambda r: (r.loss, r.tid))
+        mlflow.log_metrics({"best_val_logloss": best.loss, "best_val_auc": best.auc,
+                            "n_trials": len(results), "n_failed": len(results) - len(ok),
+                            "duration_s": elapsed})
+        mlflow.set_tag("tarn.best_trial", str(best.tid))
+    summary = {
+        "params": best.params,
+        "best_iteration": best.best_iteration,
+        "val_logloss": best.loss,
+        "val_auc": best.auc,
+        "trial": best.tid,
+        "n_trials": len(results),
+        "n_failed": len(results) - len(ok),
+        "parent_run_id": parent.info.run_id,
+        "duration_s": elapsed,
+    }
+    models = root / params.paths.models
+    reports = root / params.paths.reports
+    with staged() as st:
+        st.json(models / BEST, summary)
+        st.json(reports / "tune.json", {k: summary[k] for k in (
+            "val_logloss", "val_auc", "best_iteration", "n_trials", "n_failed", "duration_s")})
+        st.text(reports / "plots" / "tune_trials.csv", "trial,val_logloss,best_so_far\n" + "".join(
+            f"{r.tid},{r.loss},{b}\n" for r, b in _running_best(results)))
+    return TuneResult(summary, results, parent.info.run_id)
+
+
+def _running_best(results: list[TrialResult]):
+    best = math.inf
+    for r in sorted(results, key=lambda r: r.tid):
+        if r.status == "ok":
+            best = min(best, r.loss)
+            yield r, best
