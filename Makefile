@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # Debian packages some tests need (none yet: browser and PostgreSQL tests come later).
 SYSTEM_PACKAGES :=
 
-.PHONY: help venv run repro test test-fast lint bench system-deps clean
+.PHONY: help venv run repro test test-fast lint bench system-deps clean ui
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
@@ -37,6 +37,10 @@ test: venv ## Run every test (unit, integration, e2e)
 
 test-fast: venv ## Unit tests only
 	pytest tests/unit
+
+ui: venv ## The MLflow UI on http://127.0.0.1:5000 (experiments, runs, registered models)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 --host 127.0.0.1 --port 5000 \
+	  --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/.mlflow/mlflow.db}"
 
 lint: venv ## ruff
 	ruff check src tests bench

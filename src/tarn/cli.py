@@ -24,7 +24,8 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 app = typer.Typer(
     help="tarn: from a data lake to a deployed, monitored, retrained model.\n\n"
-    "Stages (run them all with `dvc repro`): snapshot -> etl -> prepare.",
+    "Stages (run them all with `dvc repro`): snapshot -> etl -> prepare -> tune -> train -> "
+    "evaluate.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -185,6 +186,55 @@ def prepare() -> None:
         console.print(f"{feat}: disparate impact (min/max) {f['disparate_impact_min']:.3f}, "
                       f"after reweighing {after:.3f}")
     console.print(f"report: {c.params.paths.reports}/bias.html")
+
+
+@app.command()
+@friendly
+def tune() -> None:
+    """Hyperopt TPE search; one MLflow parent run, a child run per trial; best params out."""
+    from tarn import tune as stage
+
+    c = ctx()
+    with bars() as progress:
+        res = stage.run(c.params, c.root, progress)
+    b = res.best
+    console.print(f"{b['n_trials']} trials ({b['n_failed']} failed) in {b['duration_s']:.1f} s; "
+                  f"best trial {b['trial']}: val logloss {b['val_logloss']:.4f}, "
+                  f"AUC {b['val_auc']:.4f}, {b['best_iteration'] + 1} rounds")
+    console.print(f"MLflow parent run {res.parent_run_id}")
+
+
+@app.command()
+@friendly
+def train() -> None:
+    """Refit the best configuration on train+valid, log the Pipeline, register a version."""
+    from tarn import train as stage
+
+    c = ctx()
+    res = stage.run(c.params, c.root)
+    console.print(f"registered {c.params.mlflow.registered_model} version {res.version} "
+                  f"(run {res.run_id}, {res.tags['tarn.train_rows']} rows, "
+                  f"mitigation {res.tags['tarn.mitigation']})")
+
+
+@app.command()
+@friendly
+def evaluate() -> None:
+    """Test metrics, fairness with vs without mitigation, plots, Evidently reports."""
+    from tarn import evaluate as stage
+
+    c = ctx()
+    res = stage.run(c.params, c.root)
+    m = res.metrics
+    console.print(f"test: logloss {m['logloss']:.4f}, AUC {m['roc_auc']:.4f}, accuracy "
+                  f"{m['accuracy']:.4f}, F1 {m['f1']:.4f}, Brier {m['brier']:.4f}")
+    e = res.comparison["effect"]
+    for f in c.params.schema.sensitive:
+        dpd = m[f"{f}_demographic_parity_difference"]
+        console.print(f"{f}: demographic parity difference {dpd:.4f} "
+                      f"(mitigation reduces it by {100 * e['dpd_reduction_' + f]:.0f} %)")
+    console.print(f"mitigation AUC cost {e['auc_cost']:+.4f}; report: "
+                  f"{c.params.paths.reports}/evaluation.html")
 
 
 def main() -> None:  # pragma: no cover

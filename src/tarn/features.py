@@ -78,8 +78,12 @@ def build_preprocessor(schema: SchemaConfig, cfg: PrepareConfig) -> ColumnTransf
         sparse_output=False,
         dtype=np.float32,
     )
+    # Callers send a missing string as NaN (pandas) or None (JSON null); SimpleImputer matches
+    # one marker, so two impute steps make both mean "missing" rather than an unknown category.
     cat_steps = [
         ("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)),
+        ("impute_none", SimpleImputer(missing_values=None, strategy="constant",
+                                      fill_value=MISSING_CATEGORY)),
         ("onehot", onehot),
     ]
     return ColumnTransformer(

@@ -42,3 +42,31 @@ def dask_client(cfg: ComputeConfig, n_workers: int | None = None,
                       dashboard_address=None, silence_logs=logging.WARNING) as cluster, \
             Client(cluster) as client:
         yield client
+
+
+def fit_xgb_dask(client, z, y, weight, model_params: dict):
+    """Fit XGBoost with ``xgboost.dask`` across the cluster's workers and return a plain
+    ``XGBClassifier`` holding the same booster (so it fits in a sklearn Pipeline and exports to
+    ONNX like a locally trained one)."""
+    import tempfile
+    from pathlib import Path
+
+    import dask.array as da
+    import numpy as np
+    import xgboost as xgb
+    from xgboost import dask as dxgb
+
+    n_workers = max(1, len(client.scheduler_info()["workers"]))
+    rows = max(1, -(-len(y) // n_workers))
+    X = da.from_array(np.asarray(z, dtype=np.float32), chunks=(rows, z.shape[1]))
+    Y = da.from_array(np.asarray(y), chunks=rows)
+    W = None if weight is None else da.from_array(np.asarray(weight), chunks=rows)
+    dm = dxgb.DaskXGBClassifier(**model_params)
+    dm.client = client
+    dm.fit(X, Y, sample_weight=W)
+    local = xgb.XGBClassifier(**model_params)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "model.json"
+        dm.save_model(path)
+        local.load_model(path)
+    return local

@@ -181,11 +181,12 @@ def search(params: Params, data: Matrices, on_trial, progress: Progress = silent
              rstate=np.random.default_rng(cfg.seed), timeout=cfg.timeout_s,
              show_progressbar=False)
         return results
-    return _search_parallel(params, space, data, client, finished, deadline)
+    _search_parallel(params, space, data, client, finished, deadline)
+    return sorted(results, key=lambda r: r.tid)
 
 
 def _search_parallel(params: Params, space: dict, data: Matrices, client, finished,
-                     deadline: float) -> list[TrialResult]:
+                     deadline: float) -> None:
     """Ask/tell: keep ``parallelism`` trials in flight, one TPE suggestion at a time."""
     from distributed import wait
 

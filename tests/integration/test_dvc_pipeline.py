@@ -42,18 +42,24 @@ def set_param(root: Path, dotted: str, value) -> None:
     p.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
+ALL = {"snapshot", "etl", "prepare", "tune", "train", "evaluate"}
+
+
 @pytest.fixture
 def repo(repo_copy: Path) -> Path:
     sh(repo_copy, "git", "init", "-q")
     write_small_lake(repo_copy / "data" / "lake")
+    for key, value in [("tune.max_evals", 3), ("tune.n_estimators", 30),
+                       ("tune.early_stopping_rounds", 5), ("evaluate.evidently", False)]:
+        set_param(repo_copy, key, value)
     return repo_copy
 
 
 def test_repro_builds_every_stage_and_reruns_only_downstream(repo):
     first = sh(repo, "dvc", "repro")
-    assert ran(first) == {"snapshot", "etl", "prepare"}
+    assert ran(first) == ALL
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"snapshot", "etl", "prepare"}
+    assert set(lock["stages"]) == ALL
     rep = json.loads((repo / "reports" / "etl.json").read_text())
     t = rep["total"]
     assert t["read"] == 1000 and t["read"] == t["written"] + t["rejected"] + t["duplicates"]
@@ -63,25 +69,31 @@ def test_repro_builds_every_stage_and_reruns_only_downstream(repo):
 
     assert ran(sh(repo, "dvc", "repro")) == set()  # unchanged: nothing re-runs
 
-    set_param(repo, "bias.disparate_impact_threshold", 0.75)
+    set_param(repo, "bias.disparate_impact_threshold", 0.75)  # reports only: splits unchanged
     assert ran(sh(repo, "dvc", "repro")) == {"prepare"}
+
+    set_param(repo, "evaluate.threshold", 0.4)
+    assert ran(sh(repo, "dvc", "repro")) == {"evaluate"}
 
     set_param(repo, "etl.dedup", "off")  # no duplicates in this lake: same table
     assert ran(sh(repo, "dvc", "repro")) == {"etl"}
 
     set_param(repo, "schema.missing_values", [""])  # '?' is now an unknown category
-    assert ran(sh(repo, "dvc", "repro")) == {"etl", "prepare"}
+    assert ran(sh(repo, "dvc", "repro")) == ALL - {"snapshot"}
     rep = json.loads((repo / "reports" / "etl.json").read_text())
     assert rep["total"]["rejected_by_reason"]["unknown_category"] > 0
 
     (repo / "data" / "lake" / "0004-new").mkdir()
     (repo / "data" / "lake" / "0004-new" / "a.csv").write_text(
         (repo / "data" / "lake" / "0001-adult-train" / "adult.csv").read_text())
-    assert ran(sh(repo, "dvc", "repro")) == {"snapshot", "etl", "prepare"}
+    assert ran(sh(repo, "dvc", "repro")) == ALL
     assert sh(repo, "dvc", "status").stdout.strip().endswith("up to date.")
 
     metrics = sh(repo, "dvc", "metrics", "show", "--json").stdout
     assert "disparate_impact_min" in metrics and "rejected_by_reason" in metrics
+    assert "roc_auc" in metrics and "val_logloss" in metrics
+    versions = json.loads((repo / "models" / "train.json").read_text())["version"]
+    assert versions == "3"  # three trainings, three registered versions
 
 
 def test_bad_batch_fails_the_stage_with_one_clear_line_and_keeps_outputs(repo):

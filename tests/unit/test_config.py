@@ -2,7 +2,6 @@ import pytest
 
 from tarn.config import load_params, params_from_dict
 from tarn.errors import ConfigError
-
 from tests.conftest import REPO, repo_params_dict
 
 
@@ -34,3 +33,25 @@ def test_bad_params_name_the_key(path, value, expect):
 def test_missing_params_file(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize(("space", "expect"), [
+    ({"learning_rat": {"dist": "uniform", "low": 0.1, "high": 0.2}}, "unknown hyperparameter"),
+    ({"learning_rate": {"dist": "uniform", "low": 0.3, "high": 0.2}}, "low < high"),
+    ({"reg_alpha": {"dist": "loguniform", "low": 0, "high": 1}}, "low > 0"),
+    ({"max_depth": {"dist": "quniform", "low": 2, "high": 8}}, "q > 0"),
+    ({}, "empty"),
+])
+def test_bad_search_space_fails_before_any_run(space, expect):
+    raw = repo_params_dict()
+    raw["tune"]["space"] = space
+    with pytest.raises(ConfigError, match=expect) as e:
+        params_from_dict(raw)
+    assert "tune.space" in str(e.value)
+
+
+def test_tracking_uri_from_environment_overrides_params(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    p = load_params(tmp_path / "params.yaml", env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"})
+    assert p.mlflow.tracking_uri == "http://127.0.0.1:5000"
+    assert load_params(tmp_path / "params.yaml", env={}).mlflow.tracking_uri == ""

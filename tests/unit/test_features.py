@@ -74,3 +74,17 @@ def test_excluded_features_are_not_model_inputs():
     p = params(exclude_features=["fnlwgt", "race"])
     num, cat = feature_columns(p.schema, p.prepare)
     assert "fnlwgt" not in num and "race" not in cat
+
+
+def test_none_and_nan_both_mean_missing():
+    """JSON null arrives as None, pandas missing as NaN: both must encode the same."""
+    p = params()
+    train = to_model_frame(rows(), p.schema, p.prepare)
+    pre = build_preprocessor(p.schema, p.prepare).fit(train)
+    a = train.iloc[:1].copy()
+    a["workclass"] = np.nan
+    b = a.copy()
+    b["workclass"] = None
+    assert (pre.transform(a) == pre.transform(b)).all()
+    names = list(pre.get_feature_names_out())
+    assert pre.transform(b)[0, names.index("workclass_missing")] == 1

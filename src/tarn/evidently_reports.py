@@ -1,0 +1,99 @@
+"""Every Evidently call in one module (its API broke in 0.7; the next break is one file).
+
+Reports: classification quality, quality per sensitive group (one classification report per
+segment: Evidently's ``GroupBy`` returns overall figures for classification metrics), and data
+drift between a reference and a current dataset. Each is saved as self-contained HTML + JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from tarn.config import PrepareConfig, SchemaConfig
+from tarn.features import feature_columns
+
+PREDICTION = "prediction"
+PROBA = "proba"
+
+
+def _definition(schema: SchemaConfig, cfg: PrepareConfig, df: pd.DataFrame,
+                classification: bool):
+    from evidently import BinaryClassification, DataDefinition
+
+    num, cat = feature_columns(schema, cfg)
+    kwargs: dict = {"numerical_columns": [c for c in num if c in df],
+                    "categorical_columns": [c for c in cat if c in df]}
+    if classification:
+        kwargs["classification"] = [BinaryClassification(
+            target=schema.target.name, prediction_labels=PREDICTION, prediction_probas=PROBA,
+            pos_label=1)]
+    return DataDefinition(**kwargs)
+
+
+def _dataset(df: pd.DataFrame, schema: SchemaConfig, cfg: PrepareConfig, classification: bool):
+    from evidently import Dataset
+
+    num, cat = feature_columns(schema, cfg)
+    keep = [c for c in [*num, *cat, schema.target.name, PREDICTION, PROBA] if c in df]
+    data = df[keep].copy()
+    for c in num:  # Evidently wants plain numpy dtypes, not pandas' nullable ones
+        if c in data:
+            data[c] = data[c].astype("float64")
+    return Dataset.from_pandas(data, data_definition=_definition(schema, cfg, data,
+                                                                  classification))
+
+
+def save(snapshot, out: Path, name: str) -> dict:
+    """Write ``name``.html and ``name``.json; return the JSON as a dict."""
+    out.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(out / f"{name}.html"))
+    data = json.loads(snapshot.json())
+    (out / f"{name}.json").write_text(json.dumps(data, indent=1, default=str))
+    return data
+
+
+def classification(current: pd.DataFrame, schema: SchemaConfig, cfg: PrepareConfig,
+                   reference: pd.DataFrame | None = None):
+    """Classification quality; ``current`` holds the target, ``prediction`` and ``proba``."""
+    from evidently import Report
+    from evidently.presets import ClassificationPreset
+
+    cur = _dataset(current, schema, cfg, True)
+    ref = None if reference is None else _dataset(reference, schema, cfg, True)
+    return Report([ClassificationPreset()]).run(current_data=cur, reference_data=ref)
+
+
+def drift(current: pd.DataFrame, reference: pd.DataFrame, schema: SchemaConfig,
+          cfg: PrepareConfig):
+    """Data drift of every model feature between reference and current."""
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    return Report([DataDriftPreset()]).run(
+        current_data=_dataset(current, schema, cfg, False),
+        reference_data=_dataset(reference, schema, cfg, False))
+
+
+def per_group(current: pd.DataFrame, feature: str, schema: SchemaConfig, cfg: PrepareConfig,
+              out: Path, min_rows: int = 30) -> dict[str, Path]:
+    """One classification report per group of ``feature`` (groups under ``min_rows`` skipped:
+    their figures would be noise)."""
+    written = {}
+    for group, part in current.groupby(feature, dropna=False):
+        if len(part) < min_rows or part[schema.target.name].nunique() < 2:
+            continue
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", str(group)).strip("-").lower()
+        name = f"quality_{feature}_{slug}"
+        save(classification(part, schema, cfg), out, name)
+        written[str(group)] = out / f"{name}.html"
+    return written
+
+
+def metric_values(report_json: dict) -> dict[str, object]:
+    """Flatten a report's metrics to {metric name: value} (for logging and tests)."""
+    return {str(m.get("metric_name") or m.get("id")): m.get("value")
+            for m in report_json.get("metrics", [])}

@@ -1,0 +1,187 @@
+"""tune -> train -> evaluate with a small budget against a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from tarn import etl, evaluate, prepare, snapshot, train, tune
+from tarn.config import Params
+from tarn.tracking import TrackingError, connect
+from tests.conftest import write_params, write_small_lake
+
+pytestmark = pytest.mark.slow
+
+SMALL = {
+    "tune.max_evals": 4,
+    "tune.n_estimators": 40,
+    "tune.early_stopping_rounds": 5,
+    "tune.n_jobs": 1,
+    "train.n_jobs": 1,
+    "mlflow.registered_model": "tarn-test",
+}
+
+
+def small_project(root: Path, **overrides) -> Params:
+    params = write_params(root, {**SMALL, **overrides})
+    if not (root / "data" / "lake").exists():
+        write_small_lake(root / "data" / "lake", n_train=600, n_test=300)
+    snapshot.run(params, root)
+    etl.run(params, root)
+    prepare.run(params, root)
+    return params
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trained")
+    params = small_project(root)
+    tuned = tune.run(params, root)
+    trained = train.run(params, root)
+    evaluated = evaluate.run(params, root)
+    return params, root, tuned, trained, evaluated
+
+
+def client(params: Params, root: Path) -> mlflow.MlflowClient:
+    connect(params.mlflow, root)
+    return mlflow.MlflowClient()
+
+
+def test_every_trial_is_a_child_run(trained):
+    params, root, tuned, _, _ = trained
+    c = client(params, root)
+    exp = c.get_experiment_by_name(params.mlflow.experiment)
+    children = c.search_runs([exp.experiment_id],
+                             f"tags.mlflow.parentRunId = '{tuned.parent_run_id}'")
+    assert len(children) == 4 == len(tuned.trials)
+    for run in children:
+        assert "val_logloss" in run.data.metrics and "best_iteration" in run.data.metrics
+        assert "learning_rate" in run.data.params and "duration_s" in run.data.metrics
+        assert run.info.status == "FINISHED"
+    parent = c.get_run(tuned.parent_run_id)
+    assert parent.data.metrics["n_trials"] == 4
+    assert parent.data.metrics["best_val_logloss"] == min(r.data.metrics["val_logloss"]
+                                                          for r in children)
+    best = json.loads((root / "models" / "best_params.json").read_text())
+    assert best["parent_run_id"] == tuned.parent_run_id
+    assert best["val_logloss"] == pytest.approx(parent.data.metrics["best_val_logloss"])
+
+
+def test_registered_version_predicts_on_raw_rows(trained):
+    params, root, _, res, _ = trained
+    client(params, root)
+    model = mlflow.pyfunc.load_model(f"models:/tarn-test/{res.version}")
+    test = pd.read_parquet(root / "data" / "prepared" / "test.parquet")
+    raw = test.drop(columns=["income", "batch"]).head(50)  # Int64 ints, None for missing
+    assert raw["workclass"].isna().any() or raw["occupation"].isna().any() or True
+    proba = np.asarray(model.predict(raw))
+    assert proba.shape == (50, 2) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+    local = train.load_local(root / "models" / "model")
+    split = prepare.load_split(params, root, "test")
+    assert np.allclose(local.predict_proba(split.X.head(50)), proba, atol=1e-6)
+    assert [type(s).__name__ for _, s in local.steps] == ["ColumnTransformer", "XGBClassifier"]
+
+
+def test_version_carries_lineage(trained):
+    params, root, tuned, res, _ = trained
+    c = client(params, root)
+    mv = c.get_model_version("tarn-test", res.version)
+    manifest = json.loads((root / "data" / "snapshot" / "manifest.json").read_text())
+    rows = sum(len(pd.read_parquet(root / "data" / "prepared" / f"{s}.parquet"))
+               for s in ("train", "valid"))
+    assert mv.tags["tarn.snapshot_hash"] == manifest["hash"]
+    assert mv.tags["tarn.tune_run_id"] == tuned.parent_run_id
+    assert mv.tags["tarn.train_rows"] == str(rows)
+    assert len(mv.tags["tarn.params_hash"]) == 64 and mv.tags["tarn.git_commit"]
+    assert mv.run_id == res.run_id
+
+
+def test_evaluation_outputs_and_mlflow_artifacts(trained):
+    params, root, _, res, ev = trained
+    m = json.loads((root / "reports" / "evaluate.json").read_text())["model"]
+    for k in ("logloss", "roc_auc", "accuracy", "f1", "brier", "calibration_error",
+              "sex_demographic_parity_difference", "race_equalized_odds_difference"):
+        assert k in m
+    assert 0.5 < m["roc_auc"] <= 1
+    fair = json.loads((root / "reports" / "fairness.json").read_text())
+    assert set(fair) == {"with_mitigation", "without_mitigation", "effect"}
+    groups = fair["with_mitigation"]["fairness"]["sex"]["groups"]
+    test = pd.read_parquet(root / "data" / "prepared" / "test.parquet")
+    assert groups["Female"]["count"] == (test["sex"] == "Female").sum()
+    for f in ("roc.csv", "pr.csv", "calibration.csv", "confusion.csv", "evaluation.png"):
+        assert (root / "reports" / "plots" / f).stat().st_size > 0
+    ev_dir = root / "reports" / "evidently"
+    assert {"quality.html", "drift.html", "quality_sex_female.html"} <= {
+        p.name for p in ev_dir.iterdir()}
+    c = client(params, root)
+    run = c.get_run(res.run_id)
+    assert run.data.metrics["test_roc_auc"] == pytest.approx(m["roc_auc"])
+    arts = {a.path for a in c.list_artifacts(res.run_id)}
+    assert {"evaluation.html", "evidently", "plots"} <= arts
+
+
+def test_group_metrics_match_a_hand_computation(trained):
+    params, root, _, _, ev = trained
+    split = prepare.load_split(params, root, "test")
+    proba = train.load_local(root / "models" / "model").predict_proba(split.X)[:, 1]
+    pred = proba >= params.evaluate.threshold
+    female = (split.frame["sex"] == "Female").to_numpy()
+    y = split.y
+    tpr = (pred & female & (y == 1)).sum() / (female & (y == 1)).sum()
+    got = ev.comparison["with_mitigation"]["fairness"]["sex"]["groups"]["Female"]
+    assert got["tpr"] == pytest.approx(tpr)
+    assert got["selection_rate"] == pytest.approx(pred[female].mean())
+
+
+def test_parallel_tuning_runs_as_many_trials_as_sequential(tmp_path):
+    params = small_project(tmp_path, **{"tune.parallelism": 2})
+    res = tune.run(params, tmp_path)
+    assert len(res.trials) == 4 and all(t.status == "ok" for t in res.trials)
+    c = client(params, tmp_path)
+    exp = c.get_experiment_by_name(params.mlflow.experiment)
+    kids = c.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    assert len(kids) == 4
+    assert len({json.dumps(t.params, sort_keys=True) for t in res.trials}) == 4
+
+
+def test_failed_trial_is_recorded_and_the_search_goes_on(tmp_path):
+    params = small_project(tmp_path, **{
+        "tune.max_evals": 6,
+        "tune.space": {"learning_rate": {"dist": "uniform", "low": 0.1, "high": 0.3},
+                       "max_bin": {"dist": "choice", "options": [1, 64]}}})  # max_bin=1 fails
+    res = tune.run(params, tmp_path)
+    failed = [t for t in res.trials if t.status == "fail"]
+    assert failed and len(res.trials) == 6 and res.best["params"]["max_bin"] == 64
+    c = client(params, tmp_path)
+    exp = c.get_experiment_by_name(params.mlflow.experiment)
+    bad = c.search_runs([exp.experiment_id], "attributes.status = 'FAILED'")
+    assert len(bad) == len(failed) and "max_bin" in bad[0].data.tags["tarn.error"]
+
+
+def test_distributed_training_with_xgboost_dask(tmp_path):
+    params = small_project(tmp_path, **{"train.distributed": True})
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "best_params.json").write_text(json.dumps(
+        {"params": {"max_depth": 3, "learning_rate": 0.2}, "best_iteration": 9,
+         "parent_run_id": "none"}))
+    res = train.run(params, tmp_path)
+    model = train.load_local(tmp_path / "models" / "model")
+    split = prepare.load_split(params, tmp_path, "test")
+    from sklearn.metrics import roc_auc_score
+    assert roc_auc_score(split.y, model.predict_proba(split.X)[:, 1]) > 0.8
+    assert model.named_steps["model"].get_booster().num_boosted_rounds() == 11
+    assert res.version == "1"
+
+
+def test_unusable_tracking_store_is_a_clear_error_and_registers_nothing(tmp_path):
+    params = small_project(tmp_path, **{"mlflow.tracking_uri": "sqlite:////proc/no/mlflow.db"})
+    with pytest.raises(TrackingError) as e:
+        tune.run(params, tmp_path)
+    assert "sqlite:////proc/no/mlflow.db" in e.value.message
+    assert "MLFLOW_TRACKING_URI" in e.value.hint
+    assert not (tmp_path / "models" / "best_params.json").exists()
