@@ -21,6 +21,9 @@ from tarn.ui import bars, console
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# An unreachable tracking server should fail in seconds, not after MLflow's 2-minute backoff.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 app = typer.Typer(
     help="tarn: from a data lake to a deployed, monitored, retrained model.\n\n"

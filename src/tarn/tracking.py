@@ -44,8 +44,9 @@ def connect(cfg: MlflowConfig, root: Path) -> Tracking:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
-        client = mlflow.MlflowClient(uri)
-        exp = client.get_experiment_by_name(cfg.experiment)
+        with quiet_mlflow():  # no migration chatter on first use
+            client = mlflow.MlflowClient(uri)
+            exp = client.get_experiment_by_name(cfg.experiment)
         if exp is None:
             artifacts = None
             if uri.startswith("sqlite:"):
