@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--trials", type=int, default=20, help="trials for the overhead benchmark")
-    ap.add_argument("--configs", type=int, default=12, help="configurations for the parallel one")
+    ap.add_argument("--trials", type=int, default=12, help="trials for the overhead benchmark")
+    ap.add_argument("--configs", type=int, default=8, help="configurations for the parallel one")
     args = ap.parse_args()
 
     from hyperopt.pyll.stochastic import sample
