@@ -27,21 +27,32 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=12, help="trials for the overhead benchmark")
-    ap.add_argument("--configs", type=int, default=8, help="configurations for the parallel one")
+    ap.add_argument("--configs", type=int, default=24,
+                    help="configurations for the parallel one (few configs -> one long trial "
+                         "at the end dominates the wall time)")
+    ap.add_argument("--only", choices=["overhead", "parallel", "quality"], default=None)
     args = ap.parse_args()
-
-    from hyperopt.pyll.stochastic import sample
 
     from tarn import tune
     from tarn.config import load_params
-    from tarn.parallel import dask_client
 
     params = load_params(ROOT / "params.yaml")
     params = params.model_copy(update={"tune": params.tune.model_copy(
         update={"max_evals": args.trials, "timeout_s": 10_000})})
     data = tune.matrices(params, ROOT)
 
-    # 1. overhead of tracking: plain search vs the whole stage, same seed -> same trials
+    if args.only in (None, "overhead"):
+        overhead(params, data, args.trials)
+    if args.only in (None, "parallel"):
+        parallel(params, data, args.configs)
+    if args.only in (None, "quality"):
+        quality(params)
+
+
+def overhead(params, data, trials: int) -> None:
+    """Tracking overhead: plain search vs the whole stage, same seed -> same trials."""
+    from tarn import tune
+
     t0 = time.perf_counter()
     plain = tune.search(params, data, on_trial=lambda r, s: None)
     t_plain = time.perf_counter() - t0
@@ -54,14 +65,22 @@ def main() -> None:
         tracked = tune.run(tracked_params, ROOT)
         t_tracked = time.perf_counter() - t0
     same = [r.params for r in plain] == [r.params for r in tracked.trials]
-    print(f"[overhead] {args.trials} trials: plain hyperopt {t_plain:.1f} s, tune stage with "
+    print(f"[overhead] {trials} trials: plain hyperopt {t_plain:.1f} s, tune stage with "
           f"MLflow {t_tracked:.1f} s -> overhead {100 * (t_tracked / t_plain - 1):+.1f} % "
           f"(target <= 15 %); same trials: {same}")
 
-    # 2. parallel vs sequential on the same fixed configurations
+
+
+def parallel(params, data, n_configs: int) -> None:
+    """Parallel vs sequential trials on the same fixed configurations."""
+    from hyperopt.pyll.stochastic import sample
+
+    from tarn import tune
+    from tarn.parallel import dask_client
+
     rng = np.random.default_rng(0)
     space = tune.build_space(params.tune)
-    configs = [tune.clean_hparams(sample(space, rng=rng)) for _ in range(args.configs)]
+    configs = [tune.clean_hparams(sample(space, rng=rng)) for _ in range(n_configs)]
     cfg = params.tune
 
     def sequential(n_jobs: int) -> float:
@@ -85,12 +104,15 @@ def main() -> None:
                 for i, hp in enumerate(configs)]
         wait(futs)
         par = time.perf_counter() - t
-    print(f"[parallel] {args.configs} configs: sequential 2 threads {seq2:.1f} s, sequential "
+    print(f"[parallel] {n_configs} configs: sequential 2 threads {seq2:.1f} s, sequential "
           f"1 thread {seq1:.1f} s, Dask 2 workers x 1 thread {par:.1f} s -> speed-up "
           f"{seq2 / par:.2f}x vs 2-thread sequential (target >= 1.15x), {seq1 / par:.2f}x vs "
           f"1-thread sequential (target >= 1.8x)")
 
-    # 3. quality and fairness of the models the pipeline trained
+
+
+def quality(params) -> None:
+    """Quality and fairness of the models the pipeline trained."""
     fair = ROOT / params.paths.reports / "fairness.json"
     if fair.is_file():
         f = json.loads(fair.read_text())
