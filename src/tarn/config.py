@@ -223,6 +223,36 @@ class EvaluateConfig(_Strict):
     evidently: bool = True
 
 
+class PromoteConfig(_Strict):
+    """Quality gates a version must pass to become production (``tarn promote``)."""
+
+    alias: str = "production"
+    metric: Literal["logloss", "roc_auc"] = "logloss"
+    tolerance: float = Field(0.002, ge=0)  # how much worse than the champion is still fine
+    fairness_feature: str = "sex"
+    max_demographic_parity_difference: float = Field(0.15, gt=0, le=1)
+    threshold: float = Field(0.5, gt=0, lt=1)
+
+
+class ServeConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    poll_interval_s: float = Field(2.0, gt=0)
+    max_body_bytes: int = Field(5_000_000, ge=1_000)
+    max_rows: int = Field(50_000, ge=1)
+    prediction_log: str = "data/predictions"  # rolling Parquet files, read by monitoring
+    log_flush_rows: int = Field(2_000, ge=1)
+    log_flush_interval_s: float = Field(2.0, gt=0)
+    log_file_rows: int = Field(100_000, ge=1)
+    notify_url: str = ""  # tarn promote nudges this server's /admin/reconcile at once
+
+
+class EdgeConfig(_Strict):
+    bundle_dir: str = "bundles"  # published client bundles: <bundle_dir>/<name>-v<N>/, current
+    parity_tolerance: float = Field(1e-4, gt=0)
+    parity_rows: int = Field(20_000, ge=100)
+
+
 class Params(_Strict):
     """The whole of params.yaml. Unknown keys are errors (they are usually typos)."""
 
@@ -239,6 +269,9 @@ class Params(_Strict):
     tune: TuneConfig | None = None
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    promote: PromoteConfig = PromoteConfig()
+    serve: ServeConfig = ServeConfig()
+    edge: EdgeConfig = EdgeConfig()
 
     @model_validator(mode="after")
     def _cross(self) -> Params:
@@ -247,6 +280,7 @@ class Params(_Strict):
             ("prepare.exclude_features", self.prepare.exclude_features),
             ("bias.reweighing_features", self.bias.reweighing_features),
             ("bias.privileged", list(self.bias.privileged)),
+            ("promote.fairness_feature", [self.promote.fairness_feature]),
         ):
             bad = set(cols) - names
             if bad:

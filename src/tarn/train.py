@@ -80,9 +80,12 @@ def training_data(params: Params, root: Path) -> SplitData:
 
 
 def signature(params: Params, pipe: Pipeline, sample: pd.DataFrame):
-    from mlflow.models import ModelSignature, infer_signature
+    """Inputs from the contract; outputs from what the Pipeline really returns."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
 
-    out = infer_signature(sample, pipe.predict_proba(sample)).outputs
+    proba = np.asarray(pipe.predict_proba(sample))
+    out = Schema([TensorSpec(proba.dtype, (-1, proba.shape[1]))])
     return ModelSignature(inputs=input_schema(params.schema, params.prepare), outputs=out)
 
 

@@ -1,0 +1,1 @@
+"""The backend: a REST server that follows the registry's production alias (hot swap)."""

@@ -1,0 +1,231 @@
+"""The deployment path, whoever promotes: follow the registry's production alias.
+
+:class:`Reconciler` polls the alias (level-triggered) and can be nudged at once (admin call,
+registry webhook). On a change it loads the new version, publishes the client ONNX bundle
+(parity-checked), builds the fastest predictor that keeps parity (the verified ONNX graph in
+onnxruntime, else the Python Pipeline), warms it, then swaps one reference in
+:class:`ModelHolder`: requests in flight finish on the model they started with, none sees a
+half-loaded one. If loading fails, or the registry is unreachable, the old model keeps serving
+and the failure is reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from tarn.config import Params
+from tarn.serve.inputs import Column
+
+log = logging.getLogger("tarn.serve")
+
+
+class Predictor(Protocol):
+    def predict_proba(self, columns: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+class PythonPredictor:
+    """The registered sklearn Pipeline itself (the fallback when no verified bundle exists)."""
+
+    def __init__(self, pipe, columns: list[Column]) -> None:
+        self.pipe = pipe
+        self.names = [c.name for c in columns]
+
+    def predict_proba(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        return self.pipe.predict_proba(pd.DataFrame(columns, columns=self.names))[:, 1]
+
+
+@dataclass(frozen=True)
+class Deployed:
+    name: str
+    version: str
+    predictor: Predictor
+    columns: list[Column]
+    source: str  # "onnx" | "python"
+    loaded_at: str
+    bundle: str | None
+    threshold: float = 0.5
+
+
+class ModelHolder:
+    """One reference to the serving model; replacing it is the atomic swap."""
+
+    def __init__(self) -> None:
+        self.current: Deployed | None = None
+
+
+@dataclass
+class Status:
+    last_check: float = 0.0
+    last_error: str = ""
+    registry_errors: int = 0
+    swaps: int = 0
+    swap_failures: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+class Reconciler:
+    """Keeps ``holder`` on the version that holds the production alias."""
+
+    def __init__(self, params: Params, root: Path, holder: ModelHolder,
+                 server_url: str = "") -> None:
+        self.params = params
+        self.root = root
+        self.holder = holder
+        self.server_url = server_url
+        self.status = Status()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
+        self._registry = None
+        self._holdout: pd.DataFrame | None = None
+
+    # --------------------------------------------------------------- lifecycle
+    def start(self) -> Reconciler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(10)
+
+    def nudge(self) -> None:
+        """Reconcile now instead of at the next poll."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.reconcile()
+            self._wake.wait(self.params.serve.poll_interval_s)
+            self._wake.clear()
+
+    # --------------------------------------------------------------- the work
+    def registry(self):
+        if self._registry is None:
+            from tarn.registry import Registry
+
+            self._registry = Registry(self.params, self.root)
+        return self._registry
+
+    def reconcile(self) -> str | None:
+        """One pass: deploy the production version if it is not the one serving."""
+        with self._lock:
+            self.status.last_check = time.time()
+            try:
+                reg = self.registry()
+                target = reg.production()
+            except Exception as e:  # noqa: BLE001 - unreachable registry: keep serving
+                self.status.registry_errors += 1
+                self.status.last_error = f"registry unreachable: {_short(e)}"
+                self._registry = None
+                return None
+            current = self.holder.current
+            if target is None or (current is not None and current.version == target):
+                return target
+            try:
+                deployed = self.load(target)
+            except Exception as e:  # noqa: BLE001 - a bad version must not stop serving
+                self.status.swap_failures += 1
+                self.status.last_error = f"version {target} failed to load: {_short(e)}"
+                log.error(self.status.last_error)
+                return target
+            self.holder.current = deployed  # the swap
+            self.status.swaps += 1
+            self.status.last_error = ""
+            self.status.history.append({"version": target, "at": deployed.loaded_at,
+                                        "source": deployed.source})
+            self._record(reg, deployed)
+            return target
+
+    def holdout(self) -> pd.DataFrame | None:
+        if self._holdout is None:
+            from tarn.prepare import load_split
+
+            try:
+                self._holdout = load_split(self.params, self.root, "test").X
+            except Exception:  # noqa: BLE001 - no prepared data here: no parity data
+                return None
+        return self._holdout
+
+    def load(self, version: str) -> Deployed:
+        """Load, publish the bundle, pick the predictor, warm it. Raises on failure."""
+        import mlflow.sklearn
+
+        from tarn.features import input_schema
+        from tarn.serve.inputs import columns_from_signature
+
+        reg = self.registry()
+        mv = reg.version(version)
+        pipe = mlflow.sklearn.load_model(f"models:/{reg.name}/{version}")
+        columns = columns_from_signature(input_schema(self.params.schema,
+                                                      self.params.prepare).to_dict())
+        predictor: Predictor = PythonPredictor(pipe, columns)
+        source, bundle = "python", None
+        holdout = self.holdout()
+        if holdout is not None:
+            try:
+                from tarn import edge
+                from tarn.edge_runner import EdgeModel
+
+                metrics = reg.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+                published = edge.publish_bundle(
+                    pipe, name=reg.name, version=version, tags=dict(mv.tags),
+                    metrics=metrics, X_holdout=holdout, schema_cfg=self.params.schema,
+                    prepare_cfg=self.params.prepare, edge_cfg=self.params.edge,
+                    out_root=self.root / self.params.edge.bundle_dir)
+                predictor = EdgeModel(published.path)
+                source, bundle = "onnx", str(published.path)
+            except Exception as e:  # noqa: BLE001 - no verified bundle: serve Python
+                self.status.last_error = f"bundle for version {version} not published: " \
+                                         f"{_short(e)}; serving the Python model"
+                log.warning(self.status.last_error)
+        warm = {c.name: (np.array([np.nan]) if c.kind != "string" else np.array([None],
+                                                                               dtype=object))
+                for c in columns}
+        if holdout is not None and len(holdout):
+            warm = {c.name: _column(holdout.head(8), c) for c in columns}
+        proba = predictor.predict_proba(warm)
+        if not np.all(np.isfinite(proba)):
+            raise ValueError("warm-up predictions are not finite")
+        return Deployed(reg.name, version, predictor, columns, source,
+                        datetime.now(UTC).isoformat(timespec="milliseconds"), bundle,
+                        self.params.promote.threshold)
+
+    def _record(self, reg, d: Deployed) -> None:
+        """Tag the version with where it is deployed; note when gates were skipped."""
+        try:
+            mv = reg.version(d.version)
+            tags = {"tarn.deployed_at": d.loaded_at, "tarn.deployed_backend":
+                    self.server_url or "tarn serve", "tarn.deployed_source": d.source}
+            if d.bundle:
+                tags["tarn.deployed_bundle"] = d.bundle
+            if "tarn.promoted_at" not in mv.tags:
+                tags["tarn.deployment_note"] = ("alias set outside `tarn promote` (e.g. the "
+                                                "MLflow UI): gates were skipped")
+            for k, v in tags.items():
+                reg.client.set_model_version_tag(reg.name, d.version, k, v)
+            reg.sync_stage()
+        except Exception as e:  # noqa: BLE001 - bookkeeping must not undo a deployment
+            self.status.last_error = f"deployed {d.version} but could not tag it: {_short(e)}"
+
+
+def _column(df: pd.DataFrame, c: Column) -> np.ndarray:
+    if c.kind == "string":
+        s = df[c.name].astype(object)
+        return s.where(s.notna(), None).to_numpy(dtype=object)
+    return df[c.name].to_numpy(dtype=np.float64)
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
