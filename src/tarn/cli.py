@@ -240,5 +240,152 @@ def evaluate() -> None:
                   f"{c.params.paths.reports}/evaluation.html")
 
 
+# ------------------------------------------------------------------------------ lifecycle
+def _notify_server(c: _Ctx) -> str:
+    """Nudge the backend at serve.notify_url to deploy now (best effort: it also polls)."""
+    import urllib.request
+
+    url = c.params.serve.notify_url
+    secret = os.environ.get("TARN_ADMIN_SECRET", "")
+    if not url or not secret:
+        return "server not notified (set serve.notify_url and TARN_ADMIN_SECRET); it polls"
+    req = urllib.request.Request(f"{url.rstrip('/')}/admin/reconcile", data=b"{}",
+                                 method="POST", headers={"Authorization": f"Bearer {secret}",
+                                                         "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            body = r.read().decode()
+        return f"server at {url} reconciled: {body}"
+    except OSError as e:
+        return f"server at {url} not reachable ({e}); it will pick the change up when it polls"
+
+
+@app.command()
+@friendly
+def promote(
+    version: Annotated[str | None, typer.Option(help="Version to promote.")] = None,
+    latest: Annotated[bool, typer.Option(help="Promote the newest version.")] = False,
+    force: Annotated[bool, typer.Option(help="Skip the gates (needs --reason).")] = False,
+    reason: Annotated[str, typer.Option(help="Why; recorded on the version.")] = "",
+) -> None:
+    """Move a registered version to production if it passes its gates; that deploys it.
+
+    Gates (params `promote`): the primary metric on the held-out test split is not worse than
+    the champion's by more than the tolerance, the demographic parity difference is under its
+    ceiling, and the input schema is compatible. On pass, the alias `production` moves (the
+    stage Production follows) and the running server and the client bundle follow it.
+    """
+    from tarn.registry import PromotionRefused, Registry
+
+    c = ctx()
+    if (version is None) == (not latest):
+        raise typer.BadParameter("give exactly one of --version N or --latest")
+    reg = Registry(c.params, c.root)
+    target = reg.latest() if latest else version
+    try:
+        p = reg.promote(str(target), force=force, reason=reason)
+    except PromotionRefused as e:
+        console.print(f"[bold red]refused:[/] {e.message}")
+        console.print(f"[yellow]fix:[/] {e.hint}")
+        raise typer.Exit(2) from None
+    g = p.gates
+    figures = (f"{g.metric} {g.candidate_metric:.4f} (champion "
+               f"{'none' if g.champion_metric is None else f'{g.champion_metric:.4f}'}), "
+               f"DPD {g.candidate_dpd:.4f}" if g else "gates skipped (--force)")
+    console.print(f"version {p.version} is production (was {p.previous or 'none'}): {figures}")
+    console.print(_notify_server(c))
+
+
+@app.command()
+@friendly
+def rollback(reason: Annotated[str, typer.Option(help="Why; recorded.")] = "") -> None:
+    """Put the previous production version back (recorded like a forced promotion)."""
+    from tarn.registry import Registry
+
+    c = ctx()
+    p = Registry(c.params, c.root).rollback(reason)
+    console.print(f"version {p.version} is production again (was {p.previous})")
+    console.print(_notify_server(c))
+
+
+@app.command()
+@friendly
+def status(
+    server: Annotated[str, typer.Option(help="Backend URL to ask what it serves.")] = "",
+) -> None:
+    """Show the production version, its figures, and what is deployed where."""
+    import json
+    import urllib.request
+
+    from tarn.edge import current_bundle
+    from tarn.registry import Registry
+
+    c = ctx()
+    reg = Registry(c.params, c.root)
+    prod = reg.production()
+    t = Table(title=f"{reg.name}: versions")
+    for col in ("version", "stage", "aliases", "test AUC", "test logloss", "promoted", "note"):
+        t.add_column(col)
+    aliases = reg.client.get_registered_model(reg.name).aliases
+    for v in sorted(reg.client.search_model_versions(f"name = '{reg.name}'"),
+                    key=lambda v: int(v.version)):
+        mets = reg.client.get_run(v.run_id).data.metrics if v.run_id else {}
+        t.add_row(str(v.version), v.current_stage,
+                  ",".join(a for a, n in aliases.items() if str(n) == str(v.version)),
+                  f"{mets.get('test_roc_auc', float('nan')):.4f}",
+                  f"{mets.get('test_logloss', float('nan')):.4f}",
+                  v.tags.get("tarn.promoted_at", ""), v.tags.get("tarn.deployment_note", ""))
+    console.print(t)
+    console.print(f"production ({reg.alias}): version {prod or 'none'}")
+    bundle = current_bundle(c.root / c.params.edge.bundle_dir)
+    console.print(f"client bundle: {bundle or 'none published'}")
+    url = server or c.params.serve.notify_url
+    if url:
+        try:
+            with urllib.request.urlopen(f"{url.rstrip('/')}/version", timeout=5) as r:
+                v = json.loads(r.read())
+            console.print(f"backend {url}: version {v['version']} ({v['source']}), "
+                          f"last error: {v['last_error'] or 'none'}")
+        except OSError as e:
+            console.print(f"backend {url}: not reachable ({e})")
+
+
+@app.command()
+@friendly
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default serve.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default serve.port).")] = None,
+) -> None:
+    """Run the REST backend; it serves whatever version holds the production alias.
+
+    Secrets come from the environment: TARN_ADMIN_SECRET enables POST /admin/reconcile,
+    TARN_WEBHOOK_SECRET enables the MLflow registry webhook at POST /webhooks/mlflow.
+    """
+    from tarn.serve.server import run
+
+    c = ctx()
+    h, p = host or c.params.serve.host, port or c.params.serve.port
+    console.print(f"serving {c.params.mlflow.registered_model}@{c.params.promote.alias} on "
+                  f"http://{h}:{p} (client page: /client)")
+    run(c.params, c.root, h, p, os.environ.get("TARN_ADMIN_SECRET", ""),
+        os.environ.get("TARN_WEBHOOK_SECRET", ""))
+
+
+edge_app = typer.Typer(help="The client-side ONNX bundle.", no_args_is_help=True)
+app.add_typer(edge_app, name="edge")
+
+
+@edge_app.command("predict")
+@friendly
+def edge_predict(
+    bundle: Annotated[Path, typer.Argument(help="A published bundle folder.")],
+    file: Annotated[Path, typer.Argument(help="CSV with a header row of input columns.")],
+) -> None:
+    """Score a CSV with a bundle, using only onnxruntime (no MLflow, no XGBoost)."""
+    from tarn.edge_runner import main as edge_main
+
+    raise typer.Exit(edge_main([str(bundle), str(file)]))
+
+
 def main() -> None:  # pragma: no cover
     app()

@@ -161,7 +161,7 @@ class Registry:
         """Why the candidate cannot take the champion's requests (empty = compatible)."""
         cand, champ = self.input_schema(candidate), self.input_schema(champion)
         problems = []
-        for col, (kind, required) in champ.items():
+        for col, (kind, _required) in champ.items():
             if col not in cand:
                 problems.append(f"column {col!r} missing")
             elif cand[col][0] != kind:

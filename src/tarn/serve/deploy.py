@@ -132,6 +132,7 @@ class Reconciler:
             current = self.holder.current
             if target is None or (current is not None and current.version == target):
                 return target
+            self.status.last_error = ""
             try:
                 deployed = self.load(target)
             except Exception as e:  # noqa: BLE001 - a bad version must not stop serving
@@ -141,7 +142,6 @@ class Reconciler:
                 return target
             self.holder.current = deployed  # the swap
             self.status.swaps += 1
-            self.status.last_error = ""
             self.status.history.append({"version": target, "at": deployed.loaded_at,
                                         "source": deployed.source})
             self._record(reg, deployed)

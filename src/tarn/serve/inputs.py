@@ -9,7 +9,6 @@ a missing or unknown column, a non-finite number, an empty list or too many rows
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
