@@ -371,6 +371,22 @@ def serve(
         os.environ.get("TARN_WEBHOOK_SECRET", ""))
 
 
+@app.command()
+@friendly
+def webhook(
+    url: Annotated[str, typer.Argument(help="The server's webhook URL, e.g. "
+                                            "http://host:8000/webhooks/mlflow")],
+) -> None:
+    """Register an MLflow registry webhook (alias set -> deploy) signed with
+    TARN_WEBHOOK_SECRET. Needs a remote tracking server (MLFLOW_TRACKING_URI)."""
+    from tarn.registry import Registry
+
+    c = ctx()
+    hook_id = Registry(c.params, c.root).register_webhook(
+        url, os.environ.get("TARN_WEBHOOK_SECRET", ""))
+    console.print(f"webhook {hook_id}: model_version_alias.created -> {url}")
+
+
 edge_app = typer.Typer(help="The client-side ONNX bundle.", no_args_is_help=True)
 app.add_typer(edge_app, name="edge")
 

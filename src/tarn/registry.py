@@ -254,6 +254,22 @@ class Registry:
                                 f"{staged}", "run `tarn promote --version "
                                 f"{current} --force --reason repair`")
 
+    def register_webhook(self, url: str, secret: str) -> str:
+        """Ask the tracking server to call ``url`` when an alias of this model is set.
+
+        Only a remote ``mlflow server`` delivers webhooks (not a local SQLite store)."""
+        if not self.tracking.uri.startswith(("http://", "https://")):
+            raise RegistryError("webhooks need a remote MLflow tracking server",
+                                "set mlflow.tracking_uri / MLFLOW_TRACKING_URI to its URL; "
+                                "locally the server polls the alias instead")
+        if not secret:
+            raise RegistryError("no webhook secret", "set TARN_WEBHOOK_SECRET")
+        hook = self.client.create_webhook(
+            name=f"tarn-{self.name}-{self.alias}", url=url,
+            events=["model_version_alias.created"], secret=secret,
+            description=f"tarn: deploy {self.name}@{self.alias}")
+        return hook.webhook_id
+
     def _tag(self, version: str, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_model_version_tag(self.name, version, k, v)

@@ -250,3 +250,47 @@ def test_12_rollback(server, project):
     server.admin()
     wait_version(server, "1")
     assert "rollback" in reg.version("1").tags["tarn.promotion_reason"]
+
+
+def test_13_cli_promote_notifies_the_server_at_once(server, project):
+    import subprocess
+
+    import yaml
+
+    from tests.e2e.conftest import BIN, server_env
+    params, root = project
+    v = make_version(params, root, rounds=33, depth=3)
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["serve"]["notify_url"] = server.url
+    (root / "params-cli.yaml").write_text(yaml.safe_dump(raw))
+    res = subprocess.run([str(BIN / "tarn"), "--params", str(root / "params-cli.yaml"),
+                          "promote", "--version", v, "--force", "--reason", "cli test"],
+                         env=server_env(), capture_output=True, text=True, timeout=300)
+    returned = time.monotonic()
+    assert res.returncode == 0, res.stderr
+    assert f"version {v} is production" in res.stderr and "reconciled" in res.stderr
+    assert wait_version(server, v) < 2  # serving within 2 s of `tarn promote` returning
+    assert time.monotonic() - returned < 5
+
+
+def test_14_concurrent_promotions_leave_alias_and_stage_in_agreement(server, project):
+    params, root = project
+    versions = ["1", make_version(params, root, rounds=31, depth=3)]
+    errors = []
+
+    def promote(v):
+        try:
+            Registry(params, root).promote(v, force=True, reason="race")
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    for _ in range(3):
+        threads = [threading.Thread(target=promote, args=(v,)) for v in versions]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        reg = Registry(params, root)
+        reg.check_consistent()
+        assert reg.stage_versions() == [reg.production()]
+    assert errors == []

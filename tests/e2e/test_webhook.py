@@ -1,0 +1,61 @@
+"""An MLflow registry webhook from a real `mlflow server` deploys on our server.
+
+The tarn server polls only every 10 minutes here, so a deployment within seconds can only
+come from the webhook. PITFALLS.md: a loopback http webhook needs
+MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https and MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from cryptography.fernet import Fernet
+
+from tarn.registry import Registry, RegistryError
+from tests.e2e.conftest import HOOK, Server, make_version, server_env
+from tests.integration.conftest import MlflowServer, free_port
+from tests.integration.test_training import small_project
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def remote(tmp_path):
+    s = MlflowServer(tmp_path, MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
+                     MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true", MLFLOW_WEBHOOK_CACHE_TTL="1",
+                     MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=Fernet.generate_key().decode())
+    yield s.url
+    s.stop()
+
+
+def test_alias_set_on_the_tracking_server_deploys_through_the_webhook(tmp_path, remote):
+    root = tmp_path / "p"
+    root.mkdir()
+    params = small_project(root, **{"mlflow.tracking_uri": remote, "serve.poll_interval_s": 600,
+                                    "serve.notify_url": "",
+                                    "promote.max_demographic_parity_difference": 0.6})
+    make_version(params, root)
+    server = Server(root, root / "params.yaml", free_port(), server_env())
+    try:
+        assert server.http.get("/version").json()["version"] is None
+        reg = Registry(params, root)
+        reg.register_webhook(f"{server.url}/webhooks/mlflow", HOOK)
+        time.sleep(1.5)  # the tracking server caches webhooks for MLFLOW_WEBHOOK_CACHE_TTL
+        reg.promote("1")
+        start = time.monotonic()
+        while time.monotonic() - start < 20:
+            if server.http.get("/version").json()["version"] == "1":
+                break
+            time.sleep(0.1)
+        assert server.http.get("/version").json()["version"] == "1"
+        text = server.http.get("/metrics").text
+        assert 'tarn_requests_total{endpoint="predict"' not in text  # nothing else touched it
+    finally:
+        server.stop()
+
+
+def test_webhooks_need_a_remote_server(tmp_path):
+    params = small_project(tmp_path)
+    with pytest.raises(RegistryError, match="remote MLflow tracking server"):
+        Registry(params, tmp_path).register_webhook("http://127.0.0.1:1/x", HOOK)
