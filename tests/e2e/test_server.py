@@ -50,6 +50,10 @@ def test_01_promotion_deploys_and_predictions_match_the_registry(server, project
     assert server.admin().status_code == 200
     wait_version(server, "1")
     assert server.http.get("/ready").json()["model_version"] == "1"
+    info = server.http.get("/version").json()
+    assert info["source"] == "onnx", info  # the parity-checked bundle serves
+    bundle = root / "bundles" / "tarn-test-v1"
+    assert info["bundle"] == str(bundle) and (bundle / "model.onnx").is_file()
     rows = sample_rows(root)
     r = server.http.post("/predict", json=rows)
     assert r.status_code == 200 and r.headers["x-model-version"] == "1"

@@ -1,0 +1,283 @@
+"""The client bundle: export the model Pipeline to ONNX, prove parity, publish atomically.
+
+A bundle is published only when the ONNX graph gives the Python Pipeline's probabilities
+(within ``edge.parity_tolerance``) and labels on held-out rows, so a client never runs a model
+that disagrees with the backend. Layout under ``edge.bundle_dir``::
+
+    <name>-v<version>/model.onnx, schema.json, metadata.json, SHA256SUMS
+    current.json      {"name", "version", "path", "sha256"}: the bundle clients should use
+
+The exported graph is an *equivalent* of the Pipeline, not a copy: skl2onnx cannot convert
+the categorical imputers (their missing marker is NaN / None, not a string), so they are left
+out and the runner's feed builder (:mod:`tarn.edge_runner`) maps a missing string to the same
+category they impute. The parity check runs through that same feed builder.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import math
+import re
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+
+from tarn.config import EdgeConfig, PrepareConfig, SchemaConfig
+from tarn.edge_runner import (
+    DEFAULT_THRESHOLD,
+    METADATA,
+    MISSING_KEY,
+    MODEL,
+    PROBA_OUTPUT,
+    SCHEMA,
+    SUMS,
+    EdgeModel,
+    OnnxScorer,
+    sha256_bytes,
+)
+from tarn.errors import TarnError
+from tarn.features import MISSING_CATEGORY, feature_columns, input_schema
+from tarn.io import atomic_dir, write_json
+
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}  # the default ai.onnx.ml 5 is not supported yet
+CURRENT = "current.json"
+FORMAT = 1
+
+
+class ParityError(TarnError):
+    """The ONNX graph disagrees with the Python model: the bundle must not ship."""
+
+
+@dataclass(frozen=True)
+class Parity:
+    max_abs_diff: float
+    labels_equal: bool
+    rows: int
+    tolerance: float
+    rows_over: int  # rows whose |p_onnx - p_python| exceeds the tolerance
+
+    @property
+    def ok(self) -> bool:
+        return self.labels_equal and self.max_abs_diff <= self.tolerance  # NaN fails
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    parity: Parity
+    checksum: str  # sha256 of model.onnx
+
+
+# --------------------------------------------------------------------------- export
+@functools.cache
+def _register_xgboost() -> None:
+    """skl2onnx has no XGBoost converter of its own; onnxmltools' must be registered once."""
+    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+    from xgboost import XGBClassifier
+
+    update_registered_converter(
+        XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes,
+        convert_xgboost, options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
+
+
+def _is_missing_imputer(step) -> bool:
+    """A categorical imputer whose only job is NaN/None -> the 'missing' category."""
+    if not isinstance(step, SimpleImputer) or step.strategy != "constant":
+        return False
+    marker = step.missing_values
+    return marker is None or (isinstance(marker, float) and math.isnan(marker))
+
+
+def _strip_string_imputers(steps: list, name: str) -> list:
+    """The steps without the leading missing-string imputers the feed builder replaces."""
+    keep = list(steps)
+    while keep and _is_missing_imputer(keep[0][1]):
+        if keep[0][1].fill_value != MISSING_CATEGORY:
+            raise TarnError(f"transformer {name!r} imputes missing strings as "
+                            f"{keep[0][1].fill_value!r}, the edge runner feeds "
+                            f"{MISSING_CATEGORY!r}",
+                            f"impute with fill_value={MISSING_CATEGORY!r} (tarn.features)")
+        keep.pop(0)
+    if not keep:
+        raise TarnError(f"transformer {name!r} only imputes", "end it with an encoder")
+    return keep
+
+
+def exportable_pipeline(pipe: Pipeline, cat: list[str]) -> Pipeline:
+    """An equivalent Pipeline skl2onnx can convert (the input Pipeline is not modified)."""
+    pre, model = pipe.steps[0][1], pipe.steps[-1][1]
+    if len(pipe.steps) != 2 or not isinstance(pre, ColumnTransformer):
+        raise TarnError("the model is not Pipeline([ColumnTransformer, classifier])",
+                        "export a model trained by `tarn train`")
+    pre = copy.deepcopy(pre)
+    new = []
+    for name, tr, cols in pre.transformers_:
+        if isinstance(tr, Pipeline) and len(cols) > 0 and set(cols) <= set(cat):
+            tr = Pipeline(_strip_string_imputers(tr.steps, name))
+        new.append((name, tr, cols))
+    pre.transformers_ = new
+    return Pipeline([("pre", pre), ("model", model)])
+
+
+def export_onnx(pipe: Pipeline, schema_cfg: SchemaConfig,
+                prepare_cfg: PrepareConfig) -> onnx.ModelProto:
+    """The Pipeline as one ONNX graph: one (n, 1) input per feature column (float32 numbers,
+    strings), outputs ``label`` and ``probabilities`` (n, 2)."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    _register_xgboost()
+    num, cat = feature_columns(schema_cfg, prepare_cfg)
+    exported = exportable_pipeline(pipe, cat)
+    types = [(c, FloatTensorType([None, 1])) for c in num]
+    types += [(c, StringTensorType([None, 1])) for c in cat]
+    try:
+        model = convert_sklearn(exported, initial_types=types,
+                                options={id(exported): {"zipmap": False}},
+                                target_opset=TARGET_OPSET)
+    except Exception as e:  # skl2onnx raises many types; all mean "not convertible"
+        raise TarnError(f"ONNX export failed: {type(e).__name__}: {e}",
+                        "keep the model to imputation + one-hot + XGBClassifier "
+                        "(see PITFALLS.md, onnxmltools)") from e
+    onnx.helper.set_model_props(model, {MISSING_KEY: MISSING_CATEGORY})
+    model.doc_string = "tarn model: Pipeline(ColumnTransformer, XGBClassifier)"
+    return model
+
+
+# --------------------------------------------------------------------------- parity
+def frame_columns(X: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
+    """A model frame as the runner's input columns (float64 + NaN, object + None)."""
+    out: dict[str, np.ndarray] = {}
+    for c in names:
+        s = X[c]
+        if pd.api.types.is_numeric_dtype(s):
+            out[c] = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            s = s.astype(object)
+            out[c] = s.where(s.notna(), None).to_numpy(dtype=object)
+    return out
+
+
+def check_parity(pipe: Pipeline, onnx_bytes: bytes, X: pd.DataFrame,
+                 tolerance: float) -> Parity:
+    """Compare the Python Pipeline with the ONNX graph, fed by the runner's own feed
+    builder, on the same rows (``X`` in the model-frame format)."""
+    if X.empty:
+        raise TarnError("no rows to check ONNX parity on", "prepare a test split first")
+    scorer = OnnxScorer(onnx_bytes)
+    p_onnx = np.asarray(scorer.predict_proba(frame_columns(X, scorer.input_names)),
+                        dtype=np.float64)
+    p_py = np.asarray(pipe.predict_proba(X)[:, 1], dtype=np.float64)
+    diff = np.abs(p_onnx - p_py)
+    max_diff = float(np.max(diff)) if np.all(np.isfinite(diff)) else math.inf
+    labels = bool(np.array_equal(p_onnx >= DEFAULT_THRESHOLD, p_py >= DEFAULT_THRESHOLD))
+    return Parity(max_diff, labels, len(X), tolerance, int(np.sum(~(diff <= tolerance))))
+
+
+def parity_rows(X: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Up to ``n`` held-out rows, a seeded sample when there are more (all batches)."""
+    return X if len(X) <= n else X.sample(n, random_state=0)
+
+
+# --------------------------------------------------------------------------- bundle
+def bundle_schema(schema_cfg: SchemaConfig, prepare_cfg: PrepareConfig) -> dict:
+    """schema.json: the ordered input columns a client must send, from the contract."""
+    cols = []
+    for c in input_schema(schema_cfg, prepare_cfg).to_dict():
+        spec = schema_cfg.column(c["name"])
+        cols.append({"name": c["name"], "type": c["type"], "required": c["required"],
+                     "categories": spec.categories if c["type"] == "string" else None})
+    return {"format": FORMAT, "columns": cols,
+            "missing": {"number": "NaN (or null)", "string": "null",
+                        "onnx_string_feed": MISSING_CATEGORY}}
+
+
+def _metadata(*, name: str, version: str, tags: dict, metrics: dict, parity: Parity,
+              checksum: str, model: onnx.ModelProto) -> dict:
+    import onnxruntime
+    import skl2onnx
+
+    return {
+        "format": FORMAT, "name": name, "version": str(version),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "tags": {str(k): str(v) for k, v in tags.items()},
+        "metrics": {str(k): float(v) for k, v in metrics.items()},
+        "parity": asdict(parity), "threshold": DEFAULT_THRESHOLD, "sha256": checksum,
+        "inputs": [i.name for i in model.graph.input],
+        "outputs": {"label": "label", "probabilities": PROBA_OUTPUT},
+        "opset": TARGET_OPSET,
+        "exported_with": {"skl2onnx": skl2onnx.__version__, "onnx": onnx.__version__,
+                          "onnxruntime": onnxruntime.__version__},
+    }
+
+
+def _dir_name(name: str, version: str) -> str:
+    d = f"{name}-v{version}"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", d):
+        raise TarnError(f"bundle name {d!r} is not a safe folder name",
+                        "use letters, digits, '.', '_' and '-' in model names and versions")
+    return d
+
+
+def _write_bundle(tmp: Path, onnx_bytes: bytes, schema: dict, metadata: dict) -> None:
+    (tmp / MODEL).write_bytes(onnx_bytes)
+    (tmp / SCHEMA).write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
+    (tmp / METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    sums = [f"{sha256_bytes((tmp / f).read_bytes())}  {f}" for f in (MODEL, SCHEMA, METADATA)]
+    (tmp / SUMS).write_text("\n".join(sums) + "\n", encoding="utf-8")
+    EdgeModel(tmp)  # the bundle must load and verify before it becomes visible
+
+
+def publish_bundle(pipe: Pipeline, *, name: str, version: str, tags: dict, metrics: dict,
+                   X_holdout: pd.DataFrame, schema_cfg: SchemaConfig,
+                   prepare_cfg: PrepareConfig, edge_cfg: EdgeConfig, out_root: Path) -> Bundle:
+    """Export, prove parity on held-out rows, then write the bundle and point current.json at
+    it (both atomically). Raises ParityError, publishing nothing, when parity fails."""
+    folder = _dir_name(name, str(version))
+    model = export_onnx(pipe, schema_cfg, prepare_cfg)
+    onnx_bytes = model.SerializeToString()
+    parity = check_parity(pipe, onnx_bytes, parity_rows(X_holdout, edge_cfg.parity_rows),
+                          edge_cfg.parity_tolerance)
+    if not parity.ok:
+        raise ParityError(
+            f"ONNX parity failed for {name} v{version}: max |diff| {parity.max_abs_diff:.3g} "
+            f"(tolerance {parity.tolerance:g}, {parity.rows_over} of {parity.rows} rows over), "
+            f"labels {'equal' if parity.labels_equal else 'differ'}; nothing published",
+            "serve the Python model; fix the export (a scaler in front of trees is the known "
+            "cause, PITFALLS.md)")
+    checksum = sha256_bytes(onnx_bytes)
+    metadata = _metadata(name=name, version=version, tags=tags, metrics=metrics,
+                         parity=parity, checksum=checksum, model=model)
+    out_root = Path(out_root)
+    with atomic_dir(out_root / folder) as tmp:
+        _write_bundle(tmp, onnx_bytes, bundle_schema(schema_cfg, prepare_cfg), metadata)
+    write_json(out_root / CURRENT, {"name": name, "version": str(version), "path": folder,
+                                    "sha256": checksum})
+    return Bundle(out_root / folder, parity, checksum)
+
+
+def current_bundle(out_root: Path) -> Path | None:
+    """The folder current.json points at; None when nothing was published yet."""
+    path = Path(out_root) / CURRENT
+    if not path.is_file():
+        return None
+    try:
+        folder = json.loads(path.read_text(encoding="utf-8"))["path"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise TarnError(f"{path}: unreadable ({e})", "republish the bundle") from None
+    bundle = Path(out_root) / folder
+    if Path(folder).name != folder or not bundle.is_dir():
+        raise TarnError(f"{path}: points at {folder!r}, which is not a bundle folder",
+                        "republish the bundle (the server does on its next deployment)")
+    return bundle

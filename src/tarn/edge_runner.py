@@ -1,0 +1,265 @@
+"""The client-side runtime of a published bundle: score rows with the ONNX graph, nothing else.
+
+It imports only the standard library, numpy and onnxruntime, so it runs on an edge device
+without the training stack; the backend server uses it too, as its fast path. A bundle is a
+folder with ``model.onnx``, ``schema.json``, ``metadata.json`` and ``SHA256SUMS``
+(see :mod:`tarn.edge`); the model's checksum is verified before anything is loaded.
+
+Input contract (the same as the Python model's): one 1-D array per input column; numeric
+columns as numbers with NaN for missing, string columns as objects with None (or NaN) for
+missing. The exported graph has no string imputer (the ONNX converter cannot match None or
+NaN), so the feed builder maps a missing string to the category the Python pipeline imputes,
+which the graph names in its metadata: missing means the same on both sides.
+
+Usage: ``python -m tarn.edge_runner BUNDLE_DIR FILE.csv`` prints ``proba,label`` per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+MODEL = "model.onnx"
+SCHEMA = "schema.json"
+METADATA = "metadata.json"
+SUMS = "SHA256SUMS"
+MISSING_KEY = "tarn.missing_category"  # ONNX metadata_props key: what a missing string becomes
+DEFAULT_MISSING = "missing"
+DEFAULT_THRESHOLD = 0.5
+PROBA_OUTPUT = "probabilities"
+CSV_MISSING = frozenset({"", "?"})
+
+
+class BundleError(Exception):
+    """A bundle that is incomplete, altered or unreadable: never score with it."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_session(model_bytes: bytes, threads: int = 1) -> ort.InferenceSession:
+    """One session per model, made once. One intra-op thread by default: a single row gains
+    nothing from a thread pool, and the server already runs requests concurrently."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3  # warnings about unused initializers are noise here
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+class OnnxScorer:
+    """An ONNX graph and the feed builder that turns input columns into its tensors.
+
+    The input names and kinds come from the graph itself, so feeds cannot drift from it.
+    """
+
+    def __init__(self, model_bytes: bytes, threads: int = 1) -> None:
+        self.session = make_session(model_bytes, threads)
+        self.fields: list[tuple[str, bool]] = [
+            (i.name, i.type == "tensor(string)") for i in self.session.get_inputs()]
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.missing = meta.get(MISSING_KEY, DEFAULT_MISSING)
+        outputs = [o.name for o in self.session.get_outputs()]
+        if PROBA_OUTPUT not in outputs:
+            raise BundleError(f"the ONNX graph has no {PROBA_OUTPUT!r} output (has {outputs})")
+        self._outputs = [PROBA_OUTPUT]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [name for name, _ in self.fields]
+
+    def feeds(self, columns: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """(n, 1) float32 tensors for numbers, (n, 1) string tensors for categories."""
+        return build_feeds(columns, self.fields, self.missing)
+
+    def predict_proba(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """Positive-class probability per row, shape (n,)."""
+        feeds = self.feeds(columns)
+        if not feeds or next(iter(feeds.values())).shape[0] == 0:
+            return np.empty(0, dtype=np.float32)
+        return self.session.run(self._outputs, feeds)[0][:, 1]
+
+
+def build_feeds(columns: Mapping[str, Any], fields: Sequence[tuple[str, bool]],
+                missing: str) -> dict[str, np.ndarray]:
+    """The graph's feeds from input columns; raises ValueError naming a missing column."""
+    feeds: dict[str, np.ndarray] = {}
+    n = -1
+    for name, is_string in fields:
+        try:
+            values = columns[name]
+        except KeyError:
+            raise ValueError(f"missing input column {name!r}") from None
+        arr = _string_feed(values, missing) if is_string else _number_feed(values)
+        if n not in (-1, arr.shape[0]):
+            raise ValueError(f"column {name!r} has {arr.shape[0]} values, others have {n}")
+        n = arr.shape[0]
+        feeds[name] = arr
+    return feeds
+
+
+def _number_feed(values: Any) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.dtype == object:  # None from JSON null means missing, as NaN does
+        arr = np.array([np.nan if v is None else v for v in arr], dtype=np.float64)
+    return arr.astype(np.float32, copy=False).reshape(-1, 1)
+
+
+def _string_feed(values: Any, missing: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=object)
+    out = np.array([missing if v is None or v != v else v for v in arr.ravel()], dtype=object)
+    return out.reshape(-1, 1)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise BundleError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(_read(path))
+    except ValueError as e:
+        raise BundleError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: expected a JSON object")
+    return data
+
+
+def _check_sums(bundle: Path) -> None:
+    """Every file SHA256SUMS lists must match (schema and metadata included)."""
+    path = bundle / SUMS
+    if not path.is_file():
+        raise BundleError(f"{path}: missing")
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        digest, _, name = line.partition("  ")
+        if not name or "/" in name or name.startswith("."):
+            raise BundleError(f"{path}: malformed line {line!r}")
+        if sha256_bytes(_read(bundle / name)) != digest:
+            raise BundleError(f"{bundle / name}: sha256 does not match {SUMS}")
+
+
+class EdgeModel:
+    """A verified bundle, ready to score: ``EdgeModel(dir).predict_proba(columns)``."""
+
+    def __init__(self, bundle_dir: str | Path, threads: int = 1) -> None:
+        self.path = Path(bundle_dir)
+        if not self.path.is_dir():
+            raise BundleError(f"{self.path}: no such bundle folder")
+        self.metadata = _read_json(self.path / METADATA)
+        self.schema = _read_json(self.path / SCHEMA)
+        model_bytes = _read(self.path / MODEL)
+        expected = self.metadata.get("sha256")
+        if sha256_bytes(model_bytes) != expected:
+            raise BundleError(f"{self.path / MODEL}: sha256 does not match the one in "
+                              f"{METADATA}; the model was altered or is incomplete")
+        _check_sums(self.path)
+        self.version = str(self.metadata.get("version", ""))
+        self.threshold = float(self.metadata.get("threshold", DEFAULT_THRESHOLD))
+        try:
+            self._scorer = OnnxScorer(model_bytes, threads)  # the bytes checked above
+        except BundleError:
+            raise
+        except Exception as e:  # onnxruntime raises its own types on a bad graph
+            raise BundleError(f"{self.path / MODEL}: onnxruntime cannot load it ({e})") from None
+        self.input_fields = self._scorer.fields
+
+    @property
+    def input_names(self) -> list[str]:
+        return self._scorer.input_names
+
+    def predict_proba(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """Positive-class probability per row, shape (n,): the Python model's, within 1e-4."""
+        return self._scorer.predict_proba(columns)
+
+    def predict(self, columns: Mapping[str, Any]) -> np.ndarray:
+        return (self.predict_proba(columns) >= self.threshold).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- CSV
+def read_csv_columns(csv_path: str | Path, fields: Sequence[tuple[str, bool]]
+                     ) -> dict[str, np.ndarray]:
+    """Input columns from a CSV with a header row; empty or ``?`` cells are missing.
+
+    Extra columns (an id, the label) are ignored. Raises ValueError naming the missing
+    column, or the line and column of a cell that is not a number.
+    """
+    path = Path(csv_path)
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh, skipinitialspace=True)
+        header = [h.strip() for h in next(reader, [])]
+        if not header:
+            raise ValueError(f"{path}: empty file (expected a header row of column names)")
+        missing = [name for name, _ in fields if name not in header]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+        index = {name: header.index(name) for name, _ in fields}
+        raw: dict[str, list] = {name: [] for name, _ in fields}
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise ValueError(f"{path}, line {reader.line_num}: {len(row)} fields, "
+                                 f"the header has {len(header)}")
+            for name, is_string in fields:
+                cell = row[index[name]].strip()
+                raw[name].append(_cell(cell, is_string, name, path, reader.line_num))
+    return {name: np.array(raw[name], dtype=object if is_string else np.float64)
+            for name, is_string in fields}
+
+
+def _cell(cell: str, is_string: bool, name: str, path: Path, line: int) -> Any:
+    if cell in CSV_MISSING:
+        return None if is_string else math.nan
+    if is_string:
+        return cell
+    try:
+        return float(cell)
+    except ValueError:
+        raise ValueError(f"{path}, line {line}: column {name!r}: {cell!r} is not a number") \
+            from None
+
+
+def predict_csv(bundle_dir: str | Path, csv_path: str | Path) -> list[dict]:
+    """Score every row of a CSV: ``[{"proba": p, "label": 0|1}, ...]`` in file order."""
+    model = EdgeModel(bundle_dir)
+    proba = model.predict_proba(read_csv_columns(csv_path, model.input_fields))
+    return [{"proba": float(p), "label": int(p >= model.threshold)} for p in proba]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tarn.edge_runner",
+                                     description="Score a CSV with a published tarn bundle.")
+    parser.add_argument("bundle", help="bundle folder (model.onnx, schema.json, ...)")
+    parser.add_argument("csv", help="CSV file with a header row of input column names")
+    args = parser.parse_args(argv)
+    try:
+        rows = predict_csv(args.bundle, args.csv)
+    except (BundleError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(["proba", "label"])
+    out.writerows([format(r["proba"], ".9g"), r["label"]] for r in rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
