@@ -43,6 +43,19 @@ class PythonPredictor:
         return self.pipe.predict_proba(pd.DataFrame(columns, columns=self.names))[:, 1]
 
 
+class HybridPredictor:
+    """The verified ONNX graph for small requests (no per-call sklearn overhead), the native
+    Pipeline for large batches (XGBoost's own predictor is faster there). Both are the same
+    model: publishing the bundle proved their probabilities agree on the held-out rows."""
+
+    def __init__(self, onnx: Predictor, python: Predictor, max_onnx_rows: int) -> None:
+        self.onnx, self.python, self.cutoff = onnx, python, max_onnx_rows
+
+    def predict_proba(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        n = len(next(iter(columns.values())))
+        return (self.onnx if n <= self.cutoff else self.python).predict_proba(columns)
+
+
 @dataclass(frozen=True)
 class Deployed:
     name: str
@@ -183,7 +196,8 @@ class Reconciler:
                     metrics=metrics, X_holdout=holdout, schema_cfg=self.params.schema,
                     prepare_cfg=self.params.prepare, edge_cfg=self.params.edge,
                     out_root=self.root / self.params.edge.bundle_dir)
-                predictor = EdgeModel(published.path)
+                predictor = HybridPredictor(EdgeModel(published.path), predictor,
+                                            self.params.serve.onnx_max_rows)
                 source, bundle = "onnx", str(published.path)
             except Exception as e:  # noqa: BLE001 - no verified bundle: serve Python
                 self.status.last_error = f"bundle for version {version} not published: " \

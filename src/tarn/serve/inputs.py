@@ -35,7 +35,15 @@ def columns_from_signature(signature_inputs: list[dict]) -> list[Column]:
     return [Column(c["name"], c["type"], c.get("required", True)) for c in signature_inputs]
 
 
-def records_from_payload(payload: Any, columns: list[Column]) -> list[dict] | list[list]:
+@dataclass(frozen=True)
+class Split:
+    """Rows as lists with the column names given once (``dataframe_split``): kept columnar."""
+
+    columns: list[str]
+    data: list
+
+
+def records_from_payload(payload: Any, columns: list[Column]) -> list | Split:
     """Normalize any accepted payload to a list of records (dicts) or rows (lists)."""
     if isinstance(payload, list):
         return payload
@@ -54,13 +62,7 @@ def records_from_payload(payload: Any, columns: list[Column]) -> list[dict] | li
         data = body["data"]
         if not isinstance(cols, list) or not isinstance(data, list):
             raise InputError("dataframe_split.columns and .data must be lists")
-        out = []
-        for i, row in enumerate(data):
-            if not isinstance(row, list) or len(row) != len(cols):
-                raise InputError(f"dataframe_split.data[{i}]: expected a list of {len(cols)} "
-                                 "values")
-            out.append(dict(zip(cols, row, strict=True)))
-        return out
+        return Split([str(c) for c in cols], data)
     if key == "inputs" and isinstance(body, dict):  # columnar: {"col": [values...]}
         lengths = {len(v) if isinstance(v, list) else -1 for v in body.values()}
         if len(lengths) != 1 or -1 in lengths:
@@ -75,15 +77,18 @@ def records_from_payload(payload: Any, columns: list[Column]) -> list[dict] | li
 _NUMBER = {int, float}
 
 
-def to_columns(records: list, columns: list[Column], max_rows: int) -> dict[str, np.ndarray]:
+def to_columns(records: list | Split, columns: list[Column],
+               max_rows: int) -> dict[str, np.ndarray]:
     """Validate records and build one array per column: float64 (NaN = missing) or object
     (None = missing). Column-wise, so a 10,000-row request costs milliseconds. Raises
     InputError naming the first bad field."""
+    names = [c.name for c in columns]
+    if isinstance(records, Split):
+        return _from_split(records, columns, max_rows)
     if not isinstance(records, list) or not records:
         raise InputError("no rows to score: send at least one record")
     if len(records) > max_rows:
         raise InputError(f"{len(records)} rows exceed the limit of {max_rows} per request", 413)
-    names = [c.name for c in columns]
     kinds = set(map(type, records))
     if kinds == {dict}:
         keys = set().union(*map(dict.keys, records))
@@ -101,6 +106,26 @@ def to_columns(records: list, columns: list[Column], max_rows: int) -> dict[str,
         raise InputError("each row must be an object of column values (or a list in column "
                          "order)")
     return {c.name: _column(c, raw[c.name]) for c in columns}
+
+
+def _from_split(split: Split, columns: list[Column], max_rows: int) -> dict[str, np.ndarray]:
+    data, names = split.data, split.columns
+    if not data:
+        raise InputError("no rows to score: send at least one record")
+    if len(data) > max_rows:
+        raise InputError(f"{len(data)} rows exceed the limit of {max_rows} per request", 413)
+    expected = {c.name for c in columns}
+    extra = set(names) - expected
+    if extra:
+        raise InputError(f"unknown column(s) {sorted(extra)}; expected {sorted(expected)}")
+    if len(set(names)) != len(names):
+        raise InputError("dataframe_split.columns has duplicates")
+    if set(map(type, data)) != {list} or any(len(r) != len(names) for r in data):
+        i = next(i for i, r in enumerate(data) if not isinstance(r, list) or len(r) != len(names))
+        raise InputError(f"dataframe_split.data[{i}]: expected a list of {len(names)} values")
+    by_name = dict(zip(names, map(list, zip(*data, strict=True)), strict=True))
+    nones = [None] * len(data)
+    return {c.name: _column(c, by_name.get(c.name, nones)) for c in columns}
 
 
 def _first(values: list, bad) -> int:
