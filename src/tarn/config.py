@@ -254,6 +254,36 @@ class EdgeConfig(_Strict):
     parity_rows: int = Field(20_000, ge=100)
 
 
+class MonitorConfig(_Strict):
+    """Thresholds that turn drift reports into a retraining decision."""
+
+    min_rows: int = Field(100, ge=1)  # fewer new rows: no decision but "none"
+    drift_share_incremental: float = Field(0.15, gt=0, le=1)
+    drift_share_full: float = Field(0.5, gt=0, le=1)
+    logloss_increase_incremental: float = Field(0.02, ge=0)
+    logloss_increase_full: float = Field(0.10, ge=0)
+    prediction_drift_triggers: bool = True
+    max_incremental_in_a_row: int = Field(3, ge=1)
+    max_log_rows: int = Field(100_000, ge=1)
+    reports: str = "reports/monitor"
+    # distances, not p-values: with thousands of rows every p-value test fires, and a chi-square
+    # test on sparse categories (native_country) fires on noise
+    num_method: str = "wasserstein"
+    cat_method: str = "jensenshannon"
+    num_threshold: float = Field(0.1, gt=0)
+    cat_threshold: float = Field(0.1, gt=0)
+
+
+class RetrainConfig(_Strict):
+    incremental_rounds: int = Field(200, ge=1)
+    early_stopping_rounds: int = Field(20, ge=1)
+    holdout_fraction: float = Field(0.3, gt=0, lt=1)  # of the new data: early stopping + check
+    replay_ratio: float = Field(1.0, ge=0)  # old training rows mixed in per new row
+    learning_rate_scale: float = Field(0.5, gt=0, le=1)  # new trees learn more gently
+    seed: int = 42
+    retune: bool = False  # full retraining re-runs the hyperopt search too
+
+
 class Params(_Strict):
     """The whole of params.yaml. Unknown keys are errors (they are usually typos)."""
 
@@ -273,6 +303,8 @@ class Params(_Strict):
     promote: PromoteConfig = PromoteConfig()
     serve: ServeConfig = ServeConfig()
     edge: EdgeConfig = EdgeConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    retrain: RetrainConfig = RetrainConfig()
 
     @model_validator(mode="after")
     def _cross(self) -> Params:

@@ -89,6 +89,50 @@ class _Dedup:
         return pd.Series(dup, index=rows.index), pd.Series(first, index=rows.index, dtype=object)
 
 
+def process_file(fs, path: str, rel: str, batch: str, params: Params, dedup: _Dedup | None,
+                 counts: Counts):
+    """Extract and transform one file chunk by chunk: yields (curated rows, quarantine rows)
+    and updates ``counts``. The one implementation of the contract's application, used by
+    the etl stage and by retraining on new batches."""
+    schema = params.schema
+    strict = file_format(rel) != "jsonl"  # JSON Lines may omit null keys
+    mapping: dict[str, str] = {}
+    for chunk in iter_chunks(fs, path, params.etl.chunk_rows):
+        counts.read += chunk.n_records
+        q: list[pd.DataFrame] = []
+        if chunk.malformed:
+            counts.rejected_by_reason[sc.MALFORMED] += len(chunk.malformed)
+            q.append(pd.DataFrame([{"batch": batch, "file": rel, "line": m.line,
+                                    "reason": m.reason, "detail": m.detail, "raw": m.raw}
+                                   for m in chunk.malformed]))
+        if len(chunk.frame.columns):  # the header is checked even if no row parsed
+            mapping = sc.resolve_columns(list(chunk.frame.columns), schema, rel, strict)
+        rows = pd.DataFrame(columns=[*schema.feature_names, schema.target.name])
+        if not chunk.frame.empty:
+            res = sc.conform(chunk.frame[list(mapping)], schema, mapping)
+            lines = pd.Series(chunk.lines, index=chunk.frame.index)
+            counts.rejected_by_reason.update(res.rejects["reason"].tolist())
+            found = [res.rejects.assign(line=lines[res.rejects.index])]
+            rows = res.rows
+            if dedup is not None and len(rows):
+                where = batch + ":" + rel + ":" + lines[rows.index].astype(str)
+                dup, first = dedup.split(rows, where)
+                if dup.any():
+                    counts.duplicates += int(dup.sum())
+                    found.append(pd.DataFrame({
+                        "reason": sc.DUPLICATE, "detail": "duplicate of " + first[dup],
+                        "line": lines[rows.index[dup.to_numpy()]]}))
+                    rows = rows[~dup]
+            found_df = pd.concat(found)
+            if len(found_df):
+                q.append(found_df.assign(batch=batch, file=rel,
+                                         raw=sc.raw_json(chunk.frame.loc[found_df.index])))
+        counts.written += len(rows)
+        qdf = pd.concat(q, ignore_index=True) if q else pd.DataFrame(
+            columns=QUARANTINE_SCHEMA.names)
+        yield rows, qdf
+
+
 def run(params: Params, root: Path, progress: Progress = silent) -> EtlResult:
     schema = params.schema
     snap_dir = root / params.paths.snapshot
@@ -103,6 +147,7 @@ def run(params: Params, root: Path, progress: Progress = silent) -> EtlResult:
     per_file: dict[str, Counts] = {}
     dedup = _Dedup()
     total_rows = sum(e["rows"] for e in manifest["files"])
+    progress_seen: dict[str, int] = {}
 
     with staged() as st:
         curated_tmp = st.path(out_dir / CURATED)
@@ -114,47 +159,16 @@ def run(params: Params, root: Path, progress: Progress = silent) -> EtlResult:
                 batch, rel = entry["batch"], entry["path"]
                 if params.etl.dedup == "batch" and batch != current_batch:
                     dedup = _Dedup()
+                use_dedup = dedup if params.etl.dedup != "off" else None
                 current_batch = batch
                 counts = Counts()
-                strict = file_format(rel) != "jsonl"  # JSON Lines may omit null keys
-                for chunk in iter_chunks(fs, str(snap_dir / rel), params.etl.chunk_rows):
-                    counts.read += chunk.n_records
-                    progress("etl", "ETL", chunk.n_records, total_rows)
-                    if chunk.malformed:
-                        counts.rejected_by_reason[sc.MALFORMED] += len(chunk.malformed)
-                        qw.write_table(pa.Table.from_pylist([
-                            {"batch": batch, "file": rel, "line": m.line, "reason": m.reason,
-                             "detail": m.detail, "raw": m.raw}
-                            for m in chunk.malformed], schema=QUARANTINE_SCHEMA))
-                    if len(chunk.frame.columns):  # the header is checked even if no row parsed
-                        mapping = sc.resolve_columns(list(chunk.frame.columns), schema, rel,
-                                                     strict)
-                    if chunk.frame.empty:
-                        continue
-                    kept = chunk.frame[list(mapping)]
-                    res = sc.conform(kept, schema, mapping)
-                    lines = pd.Series(chunk.lines, index=chunk.frame.index)
-                    counts.rejected_by_reason.update(res.rejects["reason"].tolist())
-                    q = [res.rejects.assign(line=lines[res.rejects.index])]
-                    rows = res.rows
-                    if params.etl.dedup != "off" and len(rows):
-                        where = batch + ":" + rel + ":" + lines[rows.index].astype(str)
-                        dup, first = dedup.split(rows, where)
-                        if dup.any():
-                            counts.duplicates += int(dup.sum())
-                            q.append(pd.DataFrame({
-                                "reason": sc.DUPLICATE,
-                                "detail": "duplicate of " + first[dup],
-                                "line": lines[rows.index[dup.to_numpy()]],
-                            }))
-                            rows = rows[~dup]
-                    counts.written += len(rows)
+                for rows, qdf in process_file(fs, str(snap_dir / rel), rel, batch, params,
+                                              use_dedup, counts):
+                    progress("etl", "ETL", counts.read - progress_seen.get(rel, 0), total_rows)
+                    progress_seen[rel] = counts.read
                     cw.write_table(pa.Table.from_pandas(rows.assign(batch=batch),
                                                         schema=table_schema, preserve_index=False))
-                    qdf = pd.concat(q)
                     if len(qdf):
-                        qdf = qdf.assign(batch=batch, file=rel,
-                                         raw=sc.raw_json(chunk.frame.loc[qdf.index]))
                         qw.write_table(pa.Table.from_pandas(
                             qdf[QUARANTINE_SCHEMA.names], schema=QUARANTINE_SCHEMA,
                             preserve_index=False))

@@ -34,10 +34,20 @@ def _definition(schema: SchemaConfig, cfg: PrepareConfig, df: pd.DataFrame,
     return DataDefinition(**kwargs)
 
 
-def _dataset(df: pd.DataFrame, schema: SchemaConfig, cfg: PrepareConfig, classification: bool):
-    from evidently import Dataset
+def _dataset(df: pd.DataFrame, schema: SchemaConfig, cfg: PrepareConfig, classification: bool,
+             extra_numeric: tuple[str, ...] = ()):
+    from evidently import DataDefinition, Dataset
 
     num, cat = feature_columns(schema, cfg)
+    if extra_numeric:  # drift of model outputs: plain numeric columns, no classification role
+        keep = [c for c in [*num, *cat, *extra_numeric] if c in df]
+        data = df[keep].copy()
+        for c in [*num, *extra_numeric]:
+            if c in data:
+                data[c] = data[c].astype("float64")
+        return Dataset.from_pandas(data, data_definition=DataDefinition(
+            numerical_columns=[c for c in [*num, *extra_numeric] if c in data],
+            categorical_columns=[c for c in cat if c in data]))
     keep = [c for c in [*num, *cat, schema.target.name, PREDICTION, PROBA] if c in df]
     data = df[keep].copy()
     for c in num:  # Evidently wants plain numpy dtypes, not pandas' nullable ones
@@ -68,14 +78,45 @@ def classification(current: pd.DataFrame, schema: SchemaConfig, cfg: PrepareConf
 
 
 def drift(current: pd.DataFrame, reference: pd.DataFrame, schema: SchemaConfig,
-          cfg: PrepareConfig):
-    """Data drift of every model feature between reference and current."""
+          cfg: PrepareConfig, extra_numeric: tuple[str, ...] = (), methods: dict | None = None):
+    """Data drift of every model feature (and of ``extra_numeric`` columns such as the
+    predicted probability) between reference and current. ``methods`` takes DataDriftPreset's
+    num_method / cat_method / num_threshold / cat_threshold; by default Evidently picks."""
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
-    return Report([DataDriftPreset()]).run(
+    return Report([DataDriftPreset(**(methods or {}))]).run(
+        current_data=_dataset(current, schema, cfg, False, extra_numeric),
+        reference_data=_dataset(reference, schema, cfg, False, extra_numeric))
+
+
+def summary(current: pd.DataFrame, reference: pd.DataFrame, schema: SchemaConfig,
+            cfg: PrepareConfig):
+    """Data quality summary (missing values, ranges, categories) of current vs reference."""
+    from evidently import Report
+    from evidently.presets import DataSummaryPreset
+
+    return Report([DataSummaryPreset()]).run(
         current_data=_dataset(current, schema, cfg, False),
         reference_data=_dataset(reference, schema, cfg, False))
+
+
+def drifted_columns(report_json: dict) -> dict[str, dict]:
+    """Per column: the drift score, the method, its threshold and whether it drifted.
+
+    Evidently picks the test per column (p-values for small samples, distances for large);
+    a p-value drifts when under the threshold, a distance when at or over it."""
+    out = {}
+    for m in report_json.get("metrics", []):
+        cfgm = m.get("config", {})
+        if not str(cfgm.get("type", "")).endswith(":ValueDrift"):
+            continue
+        method = str(cfgm.get("method", ""))
+        score, thr = float(m["value"]), float(cfgm.get("threshold", 0.05))
+        is_p = "p_value" in method.replace("-", "_").lower()
+        out[cfgm["column"]] = {"score": score, "method": method, "threshold": thr,
+                               "drifted": score < thr if is_p else score >= thr}
+    return out
 
 
 def per_group(current: pd.DataFrame, feature: str, schema: SchemaConfig, cfg: PrepareConfig,

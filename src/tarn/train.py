@@ -116,10 +116,8 @@ def load_local(path: Path) -> Pipeline:
 
 
 def run(params: Params, root: Path) -> TrainResult:
-    import mlflow
-
     from tarn.parallel import dask_client
-    from tarn.tracking import connect, git_commit, params_hash, quiet_mlflow
+    from tarn.tracking import git_commit, params_hash
 
     models = root / params.paths.models
     best_path = models / BEST
@@ -158,20 +156,9 @@ def run(params: Params, root: Path) -> TrainResult:
         "tarn.batches": ",".join(sorted(data.frame["batch"].unique())),
         "tarn.kind": "full",
     }
-    tracking = connect(params.mlflow, root)
-    with quiet_mlflow(), mlflow.start_run(run_name="train") as run:
-        mlflow.set_tags({**tags, "tarn.stage": "train"})
-        mlflow.log_params({k: v for k, v in mparams.items()})
-        mlflow.log_metric("train_rows", len(data.y))
-        info = mlflow.sklearn.log_model(
-            pipe, name="model", signature=sig, input_example=example,
-            pyfunc_predict_fn="predict_proba", skops_trusted_types=TRUSTED_TYPES,
-            pip_requirements=pip_requirements())
-        # one call registers the version with its lineage: no version without tags
-        mv = mlflow.register_model(info.model_uri, tracking.registered_model, tags=tags)
-    result = {"run_id": run.info.run_id, "model_uri": info.model_uri,
-              "registered_model": tracking.registered_model, "version": str(mv.version),
-              "tags": tags, "params": mparams}
+    reg = log_and_register(params, root, pipe, tags, "train", mparams,
+                           {"train_rows": len(data.y)}, example, sig)
+    result = {**reg, "tags": tags, "params": mparams}
     with atomic_dir(models / MODEL_DIR) as tmp:
         shutil.rmtree(tmp)
         save_local(pipe, tmp, sig, example)
@@ -180,4 +167,29 @@ def run(params: Params, root: Path) -> TrainResult:
         save_local(comparator, tmp, sig, example)
     with staged() as st:
         st.json(models / TRAIN_JSON, result)
-    return TrainResult(run.info.run_id, info.model_uri, str(mv.version), tags)
+    return TrainResult(reg["run_id"], reg["model_uri"], reg["version"], tags)
+
+
+def log_and_register(params: Params, root: Path, pipe: Pipeline, tags: dict, run_name: str,
+                     logged_params: dict, metrics: dict, example: pd.DataFrame,
+                     sig=None) -> dict:
+    """Log the Pipeline as an MLflow model in a new run and register it as a new version
+    carrying ``tags`` (one call: no version without its lineage). Training and retraining
+    both register through here."""
+    import mlflow
+
+    from tarn.tracking import connect, quiet_mlflow
+
+    tracking = connect(params.mlflow, root)
+    sig = sig or signature(params, pipe, example)
+    with quiet_mlflow(), mlflow.start_run(run_name=run_name) as run:
+        mlflow.set_tags({**tags, "tarn.stage": run_name})
+        mlflow.log_params(dict(logged_params))
+        mlflow.log_metrics(metrics)
+        info = mlflow.sklearn.log_model(
+            pipe, name="model", signature=sig, input_example=example.head(5),
+            pyfunc_predict_fn="predict_proba", skops_trusted_types=TRUSTED_TYPES,
+            pip_requirements=pip_requirements())
+        mv = mlflow.register_model(info.model_uri, tracking.registered_model, tags=tags)
+    return {"run_id": run.info.run_id, "model_uri": info.model_uri,
+            "registered_model": tracking.registered_model, "version": str(mv.version)}

@@ -27,10 +27,10 @@ SMALL = {
 }
 
 
-def small_project(root: Path, **overrides) -> Params:
+def small_project(root: Path, lake: tuple[int, int] = (600, 300), **overrides) -> Params:
     params = write_params(root, {**SMALL, **overrides})
     if not (root / "data" / "lake").exists():
-        write_small_lake(root / "data" / "lake", n_train=600, n_test=300)
+        write_small_lake(root / "data" / "lake", n_train=lake[0], n_test=lake[1])
     snapshot.run(params, root)
     etl.run(params, root)
     prepare.run(params, root)

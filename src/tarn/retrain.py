@@ -1,0 +1,218 @@
+"""Retraining: incremental (continue boosting the production model on new batches) or full
+(the whole DVC pipeline on a fresh snapshot), chosen by the monitor's decision, then promoted
+through the same gates as any other version.
+
+Incremental keeps the production normalization frozen (refitting it under the old trees would
+silently change what every old tree sees) and adds trees with ``xgb_model=``. The number of
+new trees is found by early stopping on a slice of the new data, then the continuation is
+refitted with exactly that many, so the saved booster, the ONNX export and sklearn agree.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+
+from tarn.config import Params
+from tarn.errors import TarnError
+
+
+class RetrainError(TarnError):
+    """Retraining cannot proceed (lineage mismatch, no new data, pipeline failure)."""
+
+
+@dataclass
+class RetrainResult:
+    mode: str
+    parent: str
+    version: str | None = None
+    promoted: bool = False
+    refused: str = ""
+    duration_s: float = 0.0
+    metrics: dict = field(default_factory=dict)  # {"old"|"new": {"test"|"new_data": {...}}}
+
+
+def incremental_fit(pipe: Pipeline, X: pd.DataFrame, y: np.ndarray, w: np.ndarray | None,
+                    X_hold: pd.DataFrame, y_hold: np.ndarray, rounds: int,
+                    early_stopping: int, n_jobs: int = 2, lr_scale: float = 1.0) -> Pipeline:
+    """Continue boosting ``pipe`` on (X, y); the normalization step stays as fitted."""
+    from xgboost import XGBClassifier
+
+    pre, old = pipe.steps[0][1], pipe.steps[-1][1]
+    booster = old.get_booster()
+    start = booster.num_boosted_rounds()
+    params = {k: v for k, v in old.get_params().items()
+              if k not in ("n_estimators", "early_stopping_rounds", "callbacks")}
+    params["n_jobs"] = n_jobs
+    params["learning_rate"] = (params.get("learning_rate") or 0.3) * lr_scale
+    z, z_hold = pre.transform(X), pre.transform(X_hold)
+    probe = XGBClassifier(**params, n_estimators=rounds, early_stopping_rounds=early_stopping)
+    probe.fit(z, y, sample_weight=w, eval_set=[(z_hold, y_hold)], xgb_model=booster,
+              verbose=False)
+    extra = max(1, int(probe.best_iteration) + 1 - start)
+    final = XGBClassifier(**params, n_estimators=extra)
+    final.fit(z, y, sample_weight=w, xgb_model=booster, verbose=False)
+    return Pipeline([(pipe.steps[0][0], pre), (pipe.steps[-1][0], final)])
+
+
+def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainResult:
+    import mlflow.sklearn
+
+    from tarn import bias
+    from tarn.features import to_model_frame
+    from tarn.monitor import read_batches
+    from tarn.registry import Registry
+    from tarn.tracking import git_commit, params_hash
+    from tarn.train import log_and_register, schema_hash
+
+    start = time.perf_counter()
+    cfg = params.retrain
+    reg = Registry(params, root)
+    parent = reg.production()
+    if parent is None:
+        raise RetrainError("nothing in production to continue from",
+                           "promote a version first, or run a full retraining")
+    mv = reg.version(parent)
+    if mv.tags.get("tarn.schema_hash") != schema_hash(params):
+        raise RetrainError(f"version {parent} was trained on another input schema "
+                           f"({mv.tags.get('tarn.schema_hash')} vs {schema_hash(params)})",
+                           "run a full retraining (`tarn retrain --mode full`)")
+    if not batches:
+        raise RetrainError("no new batches to learn from", "add one with `tarn lake add`")
+    data, _ = read_batches(params, root, batches)
+    target = params.schema.target.name
+    if len(data) < 20 or data[target].nunique() < 2:
+        raise RetrainError(f"only {len(data)} usable new rows", "wait for more data")
+    fit, hold = train_test_split(data, test_size=cfg.holdout_fraction, random_state=cfg.seed,
+                                 stratify=data[target])
+    fit = pd.concat([fit, replay(params, root, len(fit))], ignore_index=True)
+    w = None
+    if params.bias.mitigation == "reweighing":
+        table = bias.reweighing_table(fit, params.bias.reweighing_features, target)
+        w = bias.apply_weights(fit, table, params.bias.reweighing_features, target)
+    pipe = mlflow.sklearn.load_model(f"models:/{reg.name}/{parent}")
+
+    def xy(df):
+        return to_model_frame(df, params.schema, params.prepare), df[target].to_numpy().astype(int)
+
+    (X, y), (Xh, yh) = xy(fit), xy(hold)
+    new_pipe = incremental_fit(pipe, X, y, w, Xh, yh, cfg.incremental_rounds,
+                               cfg.early_stopping_rounds, params.train.n_jobs,
+                               cfg.learning_rate_scale)
+    trees = new_pipe.steps[-1][1].get_booster().num_boosted_rounds()
+    seen = sorted(set(filter(None, mv.tags.get("tarn.batches", "").split(","))) | set(batches))
+    tags = {
+        "tarn.kind": "incremental",
+        "tarn.parent_version": parent,
+        "tarn.new_batches": ",".join(batches),
+        "tarn.batches": ",".join(seen),
+        "tarn.incremental_streak": str(int(mv.tags.get("tarn.incremental_streak", "0")) + 1),
+        "tarn.schema_hash": schema_hash(params),
+        "tarn.snapshot_hash": mv.tags.get("tarn.snapshot_hash", ""),
+        "tarn.params_hash": params_hash(params, ("schema", "prepare", "bias", "retrain")),
+        "tarn.git_commit": git_commit(root),
+        "tarn.train_rows": str(len(y)),
+        "tarn.mitigation": params.bias.mitigation,
+    }
+    metrics = _compare(params, root, pipe, new_pipe, Xh, yh)
+    flat = {f"{k}_{s}_{m}": v for k, d in metrics.items() for s, q in d.items()
+            for m, v in q.items() if m in ("logloss", "roc_auc")}
+    out = log_and_register(params, root, new_pipe, tags, "retrain-incremental",
+                           {"parent_version": parent, "new_trees": trees -
+                            pipe.steps[-1][1].get_booster().num_boosted_rounds(),
+                            "new_rows": len(y)}, flat, X)
+    result = RetrainResult("incremental", parent, out["version"], metrics=metrics,
+                           duration_s=time.perf_counter() - start)
+    return result
+
+
+def replay(params: Params, root: Path, n_new: int) -> pd.DataFrame:
+    """A seeded sample of the previous training rows, mixed into the new data so the added
+    trees fit the new population without forgetting the old one."""
+    from tarn.prepare import load_split
+
+    n = int(round(params.retrain.replay_ratio * n_new))
+    if n == 0:
+        return pd.DataFrame()
+    train = load_split(params, root, "train").frame
+    return train.sample(n=min(n, len(train)), random_state=params.retrain.seed)
+
+
+def _compare(params: Params, root: Path, old: Pipeline, new: Pipeline, Xh: pd.DataFrame,
+             yh: np.ndarray) -> dict:
+    """Old vs new model on the original test split and on the new data's held-out slice."""
+    from tarn.evaluate import quality
+    from tarn.prepare import load_split
+
+    test = load_split(params, root, "test")
+    out = {}
+    for name, m in (("old", old), ("new", new)):
+        out[name] = {
+            "test": quality(test.y, m.predict_proba(test.X)[:, 1], 0.5, 10),
+            "new_data": quality(yh, m.predict_proba(Xh)[:, 1], 0.5, 10),
+        }
+    return out
+
+
+def run_full(params: Params, root: Path, dvc: str = "dvc") -> RetrainResult:
+    """A fresh snapshot of the whole lake through the DVC pipeline (re-tuning if
+    ``retrain.retune``), which registers a new version."""
+    from tarn.registry import Registry
+
+    start = time.perf_counter()
+    reg = Registry(params, root)
+    parent = reg.production() or ""
+    before = _latest(reg)
+    stages = [] if params.retrain.retune else ["-s", "snapshot", "etl", "prepare", "train",
+                                                "evaluate"]
+    res = subprocess.run([dvc, "repro", *stages], cwd=root, capture_output=True, text=True)
+    if res.returncode != 0:
+        tail = (res.stdout + res.stderr).strip().splitlines()[-5:]
+        raise RetrainError("dvc repro failed: " + " | ".join(tail),
+                           "fix the failing stage (see `dvc repro` output), then retry")
+    version = _latest(reg)
+    if version == before:
+        raise RetrainError("the pipeline registered no new version (nothing changed?)",
+                           "add new batches, or run `dvc repro --force train`")
+    return RetrainResult("full", parent, version, duration_s=time.perf_counter() - start)
+
+
+def _latest(reg) -> str | None:
+    try:
+        return reg.latest()
+    except TarnError:
+        return None
+
+
+def run(params: Params, root: Path, mode: str = "auto", progress=None) -> tuple:
+    """Monitor, decide, retrain, promote. Returns (monitor result, retrain result | None)."""
+    from tarn import monitor
+    from tarn.registry import PromotionRefused, Registry
+
+    step = progress or (lambda msg: None)
+    step("monitoring new data")
+    mon = monitor.run(params, root)
+    chosen = mon.decision.mode if mode == "auto" else mode
+    if chosen == "none":
+        return mon, None
+    if chosen == "incremental" and any(s.schema_change for s in mon.sources):
+        chosen = "full"  # a schema change cannot be learned incrementally
+    step(f"{chosen} retraining")
+    result = (run_incremental(params, root, mon.new_batches) if chosen == "incremental"
+              else run_full(params, root))
+    step(f"promoting version {result.version} through the gates")
+    try:
+        Registry(params, root).promote(result.version,
+                                       reason=f"{chosen} retraining: "
+                                              + "; ".join(mon.decision.reasons)[:400])
+        result.promoted = True
+    except PromotionRefused as e:
+        result.refused = e.message
+    return mon, result

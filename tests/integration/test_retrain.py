@@ -1,0 +1,133 @@
+"""Monitoring and retraining on a small lake with known, injected drift."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tarn import monitor, retrain
+from tarn.datasets import ADULT_COLUMNS, adult_lines
+from tarn.registry import Registry
+from tests.e2e.conftest import make_version
+from tests.integration.test_training import small_project
+
+pytestmark = pytest.mark.slow
+
+
+def write_batch(root, name: str, lines: list[str]) -> None:
+    d = root / "data" / "lake" / name
+    d.mkdir(parents=True)
+    (d / "adult.csv").write_text("\n".join([", ".join(ADULT_COLUMNS), *lines]) + "\n")
+
+
+def shifted(n: int) -> list[str]:
+    """Covariate shift: older people working long hours (labels as observed for them)."""
+    out = []
+    for ln in adult_lines("test")[5000:]:
+        f = [x.strip() for x in ln.split(",")]
+        if int(f[0]) >= 45 and int(f[12]) >= 45:
+            out.append(ln.replace(">50K.", ">50K").replace("<=50K.", "<=50K"))
+        if len(out) == n:
+            return out
+    return out
+
+
+def prior_shifted(n: int, positive_rate: float = 0.6) -> list[str]:
+    """Prior shift: the same kind of people, but far more of them earn >50K, so P(y|x) moves
+    and the parent under-predicts: a shift only new trees can learn."""
+    pos, neg = [], []
+    for ln in adult_lines("test")[5000:]:
+        ln = ln.replace(">50K.", ">50K").replace("<=50K.", "<=50K")
+        (pos if ln.endswith(">50K") else neg).append(ln)
+    k = int(n * positive_rate)
+    mixed = pos[:k] + neg[:n - k]
+    return [mixed[i] for i in np.random.default_rng(0).permutation(len(mixed))]
+
+
+@pytest.fixture
+def served(tmp_path):
+    # enough rows that sampling noise stays under the drift thresholds (3,840 train rows)
+    params = small_project(tmp_path, lake=(3000, 1000), **{
+                                        "promote.max_demographic_parity_difference": 0.6,
+                                        "promote.tolerance": 0.05, "monitor.min_rows": 50,
+                                        "retrain.incremental_rounds": 60})
+    make_version(params, tmp_path, rounds=40)
+    Registry(params, tmp_path).promote("1")
+    return params, tmp_path
+
+
+def test_no_false_alarm_on_an_unshifted_batch(served):
+    params, root = served
+    plain = [ln.replace(">50K.", ">50K").replace("<=50K.", "<=50K")
+             for ln in adult_lines("test")[3000:5000]]
+    write_batch(root, "0004-plain", plain)
+    res = monitor.run(params, root, ("lake",))
+    lake = res.sources[0]
+    assert res.new_batches == ["0004-plain"] and lake.rows == 2000
+    assert lake.drift_share < params.monitor.drift_share_incremental, lake.drifted
+    assert res.decision.mode == "none"
+    assert (root / "reports" / "monitor" / "lake_drift.html").stat().st_size > 100_000
+
+
+def test_drift_is_detected_and_incremental_retraining_helps(served):
+    params, root = served
+    write_batch(root, "0004-shifted", shifted(600))
+    res = monitor.run(params, root, ("lake",))
+    lake = res.sources[0]
+    assert {"age", "hours_per_week"} <= set(lake.drifted)
+    assert lake.prediction_drift
+    assert res.decision.mode in ("incremental", "full")
+
+    (root / "data" / "lake" / "0004-shifted" / "adult.csv").unlink()  # now a prior shift
+    (root / "data" / "lake" / "0004-shifted" / "adult.csv").write_text(
+        "\n".join([", ".join(ADULT_COLUMNS), *prior_shifted(800)]) + "\n")
+    r = retrain.run_incremental(params, root, ["0004-shifted"])
+    old, new = r.metrics["old"]["new_data"], r.metrics["new"]["new_data"]
+    assert new["logloss"] < old["logloss"] - 0.01, (old, new)  # it learned the new population
+    assert r.metrics["new"]["test"]["roc_auc"] > r.metrics["old"]["test"]["roc_auc"] - 0.02
+    reg = Registry(params, root)
+    mv = reg.version(r.version)
+    assert mv.tags["tarn.parent_version"] == "1" and mv.tags["tarn.kind"] == "incremental"
+    assert "0004-shifted" in mv.tags["tarn.batches"].split(",")
+    assert mv.tags["tarn.incremental_streak"] == "1"
+    parent_trees = reg.client.get_run(mv.run_id).data.params["new_trees"]
+    assert int(parent_trees) >= 1
+    # the continued model keeps the parent's normalization, untouched
+    import mlflow.sklearn
+    a = mlflow.sklearn.load_model("models:/tarn-test/1").steps[0][1]
+    b = mlflow.sklearn.load_model(f"models:/tarn-test/{r.version}").steps[0][1]
+    assert list(a.get_feature_names_out()) == list(b.get_feature_names_out())
+
+
+def test_schema_change_forces_full_with_a_reason(served):
+    params, root = served
+    lines = shifted(100)
+    d = root / "data" / "lake" / "0004-renamed"
+    d.mkdir(parents=True)
+    header = ", ".join(ADULT_COLUMNS).replace("hours-per-week", "weekly-hours")
+    (d / "adult.csv").write_text("\n".join([header, *lines]) + "\n")
+    res = monitor.run(params, root, ("lake",))
+    assert res.decision.mode == "full"
+    assert "schema change" in res.decision.reasons[0] and "missing column" in \
+        res.decision.reasons[0]
+
+
+def test_incremental_refused_when_lineage_does_not_match_the_schema(served):
+    params, root = served
+    reg = Registry(params, root)
+    reg.client.set_model_version_tag("tarn-test", "1", "tarn.schema_hash", "something-else")
+    write_batch(root, "0004-shifted", shifted(200))
+    with pytest.raises(retrain.RetrainError, match="another input schema"):
+        retrain.run_incremental(params, root, ["0004-shifted"])
+
+
+def test_empty_or_corrupt_prediction_log_is_reported_not_fatal(served):
+    params, root = served
+    log_dir = root / params.serve.prediction_log
+    res = monitor.run(params, root, ("log",))
+    assert res.sources[0].rows == 0 and "empty" in res.sources[0].problems[0]
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / "preds-20260101T000000-1-000001.parquet").write_bytes(b"not parquet")
+    res = monitor.run(params, root, ("log",))
+    assert any("unreadable" in p for p in res.sources[0].problems)
+    assert res.decision.mode == "none"
