@@ -387,6 +387,78 @@ def webhook(
     console.print(f"webhook {hook_id}: model_version_alias.created -> {url}")
 
 
+@app.command()
+@friendly
+def monitor(
+    source: Annotated[list[str], typer.Option(help="lake and/or log (repeatable).")] = [  # noqa: B006
+        "lake", "log"],
+) -> None:
+    """Evidently drift reports on new lake batches and the prediction log vs the training
+    reference, logged to MLflow; prints the decision: none, incremental or full."""
+    from tarn import monitor as stage
+
+    c = ctx()
+    bad = set(source) - {"lake", "log"}
+    if bad:
+        raise typer.BadParameter(f"unknown source(s) {sorted(bad)}: use lake and/or log")
+    res = stage.run(c.params, c.root, tuple(source))
+    _print_monitor(res)
+
+
+def _print_monitor(res) -> None:
+    t = Table(title=f"drift vs the training reference (production version {res.production})")
+    for col in ("source", "rows", "drifted features", "share", "prediction drift", "logloss",
+                "notes"):
+        t.add_column(col)
+    for s in res.sources:
+        t.add_row(s.name, f"{s.rows:,}", ", ".join(s.drifted) or "-", f"{s.drift_share:.0%}",
+                  "yes" if s.prediction_drift else "no",
+                  f"{s.quality['logloss']:.4f}" if s.quality else "-",
+                  "; ".join([s.schema_change, *s.problems]).strip("; ")[:120])
+    console.print(t)
+    console.print(f"decision: [bold]{res.decision.mode}[/] - " + "; ".join(res.decision.reasons))
+
+
+@app.command()
+@friendly
+def retrain(
+    mode: Annotated[str, typer.Option(help="auto (monitor decides), incremental or full.")]
+    = "auto",
+) -> None:
+    """Monitor, decide, retrain (incremental: continue boosting the production model on the
+    new batches; full: dvc repro on a fresh snapshot), then promote through the gates."""
+    from rich.status import Status
+
+    from tarn import retrain as stage
+
+    c = ctx()
+    if mode not in ("auto", "incremental", "full"):
+        raise typer.BadParameter("mode must be auto, incremental or full")
+    with Status("retraining", console=console) as st:
+        mon, res = stage.run(c.params, c.root, mode, lambda msg: st.update(msg))
+    _print_monitor(mon)
+    if res is None:
+        console.print("nothing to retrain")
+        return
+    console.print(f"{res.mode} retraining from version {res.parent} -> version {res.version} "
+                  f"in {res.duration_s:.1f} s")
+    if res.metrics:
+        t = Table(title="old vs new model")
+        for col in ("data", "metric", "old", "new"):
+            t.add_column(col)
+        for data in ("test", "new_data"):
+            for m in ("logloss", "roc_auc"):
+                t.add_row(data, m, f"{res.metrics['old'][data][m]:.4f}",
+                          f"{res.metrics['new'][data][m]:.4f}")
+        console.print(t)
+    if res.promoted:
+        console.print(f"version {res.version} is production")
+        console.print(_notify_server(c))
+    else:
+        console.print(f"[bold red]not promoted:[/] {res.refused}")
+        raise typer.Exit(2)
+
+
 edge_app = typer.Typer(help="The client-side ONNX bundle.", no_args_is_help=True)
 app.add_typer(edge_app, name="edge")
 

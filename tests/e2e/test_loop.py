@@ -1,0 +1,67 @@
+"""The whole loop against a running server: a new batch lands, `tarn retrain` monitors,
+decides, retrains, promotes, and the server serves the new version."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from tarn.datasets import ADULT_COLUMNS
+from tarn.registry import Registry
+from tests.conftest import REPO
+from tests.e2e.conftest import BIN, make_version, server_env
+from tests.integration.test_retrain import prior_shifted
+from tests.integration.test_training import small_project
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):  # overrides the shared one: a DVC repo, gentler gates
+    root = tmp_path_factory.mktemp("loop")
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    params = small_project(root, lake=(2000, 600), **{
+        "serve.poll_interval_s": 0.5, "serve.notify_url": "",
+        "promote.max_demographic_parity_difference": 0.6, "promote.tolerance": 0.2,
+        "monitor.min_rows": 50, "evaluate.evidently": False})
+    make_version(params, root, rounds=40)
+    return params, root
+
+
+def test_new_batch_to_retrained_model_in_production(server, project):
+    params, root = project
+    Registry(params, root).promote("1")
+    server.admin()
+    deadline = time.monotonic() + 30
+    while server.http.get("/version").json()["version"] != "1":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    batch = root / "data" / "lake" / "0004-new"
+    batch.mkdir()
+    (batch / "adult.csv").write_text("\n".join([", ".join(ADULT_COLUMNS),
+                                                *prior_shifted(800)]) + "\n")
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["serve"]["notify_url"] = server.url
+    (root / "params-cli.yaml").write_text(yaml.safe_dump(raw))
+    res = subprocess.run([str(BIN / "tarn"), "--params", str(root / "params-cli.yaml"),
+                          "retrain", "--mode", "auto"], env=server_env(), capture_output=True,
+                         text=True, timeout=600)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    # a prior shift drags most features with it: severe drift, so a full retraining
+    assert "decision: full" in out and "full retraining from version 1 -> version 2" in out
+    assert "version 2 is production" in out, out
+    assert server.http.get("/version").json()["version"] == "2"  # nudged: already serving
+    reg = Registry(params, root)
+    mv = reg.version("2")
+    assert mv.tags["tarn.kind"] == "full" and "tarn.promoted_at" in mv.tags
+    assert "0004-new" in mv.tags["tarn.batches"].split(",")  # the fresh snapshot saw it
+    assert reg.stage_versions() == ["2"]
