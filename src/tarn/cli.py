@@ -142,6 +142,46 @@ def lake_list() -> None:
     console.print(t)
 
 
+@lake_app.command("simulate")
+@friendly
+def lake_simulate(
+    drift: Annotated[str, typer.Option(help="none, covariate, prior or new-category.")],
+    rows: Annotated[int, typer.Option(help="Rows in the new batch.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 42,
+    columns: Annotated[str, typer.Option(
+        help="Comma-separated columns to shift (covariate: default age,hours_per_week; "
+             "new-category: one column, default workclass).")] = "",
+    strength: Annotated[float, typer.Option(
+        help="Covariate tilt; negative shifts the other way, 0 is none.")] = 1.0,
+    positive_rate: Annotated[float, typer.Option(help="Prior: target share of >50K.")] = 0.5,
+    share: Annotated[float, typer.Option(
+        help="New-category: share of the column's values replaced.")] = 0.3,
+    batch: Annotated[str, typer.Option(
+        help="Batch name (default sim-<drift>); a sequence number is prefixed.")] = "",
+    source: Annotated[str, typer.Option(
+        help="Bundled rows to draw from: train (default) or test.")] = "train",
+) -> None:
+    """Write a realistic new batch, drawn from the bundled raw Adult rows, with a chosen drift.
+
+    none: a plain random sample. covariate: rows resampled with weights that tilt the chosen
+    columns (numeric: towards higher values; categorical: towards the rarest half of values),
+    labels kept, so P(y|x) is unchanged. prior: the share of >50K becomes --positive-rate.
+    new-category: --share of one column's values become a category the schema does not know
+    (the ETL quarantines those rows). The batch has the raw format of `tarn lake seed`.
+    Rows come from adult.data by default (adult.test rows are the held-out test split: drawing
+    them would leak it into retraining); each row's fnlwgt is jittered by up to 2 %, so rows are
+    new people, not duplicates of the seeded batches.
+    """
+    from tarn import simulate as sim
+
+    c = ctx()
+    cols = [x.strip() for x in columns.split(",") if x.strip()] or None
+    b = sim.build_batch(c.params.schema, drift, rows, seed, cols, strength, positive_rate,
+                        share, source)
+    name = sim.write(c.params, c.root, b, batch or None)
+    console.print(f"wrote batch {name}: {b.summary()}")
+
+
 # ------------------------------------------------------------------------------------ stages
 @app.command()
 @friendly
