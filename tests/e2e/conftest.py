@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 from tarn import train
 from tarn.config import Params
-from tests.integration.conftest import free_port, wait_http
+from tests.integration.conftest import ServerProcess, free_port
 from tests.integration.test_training import small_project
 
 BIN = Path(sys.executable).parent
@@ -31,14 +30,14 @@ def make_version(params: Params, root: Path, rounds: int = 30, depth: int = 4,
     return train.run(params, root).version
 
 
-class Server:
+class Server(ServerProcess):
+    """A real `tarn serve` process for the project at ``root``."""
+
     def __init__(self, root: Path, params_file: Path, port: int, env: dict) -> None:
         self.url = f"http://127.0.0.1:{port}"
-        self.log = open(root / f"server-{port}.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [str(BIN / "tarn"), "--params", str(params_file), "serve", "--port", str(port)],
-            cwd=root, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_http(f"{self.url}/health", self.proc, timeout=120)
+        super().__init__([str(BIN / "tarn"), "--params", str(params_file), "serve", "--port",
+                          str(port)], env, root / f"server-{port}.log", f"{self.url}/health",
+                         cwd=root)
         self.http = httpx.Client(base_url=self.url, timeout=60)
 
     def admin(self, body: dict | None = None, secret: str = ADMIN) -> httpx.Response:
@@ -46,13 +45,9 @@ class Server:
                               headers={"Authorization": f"Bearer {secret}"})
 
     def stop(self) -> None:
-        self.http.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        if hasattr(self, "http"):
+            self.http.close()
+        super().stop()
 
 
 def server_env(**extra: str) -> dict:

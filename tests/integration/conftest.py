@@ -35,23 +35,16 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
     raise TimeoutError(f"{url} not ready in {timeout} s")
 
 
-class MlflowServer:
-    """A real `mlflow server` process: SQLite backend, proxied artifacts, one worker."""
+class ServerProcess:
+    """A server subprocess with its log in a file, ready when ``ready_url`` answers 200."""
 
-    def __init__(self, d: Path, **extra_env: str) -> None:
-        port = free_port()
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-               "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": f"{BIN}:{os.environ['PATH']}",
-               **extra_env}
-        self.log = open(d / "server.log", "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1", "--backend-store-uri", f"sqlite:///{d}/mlflow.db",
-             "--artifacts-destination", str(d / "artifacts")],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{port}"
+    def __init__(self, argv: list[str], env: dict, log_path: Path, ready_url: str,
+                 cwd: Path | None = None, timeout: float = 120) -> None:
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
         try:
-            wait_http(f"{self.url}/health", self.proc)
+            wait_http(ready_url, self.proc, timeout)
         except Exception:
             self.stop()
             raise
@@ -59,10 +52,26 @@ class MlflowServer:
     def stop(self) -> None:
         self.proc.terminate()
         try:
-            self.proc.wait(10)
+            self.proc.wait(15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+class MlflowServer(ServerProcess):
+    """A real `mlflow server` process: SQLite backend, proxied artifacts, one worker."""
+
+    def __init__(self, d: Path, **extra_env: str) -> None:
+        port = free_port()
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+               "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": f"{BIN}:{os.environ['PATH']}",
+               **extra_env}
+        self.url = f"http://127.0.0.1:{port}"
+        super().__init__(
+            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{d}/mlflow.db",
+             "--artifacts-destination", str(d / "artifacts")],
+            env, d / "server.log", f"{self.url}/health")
 
 
 @pytest.fixture(scope="session")
