@@ -1,5 +1,5 @@
-# Two commands set everything up on a fresh machine (only Python 3.11+ and the package
-# registries needed):  `make run`  and  `make test`.
+# Two commands set everything up on a fresh machine (only Python 3.11+, Node.js 18+ with npm
+# for the browser client, and the package registries needed):  `make run`  and  `make test`.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,10 +9,10 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
-# Debian packages some tests need (none yet: browser and PostgreSQL tests come later).
-SYSTEM_PACKAGES :=
+# Debian packages some tests need (chromium: the in-browser client test, tests/e2e/test_browser.py).
+SYSTEM_PACKAGES := chromium
 
-.PHONY: help venv run repro test test-fast lint bench system-deps clean ui
+.PHONY: help venv client run repro test test-fast lint bench system-deps clean ui
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
@@ -25,14 +25,31 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create or update .venv with the project and its dev tools
 
-run: venv ## Seed the lake if empty, then run the whole pipeline (dvc repro)
+# The browser client's runtime: onnxruntime-web from the npm registry (pinned by
+# web/package-lock.json), vendored at build time; the page loads nothing from a CDN. The wasm-only
+# build needs its loader (.mjs) and binary (.wasm). Rebuilt only when web/package*.json change.
+CLIENT_VENDOR := src/tarn/serve/client/vendor
+CLIENT_STAMP := $(CLIENT_VENDOR)/.built
+ORT_DIST := web/node_modules/onnxruntime-web/dist
+ORT_FILES := ort.wasm.min.js ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
+$(CLIENT_STAMP): web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node.js 18+) is needed to vendor onnxruntime-web \
+	for the browser client: install Node.js, then rerun make" >&2; exit 1; }
+	cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	rm -rf $(CLIENT_VENDOR) && mkdir -p $(CLIENT_VENDOR)
+	cp $(addprefix $(ORT_DIST)/,$(ORT_FILES)) $(CLIENT_VENDOR)/
+	node -p "'onnxruntime-web ' + require('./web/node_modules/onnxruntime-web/package.json').version" > $@
+
+client: $(CLIENT_STAMP) ## Vendor onnxruntime-web (npm) into the browser client (served at /client)
+
+run: venv client ## Seed the lake if empty, then run the whole pipeline (dvc repro)
 	tarn lake seed --if-empty
 	dvc repro
 
 repro: venv ## dvc repro only
 	dvc repro
 
-test: venv ## Run every test (unit, integration, e2e)
+test: venv client ## Run every test (unit, integration, e2e)
 	pytest
 
 test-fast: venv ## Unit tests only
@@ -55,4 +72,5 @@ system-deps: ## Install the Debian packages tests need (CI calls this before mak
 	else echo "no system packages needed"; fi
 
 clean: ## Remove generated data, reports and the venv
-	rm -rf $(VENV) data/snapshot data/curated data/prepared reports/*.json reports/*.html
+	rm -rf $(VENV) data/snapshot data/curated data/prepared reports/*.json reports/*.html \
+	  web/node_modules $(CLIENT_VENDOR)

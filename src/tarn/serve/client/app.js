@@ -1,0 +1,424 @@
+/* tarn browser client: score rows on this device with the published bundle and onnxruntime-web.
+ *
+ * Loads bundle/metadata.json, bundle/schema.json and bundle/model.onnx (the bundle the backend
+ * serves now), checks the model's sha256 against the metadata, and feeds the graph exactly as
+ * tarn.edge_runner.build_feeds does, so a row gets the backend's probability:
+ *   numbers  -> float32 [n, 1], NaN when missing (the graph imputes it);
+ *   strings  -> string  [n, 1], the bundle's missing category (schema.json
+ *               missing.onnx_string_feed, "missing") when missing: the graph has no string
+ *               imputer, the Python pipeline imputes that same category.
+ * CSV cells are read like tarn.edge_runner.read_csv_columns: an empty cell or "?" is missing.
+ *
+ * For tests and scripts: window.tarnReady (true once the session is loaded), window.tarnError
+ * (a message when loading failed), window.tarn.predict(records) and window.tarnResults; every
+ * shown probability carries its full-precision value in a data-probability attribute.
+ */
+"use strict";
+
+(function () {
+  const PROBA_OUTPUT = "probabilities";
+  const DEFAULT_MISSING = "missing";
+  const DEFAULT_THRESHOLD = 0.5;
+  const CSV_MISSING = new Set(["", "?"]);
+  const CSV_SHOWN_ROWS = 1000;  // every row is scored; the table shows the first ones
+  const CHUNK_ROWS = 4096;
+
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    session: null, metadata: null, schema: null, fields: [], missing: DEFAULT_MISSING,
+    threshold: DEFAULT_THRESHOLD, queue: Promise.resolve(), formRuns: 0, csvRuns: 0,
+  };
+  window.tarnReady = false;
+  window.tarnError = null;
+  window.tarnResults = { form: null, csv: null };
+
+  // ------------------------------------------------------------------ loading
+  async function fetchOk(url) {
+    const r = await fetch(url, { cache: "no-store" });
+    if (!r.ok) {
+      let detail = "";
+      try { detail = (await r.json()).message || ""; } catch (e) { /* not JSON */ }
+      throw new Error(`${url}: HTTP ${r.status}${detail ? ` (${detail})` : ""}`);
+    }
+    return r;
+  }
+
+  async function sha256Hex(bytes) {
+    if (!(window.crypto && crypto.subtle)) return null;  // only in secure contexts
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+    return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function graphFields(session, schema) {
+    // The graph's own inputs, in its order, decide the feeds (as OnnxScorer.fields does).
+    const columns = new Map(schema.columns.map((c) => [c.name, c]));
+    const meta = Array.isArray(session.inputMetadata) ? session.inputMetadata : [];
+    return session.inputNames.map((name, i) => {
+      const m = meta[i];
+      const column = columns.get(name);
+      if (!column) throw new Error(`the model's input ${name} is not in schema.json`);
+      const isString = m && m.isTensor && typeof m.type === "string"
+        ? m.type === "string" : column.type === "string";
+      return { name, isString };
+    });
+  }
+
+  async function load() {
+    const [metadata, schema] = await Promise.all([
+      fetchOk("bundle/metadata.json").then((r) => r.json()),
+      fetchOk("bundle/schema.json").then((r) => r.json()),
+    ]);
+    state.metadata = metadata;
+    state.schema = schema;
+    state.threshold = Number.isFinite(metadata.threshold) ? metadata.threshold : DEFAULT_THRESHOLD;
+    state.missing = (schema.missing && schema.missing.onnx_string_feed) || DEFAULT_MISSING;
+    $("model-name").textContent = metadata.name || "?";
+    $("model-version").textContent = String(metadata.version);
+    document.body.dataset.modelVersion = String(metadata.version);
+    $("model-detail").textContent = metadata.created ? `(exported ${metadata.created})` : "";
+
+    const bytes = new Uint8Array(await (await fetchOk("bundle/model.onnx")).arrayBuffer());
+    const digest = await sha256Hex(bytes);
+    if (digest !== null && metadata.sha256 && digest !== metadata.sha256) {
+      throw new Error("model.onnx does not match the sha256 in metadata.json (the bundle " +
+                      "changed while loading, or was altered): reload the page");
+    }
+
+    if (typeof ort === "undefined") {
+      throw new Error("onnxruntime-web is missing (vendor/ort.wasm.min.js): run `make client`");
+    }
+    ort.env.wasm.wasmPaths = new URL("vendor/", document.baseURI).href;  // never a CDN
+    ort.env.wasm.numThreads = 1;
+    ort.env.wasm.proxy = false;
+    ort.env.logLevel = "error";
+    $("ort-version").textContent = (ort.env.versions && ort.env.versions.web) || "";
+    const session = await ort.InferenceSession.create(bytes, {
+      executionProviders: ["wasm"], graphOptimizationLevel: "all", logSeverityLevel: 3,
+    });
+    if (!session.outputNames.includes(PROBA_OUTPUT)) {
+      throw new Error(`the model has no ${PROBA_OUTPUT} output (has ${session.outputNames})`);
+    }
+    state.fields = graphFields(session, schema);
+    state.session = session;
+
+    buildForm(schema);
+    $("predict").disabled = false;
+    $("csv").disabled = false;
+    setStatus("ready", `Ready: scoring runs in this browser (threshold ${state.threshold}).`);
+    document.body.dataset.ready = "true";
+    window.tarnReady = true;
+  }
+
+  function setStatus(kind, text) {
+    const s = $("status");
+    s.dataset.state = kind;
+    s.textContent = text;
+  }
+
+  // ------------------------------------------------------------------ scoring
+  function isMissing(v) {
+    return v === null || v === undefined || (typeof v === "number" && Number.isNaN(v));
+  }
+
+  function buildFeeds(columns, n) {
+    const feeds = {};
+    for (const f of state.fields) {
+      const values = columns[f.name];
+      if (!values) throw new Error(`missing input column ${f.name}`);
+      if (values.length !== n) throw new Error(`column ${f.name} has ${values.length} values`);
+      feeds[f.name] = f.isString
+        ? new ort.Tensor("string", values.map((v) => (isMissing(v) ? state.missing : String(v))),
+                         [n, 1])
+        : new ort.Tensor("float32", Float32Array.from(values, (v) => (v === null ||
+                           v === undefined ? NaN : Number(v))), [n, 1]);
+    }
+    return feeds;
+  }
+
+  async function runChunk(columns, start, end) {
+    const n = end - start;
+    const part = {};
+    for (const f of state.fields) part[f.name] = columns[f.name].slice(start, end);
+    const out = await state.session.run(buildFeeds(part, n), [PROBA_OUTPUT]);
+    const t = out[PROBA_OUTPUT];
+    const width = t.dims[1];
+    const proba = new Array(n);
+    for (let i = 0; i < n; i++) proba[i] = t.data[i * width + 1];  // positive class
+    return proba;
+  }
+
+  /** Probability and label per row, from input columns (arrays of equal length). */
+  function predictColumns(columns, n) {
+    // One run at a time: a wasm session is not reentrant.
+    const job = state.queue.then(async () => {
+      const proba = [];
+      for (let s = 0; s < n; s += CHUNK_ROWS) {
+        proba.push(...(await runChunk(columns, s, Math.min(n, s + CHUNK_ROWS))));
+      }
+      return proba.map((p) => ({ probability: p, label: p >= state.threshold ? 1 : 0 }));
+    });
+    state.queue = job.catch(() => {});
+    return job;
+  }
+
+  function columnsFromRecords(records) {
+    const columns = {};
+    for (const f of state.fields) {
+      columns[f.name] = records.map((r) => (r[f.name] === undefined ? null : r[f.name]));
+    }
+    return columns;
+  }
+
+  /** For scripts: records are objects of column values, null (or NaN) for missing. */
+  async function predict(records) {
+    if (!state.session) throw new Error("the model is not loaded yet");
+    return predictColumns(columnsFromRecords(records), records.length);
+  }
+
+  // ------------------------------------------------------------------ the form
+  function buildForm(schema) {
+    const box = $("fields");
+    box.textContent = "";
+    for (const c of schema.columns) {
+      const label = document.createElement("label");
+      const title = document.createElement("span");
+      title.textContent = c.required ? c.name : `${c.name} (may be missing)`;
+      label.append(title);
+      let input;
+      if (c.type === "string" && Array.isArray(c.categories) && c.categories.length) {
+        input = document.createElement("select");
+        const none = new Option("(missing)", "");
+        none.dataset.missing = "true";
+        input.append(none, ...c.categories.map((k) => new Option(k, k)));
+        input.value = c.required ? c.categories[0] : "";
+      } else if (c.type === "string") {
+        input = document.createElement("input");
+        input.type = "text";
+        input.placeholder = "empty = missing";
+      } else {
+        input = document.createElement("input");
+        input.type = "number";
+        input.step = "any";
+        input.placeholder = "empty = missing";
+      }
+      input.name = c.name;
+      input.id = `in-${c.name}`;
+      input.dataset.kind = c.type === "string" ? "string" : "number";
+      label.append(input);
+      box.append(label);
+    }
+  }
+
+  function formRecord() {
+    const record = {};
+    for (const el of $("fields").querySelectorAll("[name]")) {
+      const v = el.value.trim();
+      if (el.dataset.kind === "string") record[el.name] = v === "" ? null : v;
+      else record[el.name] = v === "" ? NaN : Number(v);
+    }
+    return record;
+  }
+
+  async function onSubmit(event) {
+    event.preventDefault();
+    const out = $("result");
+    try {
+      const [r] = await predict([formRecord()]);
+      state.formRuns += 1;
+      out.classList.remove("error");
+      out.dataset.probability = String(r.probability);
+      out.dataset.label = String(r.label);
+      out.dataset.version = String(state.metadata.version);
+      out.dataset.run = String(state.formRuns);
+      out.title = String(r.probability);
+      out.textContent = `Probability ${r.probability.toFixed(4)}, label ${r.label} ` +
+        `(model version ${state.metadata.version}, threshold ${state.threshold})`;
+      window.tarnResults.form = { ...r, run: state.formRuns };
+    } catch (e) {
+      state.formRuns += 1;
+      out.classList.add("error");
+      delete out.dataset.probability;
+      out.dataset.run = String(state.formRuns);
+      out.textContent = `Error: ${e.message || e}`;
+    }
+  }
+
+  // ------------------------------------------------------------------ CSV
+  /** Rows of cells (with the line each ends on), like Python's csv.reader with
+   * skipinitialspace=True: quoted fields, doubled quotes, CRLF or LF. */
+  function parseCsv(text) {
+    if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+    const rows = [];
+    let row = [], field = "", quoted = false, atStart = true, line = 1;
+    const endField = () => { row.push(field); field = ""; atStart = true; };
+    for (let i = 0; i < text.length; i++) {
+      const ch = text[i];
+      if (quoted) {
+        if (ch === '"') {
+          if (text[i + 1] === '"') { field += '"'; i++; } else quoted = false;
+        } else {
+          if (ch === "\n") line++;
+          field += ch;
+        }
+      } else if (ch === '"' && atStart) {
+        quoted = true;
+        atStart = false;
+      } else if (ch === " " && atStart) {
+        // skip spaces after a delimiter
+      } else if (ch === ",") {
+        endField();
+      } else if (ch === "\n" || ch === "\r") {
+        if (ch === "\r" && text[i + 1] === "\n") i++;
+        endField();
+        rows.push({ cells: row, line });
+        row = [];
+        line++;
+      } else {
+        field += ch;
+        atStart = false;
+      }
+    }
+    if (quoted) throw new Error(`line ${line}: a quoted field is not closed`);
+    if (field !== "" || row.length) { endField(); rows.push({ cells: row, line }); }
+    return rows.filter((r) => !(r.cells.length === 1 && r.cells[0] === ""));  // blank lines
+  }
+
+  const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+  const SPECIAL = /^[+-]?(inf|infinity|nan)$/i;
+
+  function parseNumber(cell) {
+    if (NUMBER.test(cell)) return Number(cell);
+    if (SPECIAL.test(cell)) {
+      const sign = cell.startsWith("-") ? -1 : 1;
+      return /nan/i.test(cell) ? NaN : sign * Infinity;
+    }
+    return undefined;
+  }
+
+  /** Input columns from CSV text: {columns, n}; throws naming the line and column. */
+  function csvColumns(text) {
+    const rows = parseCsv(text);
+    if (!rows.length) throw new Error("empty file (expected a header row of column names)");
+    const header = rows[0].cells.map((h) => h.trim());
+    const absent = state.fields.map((f) => f.name).filter((name) => !header.includes(name));
+    if (absent.length) throw new Error(`missing column(s) ${absent.join(", ")}`);
+    const index = Object.fromEntries(state.fields.map((f) => [f.name, header.indexOf(f.name)]));
+    const columns = Object.fromEntries(state.fields.map((f) => [f.name, []]));
+    for (const { cells, line } of rows.slice(1)) {
+      if (cells.length !== header.length) {
+        throw new Error(`line ${line}: ${cells.length} fields, the header has ${header.length}`);
+      }
+      for (const f of state.fields) {
+        const cell = cells[index[f.name]].trim();
+        let value;
+        if (CSV_MISSING.has(cell)) value = f.isString ? null : NaN;
+        else if (f.isString) value = cell;
+        else {
+          value = parseNumber(cell);
+          if (value === undefined) {
+            throw new Error(`line ${line}: column ${f.name}: ${JSON.stringify(cell)} ` +
+                            "is not a number");
+          }
+        }
+        columns[f.name].push(value);
+      }
+    }
+    return { columns, n: rows.length - 1 };
+  }
+
+  function cellText(v) {
+    return isMissing(v) ? "(missing)" : String(v);
+  }
+
+  function renderTable(columns, results) {
+    const table = $("csv-results");
+    table.textContent = "";
+    const names = state.schema.columns.map((c) => c.name).filter((n) => n in columns);
+    const head = table.createTHead().insertRow();
+    for (const h of ["row", "probability", "label", ...names]) {
+      const th = document.createElement("th");
+      th.textContent = h;
+      head.append(th);
+    }
+    const body = table.createTBody();
+    const shown = Math.min(results.length, CSV_SHOWN_ROWS);
+    for (let i = 0; i < shown; i++) {
+      const r = results[i];
+      const tr = body.insertRow();
+      tr.dataset.row = String(i);
+      tr.dataset.probability = String(r.probability);
+      tr.dataset.label = String(r.label);
+      const cells = [[String(i + 1), "num"], [r.probability.toFixed(4), "num proba"],
+                     [String(r.label), "num label"]];
+      for (const name of names) {
+        const v = columns[name][i];
+        cells.push([cellText(v), isMissing(v) ? "missing" : ""]);
+      }
+      for (const [text, cls] of cells) {
+        const td = tr.insertCell();
+        td.textContent = text;
+        if (cls) td.className = cls;
+      }
+      tr.cells[1].title = String(r.probability);
+    }
+    table.dataset.rows = String(results.length);
+    table.hidden = false;
+  }
+
+  function downloadLink(results) {
+    const text = "proba,label\n" + results.map((r) => `${r.probability},${r.label}`).join("\n");
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(new Blob([text + "\n"], { type: "text/csv" }));
+    a.download = "predictions.csv";
+    a.textContent = "download proba,label";
+    return a;
+  }
+
+  async function onCsv() {
+    const file = $("csv").files[0];
+    const status = $("csv-status");
+    if (!file) return;
+    state.csvRuns += 1;
+    const run = String(state.csvRuns);
+    status.classList.remove("error");
+    status.dataset.state = "running";
+    status.textContent = `Scoring ${file.name}…`;
+    try {
+      const { columns, n } = csvColumns(await file.text());
+      if (n === 0) throw new Error("no rows under the header");
+      const t0 = performance.now();
+      const results = await predictColumns(columns, n);
+      const ms = performance.now() - t0;
+      renderTable(columns, results);
+      const positives = results.filter((r) => r.label === 1).length;
+      status.textContent = `${file.name}: ${n} row(s) scored in ${ms.toFixed(0)} ms by model ` +
+        `version ${state.metadata.version}; ${positives} with label 1` +
+        (n > CSV_SHOWN_ROWS ? `; the table shows the first ${CSV_SHOWN_ROWS}. ` : ". ");
+      status.append(downloadLink(results));
+      window.tarnResults.csv = { file: file.name, results, run: state.csvRuns };
+      status.dataset.state = "done";
+    } catch (e) {
+      status.classList.add("error");
+      status.dataset.state = "error";
+      status.textContent = `${file.name}: ${e.message || e}`;
+      $("csv-results").hidden = true;
+    }
+    status.dataset.run = run;
+  }
+
+  // ------------------------------------------------------------------ start
+  function start() {
+    $("row-form").addEventListener("submit", onSubmit);
+    $("csv").addEventListener("change", onCsv);
+    load().catch((e) => {
+      const message = e && e.message ? e.message : String(e);
+      window.tarnError = message;
+      document.body.dataset.ready = "error";
+      setStatus("error", `Cannot load the model: ${message}`);
+    });
+  }
+
+  window.tarn = { predict, csvColumns, state };
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
