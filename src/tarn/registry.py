@@ -118,11 +118,16 @@ class Registry:
         return str(max(int(v.version) for v in versions))
 
     def production(self) -> str | None:
-        """The version holding the production alias, or None."""
+        """The version holding the production alias, or None if there is none. An unreachable
+        registry raises: "no production model" and "cannot tell" are different answers."""
+        from mlflow.exceptions import MlflowException
+
         try:
             return str(self.client.get_model_version_by_alias(self.name, self.alias).version)
-        except Exception:  # noqa: BLE001 - no alias (or no model) yet
-            return None
+        except MlflowException as e:
+            if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None  # no alias (or no model) yet
+            raise
 
     def stage_versions(self, stage: str = "Production") -> list[str]:
         return sorted(str(v.version) for v in self.client.search_model_versions(

@@ -25,14 +25,15 @@ def remote(tmp_path):
     s = MlflowServer(tmp_path, MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
                      MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true", MLFLOW_WEBHOOK_CACHE_TTL="1",
                      MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=Fernet.generate_key().decode())
-    yield s.url
+    yield s
     s.stop()
 
 
 def test_alias_set_on_the_tracking_server_deploys_through_the_webhook(tmp_path, remote):
     root = tmp_path / "p"
     root.mkdir()
-    params = small_project(root, **{"mlflow.tracking_uri": remote, "serve.poll_interval_s": 600,
+    params = small_project(root, **{"mlflow.tracking_uri": remote.url,
+                                    "serve.poll_interval_s": 600,
                                     "serve.notify_url": "",
                                     "promote.max_demographic_parity_difference": 0.6})
     make_version(params, root)
@@ -51,6 +52,22 @@ def test_alias_set_on_the_tracking_server_deploys_through_the_webhook(tmp_path, 
         assert server.http.get("/version").json()["version"] == "1"
         text = server.http.get("/metrics").text
         assert 'tarn_requests_total{endpoint="predict"' not in text  # nothing else touched it
+
+        deadline = time.monotonic() + 20
+        while "tarn.deployed_at" not in reg.version("1").tags:  # deployment recorded
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        remote.stop()  # the registry goes away: the last good model keeps serving
+        r = server.admin()
+        assert r.status_code == 200 and "registry unreachable" in r.json()["last_error"]
+        row = {"age": 39, "workclass": None, "fnlwgt": 77516, "education": "Bachelors",
+               "education_num": 13, "marital_status": "Never-married", "occupation": None,
+               "relationship": "Not-in-family", "race": "White", "sex": "Male",
+               "capital_gain": 0, "capital_loss": 0, "hours_per_week": 40,
+               "native_country": None}
+        p = server.http.post("/predict", json=[row])
+        assert p.status_code == 200 and p.json()["model_version"] == "1"
+        assert "tarn_registry_errors 1.0" in server.http.get("/metrics").text
     finally:
         server.stop()
 
