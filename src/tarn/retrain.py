@@ -59,6 +59,9 @@ def incremental_fit(pipe: Pipeline, X: pd.DataFrame, y: np.ndarray, w: np.ndarra
     extra = max(1, int(probe.best_iteration) + 1 - start)
     final = XGBClassifier(**params, n_estimators=extra)
     final.fit(z, y, sample_weight=w, xgb_model=booster, verbose=False)
+    # n_estimators is metadata after fitting; make it the whole booster's size, which the
+    # ONNX converter relies on (it divides tree count by it to count classes)
+    final.set_params(n_estimators=final.get_booster().num_boosted_rounds())
     return Pipeline([(pipe.steps[0][0], pre), (pipe.steps[-1][0], final)])
 
 
@@ -161,7 +164,16 @@ def _compare(params: Params, root: Path, old: Pipeline, new: Pipeline, Xh: pd.Da
     return out
 
 
-def run_full(params: Params, root: Path, dvc: str = "dvc") -> RetrainResult:
+def _dvc() -> str:
+    """The dvc beside this interpreter (the project's venv), else the one on PATH."""
+    import shutil
+    import sys
+
+    local = Path(sys.executable).parent / "dvc"
+    return str(local) if local.is_file() else (shutil.which("dvc") or "dvc")
+
+
+def run_full(params: Params, root: Path, dvc: str | None = None) -> RetrainResult:
     """A fresh snapshot of the whole lake through the DVC pipeline (re-tuning if
     ``retrain.retune``), which registers a new version."""
     from tarn.registry import Registry
@@ -172,7 +184,16 @@ def run_full(params: Params, root: Path, dvc: str = "dvc") -> RetrainResult:
     before = _latest(reg)
     stages = [] if params.retrain.retune else ["-s", "snapshot", "etl", "prepare", "train",
                                                 "evaluate"]
-    res = subprocess.run([dvc, "repro", *stages], cwd=root, capture_output=True, text=True)
+    import os
+    import sys
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    try:  # the stages call `tarn`, so the venv's bin must be on PATH for them too
+        res = subprocess.run([dvc or _dvc(), "repro", *stages], cwd=root, capture_output=True,
+                             text=True, env=env)
+    except FileNotFoundError as e:
+        raise RetrainError("dvc is not installed here", "run `make venv`, or activate .venv") \
+            from e
     if res.returncode != 0:
         tail = (res.stdout + res.stderr).strip().splitlines()[-5:]
         raise RetrainError("dvc repro failed: " + " | ".join(tail),

@@ -97,6 +97,13 @@ def test_drift_is_detected_and_incremental_retraining_helps(served):
     a = mlflow.sklearn.load_model("models:/tarn-test/1").steps[0][1]
     b = mlflow.sklearn.load_model(f"models:/tarn-test/{r.version}").steps[0][1]
     assert list(a.get_feature_names_out()) == list(b.get_feature_names_out())
+    # and it still exports to a parity-checked client bundle
+    from tarn import edge
+    from tarn.prepare import load_split
+    continued = mlflow.sklearn.load_model(f"models:/tarn-test/{r.version}")
+    onnx = edge.export_onnx(continued, params.schema, params.prepare).SerializeToString()
+    parity = edge.check_parity(continued, onnx, load_split(params, root, "test").X, 1e-4)
+    assert parity.ok, parity
 
 
 def test_schema_change_forces_full_with_a_reason(served):
