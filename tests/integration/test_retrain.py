@@ -100,10 +100,19 @@ def test_drift_is_detected_and_incremental_retraining_helps(served):
     # and it still exports to a parity-checked client bundle
     from tarn import edge
     from tarn.prepare import load_split
+    from tarn.features import to_model_frame
+    test = load_split(params, root, "test")
+    test_x = test.X
     continued = mlflow.sklearn.load_model(f"models:/tarn-test/{r.version}")
-    onnx = edge.export_onnx(continued, params.schema, params.prepare).SerializeToString()
-    parity = edge.check_parity(continued, onnx, load_split(params, root, "test").X, 1e-4)
-    assert parity.ok, parity
+    few = retrain.incremental_fit(  # few new trees on many old ones: the converter's trap
+        mlflow.sklearn.load_model("models:/tarn-test/1"), test_x.head(600), test.y[:600],
+        None, test_x.tail(300), test.y[-300:], 3, 2)
+    assert few.steps[-1][1].get_booster().num_boosted_rounds() <= 44 + 3
+    for model in (continued, few):
+        onnx = edge.export_onnx(model, params.schema, params.prepare).SerializeToString()
+        parity = edge.check_parity(model, onnx, test_x, 1e-4)
+        assert parity.ok, parity
+    assert to_model_frame is not None
 
 
 def test_schema_change_forces_full_with_a_reason(served):
