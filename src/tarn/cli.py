@@ -491,6 +491,9 @@ def retrain(
                 t.add_row(data, m, f"{res.metrics['old'][data][m]:.4f}",
                           f"{res.metrics['new'][data][m]:.4f}")
         console.print(t)
+        if res.mode == "full":
+            console.print("(a full retraining learned from the new batches: its new_data "
+                          "figures are in-sample)")
     if res.promoted:
         console.print(f"version {res.version} is production")
         console.print(_notify_server(c))

@@ -173,6 +173,27 @@ def _dvc() -> str:
     return str(local) if local.is_file() else (shutil.which("dvc") or "dvc")
 
 
+def _compare_versions(params: Params, root: Path, old: str, new: str,
+                      batches: list[str]) -> dict:
+    """Old vs new registered version on the test split and on the new batches (which a full
+    retraining has trained on: that column is optimistic for it)."""
+    import mlflow.sklearn
+
+    from tarn.features import to_model_frame
+    from tarn.monitor import read_batches
+    from tarn.registry import Registry
+
+    reg = Registry(params, root)
+    data, _ = read_batches(params, root, batches)
+    if data.empty:
+        return {}
+    X = to_model_frame(data, params.schema, params.prepare)
+    y = data[params.schema.target.name].to_numpy().astype(int)
+    load = mlflow.sklearn.load_model
+    return _compare(params, root, load(f"models:/{reg.name}/{old}"),
+                    load(f"models:/{reg.name}/{new}"), X, y)
+
+
 def run_full(params: Params, root: Path, dvc: str | None = None) -> RetrainResult:
     """A fresh snapshot of the whole lake through the DVC pipeline (re-tuning if
     ``retrain.retune``), which registers a new version."""
@@ -228,6 +249,9 @@ def run(params: Params, root: Path, mode: str = "auto", progress=None) -> tuple:
     step(f"{chosen} retraining")
     result = (run_incremental(params, root, mon.new_batches) if chosen == "incremental"
               else run_full(params, root))
+    if chosen == "full" and result.parent and mon.new_batches:
+        result.metrics = _compare_versions(params, root, result.parent, result.version,
+                                           mon.new_batches)
     step(f"promoting version {result.version} through the gates")
     try:
         Registry(params, root).promote(result.version,

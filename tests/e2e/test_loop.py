@@ -59,6 +59,7 @@ def test_new_batch_to_retrained_model_in_production(server, project):
     # a prior shift drags most features with it: severe drift, so a full retraining
     assert "decision: full" in out and "full retraining from version 1 -> version 2" in out
     assert "version 2 is production" in out, out
+    assert "old vs new model" in out  # the summary table, on the test split and the new data
     assert server.http.get("/version").json()["version"] == "2"  # nudged: already serving
     reg = Registry(params, root)
     mv = reg.version("2")
