@@ -132,9 +132,3 @@ def per_group(current: pd.DataFrame, feature: str, schema: SchemaConfig, cfg: Pr
         save(classification(part, schema, cfg), out, name)
         written[str(group)] = out / f"{name}.html"
     return written
-
-
-def metric_values(report_json: dict) -> dict[str, object]:
-    """Flatten a report's metrics to {metric name: value} (for logging and tests)."""
-    return {str(m.get("metric_name") or m.get("id")): m.get("value")
-            for m in report_json.get("metrics", [])}

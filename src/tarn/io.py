@@ -46,11 +46,6 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
-def write_parquet(path: str | os.PathLike[str], df: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
-
-
 def _json_default(o: Any) -> Any:
     if hasattr(o, "item"):  # numpy scalars
         return o.item()

@@ -13,7 +13,7 @@ import json
 import math
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +72,6 @@ class TrialResult:
     best_iteration: int = -1
     duration_s: float = 0.0
     error: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def fit_trial(tid: int, hparams: dict, data: Matrices, n_estimators: int,
