@@ -1,10 +1,13 @@
 """Shared fixtures: a project folder with params.yaml and a small lake cut from the bundled
-raw Adult data (same raw format, a few hundred rows a batch)."""
+raw Adult data (same raw format, a few hundred rows a batch), and shared real servers."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ import yaml
 
 from tarn.config import Params, params_from_dict
 from tarn.datasets import ADULT_COLUMNS, adult_lines
+from tests.servers import MlflowServer, Postgres, S3Server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,3 +72,59 @@ def repo_copy(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     return root
+
+
+# ------------------------------------------------------------------ shared real servers
+# One PostgreSQL cluster and one S3 server (moto_server) per session; `mlflow server` on both.
+
+@dataclass
+class SharedStack:
+    """What a team would run: MLflow on PostgreSQL with artifacts in an S3 bucket."""
+
+    postgres: Postgres
+    s3: S3Server
+    mlflow: MlflowServer
+    bucket: str
+
+    @property
+    def url(self) -> str:
+        return self.mlflow.url
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory) -> Iterator[S3Server]:
+    """An S3 server; the AWS variables point every client in this process (and its children)
+    at it, as a user's environment would."""
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    yield server
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    pg = Postgres()
+    yield pg
+    pg.close()
+
+
+def start_shared_mlflow(d, postgres: Postgres, s3: S3Server, **env: str) -> SharedStack:
+    """A new `mlflow server` on a fresh database and bucket."""
+    name = f"mlflow-{uuid.uuid4().hex[:8]}"
+    s3.client().create_bucket(Bucket=name)
+    server = MlflowServer(d, backend=postgres.create_db(name.replace("-", "_")),
+                          artifacts=f"s3://{name}/artifacts", **s3.env(), **env)
+    return SharedStack(postgres, s3, server, name)
+
+
+@pytest.fixture(scope="session")
+def shared_stack(tmp_path_factory, postgres, s3) -> Iterator[SharedStack]:
+    stack = start_shared_mlflow(tmp_path_factory.mktemp("mlflow-shared"), postgres, s3)
+    yield stack
+    stack.mlflow.stop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -44,6 +44,9 @@ class LakeConfig(_Strict):
     url: str = "data/lake"
     include: list[str] = Field(default_factory=lambda: ["*"])
     seed: SeedConfig = SeedConfig()
+    # passed to fsspec for remote URLs (e.g. {anon: true}); endpoint and credentials come from
+    # the usual AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_PROFILE, ...)
+    storage_options: dict[str, Any] = Field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- schema
@@ -208,6 +211,8 @@ class ComputeConfig(_Strict):
     scheduler: str = ""  # "" = a LocalCluster in this process; or tcp://host:8786
     n_workers: int = Field(2, ge=1)
     threads_per_worker: int = Field(1, ge=1)
+    connect_timeout_s: float = Field(20, gt=0)  # give up on an unreachable scheduler after this
+    worker_timeout_s: float = Field(60, gt=0)  # fail, not hang, when no worker is left this long
 
 
 class MlflowConfig(_Strict):
@@ -329,8 +334,9 @@ def load_params(path: str | os.PathLike[str] = "params.yaml",
                 env: Mapping[str, str] | None = None) -> Params:
     """Read and validate params.yaml; raise ConfigError naming the bad key.
 
-    ``MLFLOW_TRACKING_URI`` in ``env`` (the process environment by default) overrides
-    ``mlflow.tracking_uri``: this is the one place the environment is read.
+    ``MLFLOW_TRACKING_URI`` and ``DASK_SCHEDULER_ADDRESS`` in ``env`` (the process environment
+    by default) override ``mlflow.tracking_uri`` and ``compute.scheduler``: this is the one place
+    tarn reads the environment (S3 endpoint and credentials are read by boto/s3fs themselves).
     """
     env = os.environ if env is None else env
     p = Path(path)
@@ -342,6 +348,8 @@ def load_params(path: str | os.PathLike[str] = "params.yaml",
         raise ConfigError(f"{p}: not valid YAML ({e})", "fix the syntax") from e
     if env.get("MLFLOW_TRACKING_URI"):
         raw.setdefault("mlflow", {})["tracking_uri"] = env["MLFLOW_TRACKING_URI"]
+    if env.get("DASK_SCHEDULER_ADDRESS"):  # Dask's own variable for "use this cluster"
+        raw.setdefault("compute", {})["scheduler"] = env["DASK_SCHEDULER_ADDRESS"]
     return params_from_dict(raw, source=str(p))
 
 

@@ -42,6 +42,23 @@ class Batch:
         return sum(f.size for f in self.files)
 
 
+_BUCKET_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
+
+
+def _protocol(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else "file"
+
+
+def _with_timeouts(url: str, options: dict) -> dict:
+    """Bounded waits for S3: botocore's defaults (60 s connect, retries with backoff) make an
+    unreachable endpoint look like a hang."""
+    if _protocol(url) not in ("s3", "s3a"):
+        return options
+    cfg = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 2},
+           **options.get("config_kwargs", {})}
+    return {**options, "config_kwargs": cfg}
+
+
 def _visible(name: str) -> bool:
     base = posixpath.basename(name.rstrip("/"))
     return not base.startswith((".", "_"))
@@ -50,13 +67,15 @@ def _visible(name: str) -> bool:
 class Lake:
     """A lake location. ``url`` is a folder (relative to ``root``) or an fsspec URL."""
 
-    def __init__(self, url: str, root: Path | None = None) -> None:
+    def __init__(self, url: str, root: Path | None = None,
+                 storage_options: dict | None = None) -> None:
         if "://" not in url and root is not None and not Path(url).is_absolute():
             url = str((root / url).resolve())
         self.url = url
         self.fs: fsspec.AbstractFileSystem
-        self.fs, self.path = url_to_fs(url)
+        self.fs, self.path = url_to_fs(url, **_with_timeouts(url, storage_options or {}))
         self.path = self.path.rstrip("/")
+        self._checked = False
 
     def display(self, path: str) -> str:
         """A path as the user knows it: plain for local files, a URL otherwise."""
@@ -64,10 +83,35 @@ class Lake:
 
     @classmethod
     def from_config(cls, cfg: LakeConfig, root: Path) -> Lake:
-        return cls(cfg.url, root)
+        return cls(cfg.url, root, cfg.storage_options)
+
+    def check_store(self) -> None:
+        """For object stores: the bucket exists and the credentials open it, or a LakeError
+        that says which. Never creates a bucket (s3fs would, on makedirs)."""
+        if self._checked or _protocol(self.url) not in _BUCKET_STORES:
+            return
+        bucket = self.path.split("/", 1)[0]
+        where = f"{_protocol(self.url)}://{bucket}"
+        try:
+            self.fs.ls(bucket, refresh=True)
+        except FileNotFoundError as e:
+            raise LakeError(f"bucket {where} does not exist (lake.url {self.url})",
+                            f"create it (e.g. `aws s3 mb {where}`) or fix lake.url") from e
+        except PermissionError as e:
+            raise LakeError(f"access to {where} denied: {e}",
+                            "check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+                            "or AWS_PROFILE) and the bucket policy") from e
+        except OSError as e:
+            raise LakeError(f"cannot reach the object store for {where}: {e}",
+                            "check AWS_ENDPOINT_URL and the network") from e
+        except Exception as e:  # botocore raises its own types for endpoint trouble
+            raise LakeError(f"cannot use {where}: {type(e).__name__}: {e}",
+                            "check AWS_ENDPOINT_URL, the credentials and lake.url") from e
+        self._checked = True
 
     # ----------------------------------------------------------------- reading
     def exists(self) -> bool:
+        self.check_store()
         return self.fs.isdir(self.path)
 
     def require(self) -> None:
@@ -114,6 +158,7 @@ class Lake:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
             raise LakeError(f"invalid batch name {name!r}",
                             "use letters, digits, '.', '_' and '-' only")
+        self.check_store()
         target = posixpath.join(self.path, name)
         if self.fs.exists(target):
             raise LakeError(f"batch {name!r} already exists in {self.url}",

@@ -16,32 +16,75 @@ class ComputeError(TarnError):
 
 
 @contextlib.contextmanager
-def dask_client(cfg: ComputeConfig, n_workers: int | None = None,
-                timeout_s: float = 20) -> Iterator:
-    """A ``distributed.Client``; the LocalCluster (if any) lives as long as the block."""
+def dask_client(cfg: ComputeConfig, n_workers: int | None = None) -> Iterator:
+    """A ``distributed.Client`` with at least one worker; the LocalCluster (if any) lives as
+    long as the block."""
     import logging
 
     from distributed import Client, LocalCluster
 
-    logging.getLogger("distributed").setLevel(logging.WARNING)
+    logging.getLogger("distributed").setLevel(logging.ERROR)
     if cfg.scheduler:
         try:
-            client = Client(cfg.scheduler, timeout=timeout_s)
-        except (OSError, TimeoutError) as e:
+            client = Client(cfg.scheduler, timeout=cfg.connect_timeout_s)
+        except (OSError, TimeoutError, ValueError) as e:
             raise ComputeError(f"Dask scheduler {cfg.scheduler} did not answer in "
-                               f"{timeout_s:.0f} s ({e})",
-                               "start it (`dask scheduler`) or set compute.scheduler: \"\" "
+                               f"{cfg.connect_timeout_s:g} s ({_first_line(e)})",
+                               "start it (`dask scheduler`), fix compute.scheduler / "
+                               "DASK_SCHEDULER_ADDRESS, or set compute.scheduler: \"\" "
                                "for a local cluster") from e
         try:
+            try:
+                client.wait_for_workers(1, timeout=cfg.worker_timeout_s)
+            except TimeoutError as e:
+                raise ComputeError(f"Dask scheduler {cfg.scheduler} has no workers after "
+                                   f"{cfg.worker_timeout_s:g} s",
+                                   f"start some: `dask worker {cfg.scheduler} --nthreads 1`") \
+                    from e
             yield client
         finally:
             client.close()
         return
     with LocalCluster(n_workers=n_workers or cfg.n_workers,
                       threads_per_worker=cfg.threads_per_worker, processes=True,
-                      dashboard_address=None, silence_logs=logging.WARNING) as cluster, \
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
         yield client
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+class WorkerWatch:
+    """Turns "the cluster lost all its workers" (or its scheduler) into a ComputeError after
+    ``worker_timeout_s`` instead of waiting forever on futures nobody will run."""
+
+    def __init__(self, client, cfg: ComputeConfig) -> None:
+        self.client = client
+        self.cfg = cfg
+        self.since: float | None = None
+
+    def check(self) -> None:
+        import time
+
+        try:
+            alive = self.client.status == "running" and bool(
+                self.client.scheduler_info().get("workers"))
+        except Exception:  # noqa: BLE001 - a lost scheduler counts as "no workers"
+            alive = False
+        if alive:
+            self.since = None
+            return
+        now = time.monotonic()
+        self.since = self.since or now
+        if now - self.since > self.cfg.worker_timeout_s:
+            where = self.cfg.scheduler or "the local cluster"
+            raise ComputeError(f"no Dask worker (or scheduler) answered at {where} for "
+                               f"{self.cfg.worker_timeout_s:g} s; the run stopped",
+                               "restart the workers (`dask worker <scheduler address>`) "
+                               "and run again")
 
 
 def fit_xgb_dask(client, z, y, weight, model_params: dict):

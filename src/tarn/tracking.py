@@ -41,6 +41,7 @@ def connect(cfg: MlflowConfig, root: Path) -> Tracking:
     import mlflow
 
     uri = tracking_uri(cfg, root)
+    probe(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
@@ -60,6 +61,41 @@ def connect(cfg: MlflowConfig, root: Path) -> Tracking:
                             "mlflow.tracking_uri / MLFLOW_TRACKING_URI") from e
     mlflow.set_experiment(experiment_id=exp_id)
     return Tracking(uri, exp_id, cfg.registered_model)
+
+
+def probe(uri: str, timeout_s: float = 5) -> None:
+    """Fail in seconds when a remote store is down: MLflow itself retries an unreachable
+    server, and an unreachable database, with backoff for minutes before it gives up."""
+    scheme = uri.split(":", 1)[0].split("+")[0].lower()
+    if scheme in ("http", "https"):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers (a proxy may guard /health): MLflow's own errors say the rest
+        except OSError as e:
+            raise TrackingError(f"MLflow tracking server {uri} does not answer in "
+                                f"{timeout_s:g} s ({_short(getattr(e, 'reason', e))})",
+                                "start it (README, \"Scaling out\"), or fix "
+                                "mlflow.tracking_uri / MLFLOW_TRACKING_URI") from e
+    if scheme in ("postgresql", "mysql"):
+        import sqlalchemy
+
+        url = sqlalchemy.engine.make_url(uri)
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": int(timeout_s)})
+        try:
+            with engine.connect():
+                return
+        except Exception as e:  # noqa: BLE001 - any driver error means "not usable"
+            shown = url.render_as_string(hide_password=True)
+            raise TrackingError(f"MLflow database {shown} is not reachable ({_short(e)})",
+                                "start the database server, or fix mlflow.tracking_uri / "
+                                "MLFLOW_TRACKING_URI") from e
+        finally:
+            engine.dispose()
 
 
 def _short(e: BaseException) -> str:

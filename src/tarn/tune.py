@@ -189,7 +189,10 @@ def _search_parallel(params: Params, space: dict, data: Matrices, client, finish
     """Ask/tell: keep ``parallelism`` trials in flight, one TPE suggestion at a time."""
     from distributed import wait
 
+    from tarn.parallel import WorkerWatch
+
     cfg = params.tune
+    watch = WorkerWatch(client, params.compute)
     trials = Trials()
     domain = Domain(lambda _: 0.0, space)
     rng = np.random.default_rng(cfg.seed)
@@ -207,13 +210,19 @@ def _search_parallel(params: Params, space: dict, data: Matrices, client, finish
             doc = docs[0]
             vals = {k: v[0] for k, v in doc["misc"]["vals"].items() if v}
             hparams = clean_hparams(space_eval(space, vals))
+            if shared.status != "finished":  # every worker holding the data died: send again
+                shared = client.scatter(data, broadcast=True)
             fut = client.submit(fit_trial, started, hparams, shared, cfg.n_estimators,
                                 cfg.early_stopping_rounds, threads, cfg.seed, pure=False)
             in_flight[fut] = (doc, int(time.time() * 1000))
             started += 1
         if not in_flight:
             break
-        done, _ = wait(list(in_flight), return_when="FIRST_COMPLETED")
+        try:  # a killed worker's trial is rerun elsewhere by Dask (up to 3 times)
+            done, _ = wait(list(in_flight), timeout=2, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            watch.check()
+            continue
         for fut in done:
             doc, started_ms = in_flight.pop(fut)
             try:

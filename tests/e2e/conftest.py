@@ -12,7 +12,7 @@ import pytest
 
 from tarn import train
 from tarn.config import Params
-from tests.integration.conftest import ServerProcess, free_port
+from tests.servers import ServerProcess, free_port
 from tests.integration.test_training import small_project
 
 BIN = Path(sys.executable).parent

@@ -22,6 +22,7 @@ from tarn.serve.app import CLIENT_DIR
 from tests.e2e.conftest import make_version
 from tests.e2e.test_server import sample_rows, wait_version
 from tests.integration.test_training import small_project
+from tests.servers import need
 
 pytestmark = pytest.mark.slow
 
@@ -31,15 +32,6 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-q
                  "--disable-component-update", "--disable-sync"]
 TOLERANCE = 1e-4
 NULLABLE = ("workclass", "occupation", "native_country")
-
-
-def _need(present: bool, why: str) -> None:
-    """A missing prerequisite fails under CI and skips (saying how to get it) elsewhere."""
-    if present:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(why)
-    pytest.skip(why)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +49,8 @@ def project(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    _need(CHROMIUM.exists(), "chromium missing: run `make system-deps` (apt-get install chromium)")
-    _need((CLIENT_DIR / "vendor" / "ort.wasm.min.js").is_file(),
+    need(CHROMIUM.exists(), "chromium missing: run `make system-deps` (apt-get install chromium)")
+    need((CLIENT_DIR / "vendor" / "ort.wasm.min.js").is_file(),
           "onnxruntime-web is not vendored: run `make client` (npm ci in web/)")
     from playwright.sync_api import sync_playwright
 

@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet
 
 from tarn.registry import Registry, RegistryError
 from tests.e2e.conftest import HOOK, Server, make_version, server_env
-from tests.integration.conftest import MlflowServer, free_port
+from tests.servers import MlflowServer, free_port
 from tests.integration.test_training import small_project
 
 pytestmark = pytest.mark.slow
