@@ -12,8 +12,8 @@ import pytest
 
 from tarn import train
 from tarn.config import Params
-from tests.servers import ServerProcess, free_port
 from tests.integration.test_training import small_project
+from tests.servers import ServerProcess, free_port
 
 BIN = Path(sys.executable).parent
 ADMIN = "admin-secret-for-tests"

@@ -14,8 +14,8 @@ from cryptography.fernet import Fernet
 
 from tarn.registry import Registry, RegistryError
 from tests.e2e.conftest import HOOK, Server, make_version, server_env
-from tests.servers import MlflowServer, free_port
 from tests.integration.test_training import small_project
+from tests.servers import MlflowServer, free_port
 
 pytestmark = pytest.mark.slow
 
