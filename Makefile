@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
-# Debian packages some tests need (chromium: the in-browser client test, tests/e2e/test_browser.py).
-SYSTEM_PACKAGES := chromium
+# Debian packages some tests need (chromium: the in-browser client test, tests/e2e/test_browser.py;
+# postgresql: the MLflow server on PostgreSQL, tests/e2e/test_shared_stack.py and others).
+SYSTEM_PACKAGES := chromium postgresql
 
 .PHONY: help venv client run repro test test-fast lint bench system-deps clean ui
 help: ## Show the targets

@@ -80,11 +80,21 @@ class WorkerWatch:
         now = time.monotonic()
         self.since = self.since or now
         if now - self.since > self.cfg.worker_timeout_s:
-            where = self.cfg.scheduler or "the local cluster"
-            raise ComputeError(f"no Dask worker (or scheduler) answered at {where} for "
-                               f"{self.cfg.worker_timeout_s:g} s; the run stopped",
-                               "restart the workers (`dask worker <scheduler address>`) "
-                               "and run again")
+            raise self.lost()
+
+    def lost(self) -> ComputeError:
+        where = self.cfg.scheduler or "the local cluster"
+        return ComputeError(f"no Dask worker (or scheduler) answered at {where} for "
+                            f"{self.cfg.worker_timeout_s:g} s; the run stopped",
+                            "restart the workers (`dask worker <scheduler address>`) "
+                            "and run again")
+
+    def scatter(self, data):
+        """Send ``data`` to every worker once (trials then refer to it by key)."""
+        try:
+            return self.client.scatter(data, broadcast=True, timeout=self.cfg.worker_timeout_s)
+        except (TimeoutError, OSError) as e:
+            raise self.lost() from e
 
 
 def fit_xgb_dask(client, z, y, weight, model_params: dict):

@@ -241,8 +241,12 @@ class Registry:
         self.client.set_registered_model_alias(self.name, self.alias, version)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # stages are deprecated, still what the UI shows
-            self.client.transition_model_version_stage(self.name, version, "Production",
-                                                       archive_existing_versions=True)
+            # archive the others one by one: MLflow's archive_existing_versions=True compares
+            # an integer column with a string and fails on PostgreSQL (fine on SQLite)
+            self.client.transition_model_version_stage(self.name, version, "Production")
+            for other in self.stage_versions():
+                if other != str(version):
+                    self.client.transition_model_version_stage(self.name, other, "Archived")
 
     def sync_stage(self) -> None:
         """Make the stage follow the alias (repairs an alias set by hand in the UI)."""

@@ -50,7 +50,7 @@ def connect(cfg: MlflowConfig, root: Path) -> Tracking:
             exp = client.get_experiment_by_name(cfg.experiment)
         if exp is None:
             artifacts = None
-            if uri.startswith("sqlite:"):
+            if not uri.startswith(("http:", "https:", "databricks")):  # a database URI
                 artifacts = (root / cfg.store_dir / "artifacts").resolve().as_uri()
             exp_id = client.create_experiment(cfg.experiment, artifact_location=artifacts)
         else:

@@ -196,7 +196,7 @@ def _search_parallel(params: Params, space: dict, data: Matrices, client, finish
     trials = Trials()
     domain = Domain(lambda _: 0.0, space)
     rng = np.random.default_rng(cfg.seed)
-    shared = client.scatter(data, broadcast=True)
+    shared = watch.scatter(data)
     in_flight: dict = {}
     started = 0
     threads = params.compute.threads_per_worker
@@ -211,7 +211,7 @@ def _search_parallel(params: Params, space: dict, data: Matrices, client, finish
             vals = {k: v[0] for k, v in doc["misc"]["vals"].items() if v}
             hparams = clean_hparams(space_eval(space, vals))
             if shared.status != "finished":  # every worker holding the data died: send again
-                shared = client.scatter(data, broadcast=True)
+                shared = watch.scatter(data)
             fut = client.submit(fit_trial, started, hparams, shared, cfg.n_estimators,
                                 cfg.early_stopping_rounds, threads, cfg.seed, pure=False)
             in_flight[fut] = (doc, int(time.time() * 1000))

@@ -13,20 +13,23 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tarn.registry import Registry, RegistryError
+from tests.conftest import start_shared_mlflow
 from tests.e2e.conftest import HOOK, Server, make_version, server_env
 from tests.integration.test_training import small_project
-from tests.servers import MlflowServer, free_port
+from tests.servers import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 
 @pytest.fixture
-def remote(tmp_path):
-    s = MlflowServer(tmp_path, MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
-                     MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true", MLFLOW_WEBHOOK_CACHE_TTL="1",
-                     MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=Fernet.generate_key().decode())
-    yield s
-    s.stop()
+def remote(tmp_path, postgres, s3):
+    """A team's tracking server: PostgreSQL backend, artifacts in an S3 bucket."""
+    stack = start_shared_mlflow(
+        tmp_path, postgres, s3, MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
+        MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true", MLFLOW_WEBHOOK_CACHE_TTL="1",
+        MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=Fernet.generate_key().decode())
+    yield stack.mlflow
+    stack.mlflow.stop()
 
 
 def test_alias_set_on_the_tracking_server_deploys_through_the_webhook(tmp_path, remote):

@@ -1,48 +1,51 @@
-"""tune and train against a real `mlflow server`, checked through its REST API (what the UI
-shows: the experiment, a parent run with one child per trial, the registered version)."""
+"""Remote tracking stores: MLflow straight on PostgreSQL, and the faults a shared store has
+(a server or database that is down gives a clear error in bounded time, not a long retry)."""
 
 from __future__ import annotations
 
-import json
-import urllib.parse
-import urllib.request
-
+import mlflow
 import pytest
 
-from tarn import train, tune
+from tarn import tune
+from tarn.config import MlflowConfig
+from tarn.tracking import TrackingError, connect
 from tests.integration.test_training import small_project
+from tests.servers import Postgres, free_port
 
-pytestmark = pytest.mark.slow
-
-
-def api(url: str, path: str, body: dict | None = None) -> dict:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"{url}/api/2.0/mlflow/{path}", data=data,
-                                 headers={"Content-Type": "application/json"},
-                                 method="GET" if body is None else "POST")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
+pytestmark = pytest.mark.cluster
 
 
-def test_runs_trials_and_versions_are_visible_on_the_server(tmp_path, mlflow_server):
-    params = small_project(tmp_path, **{"mlflow.tracking_uri": mlflow_server,
-                                        "mlflow.experiment": "remote-test"})
+@pytest.mark.slow
+def test_tune_tracks_straight_to_postgres(tmp_path, postgres):
+    uri = postgres.create_db("direct")
+    params = small_project(tmp_path, **{"mlflow.tracking_uri": uri})
     tuned = tune.run(params, tmp_path)
-    trained = train.run(params, tmp_path)
+    client = mlflow.MlflowClient(uri)
+    children = client.search_runs(
+        [client.get_experiment_by_name(params.mlflow.experiment).experiment_id],
+        f"tags.mlflow.parentRunId = '{tuned.parent_run_id}'")
+    assert len(children) == params.tune.max_evals
+    assert {r.data.tags["tarn.status"] for r in children} == {"ok"}
 
-    exp = api(mlflow_server, "experiments/get-by-name?experiment_name=remote-test")["experiment"]
-    runs = api(mlflow_server, "runs/search", {
-        "experiment_ids": [exp["experiment_id"]],
-        "filter": f"tags.mlflow.parentRunId = '{tuned.parent_run_id}'", "max_results": 100})
-    assert len(runs["runs"]) == 4
-    q = urllib.parse.urlencode({"name": "tarn-test", "version": trained.version})
-    mv = api(mlflow_server, f"model-versions/get?{q}")["model_version"]
-    tags = {t["key"]: t["value"] for t in mv["tags"]}
-    assert tags["tarn.tune_run_id"] == tuned.parent_run_id
-    assert mv["run_id"] == trained.run_id and mv["status"] == "READY"
-    arts = api(mlflow_server, f"artifacts/list?run_id={trained.run_id}")
-    assert arts is not None
-    # the model's files went through the server's artifact proxy, not a local path
-    import mlflow
-    model = mlflow.pyfunc.load_model(f"models:/tarn-test/{trained.version}")
-    assert model.metadata.signature.inputs.input_names()[0] == "age"
+
+@pytest.mark.timeout(60)
+def test_a_tracking_server_that_does_not_answer(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(TrackingError, match="does not answer") as e:
+        connect(MlflowConfig(tracking_uri=url), tmp_path)
+    assert url in e.value.message and "Scaling out" in e.value.hint
+
+
+@pytest.mark.timeout(60)
+def test_postgres_down_at_start_is_named_without_its_password(tmp_path):
+    pg = Postgres()
+    try:
+        pg.create_db("gone")
+        pg.stop()
+        uri = pg.url("gone").replace("tarn@", "tarn:s3cret@")
+        with pytest.raises(TrackingError, match="not reachable") as e:
+            connect(MlflowConfig(tracking_uri=uri), tmp_path)
+        assert f"127.0.0.1:{pg.port}/gone" in e.value.message
+        assert "s3cret" not in str(e.value)
+    finally:
+        pg.close()
