@@ -2,9 +2,9 @@
 
 The normalization is fitted once on the training split (it does not depend on the
 hyperparameters), so a trial only fits XGBoost on ready matrices, with early stopping on the
-validation split. ``tune.parallelism: 1`` runs plain sequential ``fmin``; ``N > 1`` asks TPE for
-one suggestion at a time until N trials are in flight on the Dask cluster, feeding results back
-as they finish. The data is scattered to the workers once, not shipped with every trial.
+validation split. ``tune.parallelism: 1`` runs plain sequential ``fmin`` (unless
+``compute.scheduler`` names a cluster); ``N > 1`` asks TPE for one suggestion at a time until N
+trials are in flight on the Dask cluster, feeding results back as they finish. The data is scattered to the workers once, not shipped with every trial.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def search(params: Params, data: Matrices, on_trial, progress: Progress = silent
         progress("tune", _describe(best[0]), 1, cfg.max_evals)
 
     progress("tune", _describe(math.inf), 0, cfg.max_evals)
-    if cfg.parallelism == 1 or client is None:
+    if client is None:
         def objective(raw: dict) -> dict:
             started = int(time.time() * 1000)
             r = fit_trial(len(results), clean_hparams(raw), data, cfg.n_estimators,
@@ -263,7 +263,7 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
                                                 for k, v in cfg.space.items()})[:6000]})
         logger = _TrialLogger(parent.info.run_id, tracking.experiment_id)
         start = time.perf_counter()
-        if cfg.parallelism > 1:
+        if cfg.parallelism > 1 or params.compute.scheduler:  # a named cluster is always used
             with dask_client(params.compute, n_workers=cfg.parallelism) as client:
                 results = search(params, data, logger.log, progress, client)
         else:
