@@ -55,3 +55,11 @@ def test_tracking_uri_from_environment_overrides_params(tmp_path):
     p = load_params(tmp_path / "params.yaml", env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"})
     assert p.mlflow.tracking_uri == "http://127.0.0.1:5000"
     assert load_params(tmp_path / "params.yaml", env={}).mlflow.tracking_uri == ""
+
+
+def test_dask_scheduler_address_from_environment_overrides_params(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    env = {"DASK_SCHEDULER_ADDRESS": "tcp://127.0.0.1:8786"}
+    assert load_params(tmp_path / "params.yaml", env=env).compute.scheduler == env[
+        "DASK_SCHEDULER_ADDRESS"]
+    assert load_params(tmp_path / "params.yaml", env={}).compute.scheduler == ""
