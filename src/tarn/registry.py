@@ -253,7 +253,15 @@ class Registry:
         current = self.production()
         if current is not None and self.stage_versions() != [current]:
             with self._lock():
-                self._set_production(current)
+                current = self.production()  # read again: a promotion may have just finished
+                if current is not None and self.stage_versions() != [current]:
+                    self._set_production(current)
+
+    def state(self) -> tuple[str | None, list[str]]:
+        """(alias target, versions in stage Production), read together under the promotion
+        lock, so never halfway through someone else's promotion."""
+        with self._lock():
+            return self.production(), self.stage_versions()
 
     def check_consistent(self) -> None:
         current = self.production()
