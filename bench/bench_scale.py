@@ -75,8 +75,12 @@ def scaling(params, data, n: int) -> None:
     configs = {name: sorted(map(repr, (r.params for r in res))) for name, (_, res) in runs.items()}
     same = len({tuple(c) for c in configs.values()}) == 1
     for name, (secs, res) in runs.items():
+        busy = sum(r.duration_s for r in res)
+        slots = 2 if name.startswith("cluster, 2") else 1
         print(f"[scaling] {name}: {len(res)} trials in {secs:.1f} s "
-              f"({len(res) / secs:.3f} trials/s)")
+              f"({len(res) / secs:.3f} trials/s); fitting {busy:.1f} s in all, longest trial "
+              f"{max(r.duration_s for r in res):.1f} s, "
+              f"slots busy {100 * busy / secs / slots:.0f} %")
     local = runs["local sequential, 1 thread"][0]
     one, two = runs["cluster, 1 worker(s)"][0], runs["cluster, 2 worker(s)"][0]
     print(f"[scaling] 2 workers vs 1 worker: {one / two:.2f}x the throughput (target >= 1.8x, "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ def connect(cfg: MlflowConfig, root: Path) -> Tracking:
 
     uri = tracking_uri(cfg, root)
     probe(uri)
+    # MLflow prints two links per run to a remote server (a GET each): tarn shows progress
+    # bars instead, and a 40-trial search would print 80 lines
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
