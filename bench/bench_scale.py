@@ -83,6 +83,11 @@ def scaling(params, data, n: int) -> None:
               f"slots busy {100 * busy / secs / slots:.0f} %")
     local = runs["local sequential, 1 thread"][0]
     one, two = runs["cluster, 1 worker(s)"][0], runs["cluster, 2 worker(s)"][0]
+    fit1, fit2 = (sum(r.duration_s for r in runs[k][1]) for k in (
+        "cluster, 1 worker(s)", "cluster, 2 worker(s)"))
+    print(f"[scaling] where 2 workers lose against 2x: the same fits take {fit2 / fit1:.2f}x as "
+          f"long when two run at once (shared cores and memory), and the rest is dispatch, "
+          f"start-up and the tail (one slot idle while the last trial finishes)")
     print(f"[scaling] 2 workers vs 1 worker: {one / two:.2f}x the throughput (target >= 1.8x, "
           f"ideal 2x); 1 worker vs local sequential: {100 * (one / local - 1):+.1f} % time "
           f"(target within 10 %); same configurations in every run: {same}")
