@@ -242,7 +242,7 @@ class Registry:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # stages are deprecated, still what the UI shows
             # archive the others one by one: MLflow's archive_existing_versions=True compares
-            # an integer column with a string and fails on PostgreSQL (fine on SQLite)
+            # an integer column with a string and fails on PostgreSQL (mlflow/mlflow#24592)
             self.client.transition_model_version_stage(self.name, version, "Production")
             for other in self.stage_versions():
                 if other != str(version):
