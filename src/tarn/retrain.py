@@ -56,9 +56,11 @@ def incremental_fit(pipe: Pipeline, X: pd.DataFrame, y: np.ndarray, w: np.ndarra
     probe = XGBClassifier(**params, n_estimators=rounds, early_stopping_rounds=early_stopping)
     probe.fit(z, y, sample_weight=w, eval_set=[(z_hold, y_hold)], xgb_model=booster,
               verbose=False)
-    extra = max(1, int(probe.best_iteration) + 1 - start)
-    final = XGBClassifier(**params, n_estimators=extra)
-    final.fit(z, y, sample_weight=w, xgb_model=booster, verbose=False)
+    # keep the probe's trees up to its best round (at least one new one): exactly the trees
+    # early stopping validated, and no second fit
+    total = start + max(1, int(probe.best_iteration) + 1 - start)
+    final = XGBClassifier(**params, n_estimators=total)
+    final.load_model(bytearray(probe.get_booster()[:total].save_raw("json")))
     # n_estimators is metadata after fitting; make it the whole booster's size, which the
     # ONNX converter relies on (it divides tree count by it to count classes)
     final.set_params(n_estimators=final.get_booster().num_boosted_rounds())

@@ -4,7 +4,8 @@ The normalization is fitted once on the training split (it does not depend on th
 hyperparameters), so a trial only fits XGBoost on ready matrices, with early stopping on the
 validation split. ``tune.parallelism: 1`` runs plain sequential ``fmin`` (unless
 ``compute.scheduler`` names a cluster); ``N > 1`` asks TPE for one suggestion at a time until N
-trials are in flight on the Dask cluster, feeding results back as they finish. The data is scattered to the workers once, not shipped with every trial.
+trials are in flight on the Dask cluster, feeding results back as they finish. The data is
+scattered to the workers once, not shipped with every trial.
 """
 
 from __future__ import annotations
