@@ -29,3 +29,9 @@ class LakeError(TarnError):
 
 class EtlError(TarnError):
     """A batch cannot be extracted as a whole (unreadable file, schema mismatch)."""
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (or its type), for one-line error reports."""
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:limit]

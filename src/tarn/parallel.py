@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import Iterator
 
 from tarn.config import ComputeConfig
-from tarn.errors import TarnError
+from tarn.errors import TarnError, first_line
 
 
 class ComputeError(TarnError):
@@ -29,7 +29,7 @@ def dask_client(cfg: ComputeConfig, n_workers: int | None = None) -> Iterator:
             client = Client(cfg.scheduler, timeout=cfg.connect_timeout_s)
         except (OSError, TimeoutError, ValueError) as e:
             raise ComputeError(f"Dask scheduler {cfg.scheduler} did not answer in "
-                               f"{cfg.connect_timeout_s:g} s ({_first_line(e)})",
+                               f"{cfg.connect_timeout_s:g} s ({first_line(e)})",
                                "start it (`dask scheduler`), fix compute.scheduler / "
                                "DASK_SCHEDULER_ADDRESS, or set compute.scheduler: \"\" "
                                "for a local cluster") from e
@@ -51,10 +51,6 @@ def dask_client(cfg: ComputeConfig, n_workers: int | None = None) -> Iterator:
             Client(cluster) as client:
         yield client
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
 
 
 class WorkerWatch:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tarn.config import Params
-from tarn.errors import TarnError
+from tarn.errors import TarnError, first_line
 
 
 class RegistryError(TarnError):
@@ -107,7 +107,7 @@ class Registry:
         try:
             return self.client.get_model_version(self.name, str(version))
         except Exception as e:  # noqa: BLE001 - MLflow raises RestException / MlflowException
-            raise RegistryError(f"{self.name} version {version} not found ({_short(e)})",
+            raise RegistryError(f"{self.name} version {version} not found ({first_line(e)})",
                                 "see the versions with `tarn status`") from e
 
     def latest(self) -> str:
@@ -298,7 +298,3 @@ def _metric(name: str, y: np.ndarray, proba: np.ndarray) -> float:
     return float(log_loss(y, proba, labels=[0, 1]) if name == "logloss"
                  else roc_auc_score(y, proba))
 
-
-def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tarn.config import MlflowConfig, Params
-from tarn.errors import TarnError
+from tarn.errors import TarnError, first_line
 
 
 class TrackingError(TarnError):
@@ -60,7 +60,7 @@ def connect(cfg: MlflowConfig, root: Path) -> Tracking:
         else:
             exp_id = exp.experiment_id
     except Exception as e:  # MLflow raises many types for "cannot reach the store"
-        raise TrackingError(f"MLflow tracking store {uri} is not usable ({_short(e)})",
+        raise TrackingError(f"MLflow tracking store {uri} is not usable ({first_line(e)})",
                             "start the tracking server, free the SQLite file, or fix "
                             "mlflow.tracking_uri / MLFLOW_TRACKING_URI") from e
     mlflow.set_experiment(experiment_id=exp_id)
@@ -82,7 +82,7 @@ def probe(uri: str, timeout_s: float = 5) -> None:
             return  # it answers (a proxy may guard /health): MLflow's own errors say the rest
         except OSError as e:
             raise TrackingError(f"MLflow tracking server {uri} does not answer in "
-                                f"{timeout_s:g} s ({_short(getattr(e, 'reason', e))})",
+                                f"{timeout_s:g} s ({first_line(getattr(e, 'reason', e))})",
                                 "start it (README, \"Scaling out\"), or fix "
                                 "mlflow.tracking_uri / MLFLOW_TRACKING_URI") from e
     if scheme in ("postgresql", "mysql"):
@@ -95,16 +95,12 @@ def probe(uri: str, timeout_s: float = 5) -> None:
                 return
         except Exception as e:  # noqa: BLE001 - any driver error means "not usable"
             shown = url.render_as_string(hide_password=True)
-            raise TrackingError(f"MLflow database {shown} is not reachable ({_short(e)})",
+            raise TrackingError(f"MLflow database {shown} is not reachable ({first_line(e)})",
                                 "start the database server, or fix mlflow.tracking_uri / "
                                 "MLFLOW_TRACKING_URI") from e
         finally:
             engine.dispose()
 
-
-def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:300]
 
 
 def params_hash(params: Params, sections: tuple[str, ...]) -> str:

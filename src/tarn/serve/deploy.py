@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from tarn.config import Params
+from tarn.errors import first_line
 from tarn.serve.inputs import Column
 
 log = logging.getLogger("tarn.serve")
@@ -139,7 +140,7 @@ class Reconciler:
                 target = reg.production()
             except Exception as e:  # noqa: BLE001 - unreachable registry: keep serving
                 self.status.registry_errors += 1
-                self.status.last_error = f"registry unreachable: {_short(e)}"
+                self.status.last_error = f"registry unreachable: {first_line(e)}"
                 self._registry = None
                 return None
             current = self.holder.current
@@ -150,7 +151,7 @@ class Reconciler:
                 deployed = self.load(target)
             except Exception as e:  # noqa: BLE001 - a bad version must not stop serving
                 self.status.swap_failures += 1
-                self.status.last_error = f"version {target} failed to load: {_short(e)}"
+                self.status.last_error = f"version {target} failed to load: {first_line(e)}"
                 log.error(self.status.last_error)
                 return target
             self.holder.current = deployed  # the swap
@@ -201,7 +202,7 @@ class Reconciler:
                 source, bundle = "onnx", str(published.path)
             except Exception as e:  # noqa: BLE001 - no verified bundle: serve Python
                 self.status.last_error = f"bundle for version {version} not published: " \
-                                         f"{_short(e)}; serving the Python model"
+                                         f"{first_line(e)}; serving the Python model"
                 log.warning(self.status.last_error)
         warm = {c.name: (np.array([np.nan]) if c.kind != "string" else np.array([None],
                                                                                dtype=object))
@@ -230,7 +231,7 @@ class Reconciler:
                 reg.client.set_model_version_tag(reg.name, d.version, k, v)
             reg.sync_stage()
         except Exception as e:  # noqa: BLE001 - bookkeeping must not undo a deployment
-            self.status.last_error = f"deployed {d.version} but could not tag it: {_short(e)}"
+            self.status.last_error = f"deployed {d.version} but could not tag it: {first_line(e)}"
 
 
 def _column(df: pd.DataFrame, c: Column) -> np.ndarray:
@@ -239,7 +240,3 @@ def _column(df: pd.DataFrame, c: Column) -> np.ndarray:
         return s.where(s.notna(), None).to_numpy(dtype=object)
     return df[c.name].to_numpy(dtype=np.float64)
 
-
-def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:300]
