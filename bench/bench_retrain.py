@@ -28,7 +28,7 @@ def shifted_rows(params, n: int) -> pd.DataFrame:
     import fsspec
 
     from tarn.datasets import ADULT_COLUMNS, adult_lines
-    from tarn.etl import Counts, _Dedup, process_file
+    from tarn.stages.etl import Counts, _Dedup, process_file
 
     lines = [ln.replace(">50K.", ">50K").replace("<=50K.", "<=50K")
              for ln in adult_lines("test")
@@ -47,14 +47,14 @@ def main() -> None:
     from sklearn.model_selection import train_test_split
 
     from tarn.config import load_params
-    from tarn.features import to_model_frame
-    from tarn.prepare import SplitData, load_split
-    from tarn.registry import Registry
-    from tarn.retrain import incremental_fit, replay
-    from tarn.train import fit_pipeline, training_data
+    from tarn.core.catalog import SplitData, load_split
+    from tarn.core.features import to_model_frame
+    from tarn.core.registry import Registry
+    from tarn.lifecycle.retrain import incremental_fit, replay
+    from tarn.stages.train import fit_pipeline, training_data
 
     params = load_params(ROOT / "params.yaml")
-    reg = Registry(params, ROOT)
+    reg = Registry(params.mlflow, ROOT)
     prod = reg.production()
     if prod is None:
         raise SystemExit("no production version: run `tarn promote --latest` first")
@@ -108,9 +108,9 @@ def main() -> None:
 
 def monitor_bench(params, pipe) -> None:
     """monitor on 100,000 logged predictions (the log built from test rows)."""
-    from tarn import monitor
-    from tarn.features import to_model_frame
-    from tarn.prepare import load_split
+    from tarn.core.catalog import load_split
+    from tarn.core.features import to_model_frame
+    from tarn.lifecycle import monitor
 
     test = load_split(params, ROOT, "test")
     train = load_split(params, ROOT, "train")

@@ -32,8 +32,8 @@ def main() -> None:
     ap.add_argument("--only", choices=["scaling", "tracking"], default=None)
     args = ap.parse_args()
 
-    from tarn import tune
     from tarn.config import load_params
+    from tarn.stages import tune
 
     params = load_params(ROOT / "params.yaml", env={})
     data = tune.matrices(params, ROOT)
@@ -49,10 +49,10 @@ def _with(params, **sections):
 
 
 def scaling(params, data, n: int) -> None:
-    from tests.servers import DaskCluster
+    from tests.support.servers import DaskCluster
 
-    from tarn import tune
-    from tarn.parallel import dask_client
+    from tarn.core.compute import dask_client
+    from tarn.stages import tune
 
     def timed(p, client=None):
         t = time.perf_counter()
@@ -94,9 +94,9 @@ def scaling(params, data, n: int) -> None:
 
 
 def tracking(params, trials: int) -> None:
-    from tests.servers import MlflowServer, Postgres, S3Server
+    from tests.support.servers import MlflowServer, Postgres, S3Server
 
-    from tarn import tune
+    from tarn.stages import tune
 
     base = _with(params, tune={"max_evals": trials, "timeout_s": 100_000, "parallelism": 1})
     with tempfile.TemporaryDirectory() as d:

@@ -97,7 +97,7 @@ def rows_payload(n: int) -> tuple[bytes, object]:
     import pandas as pd
 
     from tarn.config import load_params
-    from tarn.features import to_model_frame
+    from tarn.core.features import to_model_frame
 
     params = load_params(ROOT / "params.yaml")
     df = pd.read_parquet(ROOT / params.paths.prepared / "test.parquet")
@@ -117,10 +117,10 @@ def main() -> None:
     ap.add_argument("--load-seconds", type=float, default=30)
     args = ap.parse_args()
     from tarn.config import load_params
-    from tarn.registry import Registry
+    from tarn.core.registry import Registry
 
     params = load_params(ROOT / "params.yaml")
-    reg = Registry(params, ROOT)
+    reg = Registry(params.mlflow, ROOT)
     version = reg.production()
     if version is None:
         sys.exit("no production version: run `tarn promote --latest` first")
@@ -157,7 +157,7 @@ def main() -> None:
                   f"{a['p99'] / b['p99']:>7.2f}x   (targets: >= 3x, p99 lower)")
 
         big, X = rows_payload(10_000)
-        from tarn.train import load_local
+        from tarn.core.model import load_local
         pipe = load_local(ROOT / params.paths.models / "model")
         times = {}
         for label, fn in (

@@ -33,8 +33,8 @@ def main() -> None:
     ap.add_argument("--only", choices=["overhead", "parallel", "quality"], default=None)
     args = ap.parse_args()
 
-    from tarn import tune
     from tarn.config import load_params
+    from tarn.stages import tune
 
     params = load_params(ROOT / "params.yaml")
     params = params.model_copy(update={"tune": params.tune.model_copy(
@@ -51,7 +51,7 @@ def main() -> None:
 
 def overhead(params, data, trials: int) -> None:
     """Tracking overhead: plain search vs the whole stage, same seed -> same trials."""
-    from tarn import tune
+    from tarn.stages import tune
 
     t0 = time.perf_counter()
     plain = tune.search(params, data, on_trial=lambda r, s: None)
@@ -75,8 +75,8 @@ def parallel(params, data, n_configs: int) -> None:
     """Parallel vs sequential trials on the same fixed configurations."""
     from hyperopt.pyll.stochastic import sample
 
-    from tarn import tune
-    from tarn.parallel import dask_client
+    from tarn.core.compute import dask_client
+    from tarn.stages import tune
 
     rng = np.random.default_rng(0)
     space = tune.build_space(params.tune)

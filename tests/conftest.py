@@ -1,5 +1,5 @@
-"""Shared fixtures: a project folder with params.yaml and a small lake cut from the bundled
-raw Adult data (same raw format, a few hundred rows a batch), and shared real servers."""
+"""Shared fixtures: a project folder with params.yaml and a small raw lake, a git + DVC copy
+of the repository, and real servers shared by the session. Helpers live in tests/support."""
 
 from __future__ import annotations
 
@@ -11,51 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tarn.config import Params, params_from_dict
-from tarn.datasets import ADULT_COLUMNS, adult_lines
-from tests.servers import MlflowServer, Postgres, S3Server
-
-REPO = Path(__file__).resolve().parents[1]
+from tarn.config import Params
+from tests.support.project import REPO, write_params, write_small_lake
+from tests.support.servers import MlflowServer, Postgres, S3Server
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
-def repo_params_dict() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
-
-
-def write_params(root: Path, overrides: dict | None = None) -> Params:
-    """params.yaml in ``root``: the repo's, with nested ``overrides`` applied."""
-    raw = repo_params_dict()
-    for dotted, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[leaf] = value
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    return params_from_dict(raw)
-
-
-def adult_csv(part: str, start: int, n: int) -> str:
-    lines = adult_lines(part)[start:start + n]
-    return "\n".join([", ".join(ADULT_COLUMNS), *lines]) + "\n"
-
-
-def write_small_lake(lake: Path, n_train: int = 400, n_test: int = 200) -> None:
-    """Two train batches and one test batch, raw format, as `tarn lake seed` would write."""
-    for name, part, start, n in [("0001-adult-train", "train", 0, n_train),
-                                 ("0002-adult-train", "train", n_train, n_train),
-                                 ("0003-adult-test", "test", 0, n_test)]:
-        (lake / name).mkdir(parents=True)
-        (lake / name / "adult.csv").write_text(adult_csv(part, start, n))
-
-
 @pytest.fixture
-def project(tmp_path: Path) -> tuple[Params, Path]:
+def lake_project(tmp_path: Path) -> tuple[Params, Path]:
     """(params, root) of a fresh project with a small lake at data/lake."""
     params = write_params(tmp_path)
     write_small_lake(tmp_path / "data" / "lake")

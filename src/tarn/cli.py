@@ -16,8 +16,8 @@ import typer
 from rich.table import Table
 
 from tarn.config import Params, load_params
+from tarn.core.progress import bars, console
 from tarn.errors import TarnError
-from tarn.ui import bars, console
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -94,7 +94,7 @@ def lake_seed(
     adult.data becomes the first batches and adult.test the latest ones, raw (`?`, stray spaces,
     `>50K.` labels), so the default `prepare.test_batches` reproduces the official split.
     """
-    from tarn.lake import Lake
+    from tarn.core.lake import Lake
 
     c = ctx()
     lake = Lake.from_config(c.params.lake, c.root)
@@ -113,7 +113,7 @@ def lake_add(
     batch: Annotated[str, typer.Option(help="Batch name; a sequence number is prefixed.")],
 ) -> None:
     """Add files to the lake as a new (immutable) batch."""
-    from tarn.lake import Lake
+    from tarn.core.lake import Lake
 
     c = ctx()
     name = Lake.from_config(c.params.lake, c.root).add(files, batch)
@@ -124,8 +124,8 @@ def lake_add(
 @friendly
 def lake_list() -> None:
     """Show the lake's batches in order, with files, rows and bytes."""
-    from tarn.lake import Lake
-    from tarn.readers import count_records
+    from tarn.core.lake import Lake
+    from tarn.core.readers import count_records
 
     c = ctx()
     lake = Lake.from_config(c.params.lake, c.root)
@@ -172,13 +172,12 @@ def lake_simulate(
     them would leak it into retraining); each row's fnlwgt is jittered by up to 2 %, so rows are
     new people, not duplicates of the seeded batches.
     """
-    from tarn import simulate as sim
+    from tarn.lifecycle.simulate import simulate
 
     c = ctx()
     cols = [x.strip() for x in columns.split(",") if x.strip()] or None
-    b = sim.build_batch(c.params.schema, drift, rows, seed, cols, strength, positive_rate,
-                        share, source)
-    name = sim.write(c.params, c.root, b, batch or None)
+    name, b = simulate(c.params, c.root, drift, rows, seed, cols, strength, positive_rate,
+                       share, batch or None, source)
     console.print(f"wrote batch {name}: {b.summary()}")
 
 
@@ -187,7 +186,7 @@ def lake_simulate(
 @friendly
 def snapshot() -> None:
     """Freeze the lake's batches into data/snapshot with a sha256 manifest (DVC output)."""
-    from tarn import snapshot as stage
+    from tarn.stages import snapshot as stage
 
     c = ctx()
     res = stage.run(c.params, c.root)
@@ -199,7 +198,7 @@ def snapshot() -> None:
 @friendly
 def etl() -> None:
     """Apply the schema contract: curated table, quarantine (with reasons), ETL report."""
-    from tarn import etl as stage
+    from tarn.stages import etl as stage
 
     c = ctx()
     with bars() as progress:
@@ -219,7 +218,7 @@ def etl() -> None:
 @friendly
 def prepare() -> None:
     """Split train/valid/test, write the data bias report and reweighing weights."""
-    from tarn import prepare as stage
+    from tarn.stages import prepare as stage
 
     c = ctx()
     res = stage.run(c.params, c.root)
@@ -235,7 +234,7 @@ def prepare() -> None:
 @friendly
 def tune() -> None:
     """Hyperopt TPE search; one MLflow parent run, a child run per trial; best params out."""
-    from tarn import tune as stage
+    from tarn.stages import tune as stage
 
     c = ctx()
     with bars() as progress:
@@ -251,7 +250,7 @@ def tune() -> None:
 @friendly
 def train() -> None:
     """Refit the best configuration on train+valid, log the Pipeline, register a version."""
-    from tarn import train as stage
+    from tarn.stages import train as stage
 
     c = ctx()
     res = stage.run(c.params, c.root)
@@ -264,7 +263,7 @@ def train() -> None:
 @friendly
 def evaluate() -> None:
     """Test metrics, fairness with vs without mitigation, plots, Evidently reports."""
-    from tarn import evaluate as stage
+    from tarn.stages import evaluate as stage
 
     c = ctx()
     res = stage.run(c.params, c.root)
@@ -281,23 +280,10 @@ def evaluate() -> None:
 
 
 # ------------------------------------------------------------------------------ lifecycle
-def _notify_server(c: _Ctx) -> str:
-    """Nudge the backend at serve.notify_url to deploy now (best effort: it also polls)."""
-    import urllib.request
+def _notify(c: _Ctx) -> str:
+    from tarn.lifecycle.promote import notify_server
 
-    url = c.params.serve.notify_url
-    secret = os.environ.get("TARN_ADMIN_SECRET", "")
-    if not url or not secret:
-        return "server not notified (set serve.notify_url and TARN_ADMIN_SECRET); it polls"
-    req = urllib.request.Request(f"{url.rstrip('/')}/admin/reconcile", data=b"{}",
-                                 method="POST", headers={"Authorization": f"Bearer {secret}",
-                                                         "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            body = r.read().decode()
-        return f"server at {url} reconciled: {body}"
-    except OSError as e:
-        return f"server at {url} not reachable ({e}); it will pick the change up when it polls"
+    return notify_server(c.params.serve.notify_url, os.environ.get("TARN_ADMIN_SECRET", ""))
 
 
 @app.command()
@@ -315,15 +301,15 @@ def promote(
     ceiling, and the input schema is compatible. On pass, the alias `production` moves (the
     stage Production follows) and the running server and the client bundle follow it.
     """
-    from tarn.registry import PromotionRefused, Registry
+    from tarn.core.registry import PromotionRefused
+    from tarn.lifecycle import promote as lifecycle
 
     c = ctx()
     if (version is None) == (not latest):
         raise typer.BadParameter("give exactly one of --version N or --latest")
-    reg = Registry(c.params, c.root)
-    target = reg.latest() if latest else version
     try:
-        p = reg.promote(str(target), force=force, reason=reason)
+        p = lifecycle.promote(c.params, c.root, version, latest=latest, force=force,
+                              reason=reason)
     except PromotionRefused as e:
         console.print(f"[bold red]refused:[/] {e.message}")
         console.print(f"[yellow]fix:[/] {e.hint}")
@@ -333,19 +319,19 @@ def promote(
                f"{'none' if g.champion_metric is None else f'{g.champion_metric:.4f}'}), "
                f"DPD {g.candidate_dpd:.4f}" if g else "gates skipped (--force)")
     console.print(f"version {p.version} is production (was {p.previous or 'none'}): {figures}")
-    console.print(_notify_server(c))
+    console.print(_notify(c))
 
 
 @app.command()
 @friendly
 def rollback(reason: Annotated[str, typer.Option(help="Why; recorded.")] = "") -> None:
     """Put the previous production version back (recorded like a forced promotion)."""
-    from tarn.registry import Registry
+    from tarn.lifecycle import promote as lifecycle
 
     c = ctx()
-    p = Registry(c.params, c.root).rollback(reason)
+    p = lifecycle.rollback(c.params, c.root, reason)
     console.print(f"version {p.version} is production again (was {p.previous})")
-    console.print(_notify_server(c))
+    console.print(_notify(c))
 
 
 @app.command()
@@ -354,40 +340,30 @@ def status(
     server: Annotated[str, typer.Option(help="Backend URL to ask what it serves.")] = "",
 ) -> None:
     """Show the production version, its figures, and what is deployed where."""
-    import json
-    import urllib.request
-
-    from tarn.edge import current_bundle
-    from tarn.registry import Registry
+    from tarn.lifecycle.status import status as gather
 
     c = ctx()
-    reg = Registry(c.params, c.root)
-    prod = reg.production()
-    t = Table(title=f"{reg.name}: versions")
+    s = gather(c.params, c.root, server)
+
+    def fig(x: float | None) -> str:
+        return "nan" if x is None else f"{x:.4f}"
+
+    t = Table(title=f"{s.model}: versions")
     for col in ("version", "stage", "aliases", "test AUC", "test logloss", "promoted", "note"):
         t.add_column(col)
-    aliases = reg.client.get_registered_model(reg.name).aliases
-    for v in sorted(reg.client.search_model_versions(f"name = '{reg.name}'"),
-                    key=lambda v: int(v.version)):
-        mets = reg.client.get_run(v.run_id).data.metrics if v.run_id else {}
-        t.add_row(str(v.version), v.current_stage,
-                  ",".join(a for a, n in aliases.items() if str(n) == str(v.version)),
-                  f"{mets.get('test_roc_auc', float('nan')):.4f}",
-                  f"{mets.get('test_logloss', float('nan')):.4f}",
-                  v.tags.get("tarn.promoted_at", ""), v.tags.get("tarn.deployment_note", ""))
+    for v in s.versions:
+        t.add_row(v.version, v.stage, ",".join(v.aliases), fig(v.test_auc),
+                  fig(v.test_logloss), v.promoted_at, v.note)
     console.print(t)
-    console.print(f"production ({reg.alias}): version {prod or 'none'}")
-    bundle = current_bundle(c.root / c.params.edge.bundle_dir)
-    console.print(f"client bundle: {bundle or 'none published'}")
-    url = server or c.params.serve.notify_url
-    if url:
-        try:
-            with urllib.request.urlopen(f"{url.rstrip('/')}/version", timeout=5) as r:
-                v = json.loads(r.read())
-            console.print(f"backend {url}: version {v['version']} ({v['source']}), "
-                          f"last error: {v['last_error'] or 'none'}")
-        except OSError as e:
-            console.print(f"backend {url}: not reachable ({e})")
+    console.print(f"production ({s.alias}): version {s.production or 'none'}")
+    console.print(f"client bundle: {s.bundle or 'none published'}")
+    if s.backend is not None:
+        b = s.backend
+        if b.reachable:
+            console.print(f"backend {b.url}: version {b.version} ({b.source}), "
+                          f"last error: {b.last_error or 'none'}")
+        else:
+            console.print(f"backend {b.url}: not reachable ({b.problem})")
 
 
 @app.command()
@@ -419,10 +395,10 @@ def webhook(
 ) -> None:
     """Register an MLflow registry webhook (alias set -> deploy) signed with
     TARN_WEBHOOK_SECRET. Needs a remote tracking server (MLFLOW_TRACKING_URI)."""
-    from tarn.registry import Registry
+    from tarn.lifecycle.promote import registry
 
     c = ctx()
-    hook_id = Registry(c.params, c.root).register_webhook(
+    hook_id = registry(c.params, c.root).register_webhook(
         url, os.environ.get("TARN_WEBHOOK_SECRET", ""))
     console.print(f"webhook {hook_id}: model_version_alias.created -> {url}")
 
@@ -435,7 +411,7 @@ def monitor(
 ) -> None:
     """Evidently drift reports on new lake batches and the prediction log vs the training
     reference, logged to MLflow; prints the decision: none, incremental or full."""
-    from tarn import monitor as stage
+    from tarn.lifecycle import monitor as stage
 
     c = ctx()
     bad = set(source) - {"lake", "log"}
@@ -469,7 +445,7 @@ def retrain(
     new batches; full: dvc repro on a fresh snapshot), then promote through the gates."""
     from rich.status import Status
 
-    from tarn import retrain as stage
+    from tarn.lifecycle import retrain as stage
 
     c = ctx()
     if mode not in ("auto", "incremental", "full"):
@@ -496,7 +472,7 @@ def retrain(
                           "figures are in-sample)")
     if res.promoted:
         console.print(f"version {res.version} is production")
-        console.print(_notify_server(c))
+        console.print(_notify(c))
     else:
         console.print(f"[bold red]not promoted:[/] {res.refused}")
         raise typer.Exit(2)
@@ -513,7 +489,7 @@ def edge_predict(
     file: Annotated[Path, typer.Argument(help="CSV with a header row of input columns.")],
 ) -> None:
     """Score a CSV with a bundle, using only onnxruntime (no MLflow, no XGBoost)."""
-    from tarn.edge_runner import main as edge_main
+    from tarn.edge.runner import main as edge_main
 
     raise typer.Exit(edge_main([str(bundle), str(file)]))
 

@@ -7,6 +7,7 @@ in a key or a bad range fails before any work starts, with the offending key nam
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -86,6 +87,9 @@ class TargetSpec(_Strict):
     def _binary(cls, v: dict[str, int]) -> dict[str, int]:
         if not v or set(v.values()) - {0, 1}:
             raise ValueError("target mapping must map raw labels to 0 or 1")
+        if set(v.values()) != {0, 1}:
+            raise ValueError(f"target mapping has one class only ({sorted(set(v.values()))}): "
+                             "map some raw labels to 0 and some to 1")
         return v
 
 
@@ -144,6 +148,14 @@ class BiasConfig(_Strict):
     mitigation: Literal["none", "reweighing"] = "reweighing"
     reweighing_features: list[str] = Field(default_factory=lambda: ["sex"])
     disparate_impact_threshold: float = Field(0.8, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> BiasConfig:
+        if self.mitigation == "reweighing" and not self.reweighing_features:
+            raise ValueError("bias.reweighing_features is empty but bias.mitigation is "
+                             "reweighing: name the sensitive feature(s) to reweigh by, or set "
+                             "mitigation: none")
+        return self
 
 
 # --------------------------------------------------------------------------- training
@@ -259,6 +271,14 @@ class EdgeConfig(_Strict):
     parity_rows: int = Field(20_000, ge=100)
 
 
+# Evidently's drift tests by column kind (evidently.legacy stattest registry, 0.7)
+NumDriftMethod = Literal["anderson", "cramer_von_mises", "ed", "empirical_mmd", "es",
+                         "hellinger", "jensenshannon", "kl_div", "ks", "mannw", "psi", "t_test",
+                         "wasserstein"]
+CatDriftMethod = Literal["TVD", "chisquare", "fisher_exact", "g_test", "hellinger",
+                         "jensenshannon", "kl_div", "psi", "z"]
+
+
 class MonitorConfig(_Strict):
     """Thresholds that turn drift reports into a retraining decision."""
 
@@ -272,11 +292,21 @@ class MonitorConfig(_Strict):
     max_log_rows: int = Field(100_000, ge=1)
     reports: str = "reports/monitor"
     # distances, not p-values: with thousands of rows every p-value test fires, and a chi-square
-    # test on sparse categories (native_country) fires on noise
-    num_method: str = "wasserstein"
-    cat_method: str = "jensenshannon"
+    # test on sparse categories fires on noise (docs/facts.md)
+    num_method: NumDriftMethod = "wasserstein"
+    cat_method: CatDriftMethod = "jensenshannon"
     num_threshold: float = Field(0.1, gt=0)
     cat_threshold: float = Field(0.1, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> MonitorConfig:
+        for what in ("drift_share", "logloss_increase"):
+            inc, full = getattr(self, f"{what}_incremental"), getattr(self, f"{what}_full")
+            if full < inc:
+                raise ValueError(f"monitor.{what}_full ({full}) is below "
+                                 f"monitor.{what}_incremental ({inc}): the full-retraining "
+                                 "threshold must be the higher one")
+        return self
 
 
 class RetrainConfig(_Strict):
@@ -292,7 +322,7 @@ class RetrainConfig(_Strict):
 class Params(_Strict):
     """The whole of params.yaml. Unknown keys are errors (they are usually typos)."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)  # later issues add sections
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     paths: Paths = Paths()
     lake: LakeConfig = LakeConfig()
@@ -322,7 +352,13 @@ class Params(_Strict):
         ):
             bad = set(cols) - names
             if bad:
-                raise ValueError(f"{key}: unknown columns {sorted(bad)}")
+                raise ValueError(f"{key}: unknown columns {sorted(bad)}; the schema's columns "
+                                 f"are {sorted(names)}")
+        for col, group in self.bias.privileged.items():
+            cats = self.schema_.column(col).categories
+            if cats is not None and group not in cats:
+                raise ValueError(f"bias.privileged.{col}: {group!r} is not a category of "
+                                 f"{col!r} (schema lists {cats})")
         return self
 
     @property
@@ -358,6 +394,103 @@ def params_from_dict(raw: dict, source: str = "params") -> Params:
         return Params.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"]).replace("schema_", "schema")
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise ConfigError(f"{source}: {loc}: {first['msg']}{more}", "fix params.yaml") from e
+        message, hint = describe(first, raw)
+        raise ConfigError(f"{source}: {message}{more}", hint) from e
+
+
+def _known_keys(loc: tuple, raw: dict) -> list[str]:
+    """The keys the model at ``loc``'s parent accepts."""
+    model: Any = Params
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        fields = getattr(model, "model_fields", {})
+        name = "schema_" if part == "schema" else part
+        ann = fields[name].annotation if name in fields else None
+        args = getattr(ann, "__args__", ())
+        model = next((a for a in (ann, *args) if hasattr(a, "model_fields")), None)
+        if model is None and args:  # list[ColumnSpec], dict[str, Dimension]
+            inner = getattr(args[-1], "__args__", ()) or args
+            model = next((a for a in inner if hasattr(a, "model_fields")), None)
+    fields = getattr(model, "model_fields", {})
+    return sorted(f.alias or n for n, f in fields.items())
+
+
+def describe(err: dict, raw: dict) -> tuple[str, str]:
+    """One line naming the key path, and one saying how to fix it."""
+    import difflib
+
+    loc = tuple("schema" if x == "schema_" else x for x in err["loc"])
+    path = ".".join(str(x) for x in loc)
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        known = _known_keys(loc, raw)
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = (f"did you mean {close[0]!r}?" if close else "remove it") + \
+            (f" Known keys here: {', '.join(known)}" if known else "")
+        return f"{path}: unknown key", hint
+    if err["type"] == "missing":
+        return f"{path}: required key missing", f"add {loc[-1]!r} to params.yaml"
+    if err["type"] == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        return f"{path}: {err.get('input')!r} is not allowed", f"use one of {expected}"
+    if not loc or re.match(r"[a-z_]+\.[a-z_.]+\b", msg):  # the message names its keys
+        return msg, "change the key(s) named above in params.yaml"
+    return f"{path}: {msg}", f"change {path} in params.yaml"
+
+
+# --------------------------------------------------------------------------- stage views
+class UndeclaredParam(ConfigError):
+    """A stage read a params key it does not declare (so dvc.yaml would not re-run it)."""
+
+
+class ParamsView:
+    """The part of the configuration one DVC stage may read.
+
+    A stage declares the keys it reads (``READS``, each must be in its dvc.yaml ``params``) and
+    the keys that only say *where* work runs or lands (``AMBIENT``: paths, the tracking store,
+    the Dask cluster; changing them does not change the result, so they are not DVC params).
+    Reading anything else raises :class:`UndeclaredParam`, so a stage cannot depend on a knob
+    that ``dvc repro`` does not watch. Sections declared whole are the real pydantic objects.
+    """
+
+    __slots__ = ("_obj", "_path", "_keys", "_stage", "_full")
+
+    def __init__(self, obj: Any, keys: tuple[str, ...], stage: str, path: str = "",
+                 full: Params | None = None) -> None:
+        object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_keys", keys)
+        object.__setattr__(self, "_stage", stage)
+        object.__setattr__(self, "_full", full if full is not None else obj)
+
+    @property
+    def full(self) -> Params:
+        """The whole configuration, for lineage hashes only (recorded, not acted on)."""
+        return self._full
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        key = name.removesuffix("_") if not self._path and name == "schema_" else name
+        path = f"{self._path}.{key}" if self._path else key
+        value = getattr(self._obj, name)
+        if any(path == k or path.startswith(k + ".") for k in self._keys):
+            return value
+        if any(k.startswith(path + ".") for k in self._keys):
+            return ParamsView(value, self._keys, self._stage, path, self._full)
+        raise UndeclaredParam(f"stage {self._stage!r} read params key {path!r}, which it does "
+                              "not declare",
+                              f"add {path!r} to READS in src/tarn/stages/{self._stage}.py and "
+                              "to the stage's params in dvc.yaml")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("configuration is read-only")
+
+
+def stage_view(params: Params | ParamsView, stage: str, reads: tuple[str, ...],
+               ambient: tuple[str, ...] = ()) -> Params:
+    """``params`` as the stage may see it (see :class:`ParamsView`)."""
+    full = params.full if isinstance(params, ParamsView) else params
+    return ParamsView(full, (*reads, *ambient), stage)  # type: ignore[return-value]

@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tarn.edge import current_bundle
-from tarn.edge_runner import MODEL, OnnxScorer
-from tarn.registry import Registry
+from tarn.edge.export import current_bundle
+from tarn.edge.runner import MODEL, OnnxScorer
+from tarn.lifecycle.promote import promote
 from tarn.serve.app import CLIENT_DIR
-from tests.e2e.conftest import make_version
-from tests.e2e.test_server import sample_rows, wait_version
-from tests.integration.test_training import small_project
-from tests.servers import need
+from tests.support.project import make_version, small_project
+from tests.support.servers import need
+from tests.support.serving import sample_rows, wait_version
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +63,7 @@ def browser():
 def deployed(server, project):
     """The server serving version 1, whose bundle /client/bundle/ publishes."""
     params, root = project
-    Registry(params, root).promote("1")
+    promote(params, root, "1")
     assert server.admin().status_code == 200
     wait_version(server, "1")
     meta = server.http.get("/client/bundle/metadata.json")

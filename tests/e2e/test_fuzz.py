@@ -8,17 +8,18 @@ import subprocess
 
 import pytest
 
-from tarn.registry import Registry
-from tests.e2e.conftest import BIN
+from tarn.core.registry import Registry
+from tarn.lifecycle.promote import promote
+from tests.support.project import BIN
 
 pytestmark = pytest.mark.slow
 
 
 def test_no_request_produces_a_server_error(server, project, tmp_path):
     params, root = project
-    reg = Registry(params, root)
+    reg = Registry(params.mlflow, root)
     if reg.production() is None:
-        reg.promote("1")
+        promote(params, root, "1")
         server.admin()
     res = subprocess.run(
         [str(BIN / "schemathesis"), "run", f"{server.url}/openapi.json",

@@ -10,12 +10,11 @@ import time
 import pytest
 import yaml
 
+from tarn.core.registry import Registry
 from tarn.datasets import ADULT_COLUMNS
-from tarn.registry import Registry
-from tests.conftest import REPO
-from tests.e2e.conftest import BIN, make_version, server_env
-from tests.integration.test_retrain import prior_shifted
-from tests.integration.test_training import small_project
+from tarn.lifecycle.promote import promote
+from tests.support.project import BIN, REPO, make_version, prior_shifted, small_project
+from tests.support.serving import server_env
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +37,7 @@ def project(tmp_path_factory):  # overrides the shared one: a DVC repo, gentler 
 
 def test_new_batch_to_retrained_model_in_production(server, project):
     params, root = project
-    Registry(params, root).promote("1")
+    promote(params, root, "1")
     server.admin()
     deadline = time.monotonic() + 30
     while server.http.get("/version").json()["version"] != "1":
@@ -61,7 +60,7 @@ def test_new_batch_to_retrained_model_in_production(server, project):
     assert "version 2 is production" in out, out
     assert "old vs new model" in out  # the summary table, on the test split and the new data
     assert server.http.get("/version").json()["version"] == "2"  # nudged: already serving
-    reg = Registry(params, root)
+    reg = Registry(params.mlflow, root)
     mv = reg.version("2")
     assert mv.tags["tarn.kind"] == "full" and "tarn.promoted_at" in mv.tags
     assert "0004-new" in mv.tags["tarn.batches"].split(",")  # the fresh snapshot saw it

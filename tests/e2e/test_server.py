@@ -1,4 +1,7 @@
-"""The backend over real sockets: promotion deploys, hot swap, validation, security."""
+"""The backend over real sockets: promotion deploys, hot swap, validation, security.
+
+Every test starts from the same state (version 1 in production and served: the ``production``
+fixture puts it back), so tests can run alone or in any order."""
 
 from __future__ import annotations
 
@@ -12,43 +15,39 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tarn.registry import PromotionRefused, Registry
-from tests.e2e.conftest import make_version
+from tarn.core.registry import PromotionRefused
+from tarn.lifecycle.promote import promote, registry, rollback
+from tests.support.project import BIN, make_version
+from tests.support.serving import sample_rows, server_env, wait_version
 
 pytestmark = pytest.mark.slow
 
 
-def sample_rows(root, n=20) -> list[dict]:
-    df = pd.read_parquet(root / "data" / "prepared" / "test.parquet").head(n)
-    df = df.drop(columns=["income", "batch"]).astype(object)
-    return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in
-            df.to_dict("records")]
+@pytest.fixture(scope="module")
+def first_promotion(server, served_project):
+    """Version 1 promoted through the gates, once for the module."""
+    params, root = served_project
+    return promote(params, root, "1")
 
 
-def wait_version(server, version: str, timeout: float = 30) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if server.http.get("/version").json()["version"] == version:
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"server never served version {version}: "
-                         f"{server.http.get('/version').json()}")
-
-
-def test_00_not_ready_before_any_promotion(server):
-    assert server.http.get("/health").json() == {"status": "ok"}
-    assert server.http.get("/ready").status_code == 503
-    r = server.http.post("/predict", json=[{"age": 1}])
-    assert r.status_code == 503 and "tarn promote" in r.json()["message"]
-
-
-def test_01_promotion_deploys_and_predictions_match_the_registry(server, project):
-    params, root = project
-    reg = Registry(params, root)
-    p = reg.promote("1")
-    assert p.gates is not None and p.gates.passed and p.previous is None
-    assert server.admin().status_code == 200
+@pytest.fixture(autouse=True)
+def production(first_promotion, server, served_project):
+    """Each test starts with version 1 in production and served, whatever the test before it
+    promoted."""
+    params, root = served_project
+    if registry(params, root).production() != "1":
+        promote(params, root, "1", force=True, reason="test reset")
+    server.admin()
     wait_version(server, "1")
+
+
+def test_first_promotion_passes_the_gates_and_deploys(first_promotion):
+    p = first_promotion
+    assert p.gates is not None and p.gates.passed and p.previous is None
+
+
+def test_predictions_match_the_registry(server, served_project):
+    params, root = served_project
     assert server.http.get("/ready").json()["model_version"] == "1"
     info = server.http.get("/version").json()
     assert info["source"] == "onnx", info  # the parity-checked bundle serves
@@ -66,12 +65,12 @@ def test_01_promotion_deploys_and_predictions_match_the_registry(server, project
 
 
 def _typed(df, params):
-    from tarn.features import to_model_frame
+    from tarn.core.features import to_model_frame
     return to_model_frame(df, params.schema, params.prepare)
 
 
-def test_02_invocations_accepts_every_mlflow_payload(server, project):
-    _, root = project
+def test_invocations_accepts_every_mlflow_payload(server, served_project):
+    _, root = served_project
     rows = sample_rows(root, 5)
     cols = list(rows[0])
     payloads = [
@@ -102,14 +101,14 @@ def test_02_invocations_accepts_every_mlflow_payload(server, project):
     (b'{"foo": 1}', 422, "exactly one of"),
     (b'"text"', 422, "JSON object or a list"),
 ])
-def test_03_bad_requests_get_a_4xx_naming_the_problem(server, project, body, status, needle):
+def test_bad_requests_get_a_4xx_naming_the_problem(server, served_project, body, status, needle):
     r = server.http.post("/predict", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == status, r.text
     assert needle in r.json()["message"]
 
 
-def test_04_field_level_errors(server, project):
-    _, root = project
+def test_field_level_errors(server, served_project):
+    _, root = served_project
     row = sample_rows(root, 1)[0]
     cases = [({**row, "age": math.inf}, "'age' must be finite"),
              ({**row, "age": 39.5}, "'age' must be an integer"),
@@ -128,7 +127,7 @@ def test_04_field_level_errors(server, project):
     assert unseen.status_code == 200  # unknown category at serving time: encoded as unseen
 
 
-def test_05_oversized_payload_is_413_and_the_server_survives(server, project):
+def test_oversized_payload_is_413_and_the_server_survives(server, served_project):
     big = b"[" + b",".join([b'{"age": 1}'] * 200_000) + b"]"  # ~2 MB > 1 MB limit
     r = server.http.post("/predict", content=big, headers={"Content-Type": "application/json"})
     assert r.status_code == 413
@@ -139,7 +138,7 @@ def test_05_oversized_payload_is_413_and_the_server_survives(server, project):
     assert server.http.get("/ready").status_code == 200
 
 
-def test_06_admin_and_webhook_need_their_secrets(server):
+def test_admin_and_webhook_need_their_secrets(server):
     assert server.admin(secret="wrong").status_code == 401
     assert server.http.post("/admin/reconcile").status_code == 401
     r = server.admin({"version": "999"})
@@ -152,39 +151,45 @@ def test_06_admin_and_webhook_need_their_secrets(server):
     assert r.status_code == 401
 
 
-def test_07_metrics_and_prediction_log(server, project):
-    _, root = project
+def test_metrics_and_prediction_log(server, served_project):
+    _, root = served_project
     server.http.post("/predict", json=sample_rows(root, 7))
+    server.http.post("/predict", json=[{"age": "old"}])  # a 422
     text = server.http.get("/metrics").text
     assert "tarn_predicted_rows_total" in text and 'tarn_model_version 1.0' in text
     assert 'tarn_requests_total{endpoint="predict",status="422"}' in text
+    marker = 2_000_000 + time.time_ns() % 1_000_000  # an fnlwgt no other request sends
+    rows = [{**r, "fnlwgt": marker} for r in sample_rows(root, 7)]
+    server.http.post("/predict", json=rows)
     deadline = time.monotonic() + 10
-    files = []
-    while time.monotonic() < deadline and not files:
+    mine = pd.DataFrame()
+    while time.monotonic() < deadline and len(mine) < 7:
         files = list((root / "data" / "predictions").glob("preds-*.parquet"))
+        log = pd.concat([pd.read_parquet(f) for f in files]) if files else pd.DataFrame()
+        mine = log[log["fnlwgt"] == marker] if len(log) else log
         time.sleep(0.2)
-    log = pd.concat(pd.read_parquet(f) for f in files)
     assert {"age", "sex", "proba", "model_version", "ts"} <= set(log.columns)
-    assert (log["model_version"] == "1").all() and log["proba"].between(0, 1).all()
+    assert len(mine) == 7
+    assert (mine["model_version"] == "1").all() and mine["proba"].between(0, 1).all()
 
 
-def test_08_worse_candidate_is_refused_and_force_is_recorded(server, project):
-    params, root = project
+def test_worse_candidate_is_refused_and_force_is_recorded(server, served_project):
+    params, root = served_project
     bad = make_version(params, root, rounds=1, depth=1, lr=0.01)
-    reg = Registry(params, root)
+    reg = registry(params, root)
     with pytest.raises(PromotionRefused) as e:
-        reg.promote(bad)
+        promote(params, root, bad)
     assert not e.value.gates.metric_ok and "logloss" in e.value.message
     assert reg.production() == "1"
     assert reg.version(bad).tags["tarn.last_gate_result"] == "refused"
     with pytest.raises(Exception, match="--reason"):
-        reg.promote(bad, force=True)
+        promote(params, root, bad, force=True)
 
 
-def test_09_hot_swap_under_load_fails_no_request(server, project):
-    params, root = project
+def test_hot_swap_under_load_fails_no_request(server, served_project):
+    params, root = served_project
     v_new = make_version(params, root, rounds=40, depth=3)
-    reg = Registry(params, root)
+    reg = registry(params, root)
     rows = sample_rows(root, 3)
     results: list[tuple[int, str | None, float]] = []
     stop = threading.Event()
@@ -200,7 +205,7 @@ def test_09_hot_swap_under_load_fails_no_request(server, project):
     for t in threads:
         t.start()
     time.sleep(1)
-    p = reg.promote(v_new, force=True, reason="swap test")
+    p = promote(params, root, v_new, force=True, reason="swap test")
     promoted_at = time.time()
     server.admin()
     took = wait_version(server, v_new)
@@ -217,20 +222,22 @@ def test_09_hot_swap_under_load_fails_no_request(server, project):
     assert reg.version(v_new).tags["tarn.promotion_forced"] == "true"
 
 
-def test_10_alias_set_by_hand_deploys_and_is_recorded(server, project):
-    params, root = project
-    reg = Registry(params, root)
-    reg.client.set_registered_model_alias("tarn-test", "production", "1")  # as the UI would
-    wait_version(server, "1")
+def test_alias_set_by_hand_deploys_and_is_recorded(server, served_project):
+    params, root = served_project
+    reg = registry(params, root)
+    v = make_version(params, root, rounds=32, depth=3)
+    reg.client.set_registered_model_alias("tarn-test", "production", v)  # as the UI would
+    wait_version(server, v)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and reg.stage_versions() != ["1"]:
+    while time.monotonic() < deadline and reg.stage_versions() != [v]:
         time.sleep(0.2)
-    assert reg.stage_versions() == ["1"]
+    assert reg.stage_versions() == [v]
+    assert "gates were skipped" in reg.version(v).tags["tarn.deployment_note"]
 
 
-def test_11_a_version_that_fails_to_load_leaves_the_old_one_serving(server, project):
-    params, root = project
-    reg = Registry(params, root)
+def test_a_version_that_fails_to_load_leaves_the_old_one_serving(server, served_project):
+    params, root = served_project
+    reg = registry(params, root)
     broken = reg.client.create_model_version("tarn-test", source=str(root / "nowhere"))
     reg.client.set_registered_model_alias("tarn-test", "production", broken.version)
     deadline = time.monotonic() + 15
@@ -241,28 +248,26 @@ def test_11_a_version_that_fails_to_load_leaves_the_old_one_serving(server, proj
     assert f"version {broken.version} failed to load" in err
     assert server.http.get("/version").json()["version"] == "1"
     assert server.http.post("/predict", json=sample_rows(root, 1)).status_code == 200
-    reg.client.set_registered_model_alias("tarn-test", "production", "1")
 
 
-def test_12_rollback(server, project):
-    params, root = project
-    reg = Registry(params, root)
+def test_rollback(server, served_project):
+    params, root = served_project
+    reg = registry(params, root)
     v = make_version(params, root, rounds=35, depth=3)
-    reg.promote(v, force=True, reason="to roll back")
-    back = reg.rollback()
+    promote(params, root, v, force=True, reason="to roll back")
+    back = rollback(params, root)
     assert back.version == "1" and reg.production() == "1"
     server.admin()
     wait_version(server, "1")
     assert "rollback" in reg.version("1").tags["tarn.promotion_reason"]
 
 
-def test_13_cli_promote_notifies_the_server_at_once(server, project):
+def test_cli_promote_notifies_the_server_at_once(server, served_project):
     import subprocess
 
     import yaml
 
-    from tests.e2e.conftest import BIN, server_env
-    params, root = project
+    params, root = served_project
     v = make_version(params, root, rounds=33, depth=3)
     raw = yaml.safe_load((root / "params.yaml").read_text())
     raw["serve"]["notify_url"] = server.url
@@ -277,14 +282,14 @@ def test_13_cli_promote_notifies_the_server_at_once(server, project):
     assert time.monotonic() - returned < 5
 
 
-def test_14_concurrent_promotions_leave_alias_and_stage_in_agreement(server, project):
-    params, root = project
+def test_concurrent_promotions_leave_alias_and_stage_in_agreement(server, served_project):
+    params, root = served_project
     versions = ["1", make_version(params, root, rounds=31, depth=3)]
     errors = []
 
     def promote(v):
         try:
-            Registry(params, root).promote(v, force=True, reason="race")
+            promote(params, root, v, force=True, reason="race")
         except Exception as e:  # noqa: BLE001
             errors.append(e)
 
@@ -294,6 +299,6 @@ def test_14_concurrent_promotions_leave_alias_and_stage_in_agreement(server, pro
             t.start()
         for t in threads:
             t.join()
-        alias, staged = Registry(params, root).state()
+        alias, staged = registry(params, root).state()
         assert staged == [alias]
     assert errors == []

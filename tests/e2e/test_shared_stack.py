@@ -9,13 +9,12 @@ import urllib.request
 
 import pytest
 
-from tarn import retrain, train, tune
-from tarn.registry import Registry
-from tests.e2e.conftest import Server, server_env
-from tests.e2e.test_server import sample_rows, wait_version
-from tests.integration.test_retrain import prior_shifted, write_batch
-from tests.integration.test_training import small_project
-from tests.servers import free_port
+from tarn.lifecycle import retrain
+from tarn.lifecycle.promote import promote
+from tarn.stages import train, tune
+from tests.support.project import prior_shifted, small_project, write_batch
+from tests.support.servers import free_port
+from tests.support.serving import Server, sample_rows, server_env, wait_version
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -64,7 +63,7 @@ def test_tune_train_promote_serve_retrain_on_postgres_and_s3(tmp_path, shared_st
     assert any(k.endswith("/MLmodel") for k in keys) and any(k.endswith(".skops") for k in keys)
 
     # promotion deploys on a server that knows only the tracking URL
-    Registry(params, root).promote(trained.version)
+    promote(params, root, trained.version)
     server = Server(root, root / "params.yaml", free_port(), server_env())
     try:
         wait_version(server, trained.version, timeout=60)

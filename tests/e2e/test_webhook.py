@@ -12,11 +12,11 @@ import time
 import pytest
 from cryptography.fernet import Fernet
 
-from tarn.registry import Registry, RegistryError
-from tests.conftest import start_shared_mlflow
-from tests.e2e.conftest import HOOK, Server, make_version, server_env
-from tests.integration.test_training import small_project
-from tests.servers import free_port
+from tarn.core.registry import Registry, RegistryError
+from tarn.lifecycle.promote import promote
+from tests.support.project import make_version, small_project, start_shared_mlflow
+from tests.support.servers import free_port
+from tests.support.serving import HOOK, Server, server_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -43,10 +43,10 @@ def test_alias_set_on_the_tracking_server_deploys_through_the_webhook(tmp_path, 
     server = Server(root, root / "params.yaml", free_port(), server_env())
     try:
         assert server.http.get("/version").json()["version"] is None
-        reg = Registry(params, root)
+        reg = Registry(params.mlflow, root)
         reg.register_webhook(f"{server.url}/webhooks/mlflow", HOOK)
         time.sleep(1.5)  # the tracking server caches webhooks for MLFLOW_WEBHOOK_CACHE_TTL
-        reg.promote("1")
+        promote(params, root, "1")
         start = time.monotonic()
         while time.monotonic() - start < 20:
             if server.http.get("/version").json()["version"] == "1":
@@ -78,4 +78,4 @@ def test_alias_set_on_the_tracking_server_deploys_through_the_webhook(tmp_path, 
 def test_webhooks_need_a_remote_server(tmp_path):
     params = small_project(tmp_path)
     with pytest.raises(RegistryError, match="remote MLflow tracking server"):
-        Registry(params, tmp_path).register_webhook("http://127.0.0.1:1/x", HOOK)
+        Registry(params.mlflow, tmp_path).register_webhook("http://127.0.0.1:1/x", HOOK)

@@ -10,12 +10,13 @@ import time
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from tarn import train, tune
 from tarn.config import ComputeConfig
-from tarn.parallel import ComputeError, dask_client
-from tarn.prepare import load_split
-from tests.integration.test_training import small_project
-from tests.servers import DaskCluster, ServerProcess, free_port
+from tarn.core.catalog import load_split
+from tarn.core.compute import ComputeError, dask_client
+from tarn.core.model import load_local
+from tarn.stages import train, tune
+from tests.support.project import small_project
+from tests.support.servers import DaskCluster, ServerProcess, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -54,7 +55,7 @@ def test_tune_and_train_on_the_cluster_match_the_local_run(tmp_path, cluster):
         (root / "models" / "best_params.json").write_text(json.dumps(BEST))  # same config
         train.run(params, root)
         test = load_split(params, root, "test")
-        model = train.load_local(root / "models" / "model")
+        model = load_local(root / "models" / "model")
         results[where] = (tuned, roc_auc_score(test.y, model.predict_proba(test.X)[:, 1]))
 
     (local, local_auc), (remote, remote_auc) = results["local"], results["cluster"]
@@ -129,7 +130,7 @@ def test_a_scheduler_that_does_not_answer_is_a_clear_error():
 
 @pytest.mark.timeout(60)
 def test_a_scheduler_without_workers_is_a_clear_error(tmp_path):
-    from tests.servers import BIN
+    from tests.support.servers import BIN
 
     port = free_port()
     s = ServerProcess([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,33 +12,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import write_small_lake
+from tests.support.project import set_param, sh, write_small_lake
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
-def sh(root: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    res = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    if check and res.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
-    return res
-
-
 def ran(res: subprocess.CompletedProcess) -> set[str]:
     return set(re.findall(r"Running stage '(\w+)'", res.stdout + res.stderr))
-
-
-def set_param(root: Path, dotted: str, value) -> None:
-    p = root / "params.yaml"
-    raw = yaml.safe_load(p.read_text())
-    node = raw
-    *parents, leaf = dotted.split(".")
-    for k in parents:
-        node = node[k]
-    node[leaf] = value
-    p.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
 ALL = {"snapshot", "etl", "prepare", "tune", "train", "evaluate"}

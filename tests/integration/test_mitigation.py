@@ -3,12 +3,12 @@
 import numpy as np
 import pandas as pd
 
-from tarn import bias
 from tarn.config import params_from_dict
-from tarn.evaluate import fairness
-from tarn.features import to_model_frame
-from tarn.prepare import SplitData
-from tarn.train import fit_pipeline
+from tarn.core import bias
+from tarn.core.catalog import SplitData
+from tarn.core.features import to_model_frame
+from tarn.core.metrics import fairness
+from tarn.stages.train import fit_pipeline
 
 
 def synthetic(n: int, seed: int) -> pd.DataFrame:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tarn.core.lake import Lake
 from tarn.errors import LakeError
-from tarn.lake import Lake
-from tests.integration.test_dvc_pipeline import set_param, sh
-from tests.servers import AWS_KEYS, S3Server, free_port
+from tests.support.project import set_param, sh
+from tests.support.servers import AWS_KEYS, S3Server, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 

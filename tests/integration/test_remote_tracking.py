@@ -6,11 +6,11 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from tarn import tune
 from tarn.config import MlflowConfig
-from tarn.tracking import TrackingError, connect
-from tests.integration.test_training import small_project
-from tests.servers import Postgres, free_port
+from tarn.core.tracking import TrackingError, connect
+from tarn.stages import tune
+from tests.support.project import small_project
+from tests.support.servers import Postgres, free_port
 
 pytestmark = pytest.mark.cluster
 

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from tarn import monitor, retrain
+from tarn.core.registry import Registry
 from tarn.datasets import ADULT_COLUMNS, adult_lines
-from tarn.registry import Registry
-from tests.e2e.conftest import make_version
-from tests.integration.test_training import small_project
+from tarn.lifecycle import monitor, retrain
+from tarn.lifecycle.promote import promote
+from tests.support.project import make_version, prior_shifted, small_project, write_batch
 
 pytestmark = pytest.mark.slow
-
-
-def write_batch(root, name: str, lines: list[str]) -> None:
-    d = root / "data" / "lake" / name
-    d.mkdir(parents=True)
-    (d / "adult.csv").write_text("\n".join([", ".join(ADULT_COLUMNS), *lines]) + "\n")
 
 
 def shifted(n: int) -> list[str]:
@@ -32,18 +25,6 @@ def shifted(n: int) -> list[str]:
     return out
 
 
-def prior_shifted(n: int, positive_rate: float = 0.6) -> list[str]:
-    """Prior shift: the same kind of people, but far more of them earn >50K, so P(y|x) moves
-    and the parent under-predicts: a shift only new trees can learn."""
-    pos, neg = [], []
-    for ln in adult_lines("test")[5000:]:
-        ln = ln.replace(">50K.", ">50K").replace("<=50K.", "<=50K")
-        (pos if ln.endswith(">50K") else neg).append(ln)
-    k = int(n * positive_rate)
-    mixed = pos[:k] + neg[:n - k]
-    return [mixed[i] for i in np.random.default_rng(0).permutation(len(mixed))]
-
-
 @pytest.fixture
 def served(tmp_path):
     # enough rows that sampling noise stays under the drift thresholds (3,840 train rows)
@@ -52,7 +33,7 @@ def served(tmp_path):
                                         "promote.tolerance": 0.05, "monitor.min_rows": 50,
                                         "retrain.incremental_rounds": 60})
     make_version(params, tmp_path, rounds=40)
-    Registry(params, tmp_path).promote("1")
+    promote(params, tmp_path, "1")
     return params, tmp_path
 
 
@@ -85,7 +66,7 @@ def test_drift_is_detected_and_incremental_retraining_helps(served):
     old, new = r.metrics["old"]["new_data"], r.metrics["new"]["new_data"]
     assert new["logloss"] < old["logloss"] - 0.01, (old, new)  # it learned the new population
     assert r.metrics["new"]["test"]["roc_auc"] > r.metrics["old"]["test"]["roc_auc"] - 0.02
-    reg = Registry(params, root)
+    reg = Registry(params.mlflow, root)
     mv = reg.version(r.version)
     assert mv.tags["tarn.parent_version"] == "1" and mv.tags["tarn.kind"] == "incremental"
     assert "0004-shifted" in mv.tags["tarn.batches"].split(",")
@@ -98,8 +79,8 @@ def test_drift_is_detected_and_incremental_retraining_helps(served):
     b = mlflow.sklearn.load_model(f"models:/tarn-test/{r.version}").steps[0][1]
     assert list(a.get_feature_names_out()) == list(b.get_feature_names_out())
     # and it still exports to a parity-checked client bundle
-    from tarn import edge
-    from tarn.prepare import load_split
+    from tarn.core.catalog import load_split
+    from tarn.edge import export as edge
     test = load_split(params, root, "test")
     test_x = test.X
     continued = mlflow.sklearn.load_model(f"models:/tarn-test/{r.version}")
@@ -128,7 +109,7 @@ def test_schema_change_forces_full_with_a_reason(served):
 
 def test_incremental_refused_when_lineage_does_not_match_the_schema(served):
     params, root = served
-    reg = Registry(params, root)
+    reg = Registry(params.mlflow, root)
     reg.client.set_model_version_tag("tarn-test", "1", "tarn.schema_hash", "something-else")
     write_batch(root, "0004-shifted", shifted(200))
     with pytest.raises(retrain.RetrainError, match="another input schema"):

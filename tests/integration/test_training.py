@@ -10,32 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tarn import etl, evaluate, prepare, snapshot, train, tune
 from tarn.config import Params
-from tarn.tracking import TrackingError, connect
-from tests.conftest import write_params, write_small_lake
+from tarn.core.catalog import load_split
+from tarn.core.model import load_local
+from tarn.core.tracking import TrackingError, connect
+from tarn.stages import evaluate, train, tune
+from tests.support.project import small_project
 
 pytestmark = pytest.mark.slow
-
-SMALL = {
-    "tune.max_evals": 4,
-    "tune.n_estimators": 40,
-    "tune.early_stopping_rounds": 5,
-    "tune.n_jobs": 1,
-    "train.n_jobs": 1,
-    "mlflow.registered_model": "tarn-test",
-}
-
-
-def small_project(root: Path, lake: tuple[int, int] = (600, 300), **overrides) -> Params:
-    params = write_params(root, {**SMALL, **overrides})
-    if not (root / "data" / "lake").exists():
-        write_small_lake(root / "data" / "lake", n_train=lake[0], n_test=lake[1])
-    snapshot.run(params, root)
-    etl.run(params, root)
-    prepare.run(params, root)
-    return params
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -77,13 +59,15 @@ def test_registered_version_predicts_on_raw_rows(trained):
     client(params, root)
     model = mlflow.pyfunc.load_model(f"models:/tarn-test/{res.version}")
     test = pd.read_parquet(root / "data" / "prepared" / "test.parquet")
-    raw = test.drop(columns=["income", "batch"]).head(50)  # Int64 ints, None for missing
-    assert raw["workclass"].isna().any() or raw["occupation"].isna().any() or True
+    # rows with missing values first (Int64 ints, None for missing strings), then plain ones
+    rows = pd.concat([test[test["workclass"].isna()].head(10), test[test["workclass"].notna()]])
+    raw = rows.drop(columns=["income", "batch"]).head(50)
+    assert raw["workclass"].isna().sum() == 10
     proba = np.asarray(model.predict(raw))
     assert proba.shape == (50, 2) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
-    local = train.load_local(root / "models" / "model")
-    split = prepare.load_split(params, root, "test")
-    assert np.allclose(local.predict_proba(split.X.head(50)), proba, atol=1e-6)
+    local = load_local(root / "models" / "model")
+    split = load_split(params, root, "test")
+    assert np.allclose(local.predict_proba(split.X.loc[raw.index]), proba, atol=1e-6)
     assert [type(s).__name__ for _, s in local.steps] == ["ColumnTransformer", "XGBClassifier"]
 
 
@@ -127,8 +111,8 @@ def test_evaluation_outputs_and_mlflow_artifacts(trained):
 
 def test_group_metrics_match_a_hand_computation(trained):
     params, root, _, _, ev = trained
-    split = prepare.load_split(params, root, "test")
-    proba = train.load_local(root / "models" / "model").predict_proba(split.X)[:, 1]
+    split = load_split(params, root, "test")
+    proba = load_local(root / "models" / "model").predict_proba(split.X)[:, 1]
     pred = proba >= params.evaluate.threshold
     female = (split.frame["sex"] == "Female").to_numpy()
     y = split.y
@@ -170,8 +154,8 @@ def test_distributed_training_with_xgboost_dask(tmp_path):
         {"params": {"max_depth": 3, "learning_rate": 0.2}, "best_iteration": 9,
          "parent_run_id": "none"}))
     res = train.run(params, tmp_path)
-    model = train.load_local(tmp_path / "models" / "model")
-    split = prepare.load_split(params, tmp_path, "test")
+    model = load_local(tmp_path / "models" / "model")
+    split = load_split(params, tmp_path, "test")
     from sklearn.metrics import roc_auc_score
     assert roc_auc_score(split.y, model.predict_proba(split.X)[:, 1]) > 0.8
     assert model.named_steps["model"].get_booster().num_boosted_rounds() == 11

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tarn import bias
 from tarn.config import BiasConfig, params_from_dict
-from tests.conftest import repo_params_dict
+from tarn.core import bias
+from tests.support.project import repo_params_dict
 
 SCHEMA = params_from_dict(repo_params_dict()).schema
 

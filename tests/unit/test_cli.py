@@ -3,7 +3,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from tarn.cli import app
-from tests.conftest import write_params
+from tests.support.project import write_params
 
 runner = CliRunner()
 

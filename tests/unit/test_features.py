@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 
 from tarn.config import params_from_dict
-from tarn.features import build_preprocessor, feature_columns, input_schema, to_model_frame
-from tests.conftest import repo_params_dict
+from tarn.core.features import build_preprocessor, feature_columns, input_schema, to_model_frame
+from tests.support.project import repo_params_dict
 
 
 def params(**prepare):

@@ -1,8 +1,8 @@
 import pytest
 
+from tarn.core.lake import Lake
+from tarn.core.readers import count_records
 from tarn.errors import LakeError
-from tarn.lake import Lake
-from tarn.readers import count_records
 
 
 def test_seed_reproduces_the_official_partition_in_raw_form(tmp_path):

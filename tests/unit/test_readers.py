@@ -5,8 +5,8 @@ import fsspec
 import pandas as pd
 import pytest
 
+from tarn.core.readers import count_records, file_format, iter_chunks
 from tarn.errors import EtlError
-from tarn.readers import count_records, file_format, iter_chunks
 
 FS = fsspec.filesystem("file")
 

@@ -1,11 +1,11 @@
 import pandas as pd
 import pytest
 
-from tarn import schema as sc
 from tarn.config import params_from_dict
+from tarn.core import schema as sc
 from tarn.datasets import ADULT_COLUMNS
 from tarn.errors import EtlError
-from tests.conftest import repo_params_dict
+from tests.support.project import repo_params_dict
 
 SCHEMA = params_from_dict(repo_params_dict()).schema
 GOOD = ["39", " State-gov", "77516", "Bachelors", "13", "Never-married", "Adm-clerical",

@@ -254,7 +254,7 @@ def create_app(state: ServerState) -> FastAPI:
     @app.get("/client/{path:path}", include_in_schema=False)
     async def client_files(path: str) -> Response:
         if path.startswith("bundle/"):
-            from tarn.edge import current_bundle
+            from tarn.edge.export import current_bundle
 
             base = current_bundle(state.root / state.params.edge.bundle_dir)
             if base is None:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from tarn.config import Params
+from tarn.core.tags import DeploymentRecord
 from tarn.errors import first_line
 from tarn.serve.inputs import Column
 
@@ -126,9 +127,9 @@ class Reconciler:
     # --------------------------------------------------------------- the work
     def registry(self):
         if self._registry is None:
-            from tarn.registry import Registry
+            from tarn.core.registry import Registry
 
-            self._registry = Registry(self.params, self.root)
+            self._registry = Registry(self.params.mlflow, self.root, self.params.promote.alias)
         return self._registry
 
     def reconcile(self) -> str | None:
@@ -163,7 +164,7 @@ class Reconciler:
 
     def holdout(self) -> pd.DataFrame | None:
         if self._holdout is None:
-            from tarn.prepare import load_split
+            from tarn.core.catalog import load_split
 
             try:
                 self._holdout = load_split(self.params, self.root, "test").X
@@ -173,14 +174,12 @@ class Reconciler:
 
     def load(self, version: str) -> Deployed:
         """Load, publish the bundle, pick the predictor, warm it. Raises on failure."""
-        import mlflow.sklearn
-
-        from tarn.features import input_schema
+        from tarn.core.features import input_schema
         from tarn.serve.inputs import columns_from_signature
 
         reg = self.registry()
         mv = reg.version(version)
-        pipe = mlflow.sklearn.load_model(f"models:/{reg.name}/{version}")
+        pipe = reg.load_model(version)
         columns = columns_from_signature(input_schema(self.params.schema,
                                                       self.params.prepare).to_dict())
         predictor: Predictor = PythonPredictor(pipe, columns)
@@ -188,10 +187,10 @@ class Reconciler:
         holdout = self.holdout()
         if holdout is not None:
             try:
-                from tarn import edge
-                from tarn.edge_runner import EdgeModel
+                from tarn.edge import export as edge
+                from tarn.edge.runner import EdgeModel
 
-                metrics = reg.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+                metrics = reg.run_metrics(version, mv)
                 published = edge.publish_bundle(
                     pipe, name=reg.name, version=version, tags=dict(mv.tags),
                     metrics=metrics, X_holdout=holdout, schema_cfg=self.params.schema,
@@ -219,16 +218,12 @@ class Reconciler:
     def _record(self, reg, d: Deployed) -> None:
         """Tag the version with where it is deployed; note when gates were skipped."""
         try:
-            mv = reg.version(d.version)
-            tags = {"tarn.deployed_at": d.loaded_at, "tarn.deployed_backend":
-                    self.server_url or "tarn serve", "tarn.deployed_source": d.source}
-            if d.bundle:
-                tags["tarn.deployed_bundle"] = d.bundle
-            if "tarn.promoted_at" not in mv.tags:
-                tags["tarn.deployment_note"] = ("alias set outside `tarn promote` (e.g. the "
-                                                "MLflow UI): gates were skipped")
-            for k, v in tags.items():
-                reg.client.set_model_version_tag(reg.name, d.version, k, v)
+            promoted = reg.promotion_record(d.version).promoted_at
+            reg.record_deployment(d.version, DeploymentRecord(
+                deployed_at=d.loaded_at, deployed_backend=self.server_url or "tarn serve",
+                deployed_source=d.source, deployed_bundle=d.bundle or "",
+                deployment_note="" if promoted else ("alias set outside `tarn promote` (e.g. "
+                                                     "the MLflow UI): gates were skipped")))
             reg.sync_stage()
         except Exception as e:  # noqa: BLE001 - bookkeeping must not undo a deployment
             self.status.last_error = f"deployed {d.version} but could not tag it: {first_line(e)}"

@@ -21,13 +21,18 @@ import numpy as np
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp, space_eval, tpe
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, Domain
 
-from tarn.config import INTEGER_PARAMS, Params, TuneConfig
-from tarn.features import build_preprocessor
-from tarn.io import staged
-from tarn.prepare import load_split
-from tarn.ui import Progress, silent
+from tarn.config import INTEGER_PARAMS, Params, TuneConfig, stage_view
+from tarn.core.catalog import BEST, TUNE_REPORT, TUNE_TRIALS, load_split
+from tarn.core.features import FEATURES, build_preprocessor
+from tarn.core.files import staged
+from tarn.core.progress import Progress, silent
+from tarn.core.tags import RunTag
 
-BEST = "best_params.json"
+# params keys this stage reads (each is in its dvc.yaml params; tests check both)
+READS = ("schema", "tune", "bias.mitigation", *FEATURES)
+# keys that only say where work runs or lands: read, but not DVC params
+AMBIENT = ("paths", "compute", "mlflow")
+
 
 
 def build_space(cfg: TuneConfig) -> dict:
@@ -119,19 +124,20 @@ class _TrialLogger:
         self.exp = experiment_id
 
     def log(self, r: TrialResult, started_ms: int) -> str:
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
+        from mlflow.entities import RunTag as Tag
 
         run = self.client.create_run(self.exp, start_time=started_ms, run_name=f"trial-{r.tid:03d}",
                                      tags={"mlflow.parentRunId": self.parent,
-                                           "tarn.trial": str(r.tid)})
+                                           RunTag.TRIAL: str(r.tid)})
         now = int(time.time() * 1000)
         metrics = [Metric("duration_s", r.duration_s, now, 0)]
         if r.status == "ok":
             metrics += [Metric("val_logloss", r.loss, now, 0), Metric("val_auc", r.auc, now, 0),
                         Metric("best_iteration", r.best_iteration, now, 0)]
-        tags = [RunTag("tarn.status", r.status)]
+        tags = [Tag(RunTag.STATUS, r.status)]
         if r.error:
-            tags.append(RunTag("tarn.error", r.error[:5000]))
+            tags.append(Tag(RunTag.ERROR, r.error[:5000]))
         self.client.log_batch(run.info.run_id, metrics=metrics,
                               params=[Param(k, str(v)) for k, v in r.params.items()], tags=tags)
         self.client.set_terminated(run.info.run_id, "FINISHED" if r.status == "ok" else "FAILED",
@@ -190,7 +196,7 @@ def _search_parallel(params: Params, space: dict, data: Matrices, client, finish
     """Ask/tell: keep ``parallelism`` trials in flight, one TPE suggestion at a time."""
     from distributed import wait
 
-    from tarn.parallel import WorkerWatch
+    from tarn.core.compute import WorkerWatch
 
     cfg = params.tune
     watch = WorkerWatch(client, params.compute)
@@ -242,10 +248,11 @@ def _search_parallel(params: Params, space: dict, data: Matrices, client, finish
 
 def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
     """Search, log every trial under one parent run, write the best configuration."""
+    params = stage_view(params, "tune", READS, AMBIENT)
     import mlflow
 
-    from tarn.parallel import dask_client
-    from tarn.tracking import connect, params_hash, quiet_mlflow
+    from tarn.core.compute import dask_client
+    from tarn.core.tracking import connect, params_hash, quiet_mlflow
 
     cfg = params.tune
     if cfg is None:
@@ -254,7 +261,7 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
     data = matrices(params, root)
     tracking = connect(params.mlflow, root)
     with quiet_mlflow(), mlflow.start_run(run_name="tune") as parent:
-        mlflow.set_tags({"tarn.stage": "tune", "tarn.params_hash": params_hash(params, (
+        mlflow.set_tags({RunTag.STAGE: "tune", RunTag.PARAMS_HASH: params_hash(params, (
             "schema", "etl", "prepare", "bias", "tune"))})
         mlflow.log_params({"max_evals": cfg.max_evals, "parallelism": cfg.parallelism,
                            "timeout_s": cfg.timeout_s, "seed": cfg.seed,
@@ -280,7 +287,7 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
         mlflow.log_metrics({"best_val_logloss": best.loss, "best_val_auc": best.auc,
                             "n_trials": len(results), "n_failed": len(results) - len(ok),
                             "duration_s": elapsed})
-        mlflow.set_tag("tarn.best_trial", str(best.tid))
+        mlflow.set_tag(RunTag.BEST_TRIAL, str(best.tid))
     summary = {
         "params": best.params,
         "best_iteration": best.best_iteration,
@@ -296,9 +303,9 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
     reports = root / params.paths.reports
     with staged() as st:
         st.json(models / BEST, summary)
-        st.json(reports / "tune.json", {k: summary[k] for k in (
+        st.json(reports / TUNE_REPORT, {k: summary[k] for k in (
             "val_logloss", "val_auc", "best_iteration", "n_trials", "n_failed", "duration_s")})
-        st.text(reports / "plots" / "tune_trials.csv", "trial,val_logloss,best_so_far\n" + "".join(
+        st.text(reports / TUNE_TRIALS, "trial,val_logloss,best_so_far\n" + "".join(
             f"{r.tid},{r.loss},{b}\n" for r, b in _running_best(results)))
     return TuneResult(summary, results, parent.info.run_id)
 

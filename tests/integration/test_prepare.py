@@ -2,14 +2,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tarn import etl, prepare, snapshot
 from tarn.errors import TarnError
-from tests.conftest import write_params
+from tarn.stages import etl, prepare, snapshot
+from tests.support.project import write_params
 
 
 @pytest.fixture
-def curated(project):
-    params, root = project
+def curated(lake_project):
+    params, root = lake_project
     snapshot.run(params, root)
     etl.run(params, root)
     return params, root

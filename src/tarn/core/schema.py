@@ -31,7 +31,8 @@ MISSING_COLUMN = "missing_column"
 DUPLICATE = "duplicate"
 
 
-def _norm(name: str) -> str:
+def normalize_name(name: str) -> str:
+    """The form a header name is matched in: ``Hours-per-week`` = ``hours_per_week``."""
     return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
 
 
@@ -43,11 +44,11 @@ def resolve_columns(header: list[str], schema: SchemaConfig, source: str,
     specs.append((schema.target.name, schema.target.aliases))
     for name, aliases in specs:
         for alias in (name, *aliases):
-            wanted[_norm(alias)] = name
+            wanted[normalize_name(alias)] = name
     mapping: dict[str, str] = {}
     extra: list[str] = []
     for raw in header:
-        target = wanted.get(_norm(raw))
+        target = wanted.get(normalize_name(raw))
         if target is None:
             extra.append(raw)
         elif target in mapping.values():

@@ -15,14 +15,18 @@ from pathlib import Path
 
 import fsspec
 
-from tarn.config import Params
+from tarn.config import Params, stage_view
+from tarn.core.catalog import MANIFEST, SNAPSHOT_FILES
+from tarn.core.files import atomic_dir
+from tarn.core.lake import Lake
+from tarn.core.readers import count_records
 from tarn.errors import EtlError, LakeError
-from tarn.io import atomic_dir
-from tarn.lake import Lake
-from tarn.readers import count_records
 
-MANIFEST = "manifest.json"
-FILES = "files"
+# params keys this stage reads (each is in its dvc.yaml params; tests check both)
+READS = ("lake.url", "lake.include")
+# keys that only say where work runs or lands: read, but not DVC params
+AMBIENT = ("paths", "lake.storage_options")
+
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ def manifest_hash(entries: list[dict]) -> str:
 
 
 def run(params: Params, root: Path) -> SnapshotResult:
+    params = stage_view(params, "snapshot", READS, AMBIENT)
     lake = Lake.from_config(params.lake, root)
     batches = lake.batches(params.lake.include)
     if not batches:
@@ -61,7 +66,7 @@ def run(params: Params, root: Path) -> SnapshotResult:
     with atomic_dir(out) as tmp:
         for b in batches:
             for f in b.files:
-                dst = tmp / FILES / f.relpath
+                dst = tmp / SNAPSHOT_FILES / f.relpath
                 digest = _copy_hashing(lake.fs, f.path, dst)
                 try:
                     rows = count_records(local, str(dst))
@@ -70,7 +75,7 @@ def run(params: Params, root: Path) -> SnapshotResult:
                                    e.hint) from e
                 entries.append({
                     "batch": b.name,
-                    "path": f"{FILES}/{f.relpath}",
+                    "path": f"{SNAPSHOT_FILES}/{f.relpath}",
                     "size": dst.stat().st_size,
                     "sha256": digest,
                     "rows": rows,
@@ -90,10 +95,3 @@ def run(params: Params, root: Path) -> SnapshotResult:
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return SnapshotResult(out, manifest["hash"], len(entries), sum(e["rows"] for e in entries))
-
-
-def load_manifest(snapshot_dir: Path) -> dict:
-    path = snapshot_dir / MANIFEST
-    if not path.is_file():
-        raise LakeError(f"{path}: snapshot manifest missing", "run `tarn snapshot` (or dvc repro)")
-    return json.loads(path.read_text(encoding="utf-8"))

@@ -16,6 +16,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from tarn.config import ColumnSpec, PrepareConfig, SchemaConfig
 
 MISSING_CATEGORY = "missing"
+# the params keys the feature definition reads: every stage that builds features declares them
+FEATURES = ("prepare.exclude_features", "prepare.numeric_scaler", "prepare.max_categories")
 
 
 def feature_columns(schema: SchemaConfig, cfg: PrepareConfig) -> tuple[list[str], list[str]]:

@@ -8,15 +8,16 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tarn import edge, etl, prepare, snapshot
-from tarn.edge_runner import (
+from tarn.core.catalog import load_split
+from tarn.core.features import feature_columns
+from tarn.edge import export as edge
+from tarn.edge.runner import (
     BundleError,
     EdgeModel,
     OnnxScorer,
@@ -24,9 +25,9 @@ from tarn.edge_runner import (
     predict_csv,
 )
 from tarn.errors import TarnError
-from tarn.features import feature_columns
-from tarn.train import fit_pipeline
-from tests.conftest import write_params, write_small_lake
+from tarn.stages import etl, prepare, snapshot
+from tarn.stages.train import fit_pipeline
+from tests.support.project import write_params, write_small_lake
 
 MPARAMS = {"n_estimators": 50, "max_depth": 5, "learning_rate": 0.2, "tree_method": "hist",
            "n_jobs": 2, "random_state": 0}
@@ -42,8 +43,8 @@ def trained(tmp_path_factory):
     snapshot.run(params, root)
     etl.run(params, root)
     prepare.run(params, root)
-    train = prepare.load_split(params, root, "train")
-    test = prepare.load_split(params, root, "test")
+    train = load_split(params, root, "train")
+    test = load_split(params, root, "test")
     return params, fit_pipeline(train, None, MPARAMS, params), train, test
 
 
@@ -244,7 +245,7 @@ def write_csv(X: pd.DataFrame, path: Path, extra: dict | None = None) -> None:
 
 
 def run_runner(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tarn.edge_runner", *args],
+    return subprocess.run([sys.executable, "-m", "tarn.edge.runner", *args],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -284,7 +285,7 @@ def test_cli_errors_are_one_line_and_name_the_problem(trained, published, tmp_pa
 
 
 def test_runner_imports_no_training_stack():
-    code = ("import sys, json, tarn.edge_runner; "
+    code = ("import sys, json, tarn.edge.runner; "
             "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})), "
             "'tarn.config' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -294,18 +295,3 @@ def test_runner_imports_no_training_stack():
     assert "onnxruntime" in loaded
     assert not loaded & {"mlflow", "xgboost", "sklearn", "pandas", "skl2onnx", "pydantic"}
     assert config_loaded.strip() == "False"
-
-
-def test_single_row_latency(trained, published):
-    """Measured, not asserted (machines differ); printed for the report."""
-    _, _, _, test = trained
-    model = EdgeModel(published.path)
-    row = edge.frame_columns(test.X.head(1), model.input_names)
-    for _ in range(200):
-        model.predict_proba(row)
-    n = 2000
-    start = time.perf_counter()
-    for _ in range(n):
-        model.predict_proba(row)
-    ms = (time.perf_counter() - start) / n * 1e3
-    print(f"\nEdgeModel.predict_proba, one row: {ms:.3f} ms")

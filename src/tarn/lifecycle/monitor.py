@@ -57,36 +57,12 @@ class MonitorResult:
 # ----------------------------------------------------------------------------- data
 def new_batches(params: Params, root: Path, seen: set[str]) -> list[str]:
     """Lake batches the model has not trained on, excluding held-out test batches."""
-    from tarn.lake import Lake
+    from tarn.core.lake import Lake
 
     lake = Lake.from_config(params.lake, root)
     return [b.name for b in lake.batches(params.lake.include)
             if b.name not in seen
             and not any(fnmatch.fnmatch(b.name, p) for p in params.prepare.test_batches)]
-
-
-def read_batches(params: Params, root: Path, names: list[str]) -> tuple[pd.DataFrame, list[str]]:
-    """Curated rows of lake batches through the ETL contract (rejected rows are counted, not
-    used). Raises EtlError on a schema change (missing or renamed column)."""
-    from tarn.etl import Counts, _Dedup, process_file
-    from tarn.lake import Lake
-
-    lake = Lake.from_config(params.lake, root)
-    frames, notes = [], []
-    for b in lake.batches(params.lake.include):
-        if b.name not in names:
-            continue
-        for f in b.files:
-            counts = Counts()
-            for rows, _ in process_file(lake.fs, f.path, f.relpath, b.name, params, _Dedup(),
-                                        counts):
-                frames.append(rows.assign(batch=b.name))
-            if counts.rejected:
-                notes.append(f"{f.relpath}: {counts.rejected} of {counts.read} rows rejected "
-                             f"({dict(counts.rejected_by_reason)})")
-    cols = [*params.schema.feature_names, params.schema.target.name, "batch"]
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
-    return df, notes
 
 
 def read_prediction_log(directory: Path, max_rows: int) -> tuple[pd.DataFrame, list[str]]:
@@ -115,8 +91,8 @@ def analyse(name: str, current: pd.DataFrame, reference: pd.DataFrame, params: P
             out: Path, proba_cur: np.ndarray | None, proba_ref: np.ndarray | None,
             labelled: bool, reference_logloss: float | None) -> SourceReport:
     """Evidently drift (features + predicted probability) and, with labels, quality."""
-    from tarn import evidently_reports as er
-    from tarn.evaluate import quality
+    from tarn.core import evidently_reports as er
+    from tarn.core.metrics import quality
 
     rep = SourceReport(name, rows=len(current), reference_logloss=reference_logloss)
     cur, ref = current.copy(), reference.copy()
@@ -184,23 +160,22 @@ def decide(sources: list[SourceReport], params: Params, streak: int) -> Decision
 
 # ----------------------------------------------------------------------------- stage
 def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log")) -> MonitorResult:
-    from tarn.prepare import load_split
-    from tarn.registry import Registry
+    from tarn.core.catalog import load_split
+    from tarn.core.registry import Registry
 
-    reg = Registry(params, root)
+    reg = Registry(params.mlflow, root, params.promote.alias)
     production = reg.production()
     if production is None:
         raise TarnError("nothing in production to monitor", "promote a version first")
-    mv = reg.version(production)
-    model = _load(reg, production)
+    lineage = reg.lineage(production)
+    model = reg.load_model(production)
     train = load_split(params, root, "train")
     reference = train.frame
     ref_proba = model.predict_proba(train.X)[:, 1]
-    run_metrics = reg.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
-    ref_logloss = run_metrics.get("test_logloss")
+    ref_logloss = reg.run_metrics(production).get("test_logloss")
     out = root / params.monitor.reports
     out.mkdir(parents=True, exist_ok=True)
-    seen = set(filter(None, mv.tags.get("tarn.batches", "").split(",")))
+    seen = set(lineage.batches)
     fresh = new_batches(params, root, seen)
     reports: list[SourceReport] = []
     if "lake" in sources:
@@ -208,27 +183,22 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log")) 
                                     ref_logloss))
     if "log" in sources:
         reports.append(_log_source(params, root, reference, ref_proba, out))
-    streak = int(mv.tags.get("tarn.incremental_streak", "0") or 0)
-    result = MonitorResult(production, fresh, reports, decide(reports, params, streak))
+    result = MonitorResult(production, fresh, reports,
+                           decide(reports, params, lineage.incremental_streak))
     (out / "monitor.json").write_text(json.dumps(result.as_dict(), indent=2, default=float))
     _log_mlflow(params, root, result, out)
     return result
 
 
-def _load(reg, version: str):
-    import mlflow.sklearn
-
-    return mlflow.sklearn.load_model(f"models:/{reg.name}/{version}")
-
-
 def _lake_source(params, root, fresh, reference, ref_proba, model, out,
                  ref_logloss) -> SourceReport:
-    from tarn.features import to_model_frame
+    from tarn.core.features import to_model_frame
+    from tarn.core.ingest import read_batches
 
     if not fresh:
         return SourceReport("lake", problems=["no new lake batches"])
     try:
-        current, notes = read_batches(params, root, fresh)
+        current, notes = read_batches(params, root, fresh)  # the ETL's own code path
     except EtlError as e:
         return SourceReport("lake", schema_change=e.message, problems=[str(e)])
     if current.empty:
@@ -257,13 +227,14 @@ def _log_source(params, root, reference, ref_proba, out) -> SourceReport:
 def _log_mlflow(params: Params, root: Path, result: MonitorResult, out: Path) -> None:
     import mlflow
 
-    from tarn.tracking import connect, quiet_mlflow
+    from tarn.core.tags import RunTag
+    from tarn.core.tracking import connect, quiet_mlflow
 
     connect(params.mlflow, root)
     with quiet_mlflow(), mlflow.start_run(run_name="monitor"):
-        mlflow.set_tags({"tarn.stage": "monitor", "tarn.decision": result.decision.mode,
-                         "tarn.production_version": result.production or "",
-                         "tarn.new_batches": ",".join(result.new_batches)})
+        mlflow.set_tags({RunTag.STAGE: "monitor", RunTag.DECISION: result.decision.mode,
+                         RunTag.PRODUCTION_VERSION: result.production or "",
+                         RunTag.NEW_BATCHES: ",".join(result.new_batches)})
         for s in result.sources:
             mlflow.log_metrics({f"{s.name}_rows": s.rows, f"{s.name}_drift_share": s.drift_share,
                                 f"{s.name}_prediction_drift": float(s.prediction_drift)})

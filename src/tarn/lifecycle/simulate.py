@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tarn import schema as sc
 from tarn.config import ColumnSpec, Params, SchemaConfig
+from tarn.core import schema as sc
+from tarn.core.lake import Lake
 from tarn.datasets import ADULT_COLUMNS, adult_lines
 from tarn.errors import TarnError
-from tarn.lake import Lake
 
 KINDS = ("none", "covariate", "prior", "new-category")
 SOURCES = ("test", "train")
@@ -129,11 +129,11 @@ def _load_pool(schema_json: str, source: str) -> Pool:
 
 def resolve_column(schema: SchemaConfig, name: str) -> ColumnSpec:
     """A feature column by contract name or alias (``hours-per-week`` = ``hours_per_week``)."""
-    key = sc._norm(name)
+    key = sc.normalize_name(name)
     for spec in schema.columns:
-        if key in {sc._norm(a) for a in (spec.name, *spec.aliases)}:
+        if key in {sc.normalize_name(a) for a in (spec.name, *spec.aliases)}:
             return spec
-    if key in {sc._norm(a) for a in (schema.target.name, *schema.target.aliases)}:
+    if key in {sc.normalize_name(a) for a in (schema.target.name, *schema.target.aliases)}:
         raise TarnError(f"{name!r} is the label, not a feature column",
                         "shift the label with --drift prior --positive-rate R")
     raise TarnError(f"unknown column {name!r}",
@@ -275,9 +275,9 @@ def write(params: Params, root: Path, sim: SimBatch, batch_name: str | None = No
 def simulate(params: Params, root: Path, kind: str, rows: int, seed: int = 42,
              columns: list[str] | None = None, strength: float = 1.0,
              positive_rate: float = 0.5, share: float = 0.3,
-             batch_name: str | None = None, source: str = "train") -> str:
+             batch_name: str | None = None, source: str = "train") -> tuple[str, SimBatch]:
     """Build a simulated batch (see :func:`build_batch`) and write it into the lake under
-    ``<seq>-sim-<kind>`` (or ``<seq>-<batch_name>``); returns the batch name."""
+    ``<seq>-sim-<kind>`` (or ``<seq>-<batch_name>``); returns the batch name and the batch."""
     sim = build_batch(params.schema, kind, rows, seed, columns, strength, positive_rate, share,
                       source)
-    return write(params, root, sim, batch_name)
+    return write(params, root, sim, batch_name), sim

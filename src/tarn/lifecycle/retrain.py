@@ -68,26 +68,26 @@ def incremental_fit(pipe: Pipeline, X: pd.DataFrame, y: np.ndarray, w: np.ndarra
 
 
 def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainResult:
-    import mlflow.sklearn
-
-    from tarn import bias
-    from tarn.features import to_model_frame
-    from tarn.monitor import read_batches
-    from tarn.registry import Registry
-    from tarn.tracking import git_commit, params_hash
-    from tarn.train import log_and_register, schema_hash
+    from tarn.core import bias
+    from tarn.core.features import to_model_frame
+    from tarn.core.ingest import read_batches
+    from tarn.core.model import schema_hash, signature
+    from tarn.core.registry import Registry
+    from tarn.core.tags import Lineage
+    from tarn.core.tracking import git_commit, params_hash
 
     start = time.perf_counter()
     cfg = params.retrain
-    reg = Registry(params, root)
+    reg = Registry(params.mlflow, root, params.promote.alias)
     parent = reg.production()
     if parent is None:
         raise RetrainError("nothing in production to continue from",
                            "promote a version first, or run a full retraining")
-    mv = reg.version(parent)
-    if mv.tags.get("tarn.schema_hash") != schema_hash(params):
+    parent_lineage = reg.lineage(parent)
+    expected = schema_hash(params.schema, params.prepare)
+    if parent_lineage.schema_hash != expected:
         raise RetrainError(f"version {parent} was trained on another input schema "
-                           f"({mv.tags.get('tarn.schema_hash')} vs {schema_hash(params)})",
+                           f"({parent_lineage.schema_hash} vs {expected})",
                            "run a full retraining (`tarn retrain --mode full`)")
     if not batches:
         raise RetrainError("no new batches to learn from", "add one with `tarn lake add`")
@@ -102,7 +102,7 @@ def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainRe
     if params.bias.mitigation == "reweighing":
         table = bias.reweighing_table(fit, params.bias.reweighing_features, target)
         w = bias.apply_weights(fit, table, params.bias.reweighing_features, target)
-    pipe = mlflow.sklearn.load_model(f"models:/{reg.name}/{parent}")
+    pipe = reg.load_model(parent)
 
     def xy(df):
         return to_model_frame(df, params.schema, params.prepare), df[target].to_numpy().astype(int)
@@ -112,36 +112,29 @@ def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainRe
                                cfg.early_stopping_rounds, params.train.n_jobs,
                                cfg.learning_rate_scale)
     trees = new_pipe.steps[-1][1].get_booster().num_boosted_rounds()
-    seen = sorted(set(filter(None, mv.tags.get("tarn.batches", "").split(","))) | set(batches))
-    tags = {
-        "tarn.kind": "incremental",
-        "tarn.parent_version": parent,
-        "tarn.new_batches": ",".join(batches),
-        "tarn.batches": ",".join(seen),
-        "tarn.incremental_streak": str(int(mv.tags.get("tarn.incremental_streak", "0")) + 1),
-        "tarn.schema_hash": schema_hash(params),
-        "tarn.snapshot_hash": mv.tags.get("tarn.snapshot_hash", ""),
-        "tarn.params_hash": params_hash(params, ("schema", "prepare", "bias", "retrain")),
-        "tarn.git_commit": git_commit(root),
-        "tarn.train_rows": str(len(y)),
-        "tarn.mitigation": params.bias.mitigation,
-    }
+    lineage = Lineage(
+        kind="incremental", parent_version=parent, new_batches=tuple(batches),
+        batches=tuple(sorted(set(parent_lineage.batches) | set(batches))),
+        incremental_streak=parent_lineage.incremental_streak + 1, schema_hash=expected,
+        snapshot_hash=parent_lineage.snapshot_hash,
+        params_hash=params_hash(params, ("schema", "prepare", "bias", "retrain")),
+        git_commit=git_commit(root), train_rows=len(y), mitigation=params.bias.mitigation)
     metrics = _compare(params, root, pipe, new_pipe, Xh, yh)
     flat = {f"{k}_{s}_{m}": v for k, d in metrics.items() for s, q in d.items()
             for m, v in q.items() if m in ("logloss", "roc_auc")}
-    out = log_and_register(params, root, new_pipe, tags, "retrain-incremental",
-                           {"parent_version": parent, "new_trees": trees -
-                            pipe.steps[-1][1].get_booster().num_boosted_rounds(),
-                            "new_rows": len(y)}, flat, X)
-    result = RetrainResult("incremental", parent, out["version"], metrics=metrics,
-                           duration_s=time.perf_counter() - start)
-    return result
+    out = reg.register(new_pipe, lineage, "retrain-incremental",
+                       {"parent_version": parent, "new_trees": trees -
+                        pipe.steps[-1][1].get_booster().num_boosted_rounds(),
+                        "new_rows": len(y)}, flat, X,
+                       signature(params.schema, params.prepare, new_pipe, X))
+    return RetrainResult("incremental", parent, out.version, metrics=metrics,
+                         duration_s=time.perf_counter() - start)
 
 
 def replay(params: Params, root: Path, n_new: int) -> pd.DataFrame:
     """A seeded sample of the previous training rows, mixed into the new data so the added
     trees fit the new population without forgetting the old one."""
-    from tarn.prepare import load_split
+    from tarn.core.catalog import load_split
 
     n = int(round(params.retrain.replay_ratio * n_new))
     if n == 0:
@@ -153,8 +146,8 @@ def replay(params: Params, root: Path, n_new: int) -> pd.DataFrame:
 def _compare(params: Params, root: Path, old: Pipeline, new: Pipeline, Xh: pd.DataFrame,
              yh: np.ndarray) -> dict:
     """Old vs new model on the original test split and on the new data's held-out slice."""
-    from tarn.evaluate import quality
-    from tarn.prepare import load_split
+    from tarn.core.catalog import load_split
+    from tarn.core.metrics import quality
 
     test = load_split(params, root, "test")
     out = {}
@@ -179,30 +172,26 @@ def _compare_versions(params: Params, root: Path, old: str, new: str,
                       batches: list[str]) -> dict:
     """Old vs new registered version on the test split and on the new batches (which a full
     retraining has trained on: that column is optimistic for it)."""
-    import mlflow.sklearn
+    from tarn.core.features import to_model_frame
+    from tarn.core.ingest import read_batches
+    from tarn.core.registry import Registry
 
-    from tarn.features import to_model_frame
-    from tarn.monitor import read_batches
-    from tarn.registry import Registry
-
-    reg = Registry(params, root)
+    reg = Registry(params.mlflow, root, params.promote.alias)
     data, _ = read_batches(params, root, batches)
     if data.empty:
         return {}
     X = to_model_frame(data, params.schema, params.prepare)
     y = data[params.schema.target.name].to_numpy().astype(int)
-    load = mlflow.sklearn.load_model
-    return _compare(params, root, load(f"models:/{reg.name}/{old}"),
-                    load(f"models:/{reg.name}/{new}"), X, y)
+    return _compare(params, root, reg.load_model(old), reg.load_model(new), X, y)
 
 
 def run_full(params: Params, root: Path, dvc: str | None = None) -> RetrainResult:
     """A fresh snapshot of the whole lake through the DVC pipeline (re-tuning if
     ``retrain.retune``), which registers a new version."""
-    from tarn.registry import Registry
+    from tarn.core.registry import Registry
 
     start = time.perf_counter()
-    reg = Registry(params, root)
+    reg = Registry(params.mlflow, root, params.promote.alias)
     parent = reg.production() or ""
     before = _latest(reg)
     stages = [] if params.retrain.retune else ["-s", "snapshot", "etl", "prepare", "train",
@@ -237,8 +226,9 @@ def _latest(reg) -> str | None:
 
 def run(params: Params, root: Path, mode: str = "auto", progress=None) -> tuple:
     """Monitor, decide, retrain, promote. Returns (monitor result, retrain result | None)."""
-    from tarn import monitor
-    from tarn.registry import PromotionRefused, Registry
+    from tarn.core.registry import PromotionRefused
+    from tarn.lifecycle import monitor
+    from tarn.lifecycle.promote import promote
 
     step = progress or (lambda msg: None)
     step("monitoring new data")
@@ -256,9 +246,8 @@ def run(params: Params, root: Path, mode: str = "auto", progress=None) -> tuple:
                                            mon.new_batches)
     step(f"promoting version {result.version} through the gates")
     try:
-        Registry(params, root).promote(result.version,
-                                       reason=f"{chosen} retraining: "
-                                              + "; ".join(mon.decision.reasons)[:400])
+        promote(params, root, result.version,
+                reason=f"{chosen} retraining: " + "; ".join(mon.decision.reasons)[:400])
         result.promoted = True
     except PromotionRefused as e:
         result.refused = e.message

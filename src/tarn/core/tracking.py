@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tarn.config import MlflowConfig, Params
+from tarn.config import MlflowConfig, Params, ParamsView
 from tarn.errors import TarnError, first_line
 
 
@@ -103,9 +103,11 @@ def probe(uri: str, timeout_s: float = 5) -> None:
 
 
 
-def params_hash(params: Params, sections: tuple[str, ...]) -> str:
-    """A stable hash of the params sections that shaped a model (lineage)."""
-    dumped = params.model_dump(mode="json", by_alias=True)
+def params_hash(params: Params | ParamsView, sections: tuple[str, ...]) -> str:
+    """A stable hash of the params sections that shaped a model (lineage: recorded from the
+    whole configuration, whatever part of it the calling stage may read)."""
+    full = params.full if isinstance(params, ParamsView) else params
+    dumped = full.model_dump(mode="json", by_alias=True)
     canon = json.dumps({k: dumped.get(k) for k in sections}, sort_keys=True)
     return hashlib.sha256(canon.encode()).hexdigest()
 

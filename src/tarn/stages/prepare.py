@@ -17,14 +17,27 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from tarn import bias, html
-from tarn.config import Params
+from tarn.config import Params, stage_view
+from tarn.core import bias
+from tarn.core import html_report as html
+from tarn.core.catalog import (
+    BIAS_DETAIL,
+    BIAS_HTML,
+    BIAS_REPORT,
+    PREPARE_REPORT,
+    SPLIT_FILE,
+    SPLITS,
+    WEIGHTS,
+    curated_table,
+)
+from tarn.core.files import atomic_dir, staged
 from tarn.errors import TarnError
-from tarn.etl import CURATED
-from tarn.io import atomic_dir, staged
 
-SPLITS = ("train", "valid", "test")
-WEIGHTS = "{split}_weights.parquet"
+# params keys this stage reads (each is in its dvc.yaml params; tests check both)
+READS = ("schema", "prepare.test_batches", "prepare.valid_fraction", "prepare.seed", "bias")
+# keys that only say where work runs or lands: read, but not DVC params
+AMBIENT = ("paths",)
+
 
 
 @dataclass(frozen=True)
@@ -54,10 +67,8 @@ def split(df: pd.DataFrame, params: Params) -> dict[str, pd.DataFrame]:
 
 
 def run(params: Params, root: Path) -> PrepareResult:
-    src = root / params.paths.curated / CURATED
-    if not src.is_file():
-        raise TarnError(f"{src}: curated table missing", "run `tarn etl` (or dvc repro)")
-    df = pd.read_parquet(src)
+    params = stage_view(params, "prepare", READS, AMBIENT)
+    df = pd.read_parquet(curated_table(params, root))
     parts = split(df, params)
     target = params.schema.target.name
     bcfg = params.bias
@@ -81,13 +92,13 @@ def run(params: Params, root: Path) -> PrepareResult:
     reports.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out) as tmp, staged() as st:
         for s in SPLITS:
-            parts[s].to_parquet(tmp / f"{s}.parquet", index=False)
+            parts[s].to_parquet(tmp / SPLIT_FILE.format(split=s), index=False)
         for s, w in weights.items():
             pd.DataFrame({"weight": w}).to_parquet(tmp / WEIGHTS.format(split=s), index=False)
-        st.json(reports / "prepare.json", summary)
-        st.json(reports / "bias.json", _metrics(report))
-        st.json(reports / "bias_detail.json", report)
-        st.text(reports / "bias.html", render_html(report, summary))
+        st.json(reports / PREPARE_REPORT, summary)
+        st.json(reports / BIAS_REPORT, _metrics(report))
+        st.json(reports / BIAS_DETAIL, report)
+        st.text(reports / BIAS_HTML, render_html(report, summary))
     return PrepareResult(out, summary["rows"], report)
 
 
@@ -150,28 +161,3 @@ def render_html(report: dict, summary: dict) -> str:
                         "</p>")
         sections.append(_rate_chart(train, report["train_reweighed"], feat))
     return html.page("tarn: data bias report", sections)
-
-
-@dataclass(frozen=True)
-class SplitData:
-    """A prepared split as the model sees it: raw features, labels, reweighing weights."""
-
-    frame: pd.DataFrame  # curated columns (sensitive features and batch included)
-    X: pd.DataFrame  # model input (features.to_model_frame)
-    y: np.ndarray
-    weight: np.ndarray | None  # None for the test split
-
-
-def load_split(params: Params, root: Path, name: str) -> SplitData:
-    """Read one split written by this stage (the reader every later stage uses)."""
-    from tarn.features import to_model_frame
-
-    d = root / params.paths.prepared
-    path = d / f"{name}.parquet"
-    if not path.is_file():
-        raise TarnError(f"{path}: prepared split missing", "run `tarn prepare` (or dvc repro)")
-    df = pd.read_parquet(path)
-    wpath = d / WEIGHTS.format(split=name)
-    w = pd.read_parquet(wpath)["weight"].to_numpy() if wpath.is_file() else None
-    y = df[params.schema.target.name].to_numpy().astype(int)
-    return SplitData(df, to_model_frame(df, params.schema, params.prepare), y, w)

@@ -9,7 +9,7 @@ that disagrees with the backend. Layout under ``edge.bundle_dir``::
 
 The exported graph is an *equivalent* of the Pipeline, not a copy: skl2onnx cannot convert
 the categorical imputers (their missing marker is NaN / None, not a string), so they are left
-out and the runner's feed builder (:mod:`tarn.edge_runner`) maps a missing string to the same
+out and the runner's feed builder (:mod:`tarn.edge.runner`) maps a missing string to the same
 category they impute. The parity check runs through that same feed builder.
 """
 
@@ -32,7 +32,9 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 
 from tarn.config import EdgeConfig, PrepareConfig, SchemaConfig
-from tarn.edge_runner import (
+from tarn.core.features import MISSING_CATEGORY, feature_columns, input_schema
+from tarn.core.files import atomic_dir, write_json
+from tarn.edge.runner import (
     DEFAULT_THRESHOLD,
     METADATA,
     MISSING_KEY,
@@ -45,8 +47,6 @@ from tarn.edge_runner import (
     sha256_bytes,
 )
 from tarn.errors import TarnError
-from tarn.features import MISSING_CATEGORY, feature_columns, input_schema
-from tarn.io import atomic_dir, write_json
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}  # the default ai.onnx.ml 5 is not supported yet
 CURRENT = "current.json"

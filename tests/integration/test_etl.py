@@ -3,9 +3,9 @@ import json
 import pandas as pd
 import pytest
 
-from tarn import etl, snapshot
 from tarn.errors import EtlError
-from tests.conftest import adult_csv, write_params
+from tarn.stages import etl, snapshot
+from tests.support.project import adult_csv, write_params
 
 
 def _bad_batch(lake):
@@ -23,8 +23,8 @@ def _bad_batch(lake):
     (lake / "0009-bad" / "bad.csv").write_text("\n".join(text) + "\n")
 
 
-def test_accounting_and_quarantine(project):
-    params, root = project
+def test_accounting_and_quarantine(lake_project):
+    params, root = lake_project
     _bad_batch(root / "data" / "lake")
     snapshot.run(params, root)
     res = etl.run(params, root)
@@ -49,8 +49,8 @@ def test_accounting_and_quarantine(project):
     assert json.loads((root / "reports" / "etl.json").read_text()) == rep
 
 
-def test_chunk_size_does_not_change_the_result(project, tmp_path):
-    params, root = project
+def test_chunk_size_does_not_change_the_result(lake_project, tmp_path):
+    params, root = lake_project
     snapshot.run(params, root)
     big = etl.run(params, root)
     t_big = pd.read_parquet(big.curated)
@@ -60,8 +60,8 @@ def test_chunk_size_does_not_change_the_result(project, tmp_path):
     assert res.report == big.report
 
 
-def test_dedup_scopes(project):
-    params, root = project
+def test_dedup_scopes(lake_project):
+    params, root = lake_project
     lake = root / "data" / "lake"
     (lake / "0004-again").mkdir()
     (lake / "0004-again" / "a.csv").write_text(adult_csv("train", 0, 10))  # re-delivered rows
@@ -77,9 +77,9 @@ def test_dedup_scopes(project):
     ("extra.csv", adult_csv("train", 0, 2).replace("income", "income, zip", 1)
      .replace("<=50K\n", "<=50K, 123\n").encode(), "unexpected column"),
 ])
-def test_file_level_errors_name_the_file_and_leave_outputs_untouched(project, name, content,
+def test_file_level_errors_name_the_file_and_leave_outputs_untouched(lake_project, name, content,
                                                                      match):
-    params, root = project
+    params, root = lake_project
     snapshot.run(params, root)
     first = etl.run(params, root)
     manifest = root / "data" / "snapshot" / "manifest.json"
@@ -98,8 +98,8 @@ def test_file_level_errors_name_the_file_and_leave_outputs_untouched(project, na
     assert leftovers == []
 
 
-def test_json_lines_and_parquet_batches(project):
-    params, root = project
+def test_json_lines_and_parquet_batches(lake_project):
+    params, root = lake_project
     lake = root / "data" / "lake"
     src = pd.read_csv(pd.io.common.StringIO(adult_csv("train", 900, 20)), skipinitialspace=True,
                       dtype=str)

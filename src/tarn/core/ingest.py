@@ -1,10 +1,8 @@
-"""The etl stage: extract every batch of the snapshot, apply the schema contract, load a
-curated Parquet table.
+"""The one path from a raw lake file to curated rows: read, apply the contract, deduplicate.
 
-Rows that break the contract, and duplicates, go to a quarantine table with a reason, the
-source file and line, and the raw record: nothing is dropped silently. The report accounts for
-every record, per batch: ``read = written + rejected + duplicates``. Files are streamed in
-chunks, so memory is bounded by ``etl.chunk_rows`` (plus 8 bytes a row for deduplication).
+The etl stage writes what this yields; monitoring and retraining read new batches through the
+same code, so a row means the same thing everywhere. Rows that break the contract, and
+duplicates, come back as quarantine rows with a reason, the file and line, and the raw record.
 """
 
 from __future__ import annotations
@@ -13,22 +11,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import fsspec
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from tarn import schema as sc
 from tarn.config import Params
-from tarn.errors import EtlError
-from tarn.io import staged
-from tarn.readers import file_format, iter_chunks
-from tarn.snapshot import load_manifest
-from tarn.ui import Progress, silent
-
-CURATED = "table.parquet"
-QUARANTINE = "quarantine.parquet"
-REPORT = "etl.json"
+from tarn.core import schema as sc
+from tarn.core.readers import file_format, iter_chunks
 
 QUARANTINE_SCHEMA = pa.schema([
     ("batch", pa.string()), ("file", pa.string()), ("line", pa.int64()),
@@ -59,14 +47,7 @@ class Counts:
                 "rejected_by_reason": dict(sorted(self.rejected_by_reason.items()))}
 
 
-@dataclass
-class EtlResult:
-    curated: Path
-    quarantine: Path
-    report: dict
-
-
-class _Dedup:
+class Dedup:
     """Remembers row hashes (8 bytes a row) and where each row was first seen."""
 
     def __init__(self) -> None:
@@ -89,7 +70,7 @@ class _Dedup:
         return pd.Series(dup, index=rows.index), pd.Series(first, index=rows.index, dtype=object)
 
 
-def process_file(fs, path: str, rel: str, batch: str, params: Params, dedup: _Dedup | None,
+def process_file(fs, path: str, rel: str, batch: str, params: Params, dedup: Dedup | None,
                  counts: Counts):
     """Extract and transform one file chunk by chunk: yields (curated rows, quarantine rows)
     and updates ``counts``. The one implementation of the contract's application, used by
@@ -133,61 +114,25 @@ def process_file(fs, path: str, rel: str, batch: str, params: Params, dedup: _De
         yield rows, qdf
 
 
-def run(params: Params, root: Path, progress: Progress = silent) -> EtlResult:
-    schema = params.schema
-    snap_dir = root / params.paths.snapshot
-    manifest = load_manifest(snap_dir)
-    out_dir = root / params.paths.curated
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report_path = root / params.paths.reports / REPORT
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    fs = fsspec.filesystem("file")
-    table_schema = sc.arrow_schema(schema, {"batch": pa.string()})
-    per_batch: dict[str, Counts] = {}
-    per_file: dict[str, Counts] = {}
-    dedup = _Dedup()
-    total_rows = sum(e["rows"] for e in manifest["files"])
-    progress_seen: dict[str, int] = {}
 
-    with staged() as st:
-        curated_tmp = st.path(out_dir / CURATED)
-        quarantine_tmp = st.path(out_dir / QUARANTINE)
-        with pq.ParquetWriter(curated_tmp, table_schema) as cw, \
-                pq.ParquetWriter(quarantine_tmp, QUARANTINE_SCHEMA) as qw:
-            current_batch = None
-            for entry in manifest["files"]:
-                batch, rel = entry["batch"], entry["path"]
-                if params.etl.dedup == "batch" and batch != current_batch:
-                    dedup = _Dedup()
-                use_dedup = dedup if params.etl.dedup != "off" else None
-                current_batch = batch
-                counts = Counts()
-                for rows, qdf in process_file(fs, str(snap_dir / rel), rel, batch, params,
-                                              use_dedup, counts):
-                    progress("etl", "ETL", counts.read - progress_seen.get(rel, 0), total_rows)
-                    progress_seen[rel] = counts.read
-                    cw.write_table(pa.Table.from_pandas(rows.assign(batch=batch),
-                                                        schema=table_schema, preserve_index=False))
-                    if len(qdf):
-                        qw.write_table(pa.Table.from_pandas(
-                            qdf[QUARANTINE_SCHEMA.names], schema=QUARANTINE_SCHEMA,
-                            preserve_index=False))
-                if counts.read != entry["rows"]:
-                    raise EtlError(f"{rel}: read {counts.read} records but the manifest says "
-                                   f"{entry['rows']}", "re-run `tarn snapshot`; the file changed")
-                per_file[rel] = counts
-                per_batch.setdefault(batch, Counts()).add(counts)
-        total = Counts()
-        for c in per_batch.values():
-            total.add(c)
-        report = {
-            "snapshot": manifest["hash"],
-            "total": total.as_dict(),
-            "batches": {b: c.as_dict() for b, c in per_batch.items()},
-            "files": {f: c.as_dict() for f, c in per_file.items()},
-        }
-        for name, c in [("total", total), *per_batch.items()]:
-            if c.read != c.written + c.rejected + c.duplicates:  # the accounting invariant
-                raise AssertionError(f"ETL accounting broken for {name}: {c.as_dict()}")
-        st.json(report_path, report)
-    return EtlResult(out_dir / CURATED, out_dir / QUARANTINE, report)
+def read_batches(params: Params, root: Path, names: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Curated rows of lake batches through the ETL contract (rejected rows are counted, not
+    used). Raises EtlError on a schema change (missing or renamed column)."""
+    from tarn.core.lake import Lake
+
+    lake = Lake.from_config(params.lake, root)
+    frames, notes = [], []
+    for b in lake.batches(params.lake.include):
+        if b.name not in names:
+            continue
+        for f in b.files:
+            counts = Counts()
+            for rows, _ in process_file(lake.fs, f.path, f.relpath, b.name, params, Dedup(),
+                                        counts):
+                frames.append(rows.assign(batch=b.name))
+            if counts.rejected:
+                notes.append(f"{f.relpath}: {counts.rejected} of {counts.read} rows rejected "
+                             f"({dict(counts.rejected_by_reason)})")
+    cols = [*params.schema.feature_names, params.schema.target.name, "batch"]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+    return df, notes

@@ -8,19 +8,19 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from tarn import etl, snapshot
 from tarn.cli import app
+from tarn.core.lake import Lake
 from tarn.datasets import ADULT_COLUMNS
 from tarn.errors import TarnError
-from tarn.lake import Lake
-from tarn.simulate import build_batch, load_pool, simulate
-from tests.conftest import write_params
+from tarn.lifecycle.simulate import build_batch, load_pool, simulate
+from tarn.stages import etl, snapshot
+from tests.support.project import write_params
 
 
 def _through_etl(params, root, kind, rows, **kw):
     """Simulate one batch into the project's lake, run snapshot + ETL; return the batch name,
     its ETL counts, its curated rows and its quarantined rows."""
-    name = simulate(params, root, kind, rows, **kw)
+    name, _ = simulate(params, root, kind, rows, **kw)
     snapshot.run(params, root)
     res = etl.run(params, root)
     curated = pd.read_parquet(res.curated)
@@ -30,8 +30,8 @@ def _through_etl(params, root, kind, rows, **kw):
 
 
 @pytest.mark.parametrize("kind", ["none", "covariate", "prior"])
-def test_kinds_without_new_categories_pass_the_contract(project, kind):
-    params, root = project
+def test_kinds_without_new_categories_pass_the_contract(lake_project, kind):
+    params, root = lake_project
     name, counts, curated, _ = _through_etl(params, root, kind, 600, seed=1)
     assert name == f"0004-sim-{kind}"  # after the fixture's three batches
     assert counts["read"] == 600 and counts["rejected"] == 0
@@ -41,8 +41,8 @@ def test_kinds_without_new_categories_pass_the_contract(project, kind):
     assert counts["duplicates"] <= 2
 
 
-def test_new_category_rows_are_quarantined(project):
-    params, root = project
+def test_new_category_rows_are_quarantined(lake_project):
+    params, root = lake_project
     _, counts, _, q = _through_etl(params, root, "new-category", 600, seed=1, share=0.3)
     assert counts["read"] == 600
     assert counts["rejected_by_reason"] == {"unknown_category": 180}  # exactly 30 %
@@ -53,8 +53,8 @@ def test_new_category_rows_are_quarantined(project):
     assert {json.loads(r)["workclass"] for r in rejected["raw"]} == {"Gig-economy"}
 
 
-def test_covariate_shift_moves_the_chosen_columns_only(project):
-    params, root = project
+def test_covariate_shift_moves_the_chosen_columns_only(lake_project):
+    params, root = lake_project
     _, counts, curated, _ = _through_etl(params, root, "covariate", 2000, seed=3)
     source = load_pool(params.schema).typed
     moved = {c: (curated[c].mean() - source[c].mean()) / source[c].std()
@@ -80,8 +80,8 @@ def test_covariate_strength_direction_and_categorical_columns(params_only):
     assert after > 2.5 * before
 
 
-def test_prior_shift_hits_the_requested_rate(project):
-    params, root = project
+def test_prior_shift_hits_the_requested_rate(lake_project):
+    params, root = lake_project
     _, counts, curated, _ = _through_etl(params, root, "prior", 2000, seed=5, positive_rate=0.5)
     print("curated positive rate", curated["income"].mean(), counts)
     assert abs(curated["income"].mean() - 0.5) < 0.03
@@ -110,8 +110,8 @@ def test_more_rows_than_the_source_holds(params_only):
 
 def test_written_bytes_and_names(tmp_path):
     params = write_params(tmp_path)
-    assert simulate(params, tmp_path, "none", 50, seed=2) == "0001-sim-none"
-    assert simulate(params, tmp_path, "none", 50, seed=2, batch_name="spring") == "0002-spring"
+    assert simulate(params, tmp_path, "none", 50, seed=2)[0] == "0001-sim-none"
+    assert simulate(params, tmp_path, "none", 50, seed=2, batch_name="spring")[0] == "0002-spring"
     path = tmp_path / "data" / "lake" / "0001-sim-none" / "adult.csv"
     assert path.read_text() == build_batch(params.schema, "none", 50, seed=2).text
     assert [b.name for b in Lake(str(tmp_path / "data" / "lake")).batches()] == [

@@ -17,9 +17,9 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from tarn.config import LakeConfig
+from tarn.core.readers import file_format, supported_help
 from tarn.datasets import ADULT_COLUMNS, adult_lines
 from tarn.errors import LakeError
-from tarn.readers import file_format, supported_help
 
 _SEQ = re.compile(r"^(\d{4,})-")
 

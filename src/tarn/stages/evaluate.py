@@ -9,7 +9,6 @@ metrics/plots and logged to the registered version's MLflow run.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,82 +17,35 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from tarn import html
-from tarn.config import Params
-from tarn.errors import TarnError
-from tarn.io import atomic_dir, staged
-from tarn.prepare import load_split
-from tarn.train import COMPARATOR_DIR, MODEL_DIR, TRAIN_JSON, load_local
+from tarn.config import Params, stage_view
+from tarn.core import html_report as html
+from tarn.core.catalog import (
+    COMPARATOR_DIR,
+    EVALUATE_REPORT,
+    EVALUATION_HTML,
+    EVIDENTLY_DIR,
+    FAIRNESS_REPORT,
+    MODEL_DIR,
+    PLOTS_DIR,
+    load_split,
+    load_train_info,
+)
+from tarn.core.features import FEATURES
+from tarn.core.files import atomic_dir, staged
+from tarn.core.metrics import calibration_curve, fairness, quality
+from tarn.core.model import load_local
+
+# params keys this stage reads (each is in its dvc.yaml params; tests check both)
+READS = ("schema", "evaluate", "bias.mitigation", *FEATURES)
+# keys that only say where work runs or lands: read, but not DVC params
+AMBIENT = ("paths", "mlflow")
+
 
 
 @dataclass(frozen=True)
 class EvaluateResult:
     metrics: dict
     comparison: dict
-
-
-def quality(y: np.ndarray, proba: np.ndarray, threshold: float, bins: int) -> dict:
-    """Pure: the test-set quality figures of one model."""
-    pred = (proba >= threshold).astype(int)
-    frac, mean = calibration_curve(y, proba, bins)
-    counts = np.histogram(proba, bins=np.linspace(0, 1, bins + 1))[0]
-    nonempty = counts[counts > 0]
-    ece = float(np.sum(nonempty / len(y) * np.abs(frac - mean))) if len(frac) else float("nan")
-    return {
-        "logloss": float(skm.log_loss(y, proba, labels=[0, 1])),
-        "roc_auc": float(skm.roc_auc_score(y, proba)),
-        "accuracy": float(skm.accuracy_score(y, pred)),
-        "f1": float(skm.f1_score(y, pred)),
-        "brier": float(skm.brier_score_loss(y, proba)),
-        "calibration_error": ece,
-        "positive_rate_predicted": float(pred.mean()),
-        "rows": int(len(y)),
-    }
-
-
-def calibration_curve(y: np.ndarray, proba: np.ndarray, bins: int) -> tuple[np.ndarray,
-                                                                             np.ndarray]:
-    """(fraction of positives, mean predicted) per non-empty uniform bin."""
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(proba, edges[1:-1]), 0, bins - 1)
-    frac, mean = [], []
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            frac.append(y[m].mean())
-            mean.append(proba[m].mean())
-    return np.array(frac), np.array(mean)
-
-
-def fairness(y: np.ndarray, pred: np.ndarray, frame: pd.DataFrame, features: list[str]) -> dict:
-    """Per-group figures and disparity differences for each sensitive feature (fairlearn)."""
-    from fairlearn.metrics import (
-        MetricFrame,
-        count,
-        demographic_parity_difference,
-        equalized_odds_difference,
-        false_positive_rate,
-        selection_rate,
-        true_positive_rate,
-    )
-
-    out = {}
-    for feat in features:
-        groups = frame[feat].astype(object).where(frame[feat].notna(), "<missing>").to_numpy()
-        mf = MetricFrame(
-            metrics={"count": count, "selection_rate": selection_rate,
-                     "tpr": true_positive_rate, "fpr": false_positive_rate,
-                     "accuracy": skm.accuracy_score},
-            y_true=y, y_pred=pred, sensitive_features=groups)
-        out[feat] = {
-            "demographic_parity_difference": float(
-                demographic_parity_difference(y, pred, sensitive_features=groups)),
-            "equalized_odds_difference": float(
-                equalized_odds_difference(y, pred, sensitive_features=groups)),
-            "groups": {str(g): {k: float(v) for k, v in row.items()}
-                       for g, row in mf.by_group.iterrows()},
-        }
-    return out
 
 
 def _plots(y: np.ndarray, proba: np.ndarray, threshold: float, bins: int, out: Path) -> None:
@@ -143,12 +95,10 @@ def compare(main: dict, other: dict, mitigated: bool, features: list[str]) -> di
 
 
 def run(params: Params, root: Path) -> EvaluateResult:
+    params = stage_view(params, "evaluate", READS, AMBIENT)
     models = root / params.paths.models
     reports = root / params.paths.reports
-    train_info_path = models / TRAIN_JSON
-    if not train_info_path.is_file():
-        raise TarnError(f"{train_info_path}: no trained model", "run `tarn train` (or dvc repro)")
-    train_info = json.loads(train_info_path.read_text())
+    train_info = load_train_info(params, root)
     test = load_split(params, root, "test")
     cfg = params.evaluate
     sensitive = params.schema.sensitive
@@ -170,25 +120,25 @@ def run(params: Params, root: Path) -> EvaluateResult:
     flat = {**main["quality"],
             **{f"{f}_{k}": v for f, d in main["fairness"].items() for k, v in d.items()
                if k != "groups"}}
-    plots_dir = reports / "plots"
+    plots_dir = reports / PLOTS_DIR
     plots_dir.mkdir(parents=True, exist_ok=True)
     _plots(test.y, probas["model"], cfg.threshold, cfg.calibration_bins, plots_dir)
     evidently_paths: dict[str, str] = {}
-    with atomic_dir(reports / "evidently") as ev:
+    with atomic_dir(reports / EVIDENTLY_DIR) as ev:
         if cfg.evidently:
             evidently_paths = _evidently(params, root, test, probas["model"], ev)
     with staged() as st:
-        st.json(reports / "evaluate.json", {"model": flat, "effect": comparison["effect"],
+        st.json(reports / EVALUATE_REPORT, {"model": flat, "effect": comparison["effect"],
                                             "version": train_info["version"]})
-        st.json(reports / "fairness.json", comparison)
-        st.text(reports / "evaluation.html",
+        st.json(reports / FAIRNESS_REPORT, comparison)
+        st.text(reports / EVALUATION_HTML,
                 render_html(comparison, mitigated, train_info, evidently_paths))
     _log_to_mlflow(params, root, train_info["run_id"], flat, comparison, reports)
     return EvaluateResult(flat, comparison)
 
 
 def _evidently(params: Params, root: Path, test, proba: np.ndarray, out: Path) -> dict[str, str]:
-    from tarn import evidently_reports as er
+    from tarn.core import evidently_reports as er
 
     cur = test.frame.assign(**{er.PROBA: proba,
                                er.PREDICTION: (proba >= params.evaluate.threshold).astype(int)})
@@ -208,7 +158,7 @@ def _log_to_mlflow(params: Params, root: Path, run_id: str, flat: dict, comparis
                    reports: Path) -> None:
     import mlflow
 
-    from tarn.tracking import connect, quiet_mlflow
+    from tarn.core.tracking import connect, quiet_mlflow
 
     connect(params.mlflow, root)
     with quiet_mlflow():
@@ -218,8 +168,9 @@ def _log_to_mlflow(params: Params, root: Path, run_id: str, flat: dict, comparis
                 client.log_metric(run_id, f"test_{k}", float(v))
         for k, v in comparison["effect"].items():
             client.log_metric(run_id, f"mitigation_{k}", float(v))
-        for path, dest in ((reports / "evaluation.html", None), (reports / "fairness.json", None),
-                           (reports / "plots", "plots"), (reports / "evidently", "evidently")):
+        for path, dest in ((reports / EVALUATION_HTML, None),
+                           (reports / FAIRNESS_REPORT, None), (reports / PLOTS_DIR, PLOTS_DIR),
+                           (reports / EVIDENTLY_DIR, EVIDENTLY_DIR)):
             if path.is_dir():
                 client.log_artifacts(run_id, str(path), dest)
             elif path.is_file():

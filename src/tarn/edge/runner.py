@@ -11,7 +11,7 @@ missing. The exported graph has no string imputer (the ONNX converter cannot mat
 NaN), so the feed builder maps a missing string to the category the Python pipeline imputes,
 which the graph names in its metadata: missing means the same on both sides.
 
-Usage: ``python -m tarn.edge_runner BUNDLE_DIR FILE.csv`` prints ``proba,label`` per row.
+Usage: ``python -m tarn.edge.runner BUNDLE_DIR FILE.csv`` prints ``proba,label`` per row.
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ def predict_csv(bundle_dir: str | Path, csv_path: str | Path) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tarn.edge_runner",
+    parser = argparse.ArgumentParser(prog="python -m tarn.edge.runner",
                                      description="Score a CSV with a published tarn bundle.")
     parser.add_argument("bundle", help="bundle folder (model.onnx, schema.json, ...)")
     parser.add_argument("csv", help="CSV file with a header row of input column names")

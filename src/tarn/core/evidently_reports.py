@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from tarn.config import PrepareConfig, SchemaConfig
-from tarn.features import feature_columns
+from tarn.core.features import feature_columns
 
 PREDICTION = "prediction"
 PROBA = "proba"

@@ -3,13 +3,13 @@ import json
 
 import pytest
 
-from tarn import snapshot
 from tarn.errors import LakeError
-from tests.conftest import write_params
+from tarn.stages import snapshot
+from tests.support.project import write_params
 
 
-def test_manifest_records_exact_bytes(project):
-    params, root = project
+def test_manifest_records_exact_bytes(lake_project):
+    params, root = lake_project
     res = snapshot.run(params, root)
     m = json.loads((root / "data" / "snapshot" / "manifest.json").read_text())
     assert [b["name"] for b in m["batches"]] == ["0001-adult-train", "0002-adult-train",
@@ -24,8 +24,8 @@ def test_manifest_records_exact_bytes(project):
     assert res.manifest_hash == m["hash"] and res.n_rows == 1000
 
 
-def test_unchanged_lake_gives_identical_snapshot(project):
-    params, root = project
+def test_unchanged_lake_gives_identical_snapshot(lake_project):
+    params, root = lake_project
     first = snapshot.run(params, root)
     before = (root / "data" / "snapshot" / "manifest.json").read_bytes()
     again = snapshot.run(params, root)
@@ -33,16 +33,16 @@ def test_unchanged_lake_gives_identical_snapshot(project):
     assert (root / "data" / "snapshot" / "manifest.json").read_bytes() == before
 
 
-def test_changed_byte_changes_the_hash(project):
-    params, root = project
+def test_changed_byte_changes_the_hash(lake_project):
+    params, root = lake_project
     first = snapshot.run(params, root)
     f = root / "data" / "lake" / "0003-adult-test" / "adult.csv"
     f.write_text(f.read_text().replace("<=50K.", "<=50K", 1))
     assert snapshot.run(params, root).manifest_hash != first.manifest_hash
 
 
-def test_include_selects_batches(project):
-    _, root = project
+def test_include_selects_batches(lake_project):
+    _, root = lake_project
     params = write_params(root, {"lake.include": ["*-train"]})
     assert snapshot.run(params, root).n_files == 2
 

@@ -1,0 +1,104 @@
+"""The catalog: every file a stage writes and a later step reads, named once, with its reader.
+
+Stages never import each other; what one writes and another reads is named here (Kedro's
+catalog idea). Folders come from ``params.paths``; the file names inside them are fixed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tarn.config import Params
+from tarn.errors import LakeError, TarnError
+
+# snapshot stage: <paths.snapshot>/
+MANIFEST = "manifest.json"
+SNAPSHOT_FILES = "files"
+# etl stage: <paths.curated>/ and <paths.reports>/
+CURATED = "table.parquet"
+QUARANTINE = "quarantine.parquet"
+ETL_REPORT = "etl.json"
+# prepare stage: <paths.prepared>/ and <paths.reports>/
+SPLITS = ("train", "valid", "test")
+SPLIT_FILE = "{split}.parquet"
+WEIGHTS = "{split}_weights.parquet"
+PREPARE_REPORT = "prepare.json"
+BIAS_REPORT = "bias.json"
+BIAS_DETAIL = "bias_detail.json"
+BIAS_HTML = "bias.html"
+# tune stage: <paths.models>/ and <paths.reports>/
+BEST = "best_params.json"
+TUNE_REPORT = "tune.json"
+TUNE_TRIALS = "plots/tune_trials.csv"
+# train stage: <paths.models>/
+MODEL_DIR = "model"
+COMPARATOR_DIR = "comparator"
+TRAIN_JSON = "train.json"
+# evaluate stage: <paths.reports>/
+EVALUATE_REPORT = "evaluate.json"
+FAIRNESS_REPORT = "fairness.json"
+EVALUATION_HTML = "evaluation.html"
+PLOTS_DIR = "plots"
+EVIDENTLY_DIR = "evidently"
+
+
+def _need(path: Path, what: str, fix: str) -> Path:
+    if not path.is_file():
+        raise TarnError(f"{path}: {what} missing", fix)
+    return path
+
+
+def load_manifest(snapshot_dir: Path) -> dict:
+    """The snapshot's manifest (batch, path, size, sha256, rows per file)."""
+    path = snapshot_dir / MANIFEST
+    if not path.is_file():
+        raise LakeError(f"{path}: snapshot manifest missing", "run `tarn snapshot` (or dvc repro)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def curated_table(params: Params, root: Path) -> Path:
+    return _need(root / params.paths.curated / CURATED, "curated table",
+                 "run `tarn etl` (or dvc repro)")
+
+
+def load_best(params: Params, root: Path) -> dict:
+    """The tune stage's best configuration."""
+    path = _need(root / params.paths.models / BEST, "tuning result",
+                 "run `tarn tune` (or dvc repro)")
+    return json.loads(path.read_text())
+
+
+def load_train_info(params: Params, root: Path) -> dict:
+    """What the train stage registered (run id, version, model URI)."""
+    path = _need(root / params.paths.models / TRAIN_JSON, "trained model",
+                 "run `tarn train` (or dvc repro)")
+    return json.loads(path.read_text())
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """A prepared split as the model sees it: raw features, labels, reweighing weights."""
+
+    frame: pd.DataFrame  # curated columns (sensitive features and batch included)
+    X: pd.DataFrame  # model input (features.to_model_frame)
+    y: np.ndarray
+    weight: np.ndarray | None  # None for the test split
+
+
+def load_split(params: Params, root: Path, name: str) -> SplitData:
+    """Read one split written by the prepare stage (the reader every later step uses)."""
+    from tarn.core.features import to_model_frame
+
+    d = root / params.paths.prepared
+    path = _need(d / SPLIT_FILE.format(split=name), "prepared split",
+                 "run `tarn prepare` (or dvc repro)")
+    df = pd.read_parquet(path)
+    wpath = d / WEIGHTS.format(split=name)
+    w = pd.read_parquet(wpath)["weight"].to_numpy() if wpath.is_file() else None
+    y = df[params.schema.target.name].to_numpy().astype(int)
+    return SplitData(df, to_model_frame(df, params.schema, params.prepare), y, w)

@@ -1,0 +1,316 @@
+"""Every call to the MLflow model registry: register, load, tag, alias, read a version's run.
+
+No other module calls the registry. The ``production`` alias is the source of truth; the
+legacy stage ``Production`` follows it (previous one archived) because the MLflow UI and many
+users still look at stages. Promotion holds a file lock, so two promotions on this machine
+cannot interleave, and ends by checking that alias and stage agree. Whether a version *may*
+be promoted is decided elsewhere (``tarn.lifecycle.gates``); the registry applies the verdict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from tarn.config import MlflowConfig
+from tarn.core.tags import DeploymentRecord, GateRecord, Lineage, PromotionRecord, RunTag
+from tarn.errors import TarnError, first_line
+
+DEFAULT_ALIAS = "production"
+
+
+class RegistryError(TarnError):
+    """The registry refuses, or a version does not exist."""
+
+
+class Verdict(Protocol):
+    """What the gates decided about a candidate (see ``tarn.lifecycle.gates``)."""
+
+    @property
+    def passed(self) -> bool: ...
+
+    def failures(self) -> list[str]: ...
+
+    def as_dict(self) -> dict: ...
+
+
+class PromotionRefused(TarnError):
+    """A candidate failed its gates; ``gates`` holds the verdict and its figures."""
+
+    def __init__(self, message: str, hint: str, gates: Verdict) -> None:
+        super().__init__(message, hint)
+        self.gates = gates
+
+
+@dataclass(frozen=True)
+class Promotion:
+    version: str
+    previous: str | None
+    gates: Verdict | None
+    forced: bool
+
+
+@dataclass(frozen=True)
+class Registered:
+    run_id: str
+    model_uri: str
+    registered_model: str
+    version: str
+
+    def as_dict(self) -> dict:
+        return {"run_id": self.run_id, "model_uri": self.model_uri,
+                "registered_model": self.registered_model, "version": self.version}
+
+
+class Registry:
+    """The registered model named in ``mlflow.registered_model``, in the configured store."""
+
+    def __init__(self, cfg: MlflowConfig, root: Path, alias: str = DEFAULT_ALIAS) -> None:
+        import mlflow
+
+        from tarn.core.tracking import connect
+
+        self.cfg = cfg
+        self.root = root
+        self.tracking = connect(cfg, root)
+        self.name = cfg.registered_model
+        self.alias = alias
+        self.client = mlflow.MlflowClient(self.tracking.uri)
+
+    def uri(self, version: str) -> str:
+        return f"models:/{self.name}/{version}"
+
+    # ------------------------------------------------------------------ reading
+    def version(self, version: str):
+        try:
+            return self.client.get_model_version(self.name, str(version))
+        except Exception as e:  # noqa: BLE001 - MLflow raises RestException / MlflowException
+            raise RegistryError(f"{self.name} version {version} not found ({first_line(e)})",
+                                "see the versions with `tarn status`") from e
+
+    def versions(self) -> list:
+        """Every version of the model, oldest first."""
+        return sorted(self.client.search_model_versions(f"name = '{self.name}'"),
+                      key=lambda v: int(v.version))
+
+    def aliases(self) -> dict[str, str]:
+        """alias -> version of the registered model (search results carry no aliases)."""
+        try:
+            return {a: str(v) for a, v in
+                    self.client.get_registered_model(self.name).aliases.items()}
+        except Exception:  # noqa: BLE001 - no model yet
+            return {}
+
+    def latest(self) -> str:
+        versions = self.client.search_model_versions(f"name = '{self.name}'")
+        if not versions:
+            raise RegistryError(f"registered model {self.name!r} has no versions",
+                                "train one first (`dvc repro` or `tarn train`)")
+        return str(max(int(v.version) for v in versions))
+
+    def production(self) -> str | None:
+        """The version holding the production alias, or None if there is none. An unreachable
+        registry raises: "no production model" and "cannot tell" are different answers."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(self.name, self.alias).version)
+        except MlflowException as e:
+            if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None  # no alias (or no model) yet
+            raise
+
+    def stage_versions(self, stage: str = "Production") -> list[str]:
+        return sorted(str(v.version) for v in self.client.search_model_versions(
+            f"name = '{self.name}'") if v.current_stage == stage)
+
+    def lineage(self, version: str) -> Lineage:
+        return Lineage.from_tags(dict(self.version(version).tags))
+
+    def promotion_record(self, version: str) -> PromotionRecord:
+        return PromotionRecord.from_tags(dict(self.version(version).tags))
+
+    def run_metrics(self, version: str, mv=None) -> dict[str, float]:
+        """The metrics of the run that logged ``version`` (test figures from evaluate)."""
+        mv = mv or self.version(version)
+        return dict(self.client.get_run(mv.run_id).data.metrics) if mv.run_id else {}
+
+    def run_params(self, version: str) -> dict[str, str]:
+        mv = self.version(version)
+        return dict(self.client.get_run(mv.run_id).data.params) if mv.run_id else {}
+
+    def load_model(self, version: str):
+        """The version's sklearn Pipeline: the one place a ``models:/`` URI is loaded."""
+        import mlflow.sklearn
+
+        return mlflow.sklearn.load_model(self.uri(version))
+
+    def predict_proba(self, version: str, X: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.load_model(version).predict_proba(X))[:, 1]
+
+    def input_schema(self, version: str) -> dict[str, tuple[str, bool]]:
+        from mlflow.models import get_model_info
+
+        info = get_model_info(self.uri(version))
+        if info.signature is None:
+            return {}
+        return {c.name: (c.type.name, c.required) for c in info.signature.inputs.inputs}
+
+    def schema_problems(self, candidate: str, champion: str) -> list[str]:
+        """Why the candidate cannot take the champion's requests (empty = compatible)."""
+        cand, champ = self.input_schema(candidate), self.input_schema(champion)
+        problems = []
+        for col, (kind, _required) in champ.items():
+            if col not in cand:
+                problems.append(f"column {col!r} missing")
+            elif cand[col][0] != kind:
+                problems.append(f"column {col!r} is {cand[col][0]}, was {kind}")
+        for col, (_, required) in cand.items():
+            if col not in champ and required:
+                problems.append(f"new required column {col!r}")
+        return problems
+
+    # ------------------------------------------------------------------ writing
+    def register(self, pipe, lineage: Lineage, run_name: str, logged_params: dict,
+                 metrics: dict, example: pd.DataFrame, sig) -> Registered:
+        """Log the Pipeline as an MLflow model in a new run and register it as a new version
+        carrying its lineage (one call: no version without its lineage). Training and
+        retraining both register through here."""
+        import mlflow
+
+        from tarn.core.model import TRUSTED_TYPES, pip_requirements
+        from tarn.core.tracking import quiet_mlflow
+
+        tags = lineage.to_tags()
+        with quiet_mlflow(), mlflow.start_run(run_name=run_name,
+                                              experiment_id=self.tracking.experiment_id) as run:
+            mlflow.set_tags({**tags, RunTag.STAGE: run_name})
+            mlflow.log_params(dict(logged_params))
+            mlflow.log_metrics(metrics)
+            info = mlflow.sklearn.log_model(
+                pipe, name="model", signature=sig, input_example=example.head(5),
+                pyfunc_predict_fn="predict_proba", skops_trusted_types=TRUSTED_TYPES,
+                pip_requirements=pip_requirements())
+            mv = mlflow.register_model(info.model_uri, self.name, tags=tags)
+        return Registered(run.info.run_id, info.model_uri, self.name, str(mv.version))
+
+    def record_deployment(self, version: str, record: DeploymentRecord) -> None:
+        self._tag(version, record.to_tags())
+
+    def record_gates(self, version: str, result: str, verdict: Verdict) -> None:
+        self._tag(version, GateRecord(result, verdict.as_dict()).to_tags())
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        path = (self.root / self.cfg.store_dir).resolve() / "promote.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def promote(self, version: str, judge: Callable[[str, str | None], Verdict] | None, *,
+                reason: str = "", actor: str | None = None) -> Promotion:
+        """Point the alias (and the stage) at ``version`` if ``judge(version, champion)``
+        passes (``judge=None`` skips the gates: a forced promotion); record who/when/why."""
+        forced = judge is None
+        if forced and not reason:
+            raise RegistryError("--force needs --reason", "say why the gates are skipped")
+        self.version(version)  # exists?
+        with self._lock():
+            previous = self.production()
+            verdict = None if forced else judge(version, previous if previous != version
+                                                 else None)
+            if verdict is not None and not verdict.passed:
+                self.record_gates(version, "refused", verdict)
+                raise PromotionRefused(
+                    f"version {version} refused: " + "; ".join(verdict.failures()),
+                    "improve the model, or `tarn promote --force --reason ...`", verdict)
+            self._set_production(version)
+            record = PromotionRecord(
+                promoted_by=actor or getpass.getuser(),
+                promoted_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                reason=reason or "passed gates", forced=forced,
+                previous_production=previous or "")
+            self._tag(version, record.to_tags())
+            if verdict is not None:
+                self.record_gates(version, "passed", verdict)
+            self.check_consistent()
+        return Promotion(version, previous, verdict, forced)
+
+    def previous_production(self) -> tuple[str, str]:
+        """(current production, the version it replaced), for a rollback."""
+        current = self.production()
+        if current is None:
+            raise RegistryError("nothing is in production", "promote a version first")
+        previous = self.promotion_record(current).previous_production
+        if not previous:
+            raise RegistryError(f"version {current} has no previous production version",
+                                "promote a specific version with `tarn promote --version N`")
+        return current, previous
+
+    def _set_production(self, version: str) -> None:
+        self.client.set_registered_model_alias(self.name, self.alias, version)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # stages are deprecated, still what the UI shows
+            # archive the others one by one: MLflow's archive_existing_versions=True compares
+            # an integer column with a string and fails on PostgreSQL (mlflow/mlflow#24592)
+            self.client.transition_model_version_stage(self.name, version, "Production")
+            for other in self.stage_versions():
+                if other != str(version):
+                    self.client.transition_model_version_stage(self.name, other, "Archived")
+
+    def sync_stage(self) -> None:
+        """Make the stage follow the alias (repairs an alias set by hand in the UI)."""
+        current = self.production()
+        if current is not None and self.stage_versions() != [current]:
+            with self._lock():
+                current = self.production()  # read again: a promotion may have just finished
+                if current is not None and self.stage_versions() != [current]:
+                    self._set_production(current)
+
+    def state(self) -> tuple[str | None, list[str]]:
+        """(alias target, versions in stage Production), read together under the promotion
+        lock, so never halfway through someone else's promotion."""
+        with self._lock():
+            return self.production(), self.stage_versions()
+
+    def check_consistent(self) -> None:
+        current = self.production()
+        staged = self.stage_versions()
+        if current is not None and staged != [current]:
+            raise RegistryError(f"alias {self.alias} -> {current} but stage Production -> "
+                                f"{staged}", "run `tarn promote --version "
+                                f"{current} --force --reason repair`")
+
+    def register_webhook(self, url: str, secret: str) -> str:
+        """Ask the tracking server to call ``url`` when an alias of this model is set.
+
+        Only a remote ``mlflow server`` delivers webhooks (not a local SQLite store)."""
+        if not self.tracking.uri.startswith(("http://", "https://")):
+            raise RegistryError("webhooks need a remote MLflow tracking server",
+                                "set mlflow.tracking_uri / MLFLOW_TRACKING_URI to its URL; "
+                                "locally the server polls the alias instead")
+        if not secret:
+            raise RegistryError("no webhook secret", "set TARN_WEBHOOK_SECRET")
+        hook = self.client.create_webhook(
+            name=f"tarn-{self.name}-{self.alias}", url=url,
+            events=["model_version_alias.created"], secret=secret,
+            description=f"tarn: deploy {self.name}@{self.alias}")
+        return hook.webhook_id
+
+    def _tag(self, version: str, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_model_version_tag(self.name, version, k, v)

@@ -1,0 +1,70 @@
+"""Promotion and rollback: measure the candidate, let the gates judge, have the registry apply
+the verdict, then nudge the server so the deployment happens at once (it also polls)."""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+
+from tarn.config import Params
+from tarn.core.catalog import load_split
+from tarn.core.metrics import fairness, primary
+from tarn.core.registry import Promotion, Registry
+from tarn.lifecycle.gates import Figures, Gates, judge
+
+
+def registry(params: Params, root: Path) -> Registry:
+    return Registry(params.mlflow, root, params.promote.alias)
+
+
+def measure(reg: Registry, params: Params, root: Path, candidate: str,
+            champion: str | None) -> Figures:
+    """Score candidate and champion on the same held-out rows (the prepared test split)."""
+    cfg = params.promote
+    test = load_split(params, root, "test")
+    problems = reg.schema_problems(candidate, champion) if champion else []
+    cand_proba = reg.predict_proba(candidate, test.X)
+    champ_metric = (primary(cfg.metric, test.y, reg.predict_proba(champion, test.X))
+                    if champion and not problems else None)
+    pred = (cand_proba >= cfg.threshold).astype(int)
+    dpd = fairness(test.y, pred, test.frame, [cfg.fairness_feature])[
+        cfg.fairness_feature]["demographic_parity_difference"]
+    return Figures(candidate, champion, primary(cfg.metric, test.y, cand_proba), champ_metric,
+                   dpd, problems)
+
+
+def promote(params: Params, root: Path, version: str | None = None, *, latest: bool = False,
+            force: bool = False, reason: str = "", actor: str | None = None) -> Promotion:
+    """Gate ``version`` (or the newest) against the champion and make it production."""
+    reg = registry(params, root)
+    target = reg.latest() if latest else str(version)
+
+    def gates(candidate: str, champion: str | None) -> Gates:
+        return judge(measure(reg, params, root, candidate, champion), params.promote)
+
+    return reg.promote(target, None if force else gates, reason=reason, actor=actor)
+
+
+def rollback(params: Params, root: Path, reason: str = "",
+             actor: str | None = None) -> Promotion:
+    """Put back the version that was production before the current one (a forced promotion,
+    recorded as such)."""
+    reg = registry(params, root)
+    current, previous = reg.previous_production()
+    return reg.promote(previous, None, actor=actor,
+                       reason=reason or f"rollback from version {current}")
+
+
+def notify_server(url: str, secret: str) -> str:
+    """Nudge the backend at ``url`` to deploy now (best effort: it also polls)."""
+    if not url or not secret:
+        return "server not notified (set serve.notify_url and TARN_ADMIN_SECRET); it polls"
+    req = urllib.request.Request(f"{url.rstrip('/')}/admin/reconcile", data=b"{}",
+                                 method="POST", headers={"Authorization": f"Bearer {secret}",
+                                                         "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            body = r.read().decode()
+        return f"server at {url} reconciled: {body}"
+    except OSError as e:
+        return f"server at {url} not reachable ({e}); it will pick the change up when it polls"

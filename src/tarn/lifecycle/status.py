@@ -1,0 +1,74 @@
+"""What is where: the registry's versions, the production alias, the client bundle and what
+the backend serves, gathered into one typed report (the CLI only prints it)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tarn.config import Params
+from tarn.core.registry import Registry
+from tarn.core.tags import DeploymentRecord, PromotionRecord
+from tarn.edge.export import current_bundle
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    version: str
+    stage: str
+    aliases: list[str]
+    test_auc: float | None
+    test_logloss: float | None
+    promoted_at: str
+    note: str
+
+
+@dataclass(frozen=True)
+class Backend:
+    url: str
+    reachable: bool
+    version: str | None = None
+    source: str = ""
+    last_error: str = ""
+    problem: str = ""  # why it could not be asked
+
+
+@dataclass(frozen=True)
+class Status:
+    model: str
+    alias: str
+    production: str | None
+    versions: list[VersionRow]
+    bundle: Path | None
+    backend: Backend | None
+
+
+def ask_backend(url: str, timeout_s: float = 5) -> Backend:
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/version", timeout=timeout_s) as r:
+            v = json.loads(r.read())
+        return Backend(url, True, v.get("version"), v.get("source", ""),
+                       v.get("last_error") or "")
+    except OSError as e:
+        return Backend(url, False, problem=str(e))
+
+
+def status(params: Params, root: Path, server_url: str = "") -> Status:
+    reg = Registry(params.mlflow, root, params.promote.alias)
+    aliases = reg.aliases()
+    rows = []
+    for v in reg.versions():
+        tags = dict(v.tags)
+        mets = reg.run_metrics(str(v.version), v)
+        rows.append(VersionRow(
+            str(v.version), v.current_stage,
+            [a for a, n in aliases.items() if n == str(v.version)],
+            mets.get("test_roc_auc"), mets.get("test_logloss"),
+            PromotionRecord.from_tags(tags).promoted_at,
+            DeploymentRecord.from_tags(tags).deployment_note))
+    url = server_url or params.serve.notify_url
+    return Status(reg.name, reg.alias, reg.production(), rows,
+                  current_bundle(root / params.edge.bundle_dir),
+                  ask_backend(url) if url else None)

@@ -1,0 +1,100 @@
+"""The etl stage: extract every batch of the snapshot, apply the schema contract, load a
+curated Parquet table.
+
+Rows that break the contract, and duplicates, go to a quarantine table with a reason, the
+source file and line, and the raw record: nothing is dropped silently. The report accounts for
+every record, per batch: ``read = written + rejected + duplicates``. Files are streamed in
+chunks, so memory is bounded by ``etl.chunk_rows`` (plus 8 bytes a row for deduplication).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tarn.config import Params, stage_view
+from tarn.core import schema as sc
+from tarn.core.catalog import CURATED, ETL_REPORT, QUARANTINE, load_manifest
+from tarn.core.files import staged
+from tarn.core.ingest import QUARANTINE_SCHEMA, Counts, Dedup, process_file
+from tarn.core.progress import Progress, silent
+from tarn.errors import EtlError
+
+# params keys this stage reads (each is in its dvc.yaml params; tests check both)
+READS = ("schema", "etl")
+# keys that only say where work runs or lands: read, but not DVC params
+AMBIENT = ("paths",)
+
+
+
+@dataclass
+class EtlResult:
+    curated: Path
+    quarantine: Path
+    report: dict
+
+
+
+def run(params: Params, root: Path, progress: Progress = silent) -> EtlResult:
+    params = stage_view(params, "etl", READS, AMBIENT)
+    schema = params.schema
+    snap_dir = root / params.paths.snapshot
+    manifest = load_manifest(snap_dir)
+    out_dir = root / params.paths.curated
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report_path = root / params.paths.reports / ETL_REPORT
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    fs = fsspec.filesystem("file")
+    table_schema = sc.arrow_schema(schema, {"batch": pa.string()})
+    per_batch: dict[str, Counts] = {}
+    per_file: dict[str, Counts] = {}
+    dedup = Dedup()
+    total_rows = sum(e["rows"] for e in manifest["files"])
+    progress_seen: dict[str, int] = {}
+
+    with staged() as st:
+        curated_tmp = st.path(out_dir / CURATED)
+        quarantine_tmp = st.path(out_dir / QUARANTINE)
+        with pq.ParquetWriter(curated_tmp, table_schema) as cw, \
+                pq.ParquetWriter(quarantine_tmp, QUARANTINE_SCHEMA) as qw:
+            current_batch = None
+            for entry in manifest["files"]:
+                batch, rel = entry["batch"], entry["path"]
+                if params.etl.dedup == "batch" and batch != current_batch:
+                    dedup = Dedup()
+                use_dedup = dedup if params.etl.dedup != "off" else None
+                current_batch = batch
+                counts = Counts()
+                for rows, qdf in process_file(fs, str(snap_dir / rel), rel, batch, params,
+                                              use_dedup, counts):
+                    progress("etl", "ETL", counts.read - progress_seen.get(rel, 0), total_rows)
+                    progress_seen[rel] = counts.read
+                    cw.write_table(pa.Table.from_pandas(rows.assign(batch=batch),
+                                                        schema=table_schema, preserve_index=False))
+                    if len(qdf):
+                        qw.write_table(pa.Table.from_pandas(
+                            qdf[QUARANTINE_SCHEMA.names], schema=QUARANTINE_SCHEMA,
+                            preserve_index=False))
+                if counts.read != entry["rows"]:
+                    raise EtlError(f"{rel}: read {counts.read} records but the manifest says "
+                                   f"{entry['rows']}", "re-run `tarn snapshot`; the file changed")
+                per_file[rel] = counts
+                per_batch.setdefault(batch, Counts()).add(counts)
+        total = Counts()
+        for c in per_batch.values():
+            total.add(c)
+        report = {
+            "snapshot": manifest["hash"],
+            "total": total.as_dict(),
+            "batches": {b: c.as_dict() for b, c in per_batch.items()},
+            "files": {f: c.as_dict() for f, c in per_file.items()},
+        }
+        for name, c in [("total", total), *per_batch.items()]:
+            if c.read != c.written + c.rejected + c.duplicates:  # the accounting invariant
+                raise AssertionError(f"ETL accounting broken for {name}: {c.as_dict()}")
+        st.json(report_path, report)
+    return EtlResult(out_dir / CURATED, out_dir / QUARANTINE, report)

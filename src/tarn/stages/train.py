@@ -1,0 +1,132 @@
+"""The train stage: refit the best configuration on train + validation, log the whole sklearn
+Pipeline (normalization + XGBClassifier) to MLflow, register it with lineage tags.
+
+The model with the other mitigation setting is fitted too (same hyperparameters) and saved
+beside it, so the evaluate stage can show the cost and gain of mitigation side by side.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from tarn.config import Params, stage_view
+from tarn.core.catalog import (
+    COMPARATOR_DIR,
+    MODEL_DIR,
+    TRAIN_JSON,
+    SplitData,
+    load_best,
+    load_manifest,
+    load_split,
+)
+from tarn.core.features import FEATURES, build_preprocessor, to_model_frame
+from tarn.core.files import atomic_dir, staged
+from tarn.core.model import save_local, schema_hash, signature
+from tarn.core.tags import Lineage
+from tarn.errors import TarnError
+
+# params keys this stage reads (each is in its dvc.yaml params; tests check both)
+READS = ("schema", "train", "tune.seed", "bias.mitigation", "mlflow.registered_model",
+         *FEATURES)
+# keys that only say where work runs or lands: read, but not DVC params
+AMBIENT = ("paths", "compute", "mlflow")
+
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    model_uri: str
+    version: str
+    tags: dict
+
+
+def model_params(best: dict, params: Params) -> dict:
+    rounds = max(1, round((best["best_iteration"] + 1) * params.train.refit_rounds_scale))
+    return {**best["params"], "n_estimators": rounds, "tree_method": "hist",
+            "n_jobs": params.train.n_jobs, "random_state": params.tune.seed,
+            "eval_metric": "logloss"}
+
+
+def fit_pipeline(data: SplitData, weight: np.ndarray | None, mparams: dict, params: Params,
+                 client=None) -> Pipeline:
+    """Fit normalization then XGBoost (locally, or with xgboost.dask when a client is given)
+    and assemble the fitted Pipeline that ships as one model."""
+    from xgboost import XGBClassifier
+
+    from tarn.core.compute import fit_xgb_dask
+
+    pre = build_preprocessor(params.schema, params.prepare).fit(data.X)
+    z = pre.transform(data.X)
+    if client is not None:
+        clf = fit_xgb_dask(client, z, data.y, weight, mparams)
+    else:
+        clf = XGBClassifier(**mparams).fit(z, data.y, sample_weight=weight)
+    return Pipeline([("pre", pre), ("model", clf)])
+
+
+def training_data(params: Params, root: Path) -> SplitData:
+    parts = [load_split(params, root, s) for s in ("train", "valid")]
+    frame = pd.concat([p.frame for p in parts], ignore_index=True)
+    weights = [p.weight for p in parts]
+    w = np.concatenate(weights) if all(x is not None for x in weights) else None
+    return SplitData(frame, to_model_frame(frame, params.schema, params.prepare),
+                     np.concatenate([p.y for p in parts]), w)
+
+
+def run(params: Params, root: Path) -> TrainResult:
+    params = stage_view(params, "train", READS, AMBIENT)
+    from tarn.core.compute import dask_client
+    from tarn.core.registry import Registry
+    from tarn.core.tracking import git_commit, params_hash
+
+    models = root / params.paths.models
+    best = load_best(params, root)
+    data = training_data(params, root)
+    mparams = model_params(best, params)
+    mitigated = params.bias.mitigation == "reweighing"
+    if data.weight is None:
+        raise TarnError("reweighing weights missing beside the splits", "run `tarn prepare`")
+
+    def fit_both(client=None) -> tuple[Pipeline, Pipeline]:
+        main = fit_pipeline(data, data.weight if mitigated else None, mparams, params, client)
+        other = fit_pipeline(data, None if mitigated else data.weight, mparams, params, client)
+        return main, other
+
+    if params.train.distributed:
+        with dask_client(params.compute) as client:
+            pipe, comparator = fit_both(client)
+    else:
+        pipe, comparator = fit_both()
+
+    example = data.X.head(5)
+    sig = signature(params.schema, params.prepare, pipe, data.X.head(200))
+    manifest = load_manifest(root / params.paths.snapshot)
+    lineage = Lineage(
+        kind="full", git_commit=git_commit(root), snapshot_hash=manifest["hash"],
+        params_hash=params_hash(params, ("schema", "etl", "prepare", "bias", "tune", "train")),
+        schema_hash=schema_hash(params.schema, params.prepare), train_rows=len(data.y),
+        tune_run_id=best["parent_run_id"], mitigation=params.bias.mitigation,
+        batches=tuple(sorted(data.frame["batch"].unique())))
+    registry = Registry(params.mlflow, root)
+    reg = registry.register(pipe, lineage, "train", mparams, {"train_rows": len(data.y)},
+                            example, sig)
+    tags = lineage.to_tags()
+    result = {**reg.as_dict(), "tags": tags, "params": mparams}
+    with atomic_dir(models / MODEL_DIR) as tmp:
+        shutil.rmtree(tmp)
+        save_local(pipe, tmp, sig, example)
+    with atomic_dir(models / COMPARATOR_DIR) as tmp:
+        shutil.rmtree(tmp)
+        save_local(comparator, tmp, sig, example)
+    with staged() as st:
+        st.json(models / TRAIN_JSON, result)
+    return TrainResult(reg.run_id, reg.model_uri, reg.version, tags)
+
+

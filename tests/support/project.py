@@ -1,0 +1,122 @@
+"""Building test projects: params.yaml with overrides, small raw lakes cut from the bundled
+data, a prepared project, extra batches, a registered version. Every test module imports its
+helpers from here (never from another test module)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from tarn.config import Params, params_from_dict
+from tarn.datasets import ADULT_COLUMNS, adult_lines
+from tarn.stages import etl, prepare, snapshot, train
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+SMALL = {
+    "tune.max_evals": 4,
+    "tune.n_estimators": 40,
+    "tune.early_stopping_rounds": 5,
+    "tune.n_jobs": 1,
+    "train.n_jobs": 1,
+    "mlflow.registered_model": "tarn-test",
+}
+
+
+def repo_params_dict() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def write_params(root: Path, overrides: dict | None = None) -> Params:
+    """params.yaml in ``root``: the repo's, with nested ``overrides`` applied."""
+    raw = repo_params_dict()
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return params_from_dict(raw)
+
+
+def set_param(root: Path, dotted: str, value) -> None:
+    """Change one key of an existing params.yaml in place."""
+    p = root / "params.yaml"
+    raw = yaml.safe_load(p.read_text())
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for k in parents:
+        node = node[k]
+    node[leaf] = value
+    p.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def adult_csv(part: str, start: int, n: int) -> str:
+    lines = adult_lines(part)[start:start + n]
+    return "\n".join([", ".join(ADULT_COLUMNS), *lines]) + "\n"
+
+
+def write_small_lake(lake: Path, n_train: int = 400, n_test: int = 200) -> None:
+    """Two train batches and one test batch, raw format, as `tarn lake seed` would write."""
+    for name, part, start, n in [("0001-adult-train", "train", 0, n_train),
+                                 ("0002-adult-train", "train", n_train, n_train),
+                                 ("0003-adult-test", "test", 0, n_test)]:
+        (lake / name).mkdir(parents=True)
+        (lake / name / "adult.csv").write_text(adult_csv(part, start, n))
+
+
+def small_project(root: Path, lake: tuple[int, int] = (600, 300), **overrides) -> Params:
+    """A project with a small lake, snapshotted, curated and prepared (real stages)."""
+    params = write_params(root, {**SMALL, **overrides})
+    if not (root / "data" / "lake").exists():
+        write_small_lake(root / "data" / "lake", n_train=lake[0], n_test=lake[1])
+    snapshot.run(params, root)
+    etl.run(params, root)
+    prepare.run(params, root)
+    return params
+
+
+def make_version(params: Params, root: Path, rounds: int = 30, depth: int = 4,
+                 lr: float = 0.2) -> str:
+    """Register a new version with the given capacity (few rounds = a worse model)."""
+    (root / "models").mkdir(exist_ok=True)
+    (root / "models" / "best_params.json").write_text(json.dumps(
+        {"params": {"max_depth": depth, "learning_rate": lr}, "best_iteration": rounds - 1,
+         "parent_run_id": "test"}))
+    return train.run(params, root).version
+
+
+def write_batch(root: Path, name: str, lines: list[str]) -> None:
+    """A lake batch of raw Adult lines (header included)."""
+    d = root / "data" / "lake" / name
+    d.mkdir(parents=True)
+    (d / "adult.csv").write_text("\n".join([", ".join(ADULT_COLUMNS), *lines]) + "\n")
+
+
+def prior_shifted(n: int, positive_rate: float = 0.6) -> list[str]:
+    """Prior shift: the same kind of people, but far more of them earn >50K, so P(y|x) moves
+    and the parent under-predicts: a shift only new trees can learn."""
+    pos, neg = [], []
+    for ln in adult_lines("test")[5000:]:
+        ln = ln.replace(">50K.", ">50K").replace("<=50K.", "<=50K")
+        (pos if ln.endswith(">50K") else neg).append(ln)
+    k = int(n * positive_rate)
+    mixed = pos[:k] + neg[:n - k]
+    return [mixed[i] for i in np.random.default_rng(0).permutation(len(mixed))]
+
+
+def sh(root: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command in ``root`` with the venv's tools on PATH; fail loudly by default."""
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    res = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res
