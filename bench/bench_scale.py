@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the real-server helpers the tests use (tests/servers.py)
+sys.path.insert(0, str(ROOT))  # the real-server helpers the tests use (tests/support/servers.py)
 
 
 def main() -> None:

@@ -98,12 +98,12 @@ def lake_seed(
 
     c = ctx()
     lake = Lake.from_config(c.params.lake, c.root)
-    if if_empty and lake.exists() and lake.batches():
-        console.print(f"lake {lake.url} already has batches; left as is")
-        return
     seed = c.params.lake.seed
-    names = lake.seed_adult(seed.train_batches, seed.test_batches)
-    console.print(f"seeded {len(names)} batches into {lake.url}: {', '.join(names)}")
+    names = lake.seed_if_empty(seed.train_batches, seed.test_batches, if_empty)
+    if names is None:
+        console.print(f"lake {lake.url} already has batches; left as is")
+    else:
+        console.print(f"seeded {len(names)} batches into {lake.url}: {', '.join(names)}")
 
 
 @lake_app.command("add")
@@ -125,20 +125,17 @@ def lake_add(
 def lake_list() -> None:
     """Show the lake's batches in order, with files, rows and bytes."""
     from tarn.core.lake import Lake
-    from tarn.core.readers import count_records
 
     c = ctx()
     lake = Lake.from_config(c.params.lake, c.root)
     t = Table(title=f"lake {lake.url}")
     for col in ("batch", "files", "rows", "bytes"):
         t.add_column(col, justify="left" if col == "batch" else "right")
-    total_rows = total_bytes = 0
-    for b in lake.batches():
-        rows = sum(count_records(lake.fs, f.path) for f in b.files)
-        total_rows += rows
-        total_bytes += b.bytes
-        t.add_row(b.name, str(len(b.files)), f"{rows:,}", f"{b.bytes:,}")
-    t.add_row("[bold]total", "", f"[bold]{total_rows:,}", f"[bold]{total_bytes:,}")
+    rows = lake.inventory()
+    for name, files, records, size in rows:
+        t.add_row(name, str(files), f"{records:,}", f"{size:,}")
+    t.add_row("[bold]total", "", f"[bold]{sum(r[2] for r in rows):,}",
+              f"[bold]{sum(r[3] for r in rows):,}")
     console.print(t)
 
 

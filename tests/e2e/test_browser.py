@@ -18,7 +18,7 @@ from tarn.edge.export import current_bundle
 from tarn.edge.runner import MODEL, OnnxScorer
 from tarn.lifecycle.promote import promote
 from tarn.serve.app import CLIENT_DIR
-from tests.support.project import make_version, small_project
+from tests.support.served_project import make_version, small_project
 from tests.support.servers import need
 from tests.support.serving import sample_rows, wait_version
 
@@ -33,8 +33,8 @@ NULLABLE = ("workclass", "occupation", "native_country")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """conftest's project, but version 1 has the capacity to split on the 'missing' categories:
+def served_project(tmp_path_factory):
+    """Overrides conftest's: version 1 has the capacity to split on the 'missing' categories:
     the default 30-round model ignores them, so it could not tell a page that encodes a missing
     value wrongly (as an unknown category) from one that gets it right."""
     root = tmp_path_factory.mktemp("browser")
@@ -60,9 +60,9 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def deployed(server, project):
+def deployed(server, served_project):
     """The server serving version 1, whose bundle /client/bundle/ publishes."""
-    params, root = project
+    params, root = served_project
     promote(params, root, "1")
     assert server.admin().status_code == 200
     wait_version(server, "1")
@@ -118,11 +118,11 @@ def with_missing(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def missing_sensitivity(project, rows: list[dict]) -> np.ndarray:
+def missing_sensitivity(served_project, rows: list[dict]) -> np.ndarray:
     """Per row, how much the published graph's probability moves when a missing category is
     fed as an unknown one instead of the bundle's missing category: where it moves, the page
     must encode missing exactly as the backend does to agree with it."""
-    params, root = project
+    params, root = served_project
     scorer = OnnxScorer((current_bundle(root / params.edge.bundle_dir) / MODEL).read_bytes())
     columns = {name: [r[name] for r in rows] for name in scorer.input_names}
     right = scorer.predict_proba(columns)
@@ -151,10 +151,10 @@ def fill_form(page, row: dict) -> None:
             page.fill(selector, "" if value is None else str(value))
 
 
-def test_form_gives_the_backends_probability(client, deployed, project):
-    _, root = project
+def test_form_gives_the_backends_probability(client, deployed, served_project):
+    _, root = served_project
     rows = with_missing(sample_rows(root, 20))
-    moves = missing_sensitivity(project, rows)
+    moves = missing_sensitivity(served_project, rows)
     assert moves.max() > 10 * TOLERANCE, "no row where missing categories matter"
     # a complete row, and the row with missing categories where they matter most
     cases = [next(r for r in rows if all(r[c] is not None for c in NULLABLE)),
@@ -186,12 +186,12 @@ def csv_bytes(rows: list[dict], question_mark: tuple[int, str]) -> bytes:
     return out.getvalue().encode()
 
 
-def test_csv_upload_gives_the_backends_probabilities(client, deployed, project):
-    _, root = project
+def test_csv_upload_gives_the_backends_probabilities(client, deployed, served_project):
+    _, root = served_project
     rows = with_missing(sample_rows(root, 20))
     rows[5]["workclass"] = None  # written as "?"
     assert sum(any(r[c] is None for c in NULLABLE) for r in rows) >= 5
-    assert (missing_sensitivity(project, rows) > 10 * TOLERANCE).sum() >= 2
+    assert (missing_sensitivity(served_project, rows) > 10 * TOLERANCE).sum() >= 2
     want, want_labels = backend(deployed, rows)
     page = client.page
     page.set_input_files("#csv", files=[{"name": "rows.csv", "mimeType": "text/csv",

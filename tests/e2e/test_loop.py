@@ -13,14 +13,14 @@ import yaml
 from tarn.core.registry import Registry
 from tarn.datasets import ADULT_COLUMNS
 from tarn.lifecycle.promote import promote
-from tests.support.project import BIN, REPO, make_version, prior_shifted, small_project
+from tests.support.served_project import BIN, REPO, make_version, prior_shifted, small_project
 from tests.support.serving import server_env
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):  # overrides the shared one: a DVC repo, gentler gates
+def served_project(tmp_path_factory):  # overrides conftest's: a DVC repo, gentler gates
     root = tmp_path_factory.mktemp("loop")
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
@@ -35,8 +35,8 @@ def project(tmp_path_factory):  # overrides the shared one: a DVC repo, gentler 
     return params, root
 
 
-def test_new_batch_to_retrained_model_in_production(server, project):
-    params, root = project
+def test_new_batch_to_retrained_model_in_production(server, served_project):
+    params, root = served_project
     promote(params, root, "1")
     server.admin()
     deadline = time.monotonic() + 30

@@ -1,7 +1,7 @@
 """An MLflow registry webhook from a real `mlflow server` deploys on our server.
 
 The tarn server polls only every 10 minutes here, so a deployment within seconds can only
-come from the webhook. PITFALLS.md: a loopback http webhook needs
+come from the webhook. docs/facts.md: a loopback http webhook needs
 MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https and MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true.
 """
 

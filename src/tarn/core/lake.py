@@ -171,6 +171,20 @@ class Lake:
             fh.write(data)
         self.fs.mv(tmp, target)
 
+    def inventory(self) -> list[tuple[str, int, int, int]]:
+        """(batch, files, records, bytes) per batch, in order (``tarn lake list``)."""
+        from tarn.core.readers import count_records
+
+        return [(b.name, len(b.files), sum(count_records(self.fs, f.path) for f in b.files),
+                 b.bytes) for b in self.batches()]
+
+    def seed_if_empty(self, train_batches: int, test_batches: int,
+                      if_empty: bool) -> list[str] | None:
+        """Seed the bundled data; ``None`` if ``if_empty`` and the lake has batches already."""
+        if if_empty and self.exists() and self.batches():
+            return None
+        return self.seed_adult(train_batches, test_batches)
+
     def add(self, files: list[Path], batch: str) -> str:
         """Copy local ``files`` into a new batch; returns the batch name used."""
         for f in files:

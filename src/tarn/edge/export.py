@@ -149,7 +149,7 @@ def export_onnx(pipe: Pipeline, schema_cfg: SchemaConfig,
     except Exception as e:  # skl2onnx raises many types; all mean "not convertible"
         raise TarnError(f"ONNX export failed: {type(e).__name__}: {e}",
                         "keep the model to imputation + one-hot + XGBClassifier "
-                        "(see PITFALLS.md, onnxmltools)") from e
+                        "(see docs/facts.md, onnxmltools)") from e
     onnx.helper.set_model_props(model, {MISSING_KEY: MISSING_CATEGORY})
     model.doc_string = "tarn model: Pipeline(ColumnTransformer, XGBClassifier)"
     return model
@@ -255,7 +255,7 @@ def publish_bundle(pipe: Pipeline, *, name: str, version: str, tags: dict, metri
             f"(tolerance {parity.tolerance:g}, {parity.rows_over} of {parity.rows} rows over), "
             f"labels {'equal' if parity.labels_equal else 'differ'}; nothing published",
             "serve the Python model; fix the export (a scaler in front of trees is the known "
-            "cause, PITFALLS.md)")
+            "cause, docs/facts.md)")
     checksum = sha256_bytes(onnx_bytes)
     metadata = _metadata(name=name, version=version, tags=tags, metrics=metrics,
                          parity=parity, checksum=checksum, model=model)
