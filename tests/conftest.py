@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tarn.config import Params
 from tests.support.project import REPO, write_params, write_small_lake
-from tests.support.servers import MlflowServer, Postgres, S3Server
+from tests.support.servers import Postgres, S3Server, SharedStack, start_shared_mlflow
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -43,20 +41,6 @@ def repo_copy(tmp_path: Path) -> Path:
 # ------------------------------------------------------------------ shared real servers
 # One PostgreSQL cluster and one S3 server (moto_server) per session; `mlflow server` on both.
 
-@dataclass
-class SharedStack:
-    """What a team would run: MLflow on PostgreSQL with artifacts in an S3 bucket."""
-
-    postgres: Postgres
-    s3: S3Server
-    mlflow: MlflowServer
-    bucket: str
-
-    @property
-    def url(self) -> str:
-        return self.mlflow.url
-
-
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory) -> Iterator[S3Server]:
     """An S3 server; the AWS variables point every client in this process (and its children)
@@ -78,15 +62,6 @@ def postgres() -> Iterator[Postgres]:
     pg = Postgres()
     yield pg
     pg.close()
-
-
-def start_shared_mlflow(d, postgres: Postgres, s3: S3Server, **env: str) -> SharedStack:
-    """A new `mlflow server` on a fresh database and bucket."""
-    name = f"mlflow-{uuid.uuid4().hex[:8]}"
-    s3.client().create_bucket(Bucket=name)
-    server = MlflowServer(d, backend=postgres.create_db(name.replace("-", "_")),
-                          artifacts=f"s3://{name}/artifacts", **s3.env(), **env)
-    return SharedStack(postgres, s3, server, name)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,10 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 # An unreachable tracking server should fail in seconds, not after MLflow's 2-minute backoff.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+# tarn loads models with skops and its own allow-list only (tarn.core.model.load_trusted);
+# should anything reach MLflow's loader, it must not unpickle
+os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # tarn shows its own
 
 app = typer.Typer(
     help="tarn: from a data lake to a deployed, monitored, retrained model.\n\n"

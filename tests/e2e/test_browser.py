@@ -18,7 +18,7 @@ from tarn.edge.export import current_bundle
 from tarn.edge.runner import MODEL, OnnxScorer
 from tarn.lifecycle.promote import promote
 from tarn.serve.app import CLIENT_DIR
-from tests.support.served_project import make_version, small_project
+from tests.support.project import make_version, small_project
 from tests.support.servers import need
 from tests.support.serving import sample_rows, wait_version
 

@@ -13,7 +13,7 @@ import yaml
 from tarn.core.registry import Registry
 from tarn.datasets import ADULT_COLUMNS
 from tarn.lifecycle.promote import promote
-from tests.support.served_project import BIN, REPO, make_version, prior_shifted, small_project
+from tests.support.project import BIN, REPO, make_version, prior_shifted, small_project
 from tests.support.serving import server_env
 
 pytestmark = pytest.mark.slow

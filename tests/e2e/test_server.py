@@ -302,3 +302,31 @@ def test_concurrent_promotions_leave_alias_and_stage_in_agreement(server, served
         alias, staged = registry(params, root).state()
         assert staged == [alias]
     assert errors == []
+
+
+def test_an_untrusted_version_is_never_loaded(server, served_project, tmp_path):
+    """A cloudpickle version whose loading would create a file: MLflow's own loader would run
+    it; tarn's refuses it everywhere, records why, and the server keeps serving."""
+    from tarn.core.model import UntrustedModel
+    from tests.support.project import register_pickled_version
+
+    params, root = served_project
+    marker = tmp_path / "pwned"
+    evil = register_pickled_version(params, root, marker)
+    with pytest.raises(UntrustedModel, match="not skops"):
+        promote(params, root, evil)  # the gates would load it: refused before
+    reg = registry(params, root)
+    assert reg.production() == "1"
+    reg.client.set_registered_model_alias("tarn-test", "production", evil)  # by hand
+    deadline = time.monotonic() + 15
+    err = ""
+    while time.monotonic() < deadline and "refused" not in err:
+        err = server.http.get("/version").json()["last_error"]
+        time.sleep(0.2)
+    assert f"version {evil} failed to load" in err and "not skops" in err
+    assert server.http.get("/version").json()["version"] == "1"
+    assert server.http.post("/predict", json=sample_rows(root, 1)).status_code == 200
+    assert not marker.exists()
+    assert "not skops" in reg.version(evil).tags["tarn.load_refused"]
+    bundle = json.loads((root / "bundles" / "current.json").read_text())
+    assert bundle["version"] == "1"  # clients were not pointed anywhere either

@@ -14,8 +14,8 @@ from cryptography.fernet import Fernet
 
 from tarn.core.registry import Registry, RegistryError
 from tarn.lifecycle.promote import promote
-from tests.support.project import make_version, small_project, start_shared_mlflow
-from tests.support.servers import free_port
+from tests.support.project import make_version, small_project
+from tests.support.servers import free_port, start_shared_mlflow
 from tests.support.serving import HOOK, Server, server_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]

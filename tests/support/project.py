@@ -120,3 +120,33 @@ def sh(root: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess
     if check and res.returncode != 0:
         raise AssertionError(f"{cmd} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
     return res
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: the code an attacker's model would run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def register_pickled_version(params: Params, root: Path, marker: Path) -> str:
+    """Register a cloudpickle model version whose loading would create ``marker``; the file is
+    not created by registering it."""
+    import mlflow
+    import mlflow.sklearn
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from tarn.core.tracking import connect
+
+    tracking = connect(params.mlflow, root)
+    pipe = Pipeline([("evil", FunctionTransformer(_Payload(marker)))])
+    with mlflow.start_run(run_name="attacker", experiment_id=tracking.experiment_id):
+        info = mlflow.sklearn.log_model(pipe, name="model", serialization_format="cloudpickle",
+                                        pip_requirements=["scikit-learn"])
+    mv = mlflow.register_model(info.model_uri, params.mlflow.registered_model)
+    assert not marker.exists()
+    return str(mv.version)

@@ -14,6 +14,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -237,3 +239,27 @@ class DaskCluster:
         for w in self.workers:
             w.stop()
         self.scheduler.stop()
+
+
+# ------------------------------------------------------------------ a team's shared stack
+@dataclass
+class SharedStack:
+    """What a team would run: MLflow on PostgreSQL with artifacts in an S3 bucket."""
+
+    postgres: Postgres
+    s3: S3Server
+    mlflow: MlflowServer
+    bucket: str
+
+    @property
+    def url(self) -> str:
+        return self.mlflow.url
+
+
+def start_shared_mlflow(d, postgres: Postgres, s3: S3Server, **env: str) -> SharedStack:
+    """A new `mlflow server` on a fresh database and bucket."""
+    name = f"mlflow-{uuid.uuid4().hex[:8]}"
+    s3.client().create_bucket(Bucket=name)
+    server = MlflowServer(d, backend=postgres.create_db(name.replace("-", "_")),
+                          artifacts=f"s3://{name}/artifacts", **s3.env(), **env)
+    return SharedStack(postgres, s3, server, name)

@@ -2,9 +2,15 @@
 
 No other module calls the registry. The ``production`` alias is the source of truth; the
 legacy stage ``Production`` follows it (previous one archived) because the MLflow UI and many
-users still look at stages. Promotion holds a file lock, so two promotions on this machine
-cannot interleave, and ends by checking that alias and stage agree. Whether a version *may*
-be promoted is decided elsewhere (``tarn.lifecycle.gates``); the registry applies the verdict.
+users still look at stages. Whether a version *may* be promoted is decided elsewhere
+(``tarn.lifecycle.gates``); the registry applies the verdict.
+
+Promotions are serialized by a lock kept in the registry itself (a tag on the registered
+model with owner and expiry, written, then read back after a settle delay to confirm), so two
+``tarn promote`` on two machines against one registry cannot interleave; a local file lock
+is the fast path on one machine. Before the alias moves, the lock is re-checked and the
+production version compared with the one read at the start (compare-and-set): if someone
+moved it meanwhile, the promotion stops instead of recording a wrong ``previous_production``.
 """
 
 from __future__ import annotations
@@ -12,6 +18,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import getpass
+import json
+import os
+import random
+import socket
+import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,10 +35,21 @@ import numpy as np
 import pandas as pd
 
 from tarn.config import MlflowConfig
-from tarn.core.tags import DeploymentRecord, GateRecord, Lineage, PromotionRecord, RunTag
+from tarn.core.tags import (
+    PROMOTION_LOCK,
+    DeploymentRecord,
+    GateRecord,
+    Lineage,
+    LoadRefusal,
+    PromotionRecord,
+    RunTag,
+)
 from tarn.errors import TarnError, first_line
 
 DEFAULT_ALIAS = "production"
+LOCK_TTL_S = 300.0  # a promoter that died frees the lock after this long
+LOCK_WAIT_S = 120.0  # how long a promotion waits for another one to finish
+LOCK_SETTLE_S = 0.5  # written, then read back after this long: the last writer owns it
 
 
 class RegistryError(TarnError):
@@ -150,10 +173,28 @@ class Registry:
         return dict(self.client.get_run(mv.run_id).data.params) if mv.run_id else {}
 
     def load_model(self, version: str):
-        """The version's sklearn Pipeline: the one place a ``models:/`` URI is loaded."""
-        import mlflow.sklearn
+        """The version's sklearn Pipeline: the one place a ``models:/`` URI is loaded.
 
-        return mlflow.sklearn.load_model(self.uri(version))
+        The artifacts are downloaded into a folder that is always removed, checked by
+        :func:`tarn.core.model.load_trusted` (skops only, no bundled code, allow-listed
+        types) and never handed to MLflow's own loader. A refusal is recorded on the version.
+        """
+        import tempfile
+
+        import mlflow.artifacts
+
+        from tarn.core.model import UntrustedModel, load_trusted
+
+        with tempfile.TemporaryDirectory(prefix="tarn-model-") as tmp:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=self.uri(version),
+                                                        dst_path=tmp)
+            try:
+                return load_trusted(Path(local))
+            except UntrustedModel as e:
+                e.message = f"{self.name} version {version} refused: {e.message}"
+                with contextlib.suppress(Exception):  # recording must not hide the refusal
+                    self._tag(version, LoadRefusal(e.message).to_tags())
+                raise
 
     def predict_proba(self, version: str, X: pd.DataFrame) -> np.ndarray:
         return np.asarray(self.load_model(version).predict_proba(X))[:, 1]
@@ -211,7 +252,7 @@ class Registry:
         self._tag(version, GateRecord(result, verdict.as_dict()).to_tags())
 
     @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
+    def _file_lock(self) -> Iterator[None]:
         path = (self.root / self.cfg.store_dir).resolve() / "promote.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as fh:
@@ -221,33 +262,91 @@ class Registry:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
+    def _lock_holder(self) -> dict | None:
+        raw = self.client.get_registered_model(self.name).tags.get(PROMOTION_LOCK)
+        try:
+            held = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        return held if isinstance(held, dict) and held.get("expires", 0) > time.time() else None
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[str]:
+        """Hold the promotion lock (file lock here, registry lock everywhere); yields the
+        owner id."""
+        owner = f"{getpass.getuser()}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        with self._file_lock():
+            deadline = time.monotonic() + LOCK_WAIT_S
+            while True:
+                held = self._lock_holder()
+                if held is None:
+                    self.client.set_registered_model_tag(self.name, PROMOTION_LOCK, json.dumps(
+                        {"owner": owner, "expires": time.time() + LOCK_TTL_S}))
+                    time.sleep(LOCK_SETTLE_S)
+                    held = self._lock_holder()
+                    if held is not None and held.get("owner") == owner:
+                        break
+                if time.monotonic() > deadline:
+                    raise RegistryError(
+                        f"another promotion holds the lock ({(held or {}).get('owner')})",
+                        f"wait for it; if its process died the lock expires in "
+                        f"{LOCK_TTL_S:.0f} s (tag {PROMOTION_LOCK} on {self.name})")
+                time.sleep(0.2 + random.random() * 0.3)
+            try:
+                yield owner
+            finally:
+                with contextlib.suppress(Exception):
+                    if (self._lock_holder() or {}).get("owner") == owner:
+                        self.client.delete_registered_model_tag(self.name, PROMOTION_LOCK)
+
+    def _still_mine(self, owner: str) -> None:
+        if (self._lock_holder() or {}).get("owner") != owner:
+            raise RegistryError("the promotion lock expired or was taken while gating",
+                                "retry the promotion")
+
     def promote(self, version: str, judge: Callable[[str, str | None], Verdict] | None, *,
                 reason: str = "", actor: str | None = None) -> Promotion:
         """Point the alias (and the stage) at ``version`` if ``judge(version, champion)``
         passes (``judge=None`` skips the gates: a forced promotion); record who/when/why."""
-        forced = judge is None
-        if forced and not reason:
+        if judge is None and not reason:
             raise RegistryError("--force needs --reason", "say why the gates are skipped")
         self.version(version)  # exists?
-        with self._lock():
-            previous = self.production()
-            verdict = None if forced else judge(version, previous if previous != version
-                                                 else None)
-            if verdict is not None and not verdict.passed:
-                self.record_gates(version, "refused", verdict)
-                raise PromotionRefused(
-                    f"version {version} refused: " + "; ".join(verdict.failures()),
-                    "improve the model, or `tarn promote --force --reason ...`", verdict)
-            self._set_production(version)
-            record = PromotionRecord(
-                promoted_by=actor or getpass.getuser(),
-                promoted_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                reason=reason or "passed gates", forced=forced,
-                previous_production=previous or "")
-            self._tag(version, record.to_tags())
-            if verdict is not None:
-                self.record_gates(version, "passed", verdict)
-            self.check_consistent()
+        with self._lock() as owner:
+            return self._promote_locked(owner, version, judge, reason, actor)
+
+    def rollback(self, reason: str = "", actor: str | None = None) -> Promotion:
+        """Put back the version the current one replaced: read and moved under one lock."""
+        with self._lock() as owner:
+            current, previous = self.previous_production()
+            return self._promote_locked(owner, previous, None,
+                                        reason or f"rollback from version {current}", actor)
+
+    def _promote_locked(self, owner: str, version: str,
+                        judge: Callable[[str, str | None], Verdict] | None, reason: str,
+                        actor: str | None) -> Promotion:
+        forced = judge is None
+        previous = self.production()
+        verdict = None if forced else judge(version, previous if previous != version else None)
+        if verdict is not None and not verdict.passed:
+            self.record_gates(version, "refused", verdict)
+            raise PromotionRefused(
+                f"version {version} refused: " + "; ".join(verdict.failures()),
+                "improve the model, or `tarn promote --force --reason ...`", verdict)
+        self._still_mine(owner)
+        now = self.production()
+        if now != previous:  # compare-and-set: someone moved it without the lock
+            raise RegistryError(f"production moved from {previous} to {now} during the "
+                                "promotion; nothing changed", "check `tarn status`, then retry")
+        self._set_production(version)
+        record = PromotionRecord(
+            promoted_by=actor or getpass.getuser(),
+            promoted_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            reason=reason or "passed gates", forced=forced,
+            previous_production=previous or "")
+        self._tag(version, record.to_tags())
+        if verdict is not None:
+            self.record_gates(version, "passed", verdict)
+        self.check_consistent()
         return Promotion(version, previous, verdict, forced)
 
     def previous_production(self) -> tuple[str, str]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 PREFIX = "tarn."
+# on the registered model (not a version): who holds the promotion lock, until when
+PROMOTION_LOCK = "tarn.promotion_lock"
 
 
 class RunTag:
@@ -159,3 +161,10 @@ class DeploymentRecord(_Record):
 
     def to_tags(self) -> dict[str, str]:
         return {k: v for k, v in super().to_tags().items() if v}
+
+
+@dataclass(frozen=True)
+class LoadRefusal(_Record):
+    """Why tarn refused to load a version (its files could run code); never loaded."""
+
+    load_refused: str = ""

@@ -241,9 +241,12 @@ def _write_bundle(tmp: Path, onnx_bytes: bytes, schema: dict, metadata: dict) ->
 
 def publish_bundle(pipe: Pipeline, *, name: str, version: str, tags: dict, metrics: dict,
                    X_holdout: pd.DataFrame, schema_cfg: SchemaConfig,
-                   prepare_cfg: PrepareConfig, edge_cfg: EdgeConfig, out_root: Path) -> Bundle:
-    """Export, prove parity on held-out rows, then write the bundle and point current.json at
-    it (both atomically). Raises ParityError, publishing nothing, when parity fails."""
+                   prepare_cfg: PrepareConfig, edge_cfg: EdgeConfig, out_root: Path,
+                   point: bool = True) -> Bundle:
+    """Export, prove parity on held-out rows, then write the bundle and (``point``) point
+    current.json at it, both atomically. Raises ParityError, publishing nothing, when parity
+    fails. The server passes ``point=False`` and points only after it serves the version, so
+    browsers never get a version the server has not taken."""
     folder = _dir_name(name, str(version))
     model = export_onnx(pipe, schema_cfg, prepare_cfg)
     onnx_bytes = model.SerializeToString()
@@ -262,9 +265,21 @@ def publish_bundle(pipe: Pipeline, *, name: str, version: str, tags: dict, metri
     out_root = Path(out_root)
     with atomic_dir(out_root / folder) as tmp:
         _write_bundle(tmp, onnx_bytes, bundle_schema(schema_cfg, prepare_cfg), metadata)
-    write_json(out_root / CURRENT, {"name": name, "version": str(version), "path": folder,
-                                    "sha256": checksum})
-    return Bundle(out_root / folder, parity, checksum)
+    bundle = Bundle(out_root / folder, parity, checksum)
+    if point:
+        point_current(out_root, name, str(version), bundle)
+    return bundle
+
+
+def point_current(out_root: Path, name: str, version: str, bundle: Bundle) -> None:
+    """Make ``bundle`` the one clients get (current.json, replaced atomically)."""
+    write_json(Path(out_root) / CURRENT, {"name": name, "version": version,
+                                          "path": bundle.path.name, "sha256": bundle.checksum})
+
+
+def withdraw_current(out_root: Path) -> None:
+    """No bundle for clients (the served version has none): better none than a stale one."""
+    (Path(out_root) / CURRENT).unlink(missing_ok=True)
 
 
 def current_bundle(out_root: Path) -> Path | None:

@@ -49,10 +49,7 @@ def rollback(params: Params, root: Path, reason: str = "",
              actor: str | None = None) -> Promotion:
     """Put back the version that was production before the current one (a forced promotion,
     recorded as such)."""
-    reg = registry(params, root)
-    current, previous = reg.previous_production()
-    return reg.promote(previous, None, actor=actor,
-                       reason=reason or f"rollback from version {current}")
+    return registry(params, root).rollback(reason, actor)
 
 
 def notify_server(url: str, secret: str) -> str:

@@ -193,7 +193,7 @@ def run_full(params: Params, root: Path, dvc: str | None = None) -> RetrainResul
     start = time.perf_counter()
     reg = Registry(params.mlflow, root, params.promote.alias)
     parent = reg.production() or ""
-    before = _latest(reg)
+    before = _registered(params, root)
     stages = [] if params.retrain.retune else ["-s", "snapshot", "etl", "prepare", "train",
                                                 "evaluate"]
     import os
@@ -210,16 +210,19 @@ def run_full(params: Params, root: Path, dvc: str | None = None) -> RetrainResul
         tail = (res.stdout + res.stderr).strip().splitlines()[-5:]
         raise RetrainError("dvc repro failed: " + " | ".join(tail),
                            "fix the failing stage (see `dvc repro` output), then retry")
-    version = _latest(reg)
-    if version == before:
+    version = _registered(params, root)  # the version this run's train stage registered,
+    if version is None or version == before:  # not the newest one: that may be someone else's
         raise RetrainError("the pipeline registered no new version (nothing changed?)",
                            "add new batches, or run `dvc repro --force train`")
     return RetrainResult("full", parent, version, duration_s=time.perf_counter() - start)
 
 
-def _latest(reg) -> str | None:
+def _registered(params: Params, root: Path) -> str | None:
+    """The version the train stage last registered here (models/train.json)."""
+    from tarn.core.catalog import load_train_info
+
     try:
-        return reg.latest()
+        return str(load_train_info(params, root)["version"])
     except TarnError:
         return None
 

@@ -1,12 +1,13 @@
 """The deployment path, whoever promotes: follow the registry's production alias.
 
 :class:`Reconciler` polls the alias (level-triggered) and can be nudged at once (admin call,
-registry webhook). On a change it loads the new version, publishes the client ONNX bundle
-(parity-checked), builds the fastest predictor that keeps parity (the verified ONNX graph in
-onnxruntime, else the Python Pipeline), warms it, then swaps one reference in
-:class:`ModelHolder`: requests in flight finish on the model they started with, none sees a
-half-loaded one. If loading fails, or the registry is unreachable, the old model keeps serving
-and the failure is reported.
+registry webhook). On a change, in this order: it loads the new version through the trusted
+loader, builds the client ONNX bundle and proves parity on held-out rows, builds the fastest
+predictor that keeps parity (the verified ONNX graph for small requests, the Pipeline for
+large ones), warms it, swaps one reference in :class:`ModelHolder` (requests in flight finish
+on the model they started with, none sees a half-loaded one), and only then points clients at
+the new bundle. If any step fails, nothing moves: the old model and the old bundle stay, the
+failure is reported once and retried with exponential backoff.
 """
 
 from __future__ import annotations
@@ -77,6 +78,16 @@ class ModelHolder:
         self.current: Deployed | None = None
 
 
+MAX_BACKOFF_S = 300.0  # a failing version is retried at most this far apart
+
+
+@dataclass
+class _Failure:
+    attempts: int
+    retry_at: float  # time.monotonic()
+    error: str
+
+
 @dataclass
 class Status:
     last_check: float = 0.0
@@ -103,6 +114,7 @@ class Reconciler:
         self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
         self._registry = None
         self._holdout: pd.DataFrame | None = None
+        self._failures: dict[str, _Failure] = {}  # version -> its last failed deployment
 
     # --------------------------------------------------------------- lifecycle
     def start(self) -> Reconciler:
@@ -118,12 +130,6 @@ class Reconciler:
         """Reconcile now instead of at the next poll."""
         self._wake.set()
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.reconcile()
-            self._wake.wait(self.params.serve.poll_interval_s)
-            self._wake.clear()
-
     # --------------------------------------------------------------- the work
     def registry(self):
         if self._registry is None:
@@ -132,8 +138,14 @@ class Reconciler:
             self._registry = Registry(self.params.mlflow, self.root, self.params.promote.alias)
         return self._registry
 
-    def reconcile(self) -> str | None:
-        """One pass: deploy the production version if it is not the one serving."""
+    def reconcile(self, *, retry_now: bool = True) -> str | None:
+        """One pass: deploy the production version if it is not the one serving.
+
+        In order: load (trusted), build and parity-check the client bundle, warm, swap, then
+        point clients at the bundle. On any failure nothing moves: the old version keeps
+        serving and the old bundle stays current. A failing version is reported once and
+        retried with exponential backoff (the poll loop honours it; ``retry_now`` - an admin
+        call, a webhook, startup - tries at once)."""
         with self._lock:
             self.status.last_check = time.time()
             try:
@@ -147,20 +159,53 @@ class Reconciler:
             current = self.holder.current
             if target is None or (current is not None and current.version == target):
                 return target
-            self.status.last_error = ""
+            failed = self._failures.get(target)
+            if failed is not None and not retry_now and time.monotonic() < failed.retry_at:
+                return target  # backing off
             try:
-                deployed = self.load(target)
+                deployed, bundle = self.load(target)
             except Exception as e:  # noqa: BLE001 - a bad version must not stop serving
-                self.status.swap_failures += 1
-                self.status.last_error = f"version {target} failed to load: {first_line(e)}"
-                log.error(self.status.last_error)
+                self._failed(target, first_line(e), failed)
                 return target
+            self._failures.pop(target, None)
+            self.status.last_error = ""
             self.holder.current = deployed  # the swap
+            self._point_clients(reg.name, target, bundle)
             self.status.swaps += 1
             self.status.history.append({"version": target, "at": deployed.loaded_at,
                                         "source": deployed.source})
             self._record(reg, deployed)
             return target
+
+    def _failed(self, version: str, error: str, before: _Failure | None) -> None:
+        attempts = before.attempts + 1 if before else 1
+        delay = min(MAX_BACKOFF_S, self.params.serve.poll_interval_s * 2 ** (attempts - 1))
+        self._failures[version] = _Failure(attempts, time.monotonic() + delay, error)
+        self.status.swap_failures += 1
+        self.status.last_error = (f"version {version} failed to load: {error} (attempt "
+                                  f"{attempts}; next try in {delay:.0f} s)")
+        if before is None or before.error != error:  # reported once, not every poll
+            log.error(self.status.last_error)
+
+    def _point_clients(self, name: str, version: str, bundle) -> None:
+        from tarn.edge import export as edge
+
+        out_root = self.root / self.params.edge.bundle_dir
+        try:
+            if bundle is None:
+                edge.withdraw_current(out_root)
+            else:
+                edge.point_current(out_root, name, version, bundle)
+        except OSError as e:  # the server already serves it; clients catch up next time
+            self.status.last_error = f"client bundle pointer not updated: {first_line(e)}"
+            log.error(self.status.last_error)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            nudged = self._wake.is_set()
+            self._wake.clear()
+            self.reconcile(retry_now=nudged)
+            self._wake.wait(self.params.serve.poll_interval_s)
 
     def holdout(self) -> pd.DataFrame | None:
         if self._holdout is None:
@@ -172,8 +217,9 @@ class Reconciler:
                 return None
         return self._holdout
 
-    def load(self, version: str) -> Deployed:
-        """Load, publish the bundle, pick the predictor, warm it. Raises on failure."""
+    def load(self, version: str):
+        """Load (trusted), build the parity-checked client bundle (not yet pointed at), pick
+        the predictor, warm it. Returns (Deployed, bundle or None). Raises on any failure."""
         from tarn.core.features import input_schema
         from tarn.serve.inputs import columns_from_signature
 
@@ -185,24 +231,19 @@ class Reconciler:
         predictor: Predictor = PythonPredictor(pipe, columns)
         source, bundle = "python", None
         holdout = self.holdout()
-        if holdout is not None:
-            try:
-                from tarn.edge import export as edge
-                from tarn.edge.runner import EdgeModel
+        if holdout is not None:  # no held-out rows here: no parity proof, Python serves
+            from tarn.edge import export as edge
+            from tarn.edge.runner import EdgeModel
 
-                metrics = reg.run_metrics(version, mv)
-                published = edge.publish_bundle(
-                    pipe, name=reg.name, version=version, tags=dict(mv.tags),
-                    metrics=metrics, X_holdout=holdout, schema_cfg=self.params.schema,
-                    prepare_cfg=self.params.prepare, edge_cfg=self.params.edge,
-                    out_root=self.root / self.params.edge.bundle_dir)
-                predictor = HybridPredictor(EdgeModel(published.path), predictor,
-                                            self.params.serve.onnx_max_rows)
-                source, bundle = "onnx", str(published.path)
-            except Exception as e:  # noqa: BLE001 - no verified bundle: serve Python
-                self.status.last_error = f"bundle for version {version} not published: " \
-                                         f"{first_line(e)}; serving the Python model"
-                log.warning(self.status.last_error)
+            bundle = edge.publish_bundle(
+                pipe, name=reg.name, version=version, tags=dict(mv.tags),
+                metrics=reg.run_metrics(version, mv), X_holdout=holdout,
+                schema_cfg=self.params.schema, prepare_cfg=self.params.prepare,
+                edge_cfg=self.params.edge, out_root=self.root / self.params.edge.bundle_dir,
+                point=False)  # ParityError: a deployment failure, nothing moves
+            predictor = HybridPredictor(EdgeModel(bundle.path), predictor,
+                                        self.params.serve.onnx_max_rows)
+            source = "onnx"
         warm = {c.name: (np.array([np.nan]) if c.kind != "string" else np.array([None],
                                                                                dtype=object))
                 for c in columns}
@@ -211,9 +252,10 @@ class Reconciler:
         proba = predictor.predict_proba(warm)
         if not np.all(np.isfinite(proba)):
             raise ValueError("warm-up predictions are not finite")
-        return Deployed(reg.name, version, predictor, columns, source,
-                        datetime.now(UTC).isoformat(timespec="milliseconds"), bundle,
-                        self.params.promote.threshold)
+        deployed = Deployed(reg.name, version, predictor, columns, source,
+                            datetime.now(UTC).isoformat(timespec="milliseconds"),
+                            str(bundle.path) if bundle else None, self.params.promote.threshold)
+        return deployed, bundle
 
     def _record(self, reg, d: Deployed) -> None:
         """Tag the version with where it is deployed; note when gates were skipped."""
