@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from typer.exceptions import TyperException
 
 from tarn.config import Params, load_params
 from tarn.core.progress import bars, console
@@ -71,19 +72,48 @@ def ctx() -> _Ctx:
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn TarnError into a one-line message and exit status 1 (no traceback)."""
+    """Turn TarnError into a one-line message and exit status 1 (no traceback); any other
+    exception into one line plus the file its full traceback was written to."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except TarnError as e:
-            console.print(f"[bold red]error:[/] {e.message}")
+            console.print(f"[bold red]error:[/] {e.message}", markup=True, highlight=False)
             if e.hint:
-                console.print(f"[yellow]fix:[/] {e.hint}")
+                console.print(f"[yellow]fix:[/] {e.hint}", highlight=False)
+            raise typer.Exit(1) from None
+        except (typer.Exit, typer.Abort, TyperException, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - the last line of defence: no raw traceback
+            from tarn.errors import first_line
+
+            where = _write_trace(e)
+            console.print(f"[bold red]unexpected error:[/] {type(e).__name__}: "
+                          f"{first_line(e)}", highlight=False)
+            console.print(f"[yellow]full traceback:[/] {where} (please attach it to a bug "
+                          "report)", highlight=False)
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _write_trace(e: BaseException) -> Path:
+    import tempfile
+    import time
+    import traceback
+
+    text = "".join(traceback.format_exception(e))
+    name = f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    for folder in (ctx().root / ".tarn" / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text, encoding="utf-8")
+            return folder / name
+        except OSError:
+            continue
+    return Path("<not written>")
 
 
 # ------------------------------------------------------------------------------------ lake
@@ -356,8 +386,9 @@ def status(
         t.add_row(v.version, v.stage, ",".join(v.aliases), fig(v.test_auc),
                   fig(v.test_logloss), v.promoted_at, v.note)
     console.print(t)
-    console.print(f"production ({s.alias}): version {s.production or 'none'}")
-    console.print(f"client bundle: {s.bundle or 'none published'}")
+    console.print(f"production (alias {s.alias}): version {s.production or 'none'}")
+    console.print(f"client bundle: {s.bundle or 'none published'}"
+                  + (f" (version {s.bundle_version})" if s.bundle_version else ""))
     if s.backend is not None:
         b = s.backend
         if b.reachable:
@@ -365,6 +396,8 @@ def status(
                           f"last error: {b.last_error or 'none'}")
         else:
             console.print(f"backend {b.url}: not reachable ({b.problem})")
+    for w in s.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
 
 
 @app.command()
@@ -481,6 +514,26 @@ def retrain(
 
 edge_app = typer.Typer(help="The client-side ONNX bundle.", no_args_is_help=True)
 app.add_typer(edge_app, name="edge")
+bundle_app = typer.Typer(help="Publish the client bundle (browser page, edge devices).",
+                         no_args_is_help=True)
+app.add_typer(bundle_app, name="bundle")
+
+
+@bundle_app.command("publish")
+@friendly
+def bundle_publish(
+    version: Annotated[str | None, typer.Option(help="Version (default: production).")] = None,
+) -> None:
+    """Export the production version to ONNX, prove parity on the held-out test rows, and
+    make it the bundle clients get. A running server does this itself when it deploys; this
+    command is for when none runs."""
+    from tarn.lifecycle.publish import publish
+
+    c = ctx()
+    with console.status("exporting to ONNX and checking parity on the test rows"):
+        b = publish(c.params, c.root, version)
+    console.print(f"published {b.path} (parity: max |diff| {b.parity.max_abs_diff:.2g} on "
+                  f"{b.parity.rows:,} rows)")
 
 
 @edge_app.command("predict")

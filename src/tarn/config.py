@@ -232,6 +232,9 @@ class MlflowConfig(_Strict):
     store_dir: str = ".mlflow"
     experiment: str = "tarn"
     registered_model: str = "tarn-adult"
+    # set by load_params from MLFLOW_RUN_ID when `mlflow run` started tarn: tarn then works
+    # in that run's experiment and its first run joins it (not a params.yaml setting)
+    join_run_id: str = ""
 
 
 class EvaluateConfig(_Strict):
@@ -384,6 +387,8 @@ def load_params(path: str | os.PathLike[str] = "params.yaml",
         raise ConfigError(f"{p}: not valid YAML ({e})", "fix the syntax") from e
     if env.get("MLFLOW_TRACKING_URI"):
         raw.setdefault("mlflow", {})["tracking_uri"] = env["MLFLOW_TRACKING_URI"]
+    if env.get("MLFLOW_RUN_ID"):  # `mlflow run` opened a run and started tarn inside it
+        raw.setdefault("mlflow", {})["join_run_id"] = env["MLFLOW_RUN_ID"]
     if env.get("DASK_SCHEDULER_ADDRESS"):  # Dask's own variable for "use this cluster"
         raw.setdefault("compute", {})["scheduler"] = env["DASK_SCHEDULER_ADDRESS"]
     return params_from_dict(raw, source=str(p))

@@ -330,3 +330,21 @@ def test_an_untrusted_version_is_never_loaded(server, served_project, tmp_path):
     assert "not skops" in reg.version(evil).tags["tarn.load_refused"]
     bundle = json.loads((root / "bundles" / "current.json").read_text())
     assert bundle["version"] == "1"  # clients were not pointed anywhere either
+
+
+def test_a_stage_transition_to_production_deploys_like_an_alias(server, served_project):
+    """What the registry page's stage transition does: the alias follows, the server deploys,
+    the promotion is recorded as forced (gates skipped) with the old production as previous."""
+    import warnings
+
+    params, root = served_project
+    reg = registry(params, root)
+    v = make_version(params, root, rounds=34, depth=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg.client.transition_model_version_stage("tarn-test", v, "Production")
+    wait_version(server, v)
+    assert reg.production() == v and reg.stage_versions() == [v]
+    rec = reg.promotion_record(v)
+    assert rec.forced and "stage set to Production" in rec.reason
+    assert rec.previous_production == "1"

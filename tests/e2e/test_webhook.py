@@ -16,7 +16,7 @@ from tarn.core.registry import Registry, RegistryError
 from tarn.lifecycle.promote import promote
 from tests.support.project import make_version, small_project
 from tests.support.servers import free_port, start_shared_mlflow
-from tests.support.serving import HOOK, Server, server_env
+from tests.support.serving import HOOK, Server, server_env, wait_version
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -71,6 +71,35 @@ def test_alias_set_on_the_tracking_server_deploys_through_the_webhook(tmp_path, 
         p = server.http.post("/predict", json=[row])
         assert p.status_code == 200 and p.json()["model_version"] == "1"
         assert "tarn_registry_errors 1.0" in server.http.get("/metrics").text
+    finally:
+        server.stop()
+
+
+def test_a_stage_transition_on_the_tracking_server_deploys(tmp_path, remote):
+    """The stage API of a real `mlflow server` (what its registry page calls): the server
+    follows within a poll, and alias and stage end up agreeing."""
+    import warnings
+
+    import mlflow
+
+    root = tmp_path / "p"
+    root.mkdir()
+    params = small_project(root, **{"mlflow.tracking_uri": remote.url,
+                                    "serve.poll_interval_s": 0.5, "serve.notify_url": "",
+                                    "promote.max_demographic_parity_difference": 0.6})
+    v1, v2 = make_version(params, root), make_version(params, root, rounds=20)
+    promote(params, root, v1)
+    server = Server(root, root / "params.yaml", free_port(), server_env())
+    try:
+        wait_version(server, v1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mlflow.MlflowClient(remote.url).transition_model_version_stage(
+                "tarn-test", v2, "Production")
+        wait_version(server, v2)
+        reg = Registry(params.mlflow, root)
+        assert reg.production() == v2 and reg.stage_versions() == [v2]
+        assert reg.promotion_record(v2).previous_production == v1
     finally:
         server.stop()
 

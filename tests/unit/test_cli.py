@@ -45,3 +45,22 @@ def test_seed_list_and_add(tmp_path, monkeypatch):
     assert res.exit_code == 0 and "0004-extra" in res.output
     res = runner.invoke(app, ["lake", "list"], terminal_width=200)
     assert "0003-adult-test" in res.output and "48,843" in res.output  # 32,561 + 16,281 + 1
+
+
+def test_an_unexpected_error_is_one_line_and_points_to_its_traceback(tmp_path, monkeypatch):
+    from tarn.core.lake import Lake
+
+    def broken(self):
+        raise ZeroDivisionError("a bug in tarn")
+
+    write_params(tmp_path)
+    (tmp_path / "data" / "lake").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(Lake, "inventory", broken)
+    res = runner.invoke(app, ["lake", "list"], terminal_width=200)
+    assert res.exit_code == 1
+    assert "unexpected error: ZeroDivisionError: a bug in tarn" in res.output
+    assert "Traceback" not in res.output
+    trace = next((tmp_path / ".tarn" / "logs").glob("error-*.txt"))
+    assert str(trace) in res.output.replace("\n", "")
+    assert "Traceback" in trace.read_text() and "in broken" in trace.read_text()

@@ -36,7 +36,9 @@ import pandas as pd
 
 from tarn.config import MlflowConfig
 from tarn.core.tags import (
+    AGREED_PRODUCTION,
     PROMOTION_LOCK,
+    STAGE_PROMOTION_ACTOR,
     DeploymentRecord,
     GateRecord,
     Lineage,
@@ -370,6 +372,7 @@ class Registry:
             for other in self.stage_versions():
                 if other != str(version):
                     self.client.transition_model_version_stage(self.name, other, "Archived")
+        self.client.set_registered_model_tag(self.name, AGREED_PRODUCTION, str(version))
 
     def sync_stage(self) -> None:
         """Make the stage follow the alias (repairs an alias set by hand in the UI)."""
@@ -379,6 +382,32 @@ class Registry:
                 current = self.production()  # read again: a promotion may have just finished
                 if current is not None and self.stage_versions() != [current]:
                     self._set_production(current)
+
+    def production_intent(self) -> str | None:
+        """The version the user means as production, after making alias and stage agree.
+
+        The ``production`` alias and the stage ``Production`` are two ways to say the same
+        thing (the registry page's stage transition, ``transition_model_version_stage``, and
+        what many users still click). tarn remembers the version they last agreed on; when
+        they disagree, whichever moved since is the intent and the other follows. A version
+        moved *into* Production by stage is promoted like an alias set by hand (gates
+        skipped, recorded). Archiving the production version by stage does not undeploy it:
+        the stage is restored."""
+        alias, staged = self.production(), self.stage_versions()
+        if alias is not None and staged == [alias]:
+            return alias
+        if not staged and alias is None:
+            return None
+        tags = self.client.get_registered_model(self.name).tags
+        agreed = tags.get(AGREED_PRODUCTION)
+        entered = [v for v in staged if v != agreed and v != alias]
+        if entered and (alias is None or alias == agreed):  # the stage moved: alias follows
+            newest = max(entered, key=lambda v: self.version(v).last_updated_timestamp or 0)
+            self.promote(newest, None, actor=STAGE_PROMOTION_ACTOR,
+                         reason="stage set to Production in the MLflow registry: gates skipped")
+            return newest
+        self.sync_stage()  # the alias moved (or the stage was archived): stage follows
+        return self.production()
 
     def state(self) -> tuple[str | None, list[str]]:
         """(alias target, versions in stage Production), read together under the promotion

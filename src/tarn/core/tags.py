@@ -15,6 +15,10 @@ from typing import Any, ClassVar
 PREFIX = "tarn."
 # on the registered model (not a version): who holds the promotion lock, until when
 PROMOTION_LOCK = "tarn.promotion_lock"
+# on the registered model: the version alias and stage last agreed on (to tell which of the
+# two someone moved since, in the MLflow UI or API)
+AGREED_PRODUCTION = "tarn.agreed_production"
+STAGE_PROMOTION_ACTOR = "mlflow-registry-stage"
 
 
 class RunTag:

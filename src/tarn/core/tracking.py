@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,29 @@ class Tracking:
     uri: str
     experiment_id: str
     registered_model: str
+
+
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^\s:/?#@]*)"
+                       r"(?::(?P<secret>[^\s/?#@]*))?@")
+_SECRET_PARAM = re.compile(r"(?i)\b(?P<key>password|passwd|pwd|secret|token|access_key|"
+                           r"secret_key|sig|signature|x-amz-signature|x-amz-credential)="
+                           r"(?P<value>[^&\s#'\"]+)")
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of any URI in it hidden: ``scheme://user:***@host``
+    (a user alone, which may be a token, becomes ``***``), and secret-looking query
+    parameters (``password=``, ``token=``, ...) become ``key=***``. Every message that leaves
+    the process and may hold a tracking, database or storage URI goes through this."""
+    if not text:
+        return text
+
+    def userinfo(m: re.Match) -> str:
+        if m.group("secret") is not None:
+            return f"{m.group('scheme')}{m.group('user')}:***@"
+        return f"{m.group('scheme')}***@"
+
+    return _SECRET_PARAM.sub(lambda m: f"{m.group('key')}=***", _USERINFO.sub(userinfo, text))
 
 
 def tracking_uri(cfg: MlflowConfig, root: Path) -> str:
@@ -51,7 +75,8 @@ def connect(cfg: MlflowConfig, root: Path) -> Tracking:
     try:
         with quiet_mlflow():  # no migration chatter on first use
             client = mlflow.MlflowClient(uri)
-            exp = client.get_experiment_by_name(cfg.experiment)
+            exp = (client.get_experiment(client.get_run(cfg.join_run_id).info.experiment_id)
+                   if cfg.join_run_id else client.get_experiment_by_name(cfg.experiment))
         if exp is None:
             artifacts = None
             if not uri.startswith(("http:", "https:", "databricks")):  # a database URI
@@ -60,7 +85,8 @@ def connect(cfg: MlflowConfig, root: Path) -> Tracking:
         else:
             exp_id = exp.experiment_id
     except Exception as e:  # MLflow raises many types for "cannot reach the store"
-        raise TrackingError(f"MLflow tracking store {uri} is not usable ({first_line(e)})",
+        raise TrackingError(redact(f"MLflow tracking store {uri} is not usable "
+                                   f"({first_line(e)})"),
                             "start the tracking server, free the SQLite file, or fix "
                             "mlflow.tracking_uri / MLFLOW_TRACKING_URI") from e
     mlflow.set_experiment(experiment_id=exp_id)
@@ -81,8 +107,9 @@ def probe(uri: str, timeout_s: float = 5) -> None:
         except urllib.error.HTTPError:
             return  # it answers (a proxy may guard /health): MLflow's own errors say the rest
         except OSError as e:
-            raise TrackingError(f"MLflow tracking server {uri} does not answer in "
-                                f"{timeout_s:g} s ({first_line(getattr(e, 'reason', e))})",
+            raise TrackingError(redact(f"MLflow tracking server {uri} does not answer in "
+                                       f"{timeout_s:g} s "
+                                       f"({first_line(getattr(e, 'reason', e))})"),
                                 "start it (README, \"Scaling out\"), or fix "
                                 "mlflow.tracking_uri / MLFLOW_TRACKING_URI") from e
     if scheme in ("postgresql", "mysql"):
@@ -95,7 +122,8 @@ def probe(uri: str, timeout_s: float = 5) -> None:
                 return
         except Exception as e:  # noqa: BLE001 - any driver error means "not usable"
             shown = url.render_as_string(hide_password=True)
-            raise TrackingError(f"MLflow database {shown} is not reachable ({first_line(e)})",
+            raise TrackingError(redact(f"MLflow database {shown} is not reachable "
+                                       f"({first_line(e)})"),
                                 "start the database server, or fix mlflow.tracking_uri / "
                                 "MLFLOW_TRACKING_URI") from e
         finally:

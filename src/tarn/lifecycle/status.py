@@ -11,7 +11,7 @@ from pathlib import Path
 from tarn.config import Params
 from tarn.core.registry import Registry
 from tarn.core.tags import DeploymentRecord, PromotionRecord
-from tarn.edge.export import current_bundle
+from tarn.edge.export import current_bundle, current_version
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,9 @@ class Status:
     production: str | None
     versions: list[VersionRow]
     bundle: Path | None
+    bundle_version: str | None
     backend: Backend | None
+    warnings: list[str]  # each names what is stale and the command that fixes it
 
 
 def ask_backend(url: str, timeout_s: float = 5) -> Backend:
@@ -56,7 +58,17 @@ def ask_backend(url: str, timeout_s: float = 5) -> Backend:
 
 
 def status(params: Params, root: Path, server_url: str = "") -> Status:
+    """Gather the report; alias and stage are made to agree first (see
+    ``Registry.production_intent``), and every deployment target that does not hold the
+    production version gets a warning with the command that fixes it."""
     reg = Registry(params.mlflow, root, params.promote.alias)
+    before = (reg.production(), reg.stage_versions())
+    production = reg.production_intent()
+    warnings = []
+    if before != (production, [production] if production else []):
+        warnings.append(f"alias {reg.alias} -> {before[0]} and stage Production -> "
+                        f"{before[1]} disagreed: resolved to version {production} (whichever "
+                        "moved last wins)")
     aliases = reg.aliases()
     rows = []
     for v in reg.versions():
@@ -69,6 +81,17 @@ def status(params: Params, root: Path, server_url: str = "") -> Status:
             PromotionRecord.from_tags(tags).promoted_at,
             DeploymentRecord.from_tags(tags).deployment_note))
     url = server_url or params.serve.notify_url
-    return Status(reg.name, reg.alias, reg.production(), rows,
-                  current_bundle(root / params.edge.bundle_dir),
-                  ask_backend(url) if url else None)
+    backend = ask_backend(url) if url else None
+    out_root = root / params.edge.bundle_dir
+    bundle_version = current_version(out_root)
+    if production and bundle_version != production:
+        warnings.append(f"client bundle holds version {bundle_version or 'none'}, production "
+                        f"is {production}: run `tarn bundle publish` (a running server also "
+                        "publishes it when it deploys)")
+    if production and backend is not None and backend.reachable \
+            and backend.version != production:
+        warnings.append(f"backend {backend.url} serves version {backend.version}, production "
+                        f"is {production}: it follows within serve.poll_interval_s; "
+                        f"check its last error above, or POST {url}/admin/reconcile")
+    return Status(reg.name, reg.alias, production, rows, current_bundle(out_root),
+                  bundle_version, backend, warnings)

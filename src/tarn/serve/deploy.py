@@ -150,7 +150,7 @@ class Reconciler:
             self.status.last_check = time.time()
             try:
                 reg = self.registry()
-                target = reg.production()
+                target = reg.production_intent()  # alias or stage, whichever moved last
             except Exception as e:  # noqa: BLE001 - unreachable registry: keep serving
                 self.status.registry_errors += 1
                 self.status.last_error = f"registry unreachable: {first_line(e)}"

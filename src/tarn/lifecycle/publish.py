@@ -1,0 +1,26 @@
+"""Publish the client bundle for the production version without a server (a server publishes
+it itself when it deploys): load (trusted), export to ONNX, prove parity, point clients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tarn.config import Params
+from tarn.core.catalog import load_split
+from tarn.core.registry import Registry, RegistryError
+from tarn.edge import export as edge
+
+
+def publish(params: Params, root: Path, version: str | None = None) -> edge.Bundle:
+    """The bundle of ``version`` (default: production), published and made current."""
+    reg = Registry(params.mlflow, root, params.promote.alias)
+    version = version or reg.production_intent()
+    if version is None:
+        raise RegistryError("nothing is in production", "promote a version first")
+    mv = reg.version(version)
+    holdout = load_split(params, root, "test").X  # parity is proven on held-out rows
+    return edge.publish_bundle(
+        reg.load_model(version), name=reg.name, version=version, tags=dict(mv.tags),
+        metrics=reg.run_metrics(version, mv), X_holdout=holdout, schema_cfg=params.schema,
+        prepare_cfg=params.prepare, edge_cfg=params.edge,
+        out_root=root / params.edge.bundle_dir)
