@@ -13,18 +13,51 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # postgresql: the MLflow server on PostgreSQL, tests/e2e/test_shared_stack.py and others).
 SYSTEM_PACKAGES := chromium postgresql
 
-.PHONY: help venv client run repro test test-fast lint bench system-deps clean ui
+.PHONY: help venv lock lock-check client run repro test test-fast lint bench system-deps clean ui
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Dependencies are pinned with hashes in $(LOCK) (runtime + dev, every platform), compiled
+# from pyproject.toml by `make lock`, and installed exactly by uv (`uv pip sync`). uv itself is
+# installed from PyPI into $(UV_DIR) (outside the synced environment) when missing.
+# Without uv:  pip install --require-hashes -r requirements/dev.lock && pip install --no-deps -e .
+LOCK := requirements/dev.lock
+UV_VERSION := 0.13.9
+UV_DIR := $(VENV)/.uv
+UV_BIN := $(abspath $(UV_DIR))/bin/uv
+UV ?= $(UV_BIN)
+# sha256 of pyproject's dependency lists, recorded in the lock's first line by `make lock`
+DEPS_HASH := $(PYTHON) -c 'import hashlib, json, tomllib; \
+  p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+  print(hashlib.sha256(json.dumps([sorted(p["dependencies"]), \
+  sorted(p["optional-dependencies"]["dev"])]).encode()).hexdigest())'
+
+$(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tarn needs Python 3.11+"'
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	$(PYTHON) -m venv $(VENV)
+
+$(UV_BIN): | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --target $(UV_DIR) \
+	  uv==$(UV_VERSION)
+
+$(STAMP): $(LOCK) pyproject.toml | $(VENV)/bin/python $(UV)
+	@$(MAKE) --no-print-directory lock-check
+	$(UV) pip sync -q --python $(VENV)/bin/python --require-hashes $(LOCK)
+	$(UV) pip install -q --python $(VENV)/bin/python --no-deps -e .
 	touch $(STAMP)
 
-venv: $(STAMP) ## Create or update .venv with the project and its dev tools
+venv: $(STAMP) ## Create or update .venv with the project and its dev tools (from the lock)
+
+lock: | $(UV) ## Re-pin requirements/dev.lock from pyproject.toml (UPGRADE=1: newest)
+	$(UV) pip compile -q pyproject.toml --extra dev --generate-hashes --universal \
+	  --python-version 3.11 --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) \
+	  -o $(LOCK)
+	sed -i "1i # pyproject-deps-sha256: $$($(DEPS_HASH))" $(LOCK)
+
+lock-check: ## Fail if pyproject.toml's dependencies changed since the lock was compiled
+	@want=$$($(DEPS_HASH)); have=$$(sed -n 's/^# pyproject-deps-sha256: //p' $(LOCK)); \
+	[ "$$want" = "$$have" ] || { echo "$(LOCK) is out of date with pyproject.toml's \
+	dependencies: run \`make lock\` and commit it" >&2; exit 1; }
 
 # The browser client's runtime: onnxruntime-web from the npm registry (pinned by
 # web/package-lock.json), vendored at build time; the page loads nothing from a CDN. The wasm-only
