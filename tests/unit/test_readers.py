@@ -58,7 +58,7 @@ def test_parquet_rows_numbered_from_one(tmp_path):
     p = tmp_path / "a.parquet"
     pd.DataFrame({"x": [1, 2, 3], "y": ["a", None, "c"]}).to_parquet(p)
     chunks = list(iter_chunks(FS, str(p), 2))
-    assert [c.lines for c in chunks] == [[1, 2], [3]]
+    assert [c.lines.tolist() for c in chunks] == [[1, 2], [3]]
     assert chunks[0].frame.iloc[1].tolist() == ["2", None]
 
 

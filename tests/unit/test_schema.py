@@ -86,3 +86,140 @@ def test_arrow_schema_is_fixed_by_the_contract():
     s = sc.arrow_schema(SCHEMA)
     assert str(s.field("age").type) == "int64" and str(s.field("sex").type) == "string"
     assert str(s.field("income").type) == "int8"
+
+
+# ------------------------------------------------------------------ column-wise = row-wise
+def reference_conform(raw, schema, mapping):
+    """The straightforward pandas version (value by value), kept as the reference."""
+    import numpy as np
+
+    df = raw.rename(columns=mapping)
+    n = len(df)
+    reasons = pd.Series([None] * n, index=df.index, dtype=object)
+    details = pd.Series([None] * n, index=df.index, dtype=object)
+
+    def flag(mask, code, msg):
+        new = mask & reasons.isna()
+        reasons[new] = code
+        details[new] = msg[new] if isinstance(msg, pd.Series) else msg
+
+    def clean(col):
+        if col not in df:
+            return pd.Series([None] * n, index=df.index, dtype=object)
+        s = df[col].astype(object).where(df[col].notna(), None)
+        s = s.map(lambda v: v.strip() if isinstance(v, str) else v)
+        return s.where(~s.isin(set(schema.missing_values)), None)
+
+    out = {}
+    for spec in schema.columns:
+        s = clean(spec.name)
+        absent = s.isna()
+        if not spec.nullable:
+            flag(absent, sc.MISSING, f"{spec.name}: missing value")
+        if spec.numeric:
+            num = pd.to_numeric(s, errors="coerce")
+            bad = num.isna() & ~absent
+            flag(bad, sc.NOT_NUMBER, spec.name + ": " + s.astype(str).map(repr)
+                 + " is not a number")
+            if spec.dtype == "int":
+                frac = num.notna() & (np.floor(num) != num)
+                flag(frac, sc.NOT_INTEGER, spec.name + ": " + s.astype(str) + " is not an integer")
+            lo = spec.min if spec.min is not None else -np.inf
+            hi = spec.max if spec.max is not None else np.inf
+            oor = num.notna() & ((num < lo) | (num > hi))
+            flag(oor, sc.OUT_OF_RANGE,
+                 spec.name + ": " + s.astype(str) + f" outside [{spec.min}, {spec.max}]")
+            ok = num.where(~(bad | oor))
+            out[spec.name] = ok.round().astype("Int64") if spec.dtype == "int" else ok.astype(
+                float)
+        else:
+            if spec.categories is not None and schema.unknown_categories == "quarantine":
+                flag(s.notna() & ~s.isin(spec.categories), sc.UNKNOWN_CATEGORY,
+                     spec.name + ": unknown category " + s.astype(str).map(repr))
+            out[spec.name] = s
+    t = clean(schema.target.name)
+    label = t.map(schema.target.mapping)
+    flag(t.isna(), sc.MISSING, f"{schema.target.name}: missing label")
+    flag(label.isna() & t.notna(), sc.UNKNOWN_LABEL,
+         schema.target.name + ": unknown label " + t.astype(str).map(repr))
+    out[schema.target.name] = label
+    rows = pd.DataFrame(out, index=df.index)
+    good = reasons.isna()
+    rows = rows[good].copy()
+    rows[schema.target.name] = rows[schema.target.name].astype("int8")
+    return sc.Conformed(rows, pd.DataFrame({"reason": reasons[~good], "detail": details[~good]}))
+
+
+TRICKY = [
+    GOOD, with_(0, " 39 "), with_(0, "39.0"), with_(0, "39.5"), with_(0, "+40"), with_(0, "4e1"),
+    with_(0, "nan"), with_(0, "inf"), with_(0, "1e400"), with_(0, "17"), with_(0, "16"),
+    with_(0, "100.0"), with_(0, "١٢"), with_(0, "1_000"), with_(0, ""), with_(0, " ? "),
+    with_(1, "?"), with_(1, "  "), with_(1, "Astronaut"), with_(1, "private"), with_(3, "?"),
+    with_(2, "99999999999999"), with_(2, "0"), with_(2, "-5"), with_(10, "99999"),
+    with_(10, "100000"), with_(12, " 40\t"), with_(13, "?"), with_(13, "Mars"),
+    with_(14, ">50K."), with_(14, " <=50K "), with_(14, "rich"), with_(14, "?"),
+    with_(0, "ab'c\"d"), with_(9, None), with_(11, None), with_(14, None),
+    with_(8, "White "), with_(3, "Bachelors\u00a0"),
+]
+
+
+def _compare(raw, schema, mapping):
+    new = sc.conform(raw, schema, mapping)
+    ref = reference_conform(raw, schema, mapping)
+    pd.testing.assert_frame_equal(new.rows, ref.rows)
+    pd.testing.assert_frame_equal(new.rejects, ref.rejects)
+    return new
+
+
+def test_conform_equals_the_row_wise_reference_on_a_tricky_frame():
+    raw = frame(*TRICKY)
+    res = _compare(raw, SCHEMA, sc.resolve_columns(list(raw.columns), SCHEMA, "f.csv"))
+    assert 0 < len(res.rows) < len(TRICKY) and len(res.rejects) > 10
+
+
+def test_conform_equals_the_reference_with_alias_headers_and_keep_policy():
+    raw_params = repo_params_dict()
+    raw_params["schema"]["unknown_categories"] = "keep"
+    schema = params_from_dict(raw_params).schema
+    headers = [h.upper().replace("-", " ") if i % 2 else h for i, h in enumerate(ADULT_COLUMNS)]
+    headers[-1] = "class"  # a target alias
+    raw = pd.DataFrame([list(r) for r in TRICKY], columns=headers, dtype=object)
+    _compare(raw, schema, sc.resolve_columns(headers, schema, "f.csv"))
+
+
+def test_conform_equals_the_reference_on_json_lines_with_missing_keys():
+    records = [dict(zip(ADULT_COLUMNS, r, strict=True)) for r in TRICKY[:12]]
+    for i, r in enumerate(records):
+        del r[ADULT_COLUMNS[i % len(ADULT_COLUMNS)]]
+    raw = pd.DataFrame.from_records(records).astype(object)
+    raw = raw.where(raw.notna(), None)
+    mapping = sc.resolve_columns(list(raw.columns), SCHEMA, "f.jsonl", strict_missing=False)
+    raw = raw[list(mapping)]
+    del raw["workclass"]  # a key no record has
+    mapping.pop("workclass")
+    res = _compare(raw, SCHEMA, mapping)
+    assert "missing_value" in res.rejects["reason"].tolist()
+
+
+def test_number_syntax_matches_pandas():
+    values = ["39", "+39", "-3", "39.", ".5", "1e3", "1E+3", "1e-3", "inf", "-Infinity", "nan",
+              "1_000", "0x10", "1,000", "١٢", "1e400", "+.5e1", "5e", "e5", "--1", "INF"]
+    for v in values:
+        ref = pd.to_numeric(pd.Series([v], dtype=object), errors="coerce").iloc[0]
+        res = sc.conform(frame(with_(2, v)), SCHEMA, sc.resolve_columns(ADULT_COLUMNS, SCHEMA,
+                                                                         "f"))
+        if pd.isna(ref):
+            assert res.rejects["reason"].tolist() == [sc.NOT_NUMBER], v
+        else:
+            assert res.rejects["reason"].tolist() != [sc.NOT_NUMBER], v
+
+
+def test_raw_json_is_json_dumps_column_wise():
+    import json
+
+    df = pd.DataFrame({"a": ["x", None, 'q"uote', "back\\slash", "tab\tnl\nctl\x01", "é/ü"],
+                       "b c": ["1", "2", "3", "4", "5", None]}, dtype=object)
+    got = sc.raw_json(df).to_pylist()
+    want = [json.dumps(dict(zip(df.columns, r, strict=True)), ensure_ascii=False)
+            for r in df.itertuples(index=False, name=None)]
+    assert got == want

@@ -7,16 +7,26 @@ duplicates, come back as quarantine rows with a reason, the file and line, and t
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
 from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tarn.config import Params
 from tarn.core import schema as sc
-from tarn.core.readers import file_format, iter_chunks
+from tarn.core.readers import RawChunk, file_format, iter_chunks
+
+T = TypeVar("T")
 
 QUARANTINE_SCHEMA = pa.schema([
     ("batch", pa.string()), ("file", pa.string()), ("line", pa.int64()),
@@ -48,71 +58,219 @@ class Counts:
 
 
 class Dedup:
-    """Remembers row hashes (8 bytes a row) and where each row was first seen."""
+    """Remembers row hashes (8 bytes a row, plus 8 for where it was first seen).
+
+    Hashes are kept in sorted runs merged like a binary counter, so checking a chunk costs
+    a few binary searches per row, all in NumPy."""
 
     def __init__(self) -> None:
-        self.seen: dict[int, str] = {}
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted hashes, origins)
+        self.places: list[str] = []  # "batch:file" per origin's high bits
 
-    def split(self, rows: pd.DataFrame, where: pd.Series) -> tuple[pd.Series, pd.Series]:
-        """Mask of duplicate rows, and for each the place of its first occurrence."""
-        hashes = pd.util.hash_pandas_object(rows, index=False).to_numpy()
-        dup = []
-        first = []
-        for h, w in zip(hashes.tolist(), where.tolist(), strict=True):
-            prev = self.seen.get(h)
-            if prev is None:
-                self.seen[h] = w
-                dup.append(False)
-                first.append(None)
-            else:
-                dup.append(True)
-                first.append(prev)
-        return pd.Series(dup, index=rows.index), pd.Series(first, index=rows.index, dtype=object)
+    def _find(self, h: np.ndarray) -> np.ndarray:
+        """Origin of each hash seen before, or -1."""
+        found = np.full(len(h), -1, dtype=np.int64)
+        for keys, origins in self.runs:
+            pos = np.searchsorted(keys, h)
+            pos[pos == len(keys)] = 0
+            hit = (keys[pos] == h) & (found < 0) if len(keys) else np.zeros(len(h), bool)
+            found[hit] = origins[pos[hit]]
+        return found
+
+    def _remember(self, h: np.ndarray, origins: np.ndarray) -> None:
+        order = np.argsort(h, kind="stable")
+        self.runs.append((h[order], origins[order]))
+        while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
+            (k1, o1), (k2, o2) = self.runs.pop(-2), self.runs.pop()
+            k, o = np.concatenate([k1, k2]), np.concatenate([o1, o2])
+            order = np.argsort(k, kind="stable")
+            self.runs.append((k[order], o[order]))
+
+    def where(self, origin: int) -> str:
+        return f"{self.places[origin >> 40]}:{origin & ((1 << 40) - 1)}"
+
+    def split(self, rows: pa.Table, place: str, lines: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Mask of duplicate rows (of earlier rows, or of an earlier row of this chunk), and
+        for each duplicate the ``batch:file:line`` of its first occurrence."""
+        h = row_hashes(rows)
+        if not self.places or self.places[-1] != place:
+            self.places.append(place)
+        origins = ((len(self.places) - 1) << 40) + lines.astype(np.int64)
+        first = self._find(h)
+        _, first_idx, inverse = np.unique(h, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        within = first_idx[inverse] != np.arange(len(h))  # repeats inside this chunk
+        first = np.where((first < 0) & within, origins[first_idx[inverse]], first)
+        dup = first >= 0
+        new = ~dup
+        if new.any():
+            self._remember(h[new], origins[new])
+        return dup, [self.where(o) for o in first[dup].tolist()]
+
+
+def row_hashes(rows: pa.Table) -> np.ndarray:
+    """A 64-bit hash per row of typed values (equal rows, equal hashes), column by column."""
+    from pandas.core.util.hashing import combine_hash_arrays, hash_array
+
+    n = rows.num_rows
+    parts = []
+    for col in rows.columns:
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if pa.types.is_string(col.type):
+            enc = pc.dictionary_encode(col)
+            uniq = hash_array(enc.dictionary.to_numpy(zero_copy_only=False).astype(object))
+            idx = enc.indices.to_numpy(zero_copy_only=False)
+            null = pc.is_null(enc.indices).to_numpy(zero_copy_only=False)
+            hv = np.where(null, np.uint64(0x9E3779B97F4A7C15),
+                          uniq[np.where(null, 0, idx).astype(np.int64)] if len(uniq) else 0)
+        else:
+            vals = pc.fill_null(col, 0).to_numpy(zero_copy_only=False)
+            hv = hash_array(vals)
+            null = pc.is_null(col).to_numpy(zero_copy_only=False)
+            hv = np.where(null, np.uint64(0x9E3779B97F4A7C15), hv)
+        parts.append(hv.astype(np.uint64))
+    if not parts:
+        return np.zeros(n, dtype=np.uint64)
+    return combine_hash_arrays(iter(parts), len(parts))
+
+
+def _quarantine(batch: str, rel: str, lines, reasons, details, raw) -> pa.Table:
+    n = len(lines)
+    return pa.table({"batch": pa.array([batch] * n, pa.string()),
+                     "file": pa.array([rel] * n, pa.string()),
+                     "line": pa.array(np.asarray(lines, dtype=np.int64), pa.int64()),
+                     "reason": pa.array(reasons, pa.string()),
+                     "detail": pa.array(details, pa.string()),
+                     "raw": raw}, schema=QUARANTINE_SCHEMA)
+
+
+@dataclass
+class Transformed:
+    """One chunk after the contract, before deduplication (which needs file order)."""
+
+    chunk: RawChunk
+    res: sc.ConformedArrow
+    quarantine: list[pa.Table]  # malformed and rejected records
+    rejected_by_reason: Counter
+
+
+def transform_file(fs, path: str, rel: str, batch: str, params: Params) -> Iterator[Transformed]:
+    """Read one file chunk by chunk and apply the contract (no shared state: files can be
+    transformed in parallel). The header is checked even when no row follows it."""
+    schema = params.schema
+    strict = file_format(rel) != "jsonl"  # JSON Lines may omit null keys
+    for chunk in iter_chunks(fs, path, params.etl.chunk_rows):
+        q: list[pa.Table] = []
+        reasons: Counter = Counter()
+        if chunk.malformed:
+            reasons[sc.MALFORMED] += len(chunk.malformed)
+            m = chunk.malformed
+            q.append(_quarantine(batch, rel, [x.line for x in m], [x.reason for x in m],
+                                 [x.detail for x in m], pa.array([x.raw for x in m],
+                                                                 pa.string())))
+        mapping = sc.resolve_columns(chunk.columns, schema, rel, strict) \
+            if chunk.columns or strict else {}
+        res = sc.conform_arrow(chunk.table.select(list(mapping)), schema, mapping)
+        if len(res.rejected):
+            reasons.update(res.reasons)
+            q.append(_quarantine(batch, rel, chunk.lines[res.rejected], res.reasons,
+                                 res.details, sc.raw_json(chunk.raw(res.rejected))))
+        yield Transformed(chunk, res, q, reasons)
+
+
+def load_chunk(t: Transformed, batch: str, rel: str, dedup: Dedup | None,
+               counts: Counts) -> tuple[pa.Table, pa.Table]:
+    """Deduplicate one transformed chunk (in file order) and account for every record:
+    (curated rows, quarantine rows)."""
+    counts.read += t.chunk.n_records
+    counts.rejected_by_reason.update(t.rejected_by_reason)
+    rows, q = t.res.rows, list(t.quarantine)
+    if dedup is not None and rows.num_rows:
+        lines = t.chunk.lines[t.res.kept]
+        dup, first = dedup.split(rows, f"{batch}:{rel}", lines)
+        if dup.any():
+            counts.duplicates += int(dup.sum())
+            where = np.flatnonzero(dup)
+            q.append(_quarantine(batch, rel, lines[where], [sc.DUPLICATE] * len(where),
+                                 [f"duplicate of {f}" for f in first],
+                                 sc.raw_json(t.chunk.raw(t.res.kept[where]))))
+            rows = rows.filter(pa.array(~dup))
+    counts.written += rows.num_rows
+    if q:
+        qt = pa.concat_tables(q)
+        qt = qt.take(pc.sort_indices(qt, [("line", "ascending")])) if len(q) > 1 else qt
+    else:
+        qt = QUARANTINE_SCHEMA.empty_table()
+    return rows, qt
 
 
 def process_file(fs, path: str, rel: str, batch: str, params: Params, dedup: Dedup | None,
-                 counts: Counts):
+                 counts: Counts) -> Iterator[tuple[pa.Table, pa.Table]]:
     """Extract and transform one file chunk by chunk: yields (curated rows, quarantine rows)
-    and updates ``counts``. The one implementation of the contract's application, used by
-    the etl stage and by retraining on new batches."""
-    schema = params.schema
-    strict = file_format(rel) != "jsonl"  # JSON Lines may omit null keys
-    mapping: dict[str, str] = {}
-    for chunk in iter_chunks(fs, path, params.etl.chunk_rows):
-        counts.read += chunk.n_records
-        q: list[pd.DataFrame] = []
-        if chunk.malformed:
-            counts.rejected_by_reason[sc.MALFORMED] += len(chunk.malformed)
-            q.append(pd.DataFrame([{"batch": batch, "file": rel, "line": m.line,
-                                    "reason": m.reason, "detail": m.detail, "raw": m.raw}
-                                   for m in chunk.malformed]))
-        if len(chunk.frame.columns):  # the header is checked even if no row parsed
-            mapping = sc.resolve_columns(list(chunk.frame.columns), schema, rel, strict)
-        rows = pd.DataFrame(columns=[*schema.feature_names, schema.target.name])
-        if not chunk.frame.empty:
-            res = sc.conform(chunk.frame[list(mapping)], schema, mapping)
-            lines = pd.Series(chunk.lines, index=chunk.frame.index)
-            counts.rejected_by_reason.update(res.rejects["reason"].tolist())
-            found = [res.rejects.assign(line=lines[res.rejects.index])]
-            rows = res.rows
-            if dedup is not None and len(rows):
-                where = batch + ":" + rel + ":" + lines[rows.index].astype(str)
-                dup, first = dedup.split(rows, where)
-                if dup.any():
-                    counts.duplicates += int(dup.sum())
-                    found.append(pd.DataFrame({
-                        "reason": sc.DUPLICATE, "detail": "duplicate of " + first[dup],
-                        "line": lines[rows.index[dup.to_numpy()]]}))
-                    rows = rows[~dup]
-            found_df = pd.concat(found)
-            if len(found_df):
-                q.append(found_df.assign(batch=batch, file=rel,
-                                         raw=sc.raw_json(chunk.frame.loc[found_df.index])))
-        counts.written += len(rows)
-        qdf = pd.concat(q, ignore_index=True) if q else pd.DataFrame(
-            columns=QUARANTINE_SCHEMA.names)
-        yield rows, qdf
+    as Arrow tables and updates ``counts``. The one implementation of the contract's
+    application, used by the etl stage and by retraining on new batches."""
+    for t in transform_file(fs, path, rel, batch, params):
+        yield load_chunk(t, batch, rel, dedup, counts)
 
+
+def workers() -> int:
+    """Files transformed at once: the cores this process may use (Arrow's CSV parsing and
+    compute kernels release the GIL)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def ordered_prefetch(makers: list[Callable[[], Iterator[T]]], n_workers: int,
+                     depth: int = 2) -> Iterator[Iterator[T]]:
+    """For each maker, in order, an iterator over its items; up to ``n_workers`` of them run
+    ahead in threads, each holding at most ``depth`` items, so memory stays bounded by
+    ``n_workers * (depth + 1)`` items. Consume each iterator fully before the next. An
+    exception in a maker is raised where its items are consumed."""
+    if n_workers <= 1 or len(makers) <= 1:
+        for make in makers:
+            yield make()
+        return
+    stop = threading.Event()
+    queues: list[queue.Queue] = [queue.Queue(depth) for _ in makers]
+
+    def put(q: queue.Queue, item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(i: int) -> None:
+        try:
+            for item in makers[i]():
+                if not put(queues[i], ("item", item)):
+                    return
+            put(queues[i], ("done", None))
+        except BaseException as e:  # handed to the consumer, raised there
+            put(queues[i], ("error", e))
+
+    def drain(q: queue.Queue) -> Iterator[T]:
+        while True:
+            kind, value = q.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+
+    pool = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="tarn-etl")
+    try:
+        for i in range(len(makers)):
+            pool.submit(run, i)
+        for q in queues:
+            yield drain(q)
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def read_batches(params: Params, root: Path, names: list[str]) -> tuple[pd.DataFrame, list[str]]:
@@ -129,7 +287,7 @@ def read_batches(params: Params, root: Path, names: list[str]) -> tuple[pd.DataF
             counts = Counts()
             for rows, _ in process_file(lake.fs, f.path, f.relpath, b.name, params, Dedup(),
                                         counts):
-                frames.append(rows.assign(batch=b.name))
+                frames.append(sc.to_pandas(rows).assign(batch=b.name))
             if counts.rejected:
                 notes.append(f"{f.relpath}: {counts.rejected} of {counts.read} rows rejected "
                              f"({dict(counts.rejected_by_reason)})")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tarn.config import SchemaConfig
 from tarn.errors import EtlError
@@ -74,6 +75,15 @@ class Conformed:
     rejects: pd.DataFrame  # index-aligned with the raw chunk: reason, detail
 
 
+@dataclass
+class ConformedArrow:
+    rows: pa.Table  # typed as :func:`arrow_schema` (contract columns + target)
+    kept: np.ndarray  # positions in the raw chunk of ``rows``
+    rejected: np.ndarray  # positions in the raw chunk of the rejected records
+    reasons: list[str]  # per rejected record, in order
+    details: list[str]
+
+
 def arrow_schema(schema: SchemaConfig, extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
     """The curated table's Arrow schema, fixed by the contract (stable across chunks)."""
     kinds = {"int": pa.int64(), "float": pa.float64(), "category": pa.string(),
@@ -85,74 +95,228 @@ def arrow_schema(schema: SchemaConfig, extra: dict[str, pa.DataType] | None = No
     return pa.schema(fields)
 
 
-def conform(raw: pd.DataFrame, schema: SchemaConfig, mapping: dict[str, str]) -> Conformed:
-    """Apply the contract to a chunk of raw string values (pure)."""
-    df = raw.rename(columns=mapping)
-    n = len(df)
-    reasons = pd.Series([None] * n, index=df.index, dtype=object)
-    details = pd.Series([None] * n, index=df.index, dtype=object)
-    missing_markers = set(schema.missing_values)
+# What pandas.to_numeric reads as a number (checked against it in tests/unit/test_schema.py).
+_NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+_INFINITY = r"^[+-]?(?i:inf|infinity)$"
+_INTEGER = r"^[+-]?[0-9]{1,18}$"  # exact in int64
 
-    def flag(mask: pd.Series, code: str, msg: pd.Series | str) -> None:
-        new = mask & reasons.isna()
-        if not new.any():
-            return
-        reasons[new] = code
-        details[new] = msg[new] if isinstance(msg, pd.Series) else msg
 
-    def clean(col: str) -> pd.Series:
-        if col not in df:
-            return pd.Series([None] * n, index=df.index, dtype=object)
-        s = df[col].astype(object).where(df[col].notna(), None)
-        s = s.map(lambda v: v.strip() if isinstance(v, str) else v)
-        return s.where(~s.isin(missing_markers), None)
+def _np(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return pc.fill_null(mask, False).to_numpy(zero_copy_only=False).astype(bool, copy=False)
 
-    out: dict[str, pd.Series] = {}
+
+def _texts(values: pa.Array, idx: np.ndarray) -> list[str]:
+    return [str(v) for v in values.take(pa.array(idx)).to_pylist()]
+
+
+def _with_nulls(s: pa.Array, absent: np.ndarray) -> pa.Array:
+    """``s`` with nulls where ``absent`` (its buffers reused: no copy of the values)."""
+    if not absent.any():
+        return s
+    if s.offset:
+        return pc.if_else(pa.array(absent), pa.scalar(None, s.type), s)
+    bitmap = pa.py_buffer(np.packbits(~absent, bitorder="little"))
+    _, offsets, data = s.buffers()
+    return pa.Array.from_buffers(s.type, len(s), [bitmap, offsets, data], offset=s.offset)
+
+
+def _all_int64(s: pa.Array) -> pa.Array | None:
+    """``s`` as int64 if every present value is a plain integer (Arrow's strict parse)."""
+    try:
+        ints = pc.cast(s, pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    # Arrow also reads hexadecimal ("0x10"), pandas does not
+    data = s.buffers()[2]
+    if data is not None:
+        raw = np.frombuffer(data, dtype=np.uint8)
+        if ((raw == ord("x")) | (raw == ord("X"))).any():
+            return None
+    return ints
+
+
+def _numbers(s: pa.Array) -> np.ndarray:
+    """Values as pandas.to_numeric reads them; NaN where it reads no number."""
+    number = _np(pc.match_substring_regex(s, _NUMBER))
+    infinite = _np(pc.match_substring_regex(s, _INFINITY))
+    parsed = pc.cast(pc.if_else(pa.array(number | infinite), s, pa.scalar(None, pa.string())),
+                     pa.float64())
+    num = parsed.to_numpy(zero_copy_only=False)
+    return np.where(number & np.isinf(num), np.nan, num)  # "1e400" is not a number to pandas
+
+
+def _exact_ints(s: pa.Array, num: np.ndarray, ok: np.ndarray) -> pa.Array:
+    """Integers of the kept values: exact for up to 18 digits, rounded floats otherwise."""
+    n = len(num)
+    exact = _np(pc.match_substring_regex(s, _INTEGER)) & ok
+    ints = np.zeros(n, dtype=np.int64)
+    fin = ok & ~exact & np.isfinite(num) & (np.abs(num) < 2.0 ** 63)
+    ints[fin] = np.round(num[fin]).astype(np.int64)
+    if exact.any():
+        digits = pc.replace_substring_regex(
+            pc.if_else(pa.array(exact), s, pa.scalar("0")), r"^\+", "")
+        ints = np.where(exact, pc.cast(digits, pa.int64()).to_numpy(zero_copy_only=False), ints)
+    return pa.array(ints, mask=~(fin | exact), type=pa.int64())
+
+
+class _Checks:
+    """The first failed check of each row wins; details are built for failed rows only."""
+
+    def __init__(self, n: int) -> None:
+        self.code = np.zeros(n, dtype=np.int32)
+        self.checks: list[tuple[str, object]] = [("", None)]
+
+    def flag(self, mask: np.ndarray, reason: str, detail) -> None:
+        new = mask & (self.code == 0)
+        if new.any():
+            self.checks.append((reason, detail))
+            self.code[new] = len(self.checks) - 1
+
+    def outcome(self) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+        kept = np.flatnonzero(self.code == 0)
+        rejected = np.flatnonzero(self.code)
+        codes = self.code[rejected]
+        reasons: list[str] = [""] * len(rejected)
+        details: list[str] = [""] * len(rejected)
+        for k in np.unique(codes).tolist():
+            where = np.flatnonzero(codes == k)
+            reason, detail = self.checks[k]
+            texts = detail(rejected[where]) if callable(detail) else [detail] * len(where)
+            for j, t in zip(where.tolist(), texts, strict=True):
+                reasons[j] = reason
+                details[j] = t
+        return kept, rejected, reasons, details
+
+
+def conform_arrow(raw: pa.Table, schema: SchemaConfig, mapping: dict[str, str]) -> ConformedArrow:
+    """Apply the contract to a chunk of raw string values, column by column in Arrow (pure).
+
+    ``raw`` holds strings (null = absent) under the file's names; ``mapping`` maps them to
+    contract names (:func:`resolve_columns`). Contract columns the chunk lacks (JSON Lines
+    keys) are absent values."""
+    n = raw.num_rows
+    by_name = {mapping[c]: raw.column(c) for c in raw.column_names if c in mapping}
+    checks = _Checks(n)
+
+    def clean(name: str) -> tuple[pa.Array, np.ndarray]:
+        col = by_name.get(name)
+        if col is None:
+            return pa.nulls(n, pa.string()), np.ones(n, dtype=bool)
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        s = pc.utf8_trim_whitespace(col.cast(pa.string()))
+        absent = _np(pc.is_null(s)) if s.null_count else np.zeros(n, dtype=bool)
+        for marker in schema.missing_values:  # a few markers: one comparison each
+            absent |= _np(pc.equal(s, marker))
+        return _with_nulls(s, absent), absent
+
+    columns: list[pa.Array] = []
     for spec in schema.columns:
-        s = clean(spec.name)
-        absent = s.isna()
+        s, absent = clean(spec.name)
+        name = spec.name
         if not spec.nullable:
-            flag(absent, MISSING, f"{spec.name}: missing value")
+            checks.flag(absent, MISSING, f"{name}: missing value")
         if spec.numeric:
-            num = pd.to_numeric(s, errors="coerce")
-            bad = num.isna() & ~absent
-            flag(bad, NOT_NUMBER, spec.name + ": " + s.astype(str).map(repr) + " is not a number")
-            if spec.dtype == "int":
-                frac = num.notna() & (np.floor(num) != num)
-                flag(frac, NOT_INTEGER, spec.name + ": " + s.astype(str) + " is not an integer")
-            lo = spec.min if spec.min is not None else -np.inf
-            hi = spec.max if spec.max is not None else np.inf
-            oor = num.notna() & ((num < lo) | (num > hi))
-            flag(oor, OUT_OF_RANGE,
-                 spec.name + ": " + s.astype(str) + f" outside [{spec.min}, {spec.max}]")
-            ok = num.where(~(bad | oor))
-            out[spec.name] = ok.round().astype("Int64") if spec.dtype == "int" else ok.astype(float)
+            ints = _all_int64(s) if spec.dtype == "int" else None
+            if ints is not None:  # every value a plain integer (the common case): exact
+                valid = ~absent
+                num = ints.to_numpy(zero_copy_only=False).astype(np.float64)
+            else:
+                num = _numbers(s)
+                checks.flag(~absent & np.isnan(num), NOT_NUMBER,
+                            lambda i, s=s, name=name: [f"{name}: {t!r} is not a number"
+                                                       for t in _texts(s, i)])
+                valid = ~np.isnan(num)
+            with np.errstate(invalid="ignore"):
+                if spec.dtype == "int" and ints is None:
+                    frac = valid & (np.floor(num) != num)
+                    checks.flag(frac, NOT_INTEGER,
+                                lambda i, s=s, name=name: [f"{name}: {t} is not an integer"
+                                                           for t in _texts(s, i)])
+                lo = spec.min if spec.min is not None else -np.inf
+                hi = spec.max if spec.max is not None else np.inf
+                oor = valid & ((num < lo) | (num > hi))
+            checks.flag(oor, OUT_OF_RANGE,
+                        lambda i, s=s, name=name, spec=spec: [
+                            f"{name}: {t} outside [{spec.min}, {spec.max}]" for t in _texts(s, i)])
+            ok = valid & ~oor
+            if ints is not None:
+                columns.append(ints)
+            elif spec.dtype == "int":
+                columns.append(_exact_ints(s, num, ok))
+            else:
+                columns.append(pa.array(num, mask=~ok, type=pa.float64()))
         else:
             if spec.categories is not None and schema.unknown_categories == "quarantine":
-                unknown = s.notna() & ~s.isin(spec.categories)
-                flag(unknown, UNKNOWN_CATEGORY,
-                     spec.name + ": unknown category " + s.astype(str).map(repr))
-            out[spec.name] = s
-    t = clean(schema.target.name)
-    label = t.map(schema.target.mapping)
-    flag(t.isna(), MISSING, f"{schema.target.name}: missing label")
-    flag(label.isna() & t.notna(), UNKNOWN_LABEL,
-         schema.target.name + ": unknown label " + t.astype(str).map(repr))
-    out[schema.target.name] = label
+                known = pa.array(list(spec.categories), type=pa.string())
+                unknown = ~absent & ~_np(pc.is_in(s, value_set=known))
+                checks.flag(unknown, UNKNOWN_CATEGORY,
+                            lambda i, s=s, name=name: [f"{name}: unknown category {t!r}"
+                                                       for t in _texts(s, i)])
+            columns.append(s)
+    target = schema.target
+    t, t_absent = clean(target.name)
+    keys = pa.array(list(target.mapping), type=pa.string())
+    codes = pa.array(list(target.mapping.values()), type=pa.int8())
+    pos = pc.index_in(t, value_set=keys)
+    label = pc.take(codes, pos)
+    checks.flag(t_absent, MISSING, f"{target.name}: missing label")
+    checks.flag(~t_absent & _np(pc.is_null(pos)), UNKNOWN_LABEL,
+                lambda i: [f"{target.name}: unknown label {v!r}" for v in _texts(t, i)])
+    columns.append(label)
+    kept, rejected, reasons, details = checks.outcome()
+    table = pa.Table.from_arrays(columns, schema=arrow_schema(schema)) if len(columns) else None
+    rows = table.take(pa.array(kept)) if len(rejected) else table
+    return ConformedArrow(rows, kept, rejected, reasons, details)
 
-    rows = pd.DataFrame(out, index=df.index)
-    good = reasons.isna()
-    rows = rows[good].copy()
-    rows[schema.target.name] = rows[schema.target.name].astype("int8")
-    rejects = pd.DataFrame({"reason": reasons[~good], "detail": details[~good]})
+
+def to_pandas(rows: pa.Table) -> pd.DataFrame:
+    """Curated rows as pandas: ``Int64`` integers, ``float64``, ``str``/``None`` text, an
+    ``int8`` target."""
+    return rows.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+
+
+def conform(raw: pd.DataFrame, schema: SchemaConfig, mapping: dict[str, str]) -> Conformed:
+    """Apply the contract to a chunk of raw string values (pure): :func:`conform_arrow` on a
+    pandas frame, results index-aligned with it."""
+    table = pa.table({c: pa.array(raw[c].astype(object).where(raw[c].notna(), None).tolist(),
+                                  type=pa.string()) for c in raw.columns})
+    res = conform_arrow(table, schema, mapping)
+    rows = to_pandas(res.rows)
+    rows.index = raw.index[res.kept]
+    rejects = pd.DataFrame({"reason": pd.Series(res.reasons, dtype=object),
+                            "detail": pd.Series(res.details, dtype=object)})
+    rejects.index = raw.index[res.rejected]
     return Conformed(rows, rejects)
 
 
-def raw_json(raw: pd.DataFrame) -> pd.Series:
-    """Each raw record as a JSON object string: what the quarantine keeps, verbatim."""
-    cols = list(raw.columns)
-    return pd.Series(
-        [json.dumps(dict(zip(cols, vals, strict=True)), ensure_ascii=False)
-         for vals in raw.itertuples(index=False, name=None)],
-        index=raw.index, dtype=object,
-    )
+def _json_strings(col: pa.Array) -> pa.Array:
+    """Each value as a JSON literal, as ``json.dumps(..., ensure_ascii=False)`` writes it."""
+    s = col.cast(pa.string())
+    s = pc.replace_substring(s, "\\", "\\\\")
+    s = pc.replace_substring(s, '"', '\\"')
+    if pc.any(pc.match_substring_regex(s, "[\\x00-\\x1f]")).as_py():
+        for code in range(0x20):
+            ch = chr(code)
+            esc = json.dumps(ch)[1:-1]
+            s = pc.replace_substring(s, ch, esc)
+    quoted = pc.binary_join_element_wise('"', s, '"', "")
+    return pc.fill_null(quoted, "null")
+
+
+def raw_json(raw: pa.Table | pd.DataFrame) -> pa.Array:
+    """Each raw record as a JSON object string: what the quarantine keeps, verbatim (the same
+    text as ``json.dumps(dict(record), ensure_ascii=False)``, built column-wise)."""
+    if isinstance(raw, pd.DataFrame):
+        raw = pa.table({c: pa.array(raw[c].astype(object).where(raw[c].notna(), None).tolist(),
+                                    type=pa.string()) for c in raw.columns})
+    if raw.num_columns == 0:
+        return pa.array(["{}"] * raw.num_rows, type=pa.string())
+    parts: list = []
+    for i, c in enumerate(raw.column_names):
+        key = json.dumps(str(c), ensure_ascii=False)
+        parts.append(("{" if i == 0 else ", ") + key + ": ")
+        col = raw.column(c)
+        parts.append(_json_strings(col.combine_chunks() if isinstance(col, pa.ChunkedArray)
+                                   else col))
+    parts.append("}")
+    return pc.binary_join_element_wise(*parts, "")

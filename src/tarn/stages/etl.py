@@ -10,6 +10,7 @@ chunks, so memory is bounded by ``etl.chunk_rows`` (plus 8 bytes a row for dedup
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import fsspec
@@ -20,7 +21,15 @@ from tarn.config import Params, stage_view
 from tarn.core import schema as sc
 from tarn.core.catalog import CURATED, ETL_REPORT, QUARANTINE, load_manifest
 from tarn.core.files import staged
-from tarn.core.ingest import QUARANTINE_SCHEMA, Counts, Dedup, process_file
+from tarn.core.ingest import (
+    QUARANTINE_SCHEMA,
+    Counts,
+    Dedup,
+    load_chunk,
+    ordered_prefetch,
+    transform_file,
+    workers,
+)
 from tarn.core.progress import Progress, silent
 from tarn.errors import EtlError
 
@@ -62,23 +71,25 @@ def run(params: Params, root: Path, progress: Progress = silent) -> EtlResult:
         with pq.ParquetWriter(curated_tmp, table_schema) as cw, \
                 pq.ParquetWriter(quarantine_tmp, QUARANTINE_SCHEMA) as qw:
             current_batch = None
-            for entry in manifest["files"]:
+            entries = manifest["files"]
+            # files are read and checked in parallel, deduplicated and written in order
+            makers = [partial(transform_file, fs, str(snap_dir / e["path"]), e["path"],
+                              e["batch"], params) for e in entries]
+            for entry, chunks in zip(entries, ordered_prefetch(makers, workers()), strict=True):
                 batch, rel = entry["batch"], entry["path"]
                 if params.etl.dedup == "batch" and batch != current_batch:
                     dedup = Dedup()
                 use_dedup = dedup if params.etl.dedup != "off" else None
                 current_batch = batch
                 counts = Counts()
-                for rows, qdf in process_file(fs, str(snap_dir / rel), rel, batch, params,
-                                              use_dedup, counts):
+                for t in chunks:
+                    rows, qdf = load_chunk(t, batch, rel, use_dedup, counts)
                     progress("etl", "ETL", counts.read - progress_seen.get(rel, 0), total_rows)
                     progress_seen[rel] = counts.read
-                    cw.write_table(pa.Table.from_pandas(rows.assign(batch=batch),
-                                                        schema=table_schema, preserve_index=False))
-                    if len(qdf):
-                        qw.write_table(pa.Table.from_pandas(
-                            qdf[QUARANTINE_SCHEMA.names], schema=QUARANTINE_SCHEMA,
-                            preserve_index=False))
+                    cw.write_table(rows.append_column(
+                        "batch", pa.array([batch] * rows.num_rows, pa.string())))
+                    if qdf.num_rows:
+                        qw.write_table(qdf)
                 if counts.read != entry["rows"]:
                     raise EtlError(f"{rel}: read {counts.read} records but the manifest says "
                                    f"{entry['rows']}", "re-run `tarn snapshot`; the file changed")
