@@ -512,6 +512,47 @@ def retrain(
         raise typer.Exit(2)
 
 
+@app.command()
+@friendly
+def reset(yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False) -> None:
+    """Delete the project's generated state: DVC outputs, reports, published bundles, the
+    prediction log and a local MLflow store. The lake and git-tracked files stay; a remote
+    tracking server is not touched. Lists everything first and asks, unless --yes."""
+    from tarn.lifecycle.reset import generated_state, remove
+
+    c = ctx()
+    targets = generated_state(c.params, c.root)
+    if not targets:
+        console.print("nothing to delete: no generated state here")
+        return
+    for tg in targets:
+        console.print(f"  {tg.path.relative_to(c.root)}  ({tg.what})", highlight=False)
+    if not yes and not typer.confirm(f"delete these {len(targets)} paths?", err=True):
+        raise typer.Exit(1)
+    remove(targets)
+    console.print(f"deleted {len(targets)} paths; `make run` rebuilds the pipeline")
+
+
+log_app = typer.Typer(help="The server's prediction log (what monitoring reads).",
+                      no_args_is_help=True)
+app.add_typer(log_app, name="log")
+
+
+@log_app.command("retire")
+@friendly
+def log_retire(yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False) -> None:
+    """Move the logged predictions aside (into a retired-<time> folder beside them) so
+    monitoring judges only traffic from now on. Nothing is deleted."""
+    from tarn.lifecycle.reset import retire_log
+
+    c = ctx()
+    where = c.root / c.params.serve.prediction_log
+    if not yes and not typer.confirm(f"move the files of {where} aside?", err=True):
+        raise typer.Exit(1)
+    dest, n = retire_log(c.params, c.root)
+    console.print(f"moved {n} files to {dest}" if dest else f"{where}: nothing to retire")
+
+
 edge_app = typer.Typer(help="The client-side ONNX bundle.", no_args_is_help=True)
 app.add_typer(edge_app, name="edge")
 bundle_app = typer.Typer(help="Publish the client bundle (browser page, edge devices).",

@@ -64,3 +64,33 @@ def test_an_unexpected_error_is_one_line_and_points_to_its_traceback(tmp_path, m
     trace = next((tmp_path / ".tarn" / "logs").glob("error-*.txt"))
     assert str(trace) in res.output.replace("\n", "")
     assert "Traceback" in trace.read_text() and "in broken" in trace.read_text()
+
+
+def test_reset_lists_asks_and_keeps_the_lake(tmp_path, monkeypatch):
+    write_params(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for d in ("data/lake/0001-a", "data/curated", "bundles/x", ".mlflow", "data/predictions"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / "data/lake/0001-a/a.csv").write_text("age\n1\n")
+    (tmp_path / "data/predictions/preds-1.parquet").write_bytes(b"x")
+    res = runner.invoke(app, ["reset"], input="n\n", terminal_width=200)
+    assert res.exit_code == 1 and "data/curated" in res.output and ".mlflow" in res.output
+    assert (tmp_path / "data/curated").is_dir()  # refused: nothing deleted
+    res = runner.invoke(app, ["reset", "--yes"], terminal_width=200)
+    assert res.exit_code == 0 and "deleted 4 paths" in res.output
+    assert not (tmp_path / "data/curated").exists() and not (tmp_path / ".mlflow").exists()
+    assert (tmp_path / "data/lake/0001-a/a.csv").is_file()
+    assert "nothing to delete" in runner.invoke(app, ["reset", "--yes"]).output
+
+
+def test_log_retire_moves_files_aside(tmp_path, monkeypatch):
+    write_params(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "data/predictions"
+    log.mkdir(parents=True)
+    for i in range(3):
+        (log / f"preds-{i}.parquet").write_bytes(b"x")
+    res = runner.invoke(app, ["log", "retire", "--yes"], terminal_width=200)
+    assert res.exit_code == 0 and "moved 3 files" in res.output
+    assert not list(log.glob("preds-*.parquet"))
+    assert len(list(log.glob("retired-*/preds-*.parquet"))) == 3

@@ -66,7 +66,13 @@ def new_batches(params: Params, root: Path, seen: set[str]) -> list[str]:
 
 
 def read_prediction_log(directory: Path, max_rows: int) -> tuple[pd.DataFrame, list[str]]:
-    """The newest ``max_rows`` logged predictions; unreadable files are reported, skipped."""
+    """The newest ``max_rows`` logged predictions; unreadable files are reported, skipped.
+
+    Only closed files are read: the server appends to a hidden segment
+    (``.preds-*.arrows``) and publishes it as ``preds-*.parquet`` (temp + rename) when it
+    rolls, so a file matching the pattern is always complete. Files removed by retention
+    while this runs are skipped silently; the newest come first (names start with the UTC
+    time), whichever server process wrote them."""
     import pyarrow.parquet as pq
 
     files = sorted(directory.glob("preds-*.parquet")) if directory.is_dir() else []
@@ -74,6 +80,8 @@ def read_prediction_log(directory: Path, max_rows: int) -> tuple[pd.DataFrame, l
     for f in reversed(files):
         try:
             t = pq.read_table(f).to_pandas()
+        except FileNotFoundError:  # retention removed it meanwhile
+            continue
         except Exception as e:  # noqa: BLE001 - a corrupt file must not stop monitoring
             problems.append(f"{f.name}: unreadable ({str(e).splitlines()[0][:120]}), skipped")
             continue
@@ -182,7 +190,7 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log")) 
         reports.append(_lake_source(params, root, fresh, reference, ref_proba, model, out,
                                     ref_logloss))
     if "log" in sources:
-        reports.append(_log_source(params, root, reference, ref_proba, out))
+        reports.append(_log_source(params, root, reference, ref_proba, out, production))
     result = MonitorResult(production, fresh, reports,
                            decide(reports, params, lineage.incremental_streak))
     (out / "monitor.json").write_text(json.dumps(result.as_dict(), indent=2, default=float))
@@ -209,11 +217,20 @@ def _lake_source(params, root, fresh, reference, ref_proba, model, out,
     return rep
 
 
-def _log_source(params, root, reference, ref_proba, out) -> SourceReport:
+def _log_source(params, root, reference, ref_proba, out, version: str) -> SourceReport:
+    """Drift of the inputs the production version itself scored: rows logged by earlier
+    versions describe another model's traffic and are skipped (and counted)."""
     log, problems = read_prediction_log(root / params.serve.prediction_log,
                                         params.monitor.max_log_rows)
+    if not log.empty and "model_version" in log.columns:
+        mine = log["model_version"].astype(str) == str(version)
+        if (~mine).any():
+            problems = [*problems, f"skipped {int((~mine).sum()):,} logged rows scored by "
+                                   f"other versions than {version}"]
+        log = log[mine].reset_index(drop=True)
     if log.empty:
-        return SourceReport("log", problems=problems)
+        return SourceReport("log", problems=problems + [f"no logged rows scored by version "
+                                                        f"{version} yet"])
     missing = [c for c in params.schema.feature_names if c not in log.columns]
     if missing:
         return SourceReport("log", schema_change=f"logged inputs lack {missing}",
