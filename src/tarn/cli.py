@@ -31,6 +31,7 @@ os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # tarn shows its own
 
 app = typer.Typer(
+    rich_markup_mode=None,  # plain click help: paragraphs reflowed to the terminal width
     help="tarn: from a data lake to a deployed, monitored, retrained model.\n\n"
     "Stages (run them all with `dvc repro`): snapshot -> etl -> prepare -> tune -> train -> "
     "evaluate.",
@@ -38,7 +39,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-lake_app = typer.Typer(help="Inspect and feed the data lake (raw batches).", no_args_is_help=True)
+
+
+def _table(title: str, columns: list[str], right: tuple[str, ...] = ()) -> Table:
+    """A table that wraps long values instead of cutting them (``unknown_categ...``)."""
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col, justify="right" if col in right else "left", overflow="fold")
+    return t
+
+
+def _group(help_text: str) -> typer.Typer:
+    return typer.Typer(rich_markup_mode=None, help=help_text, no_args_is_help=True)
+
+
+lake_app = _group("Inspect and feed the data lake (raw batches).")
 app.add_typer(lake_app, name="lake")
 
 ParamsOpt = Annotated[
@@ -62,8 +77,20 @@ class _Ctx:
 _state: dict[str, _Ctx] = {}
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"tarn {version('tarn')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(params: ParamsOpt = Path("params.yaml")) -> None:
+def _main(
+    params: ParamsOpt = Path("params.yaml"),
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Print tarn's version and exit.")] = False,
+) -> None:
     _state["ctx"] = _Ctx(params)
 
 
@@ -120,7 +147,8 @@ def _write_trace(e: BaseException) -> Path:
 @lake_app.command("seed")
 @friendly
 def lake_seed(
-    if_empty: Annotated[bool, typer.Option(help="Do nothing if the lake already has batches.")]
+    if_empty: Annotated[bool, typer.Option(
+        "--if-empty", help="Do nothing if the lake already has batches.")]
     = False,
 ) -> None:
     """Write the bundled raw UCI Adult data into the lake as ordered batches.
@@ -146,12 +174,37 @@ def lake_add(
     files: Annotated[list[Path], typer.Argument(help="CSV, JSON Lines or Parquet files.")],
     batch: Annotated[str, typer.Option(help="Batch name; a sequence number is prefixed.")],
 ) -> None:
-    """Add files to the lake as a new (immutable) batch."""
+    """Add files to the lake as a new (immutable) batch.
+
+    Each file's header is checked against the schema contract (params.yaml `schema`) first;
+    the batch appears whole or not at all."""
+    from tarn.core.ingest import check_header
     from tarn.core.lake import Lake
 
     c = ctx()
-    name = Lake.from_config(c.params.lake, c.root).add(files, batch)
+    schema = c.params.schema
+    name = Lake.from_config(c.params.lake, c.root).add(
+        files, batch, check_file=lambda f: check_header(f, schema))
     console.print(f"added batch {name} ({len(files)} file(s)); run `dvc repro` to use it")
+
+
+@lake_app.command("retire")
+@friendly
+def lake_retire(
+    batch: Annotated[str, typer.Argument(help="The batch to take out (as `tarn lake list` "
+                                              "names it).")],
+    reason: Annotated[str, typer.Option(help="Why: recorded with the retirement.")],
+) -> None:
+    """Take a bad batch out of every later snapshot, monitoring and retraining.
+
+    The lake stays append-only: the batch's files are kept, and `_retired/<batch>.json` records
+    the reason, when and by whom. `dvc repro` then rebuilds without it."""
+    from tarn.core.lake import Lake
+
+    c = ctx()
+    rec = Lake.from_config(c.params.lake, c.root).retire(batch, reason)
+    console.print(f"retired batch {batch} ({rec['reason']}); run `dvc repro` to rebuild "
+                  "without it")
 
 
 @lake_app.command("list")
@@ -162,15 +215,17 @@ def lake_list() -> None:
 
     c = ctx()
     lake = Lake.from_config(c.params.lake, c.root)
-    t = Table(title=f"lake {lake.url}")
-    for col in ("batch", "files", "rows", "bytes"):
-        t.add_column(col, justify="left" if col == "batch" else "right")
+    t = _table(f"lake {lake.url}", ["batch", "files", "rows", "bytes"],
+               right=("files", "rows", "bytes"))
     rows = lake.inventory()
     for name, files, records, size in rows:
         t.add_row(name, str(files), f"{records:,}", f"{size:,}")
     t.add_row("[bold]total", "", f"[bold]{sum(r[2] for r in rows):,}",
               f"[bold]{sum(r[3] for r in rows):,}")
     console.print(t)
+    for name, rec in lake.retired().items():
+        console.print(f"retired (not read): {name}: {rec.get('reason', '')} "
+                      f"({rec.get('retired_at', '')})")
 
 
 @lake_app.command("simulate")
@@ -234,10 +289,9 @@ def etl() -> None:
     c = ctx()
     with bars() as progress:
         res = stage.run(c.params, c.root, progress)
-    t = Table(title="ETL report (read = written + rejected + duplicates)")
-    for col in ("batch", "read", "written", "rejected", "duplicates", "rejected by reason"):
-        t.add_column(col, justify="left" if col in ("batch", "rejected by reason") else "right",
-                     no_wrap=col == "batch")
+    cols = ["batch", "read", "written", "rejected", "duplicates", "rejected by reason"]
+    t = _table("ETL report (read = written + rejected + duplicates)", cols,
+               right=("read", "written", "rejected", "duplicates"))
     for name, b in [*res.report["batches"].items(), ("total", res.report["total"])]:
         reasons = ", ".join(f"{k}: {v}" for k, v in b["rejected_by_reason"].items())
         t.add_row(name, f"{b['read']:,}", f"{b['written']:,}", f"{b['rejected']:,}",
@@ -306,8 +360,13 @@ def evaluate() -> None:
         dpd = m[f"{f}_demographic_parity_difference"]
         console.print(f"{f}: demographic parity difference {dpd:.4f} "
                       f"(mitigation reduces it by {100 * e['dpd_reduction_' + f]:.0f} %)")
-    console.print(f"mitigation AUC cost {e['auc_cost']:+.4f}; report: "
-                  f"{c.params.paths.reports}/evaluation.html")
+    w, wo = (res.comparison[k]["quality"]["roc_auc"] for k in ("with_mitigation",
+                                                                "without_mitigation"))
+    console.print(f"test AUC with mitigation {w:.4f}, without {wo:.4f} (mitigation costs "
+                  f"{e['auc_cost']:.4f} AUC)" if e["auc_cost"] >= 0 else
+                  f"test AUC with mitigation {w:.4f}, without {wo:.4f} (mitigation gains "
+                  f"{-e['auc_cost']:.4f} AUC)")
+    console.print(f"report: {c.root / c.params.paths.reports / 'evaluation.html'}")
 
 
 # ------------------------------------------------------------------------------ lifecycle
@@ -321,8 +380,10 @@ def _notify(c: _Ctx) -> str:
 @friendly
 def promote(
     version: Annotated[str | None, typer.Option(help="Version to promote.")] = None,
-    latest: Annotated[bool, typer.Option(help="Promote the newest version.")] = False,
-    force: Annotated[bool, typer.Option(help="Skip the gates (needs --reason).")] = False,
+    latest: Annotated[bool, typer.Option("--latest", help="Promote the newest version.")]
+    = False,
+    force: Annotated[bool, typer.Option("--force", help="Skip the gates (needs --reason).")]
+    = False,
     reason: Annotated[str, typer.Option(help="Why; recorded on the version.")] = "",
 ) -> None:
     """Move a registered version to production if it passes its gates; that deploys it.
@@ -379,14 +440,13 @@ def status(
     def fig(x: float | None) -> str:
         return "nan" if x is None else f"{x:.4f}"
 
-    t = Table(title=f"{s.model}: versions")
-    for col in ("version", "stage", "aliases", "test AUC", "test logloss", "promoted", "note"):
-        t.add_column(col)
+    t = _table(f"{s.model}: versions", ["version", "stage", "aliases", "test AUC",
+                                         "test logloss", "promoted", "note"])
     for v in s.versions:
         t.add_row(v.version, v.stage, ",".join(v.aliases), fig(v.test_auc),
                   fig(v.test_logloss), v.promoted_at, v.note)
     console.print(t)
-    console.print(f"production (alias {s.alias}): version {s.production or 'none'}")
+    console.print(f"production: version {s.production or 'none'} (alias {s.alias!r})")
     console.print(f"client bundle: {s.bundle or 'none published'}"
                   + (f" (version {s.bundle_version})" if s.bundle_version else ""))
     if s.backend is not None:
@@ -456,17 +516,19 @@ def monitor(
 
 
 def _print_monitor(res) -> None:
-    t = Table(title=f"drift vs the training reference (production version {res.production})")
-    for col in ("source", "rows", "drifted features", "share", "prediction drift", "logloss",
-                "notes"):
-        t.add_column(col)
+    t = _table(f"drift vs the training reference (production version {res.production})",
+               ["source", "rows", "drifted features", "share", "prediction drift", "logloss",
+                "notes"])
     for s in res.sources:
         t.add_row(s.name, f"{s.rows:,}", ", ".join(s.drifted) or "-", f"{s.drift_share:.0%}",
                   "yes" if s.prediction_drift else "no",
                   f"{s.quality['logloss']:.4f}" if s.quality else "-",
-                  "; ".join([s.schema_change, *s.problems]).strip("; ")[:120])
+                  "; ".join([s.schema_change, *s.problems]).strip("; "))
     console.print(t)
     console.print(f"decision: [bold]{res.decision.mode}[/] - " + "; ".join(res.decision.reasons))
+    for s in res.sources:
+        if s.html:
+            console.print(f"{s.name} drift report: {s.html}", highlight=False)
 
 
 @app.command()
@@ -493,9 +555,7 @@ def retrain(
     console.print(f"{res.mode} retraining from version {res.parent} -> version {res.version} "
                   f"in {res.duration_s:.1f} s")
     if res.metrics:
-        t = Table(title="old vs new model")
-        for col in ("data", "metric", "old", "new"):
-            t.add_column(col)
+        t = _table("old vs new model", ["data", "metric", "old", "new"])
         for data in ("test", "new_data"):
             for m in ("logloss", "roc_auc"):
                 t.add_row(data, m, f"{res.metrics['old'][data][m]:.4f}",
@@ -533,8 +593,7 @@ def reset(yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = Fals
     console.print(f"deleted {len(targets)} paths; `make run` rebuilds the pipeline")
 
 
-log_app = typer.Typer(help="The server's prediction log (what monitoring reads).",
-                      no_args_is_help=True)
+log_app = _group("The server's prediction log (what monitoring reads).")
 app.add_typer(log_app, name="log")
 
 
@@ -553,10 +612,9 @@ def log_retire(yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] =
     console.print(f"moved {n} files to {dest}" if dest else f"{where}: nothing to retire")
 
 
-edge_app = typer.Typer(help="The client-side ONNX bundle.", no_args_is_help=True)
+edge_app = _group("The client-side ONNX bundle.")
 app.add_typer(edge_app, name="edge")
-bundle_app = typer.Typer(help="Publish the client bundle (browser page, edge devices).",
-                         no_args_is_help=True)
+bundle_app = _group("Publish the client bundle (browser page, edge devices).")
 app.add_typer(bundle_app, name="bundle")
 
 

@@ -287,14 +287,14 @@ def test_concurrent_promotions_leave_alias_and_stage_in_agreement(server, served
     versions = ["1", make_version(params, root, rounds=31, depth=3)]
     errors = []
 
-    def promote(v):
+    def race(v):
         try:
             promote(params, root, v, force=True, reason="race")
         except Exception as e:  # noqa: BLE001
             errors.append(e)
 
     for _ in range(3):
-        threads = [threading.Thread(target=promote, args=(v,)) for v in versions]
+        threads = [threading.Thread(target=race, args=(v,)) for v in versions]
         for t in threads:
             t.start()
         for t in threads:

@@ -94,3 +94,14 @@ def test_log_retire_moves_files_aside(tmp_path, monkeypatch):
     assert res.exit_code == 0 and "moved 3 files" in res.output
     assert not list(log.glob("preds-*.parquet"))
     assert len(list(log.glob("retired-*/preds-*.parquet"))) == 3
+
+
+def test_version_and_help_read_cleanly_at_80_columns():
+    from importlib.metadata import version
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"tarn {version('tarn')}"
+    for path in all_commands():
+        out = runner.invoke(app, [*path, "--help"], terminal_width=80).output
+        assert "<bool>" not in out and "[default: no-" not in out, path
+        assert max(len(line) for line in out.splitlines()) <= 80, path

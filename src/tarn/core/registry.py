@@ -332,7 +332,7 @@ class Registry:
         if verdict is not None and not verdict.passed:
             self.record_gates(version, "refused", verdict)
             raise PromotionRefused(
-                f"version {version} refused: " + "; ".join(verdict.failures()),
+                f"version {version} did not pass the gates: " + "; ".join(verdict.failures()),
                 "improve the model, or `tarn promote --force --reason ...`", verdict)
         self._still_mine(owner)
         now = self.production()
