@@ -262,9 +262,15 @@ class ServeConfig(_Strict):
     max_rows: int = Field(50_000, ge=1)
     onnx_max_rows: int = Field(256, ge=0)  # larger requests use the native Pipeline
     prediction_log: str = "data/predictions"  # rolling Parquet files, read by monitoring
-    log_flush_rows: int = Field(2_000, ge=1)
-    log_flush_interval_s: float = Field(2.0, gt=0)
-    log_file_rows: int = Field(100_000, ge=1)
+    log_flush_rows: int = Field(2_000, ge=1)  # write to the open file after this many rows
+    log_flush_interval_s: float = Field(2.0, gt=0)  # ... or after this long
+    log_file_rows: int = Field(1_000_000, ge=1)  # close a file at this many rows,
+    log_file_max_age_s: float = Field(900, gt=0)  # ... at this age,
+    log_file_idle_s: float = Field(5, gt=0)  # ... or when no row came for this long
+    log_retention_bytes: int = Field(10_000_000_000, ge=0)  # oldest files go beyond (0: no cap)
+    log_retention_days: float = Field(90, ge=0)  # files older than this go (0: kept forever)
+    log_queue_rows: int = Field(500_000, ge=1)  # rows held in memory while writes fail; more
+    #                                              are counted as dropped
     notify_url: str = ""  # tarn promote nudges this server's /admin/reconcile at once
 
 

@@ -6,8 +6,18 @@ import time
 import numpy as np
 import pytest
 
-from tarn.serve.app import verify_webhook
-from tarn.serve.inputs import Column, InputError, Split, records_from_payload, to_columns
+from tarn.core.tracking import redact
+from tarn.serve.app import WEBHOOK_MAX_AGE_S, Deliveries, verify_webhook
+from tarn.serve.inputs import (
+    Column,
+    Columnar,
+    InputError,
+    Split,
+    nesting_depth,
+    parse_json,
+    records_from_payload,
+    to_columns,
+)
 
 COLS = [Column("age", "long", True), Column("hours", "double", False),
         Column("sex", "string", True), Column("job", "string", False)]
@@ -83,3 +93,223 @@ def test_webhook_signature_fresh_valid_and_tampered():
            "x-mlflow-signature": _sign("s", "d1", str(now - 3600), body)}
     assert "stale" in verify_webhook(old, body, "s")
     assert "missing" in verify_webhook({}, body, "s")
+
+
+# --------------------------------------------------------------------------- hostile bodies
+@pytest.mark.parametrize(("body", "status", "needle"), [
+    (b"[" * 100_000 + b"]" * 100_000, 400, ""),  # orjson's own limit: malformed
+    (b"[NaN," + b"[" * 100_000 + b"]" * 100_001, 400, "nested"),  # the fallback path
+    (b'["\\ud800"]', 400, "lone surrogate"),
+    (b'[NaN, {"\\udc00": 1}]', 400, "lone surrogate"),
+    (b'[NaN, 1' + b"0" * 5000 + b"]", 400, "malformed"),
+    (b"", 400, "empty body"),
+    (b'"[' + b'\\"' * 1000 + b"]", 400, "malformed"),  # unterminated string: linear scan
+])
+def test_parse_refuses_hostile_bodies(body, status, needle):
+    with pytest.raises(InputError) as e:
+        parse_json(body)
+    assert e.value.status == status and needle in str(e.value)
+
+
+def test_parse_keeps_nan_so_the_field_can_be_named():
+    got = parse_json(b'[{"age": NaN, "sex": "F"}]')
+    with pytest.raises(InputError, match="'age' must be finite"):
+        to_columns(got, COLS, 10)
+
+
+def test_nesting_depth_ignores_brackets_in_strings():
+    assert nesting_depth(b'[["[[[\\"[", {"a": [1]}]]') == 4
+    assert nesting_depth(b'["\\\\", [[1]]]') == 3
+    assert nesting_depth(b"") == 0
+
+
+@pytest.mark.parametrize("value", [2 ** 64, 2 ** 70, -(2 ** 63) - 2 ** 20, 10 ** 400])
+def test_integers_beyond_64_bits_name_the_field(value):
+    body = b'[{"age": %d, "sex": "F"}]' % value
+    with pytest.raises(InputError) as e:
+        to_columns(records_from_payload(parse_json(body), COLS), COLS, 10)
+    assert e.value.status == 422 and "'age'" in str(e.value)
+
+
+def test_a_double_column_refuses_an_int_beyond_any_float():
+    with pytest.raises(InputError) as e:
+        cols([{"age": 1, "sex": "F", "hours": 10 ** 400}])
+    assert e.value.status == 422 and "'hours'" in str(e.value)
+
+
+def test_a_lone_surrogate_in_a_column_names_the_field():
+    with pytest.raises(InputError, match="row 1: column 'sex' is not valid Unicode"):
+        cols([{"age": 1, "sex": "F"}, {"age": 1, "sex": "\ud800"}])
+
+
+@pytest.mark.parametrize("payload", [
+    {"inputs": {"age": list(range(101)), "sex": ["F"] * 101}},
+    {"dataframe_records": [{}] * 101},
+    {"dataframe_split": {"columns": ["age"], "data": [[1]] * 101}},
+    [{}] * 101,
+])
+def test_row_count_is_checked_before_rows_are_built(payload):
+    with pytest.raises(InputError) as e:
+        records_from_payload(payload, COLS, max_rows=100)
+    assert e.value.status == 413
+
+
+def test_columnar_inputs_are_never_expanded_into_rows():
+    got = records_from_payload({"inputs": {"age": [1, 2], "sex": ["F", "M"]}}, COLS, 10)
+    assert isinstance(got, Columnar) and got.rows == 2
+
+
+# --------------------------------------------------------------------------- webhook
+def test_webhook_timestamp_is_checked_before_any_arithmetic():
+    body = b"{}"
+    for stamp in ("9" * 400, "\u00b2", "-1", "1e9", " 1"):
+        h = {"x-mlflow-delivery-id": "d", "x-mlflow-timestamp": stamp,
+             "x-mlflow-signature": "v1,AAAA"}
+        assert verify_webhook(h, body, "s") == "bad X-MLflow-Timestamp", stamp
+
+
+def test_webhook_delivery_is_accepted_once_in_the_window():
+    body, now = b"{}", int(time.time())
+    seen = Deliveries()
+    h = {"x-mlflow-delivery-id": "d1", "x-mlflow-timestamp": str(now),
+         "x-mlflow-signature": _sign("s", "d1", str(now), body)}
+    assert verify_webhook(h, body, "s", seen=seen) == ""
+    assert "replay" in verify_webhook(h, body, "s", seen=seen)
+    # a forged delivery never takes a slot: the signature is checked first
+    forged = {**h, "x-mlflow-delivery-id": "d2"}
+    assert "signature" in verify_webhook(forged, body, "s", seen=seen)
+    assert len(seen._until) == 1  # noqa: SLF001
+    later = now + WEBHOOK_MAX_AGE_S + 1  # the id is forgotten once its timestamp is stale
+    assert "stale" in verify_webhook(h, body, "s", now=later, seen=seen)
+
+
+# --------------------------------------------------------------------------- the app
+class _Predictor:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+
+    def predict_proba(self, columns):
+        if self.fail:
+            raise RuntimeError("boom at postgresql://bob:hunter2@db/mlflow")
+        return np.full(len(columns["age"]), 0.25)
+
+
+def _client(tmp_path, fail: bool = False, last_error: str = ""):
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from tarn.config import params_from_dict
+    from tarn.serve.app import ServerState, create_app
+    from tarn.serve.deploy import Deployed, ModelHolder, Status
+    from tarn.serve.predlog import PredictionLog
+    from tests.support.project import repo_params_dict
+
+    holder = ModelHolder()
+    holder.current = Deployed("m", "3", _Predictor(fail), COLS, "onnx", "now",
+                              str(tmp_path / "bundles" / "m-v3"))
+    recon = SimpleNamespace(status=Status(last_error=last_error))
+    log = PredictionLog(tmp_path / "log", 1, 0.05, file_idle_s=0.1).start()
+    state = ServerState(params_from_dict(repo_params_dict()), tmp_path, holder, recon, log,
+                        admin_secret="adm")
+    return TestClient(create_app(state), raise_server_exceptions=False), log
+
+
+def test_non_json_bodies_are_415_and_not_scored(tmp_path):
+    c, log = _client(tmp_path)
+    rows = b'[{"age": 1, "sex": "F"}]'
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                  None):
+        headers = {"Content-Type": ctype} if ctype else {}
+        r = c.post("/predict", content=rows, headers=headers)
+        assert r.status_code == 415 and r.json()["error_code"] == "UNSUPPORTED_MEDIA_TYPE"
+    ok = c.post("/predict", content=rows, headers={"Content-Type": "application/json"})
+    assert ok.status_code == 200
+    log.close()
+    assert log.stats()["written_rows"] == 1
+
+
+def test_an_unexpected_error_is_a_json_500_with_an_id_and_counted(tmp_path, caplog):
+    c, log = _client(tmp_path, fail=True)
+    r = c.post("/predict", json=[{"age": 1, "sex": "F"}])
+    assert r.status_code == 500
+    body = r.json()
+    assert body["error_code"] == "INTERNAL_ERROR" and len(body["error_id"]) == 16
+    assert "hunter2" not in r.text
+    text = c.get("/metrics").text
+    assert "tarn_unhandled_errors_total 1.0" in text
+    assert 'tarn_requests_total{endpoint="predict",status="500"} 1.0' in text
+    assert "tarn_predlog_flush_failures_total" in text
+    logged = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert body["error_id"] in logged
+    assert c.get("/health").status_code == 200
+    log.close()
+
+
+def test_client_paths_with_nul_are_404(tmp_path):
+    c, log = _client(tmp_path)
+    for path in ("/client/%00", "/client/bundle/a%00b", "/client/a%0ab"):
+        r = c.get(path)
+        assert r.status_code == 404 and r.json()["error_code"] == "NOT_FOUND", path
+    log.close()
+
+
+def test_version_hides_paths_and_raw_errors_from_strangers(tmp_path):
+    err = ("version 4 failed to load: cannot open postgresql://bob:hunter2@db/mlflow at "
+           f"{tmp_path}/x")
+    c, log = _client(tmp_path, last_error=err)
+    public = c.get("/version").json()
+    assert public["bundle"] == "m-v3" and public["last_error"] == "version 4 failed to load"
+    assert str(tmp_path) not in str(public)
+    full = c.get("/version", headers={"Authorization": "Bearer adm"}).json()
+    assert full["bundle"] == str(tmp_path / "bundles" / "m-v3")
+    assert "bob:***@db" in full["last_error"] and "hunter2" not in full["last_error"]
+    log.close()
+
+
+# --------------------------------------------------------------------------- redaction
+@pytest.mark.parametrize(("text", "want"), [
+    ("postgresql+psycopg://bob:s3cr3t@db:5432/mlflow down", "postgresql+psycopg://bob:***@db"),
+    ("http://token@host/x", "http://***@host/x"),
+    ("https://h/p?a=1&password=abc&token=xyz", "https://h/p?a=1&password=***&token=***"),
+    ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ("mail bob@example.com", "mail bob@example.com"),
+])
+def test_redact(text, want):
+    assert want in redact(text)
+
+
+# --------------------------------------------------------------------------- notify
+def test_notify_sends_the_secret_only_over_https_or_loopback():
+    from tarn.lifecycle.promote import notify_server
+
+    for url in ("http://example.com:8000", "http://10.0.0.5:8000", "ftp://127.0.0.1/"):
+        assert "not notified" in notify_server(url, "s"), url
+
+
+def test_notify_does_not_follow_redirects():
+    import http.server
+    import threading
+
+    from tarn.lifecycle.promote import notify_server
+
+    hits = []
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            hits.append((self.path, self.headers.get("Authorization")))
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{srv.server_port}/stolen")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        msg = notify_server(f"http://user:pw@127.0.0.1:{srv.server_port}", "s")
+    finally:
+        srv.shutdown()
+    assert "redirected (not followed)" in msg and "pw" not in msg
+    assert [p for p, _ in hits] == ["/admin/reconcile"]

@@ -203,22 +203,31 @@ def bundle_schema(schema_cfg: SchemaConfig, prepare_cfg: PrepareConfig) -> dict:
                         "onnx_string_feed": MISSING_CATEGORY}}
 
 
+# what a client is told about the model: quality figures it may show, never who promoted the
+# version, why, or where it was built and deployed (those stay in the registry)
+PUBLIC_METRICS = ("roc_auc", "logloss", "accuracy", "f1", "precision", "recall", "brier")
+
+
 def _metadata(*, name: str, version: str, tags: dict, metrics: dict, parity: Parity,
               checksum: str, model: onnx.ModelProto) -> dict:
-    import onnxruntime
-    import skl2onnx
+    """metadata.json: what the page and the edge runner need (name, version, created,
+    threshold, checksum, inputs/outputs, opset, parity, headline quality figures) and the code
+    version; promotion records (who, why, previous), deployment notes and the other tags are
+    left out: the bundle is public."""
+    from tarn.core.tags import Lineage
 
+    public_tags = (Lineage.key("git_commit"),)
+    quality = {str(k): float(v) for k, v in metrics.items()
+               if str(k).removeprefix("test_") in PUBLIC_METRICS}
     return {
         "format": FORMAT, "name": name, "version": str(version),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "tags": {str(k): str(v) for k, v in tags.items()},
-        "metrics": {str(k): float(v) for k, v in metrics.items()},
+        "tags": {k: str(tags[k]) for k in public_tags if k in tags},
+        "metrics": quality,
         "parity": asdict(parity), "threshold": DEFAULT_THRESHOLD, "sha256": checksum,
         "inputs": [i.name for i in model.graph.input],
         "outputs": {"label": "label", "probabilities": PROBA_OUTPUT},
         "opset": TARGET_OPSET,
-        "exported_with": {"skl2onnx": skl2onnx.__version__, "onnx": onnx.__version__,
-                          "onnxruntime": onnxruntime.__version__},
     }
 
 

@@ -3,7 +3,6 @@ the verdict, then nudge the server so the deployment happens at once (it also po
 
 from __future__ import annotations
 
-import urllib.request
 from pathlib import Path
 
 from tarn.config import Params
@@ -53,15 +52,47 @@ def rollback(params: Params, root: Path, reason: str = "",
 
 
 def notify_server(url: str, secret: str) -> str:
-    """Nudge the backend at ``url`` to deploy now (best effort: it also polls)."""
+    """Nudge the backend at ``url`` to deploy now (best effort: it also polls).
+
+    The admin secret travels only over https, or over http to a loopback address (it never
+    leaves the machine), and no redirect is followed: a redirect could hand the secret to
+    another host."""
+    import ipaddress
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from tarn.core.tracking import redact
+
     if not url or not secret:
         return "server not notified (set serve.notify_url and TARN_ADMIN_SECRET); it polls"
-    req = urllib.request.Request(f"{url.rstrip('/')}/admin/reconcile", data=b"{}",
+    shown = redact(url)
+    parts = urllib.parse.urlsplit(url)
+    host = (parts.hostname or "").lower()
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        return (f"server at {shown} not notified: the admin secret is sent only over https or "
+                "to a loopback address; it will pick the change up when it polls")
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            return None  # urllib then raises HTTPError for the 3xx
+
+    opener = urllib.request.build_opener(NoRedirect)
+    base = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
+    req = urllib.request.Request(f"{base.rstrip('/')}/admin/reconcile", data=b"{}",
                                  method="POST", headers={"Authorization": f"Bearer {secret}",
                                                          "Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            body = r.read().decode()
-        return f"server at {url} reconciled: {body}"
+        with opener.open(req, timeout=30) as r:
+            body = r.read(10_000).decode("utf-8", "replace")
+        return redact(f"server at {shown} reconciled: {body}")
+    except urllib.error.HTTPError as e:
+        what = "redirected (not followed)" if 300 <= e.code < 400 else f"answered {e.code}"
+        return f"server at {shown} {what}; it will pick the change up when it polls"
     except OSError as e:
-        return f"server at {url} not reachable ({e}); it will pick the change up when it polls"
+        return redact(f"server at {shown} not reachable ({e}); it will pick the change up "
+                      "when it polls")

@@ -1,9 +1,11 @@
 """The FastAPI application: scoring, health, metrics, admin and webhook endpoints.
 
-Bodies are read with a size cap and parsed with orjson, then validated column-wise
-(:mod:`tarn.serve.inputs`); the request handler reads the serving model once, so a swap in the
-middle of a request cannot mix two versions. Every error is a 4xx with a message naming the
-field; a 5xx is a bug.
+Scoring bodies must be JSON (415 otherwise: a web page cannot make a browser score and log
+rows), are read with a size cap, then parsed and validated column-wise
+(:mod:`tarn.serve.inputs`) and scored in a worker thread, so one large request never stalls
+``/health`` or ``/metrics``. The request handler reads the serving model once, so a swap in the
+middle of a request cannot mix two versions. Every error is a 4xx JSON body naming the field;
+anything unexpected becomes a JSON 500 with an ``error_id`` that is logged and counted.
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
+import logging
+import re
+import threading
 import time
-from dataclasses import dataclass
+import traceback
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +27,40 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tarn.config import Params
+from tarn.core.tracking import redact
 from tarn.serve.deploy import ModelHolder, Reconciler
-from tarn.serve.inputs import InputError, records_from_payload, to_columns
+from tarn.serve.inputs import InputError, parse_json, records_from_payload, to_columns
 from tarn.serve.predlog import PredictionLog
 
 CLIENT_DIR = Path(__file__).parent / "client"
 WEBHOOK_MAX_AGE_S = 300
+SCORING_THREADS = 8  # requests parsed and scored at once; the rest wait their turn
+log = logging.getLogger("tarn.serve")
+
+
+class Deliveries:
+    """Webhook delivery ids accepted within the replay window: each is accepted once."""
+
+    def __init__(self, window_s: float = WEBHOOK_MAX_AGE_S, max_ids: int = 100_000) -> None:
+        self.window, self.max_ids = window_s, max_ids
+        self._until: dict[str, float] = {}  # delivery id -> when its timestamp goes stale
+        self._lock = threading.Lock()
+
+    def accept(self, delivery: str, stamp: int, now: float) -> str:
+        """'' the first time a delivery id is seen in its window, else why not."""
+        with self._lock:
+            if len(self._until) >= 1_000:
+                self._until = {k: t for k, t in self._until.items() if t >= now}
+            if delivery in self._until:
+                return "webhook delivery already accepted (replay?)"
+            if len(self._until) >= self.max_ids:
+                return "too many webhook deliveries in the replay window; retry later"
+            self._until[delivery] = stamp + self.window
+            return ""
 
 
 @dataclass
@@ -40,6 +72,7 @@ class ServerState:
     predlog: PredictionLog | None
     admin_secret: str = ""
     webhook_secret: str = ""
+    deliveries: Deliveries = field(default_factory=Deliveries)
 
 
 class _Metrics:
@@ -56,17 +89,93 @@ class _Metrics:
         self.swaps = Gauge("tarn_model_swaps", "Model swaps since start", registry=r)
         self.swap_failures = Gauge("tarn_model_swap_failures", "Failed loads", registry=r)
         self.registry_errors = Gauge("tarn_registry_errors", "Registry unreachable", registry=r)
-        self.log_dropped = Gauge("tarn_prediction_log_dropped_rows", "Unlogged rows", registry=r)
+        self.unhandled = Counter("tarn_unhandled_errors", "Unexpected errors (JSON 500s, "
+                                 "logged with their error_id)", registry=r)
+
+
+class _PredlogCollector:
+    """The prediction log's own counts, read when /metrics is scraped."""
+
+    def __init__(self, predlog: PredictionLog) -> None:
+        self.p = predlog
+
+    def collect(self):
+        s = self.p.stats()
+        for name, doc in (("flush_failures", "Prediction-log writes that failed (retried)"),
+                          ("written_rows", "Rows written to the prediction log"),
+                          ("dropped_rows", "Rows acknowledged but not logged (queue full)"),
+                          ("bad_rows", "Rows whose values could not be logged"),
+                          ("deadletter_rows", "Rows written to a dead-letter file"),
+                          ("files", "Prediction-log files closed"),
+                          ("retention_deleted_files", "Files removed by retention")):
+            yield CounterMetricFamily(f"tarn_predlog_{name}", doc, value=s[name])
+        yield GaugeMetricFamily("tarn_predlog_pending_rows", "Rows held in memory, not yet "
+                                "written", value=s["pending_rows"])
+        yield GaugeMetricFamily("tarn_prediction_log_dropped_rows", "Unlogged rows (same as "
+                                "tarn_predlog_dropped_rows_total)", value=s["dropped_rows"])
 
 
 def _err(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error_code": "BAD_REQUEST" if status < 500 else "UNAVAILABLE",
-                         "message": message}, status_code=status)
+    code = {413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 401: "UNAUTHORIZED",
+            404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(
+        status, "BAD_REQUEST" if status < 500 else "UNAVAILABLE")
+    return JSONResponse({"error_code": code, "message": redact(message)}, status_code=status)
+
+
+def _is_json(request: Request) -> bool:
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/")
+                                            and media.endswith("+json"))
+
+
+def _endpoint(path: str) -> str:
+    """A bounded metrics label for any path (fuzzed paths must not grow the label set)."""
+    p = path.strip("/").split("/", 1)[0]
+    return p if p in {"predict", "invocations", "health", "ready", "version", "metrics",
+                      "admin", "webhooks", "client"} else "other"
+
+
+class CatchAll:
+    """ASGI middleware: any exception a route lets through becomes a JSON 500 with an
+    ``error_id``, logged with its traceback (credentials redacted) and counted."""
+
+    def __init__(self, app, on_error) -> None:
+        self.app, self.on_error = app, on_error
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:  # noqa: BLE001 - the point of this middleware
+            error_id = uuid.uuid4().hex[:16]
+            path = scope.get("path", "")
+            log.error("unhandled error %s on %s %s: %s", error_id, scope.get("method"),
+                      redact(path[:200]), redact(traceback.format_exc()))
+            self.on_error(path)
+            if started:  # the response is on its way: nothing valid can be sent any more
+                return
+            body = orjson.dumps({"error_code": "INTERNAL_ERROR",
+                                 "message": "internal error; the server log has the details "
+                                            "under this error_id", "error_id": error_id})
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    declared = request.headers.get("content-length", "")
+    if re.fullmatch(r"[0-9]{1,30}", declared) and int(declared) > limit:
         raise InputError(f"payload of {int(declared):,} bytes exceeds the {limit:,}-byte limit",
                          413)
     chunks, size = [], 0
@@ -78,16 +187,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _parse(body: bytes):
-    if not body:
-        raise InputError("empty body: send JSON", 400)
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        try:  # NaN / Infinity literals: not JSON, but say which field holds them
-            return json.loads(body)
-        except ValueError:
-            raise InputError(f"malformed JSON: {e}", 400) from None
+_parse = parse_json
 
 
 _RECORDS_SCHEMA = {"type": "array", "minItems": 1, "items": {"type": "object"}}
@@ -113,16 +213,33 @@ def _body_doc(schema: dict) -> dict:
 def create_app(state: ServerState) -> FastAPI:
     app = FastAPI(title="tarn model server", version="1", docs_url=None, redoc_url=None)
     m = _Metrics()
+    if state.predlog is not None:
+        m.registry.register(_PredlogCollector(state.predlog))
     cfg = state.params.serve
     app.state.tarn = state
+    limiter = []  # one anyio CapacityLimiter, made inside the event loop on first use
 
-    def score(payload, endpoint: str):
-        """(deployed, columns, proba) for a parsed payload; raises InputError."""
+    def on_error(path: str) -> None:
+        m.unhandled.inc()
+        m.requests.labels(_endpoint(path), "500").inc()
+
+    app.add_middleware(CatchAll, on_error=on_error)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """The framework's own 404 / 405 in the same JSON shape as every other error."""
+        resp = _err(exc.status_code, str(exc.detail))
+        for k, v in (exc.headers or {}).items():
+            resp.headers[k] = v
+        return resp
+
+    def score(payload):
+        """(deployed, proba) for a parsed payload; raises InputError."""
         d = state.holder.current
         if d is None:
             raise InputError("no model in production yet: promote a version "
                              "(`tarn promote --latest`)", 503)
-        records = records_from_payload(payload, d.columns)
+        records = records_from_payload(payload, d.columns, cfg.max_rows)
         columns = to_columns(records, d.columns, cfg.max_rows)
         proba = np.asarray(d.predictor.predict_proba(columns), dtype=np.float64)
         if state.predlog is not None:
@@ -130,18 +247,36 @@ def create_app(state: ServerState) -> FastAPI:
         m.rows.inc(len(proba))
         return d, proba
 
+    def work(body: bytes, render) -> tuple[bytes, str]:
+        """Parse, validate, score, render: CPU work, run in a worker thread."""
+        d, proba = score(_parse(body))
+        return orjson.dumps(render(d, proba), option=orjson.OPT_SERIALIZE_NUMPY), d.version
+
     async def handle(request: Request, endpoint: str, render) -> Response:
+        import anyio.to_thread
+
         start = time.perf_counter()
         try:
-            payload = _parse(await _read_body(request, cfg.max_body_bytes))
-            d, proba = score(payload, endpoint)
-            resp = Response(orjson.dumps(render(d, proba), option=orjson.OPT_SERIALIZE_NUMPY),
-                            media_type="application/json", headers={"X-Model-Version": d.version})
+            if not _is_json(request):
+                raise InputError("send the rows as JSON with Content-Type: application/json", 415)
+            body = await _read_body(request, cfg.max_body_bytes)
+            if not limiter:
+                limiter.append(anyio.CapacityLimiter(SCORING_THREADS))
+            content, version = await anyio.to_thread.run_sync(work, body, render,
+                                                              limiter=limiter[0])
+            resp = Response(content, media_type="application/json",
+                            headers={"X-Model-Version": version})
         except InputError as e:
             resp = _err(e.status, str(e))
         m.requests.labels(endpoint, str(resp.status_code)).inc()
         m.latency.labels(endpoint).observe(time.perf_counter() - start)
         return resp
+
+    def is_admin(request: Request) -> bool:
+        if not state.admin_secret:
+            return False
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        return hmac.compare_digest(given.encode(), state.admin_secret.encode())
 
     @app.post("/invocations", openapi_extra=_body_doc(_INVOCATIONS_SCHEMA),
               summary="Score rows (compatible with `mlflow models serve`)")
@@ -172,14 +307,21 @@ def create_app(state: ServerState) -> FastAPI:
             return _err(503, "no model loaded yet")
         return JSONResponse({"status": "ready", "model_version": d.version})
 
-    @app.get("/version", summary="What is deployed, from where, and the last problem")
-    async def version() -> dict:
+    @app.get("/version", summary="What is deployed, from where, and the last problem "
+                                 "(details with the admin secret)")
+    async def version(request: Request) -> dict:
         d = state.holder.current
         st = state.reconciler.status
+        full = is_admin(request)
+        bundle = d.bundle if d and d.bundle else None
+        if bundle and not full:
+            bundle = Path(bundle).name  # no internal paths for strangers
+        # the reconciler's messages are "<what happened>: <raw error>"; strangers get the first
+        last_error = st.last_error if full else st.last_error.split(":", 1)[0]
         return {"name": d.name if d else state.params.mlflow.registered_model,
                 "version": d.version if d else None, "source": d.source if d else None,
-                "loaded_at": d.loaded_at if d else None, "bundle": d.bundle if d else None,
-                "alias": state.params.promote.alias, "last_error": st.last_error,
+                "loaded_at": d.loaded_at if d else None, "bundle": bundle,
+                "alias": state.params.promote.alias, "last_error": redact(last_error),
                 "swaps": st.swaps, "history": st.history[-10:]}
 
     @app.get("/metrics", summary="Prometheus metrics")
@@ -190,8 +332,6 @@ def create_app(state: ServerState) -> FastAPI:
         m.swaps.set(st.swaps)
         m.swap_failures.set(st.swap_failures)
         m.registry_errors.set(st.registry_errors)
-        if state.predlog is not None:
-            m.log_dropped.set(state.predlog.dropped_rows)
         return PlainTextResponse(generate_latest(m.registry).decode(),
                                  media_type="text/plain; version=0.0.4")
 
@@ -201,8 +341,7 @@ def create_app(state: ServerState) -> FastAPI:
     async def admin_reconcile(request: Request) -> Response:
         if not state.admin_secret:
             return _err(503, "admin endpoint disabled: start the server with TARN_ADMIN_SECRET")
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), state.admin_secret.encode()):
+        if not is_admin(request):
             return _err(401, "bad or missing admin secret (Authorization: Bearer <secret>)")
         try:
             body = _parse(await _read_body(request, 10_000)) if request.headers.get(
@@ -219,7 +358,7 @@ def create_app(state: ServerState) -> FastAPI:
         target = await asyncio.to_thread(state.reconciler.reconcile)
         d = state.holder.current
         return JSONResponse({"production": target, "serving": d.version if d else None,
-                             "last_error": state.reconciler.status.last_error})
+                             "last_error": redact(state.reconciler.status.last_error)})
 
     @app.post("/webhooks/mlflow", summary="MLflow registry webhook (HMAC-signed)")
     async def webhook(request: Request) -> Response:
@@ -229,14 +368,17 @@ def create_app(state: ServerState) -> FastAPI:
             body = await _read_body(request, 100_000)
         except InputError as e:
             return _err(e.status, str(e))
-        problem = verify_webhook(request.headers, body, state.webhook_secret)
+        problem = verify_webhook(request.headers, body, state.webhook_secret,
+                                 seen=state.deliveries)
         if problem:
             return _err(401, problem)
         try:
             event = orjson.loads(body)
         except orjson.JSONDecodeError:
             return _err(400, "malformed JSON")
-        data = event.get("data", {}) if isinstance(event, dict) else {}
+        if not isinstance(event, dict):
+            return _err(400, "webhook body must be a JSON object")
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
         relevant = (event.get("entity") == "model_version_alias"
                     and data.get("name") == state.params.mlflow.registered_model
                     and data.get("alias") == state.params.promote.alias)
@@ -253,6 +395,14 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/client/{path:path}", include_in_schema=False)
     async def client_files(path: str) -> Response:
+        if _UNSAFE_PATH.search(path) or len(path) > 512:  # NUL or control characters
+            return _err(404, "not found")
+        try:
+            return _client_file(path)
+        except (OSError, ValueError):  # names the file system refuses: nothing to serve
+            return _err(404, "not found")
+
+    def _client_file(path: str) -> Response:
         if path.startswith("bundle/"):
             from tarn.edge.export import current_bundle
 
@@ -273,21 +423,27 @@ def create_app(state: ServerState) -> FastAPI:
     return app
 
 
-def verify_webhook(headers, body: bytes, secret: str, now: float | None = None) -> str:
-    """'' if the MLflow signature is valid and fresh, else why not."""
+_UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f]")
+_STAMP = re.compile(r"[0-9]{1,12}")  # seconds since 1970: ten digits until the year 2286
+
+
+def verify_webhook(headers, body: bytes, secret: str, now: float | None = None,
+                   seen: Deliveries | None = None) -> str:
+    """'' if the MLflow signature is valid and fresh (and, with ``seen``, its delivery id
+    not accepted before in the window), else why not."""
     delivery = headers.get("x-mlflow-delivery-id", "")
     stamp = headers.get("x-mlflow-timestamp", "")
     signature = headers.get("x-mlflow-signature", "")
-    if not (delivery and stamp and signature.startswith("v1,")):
+    if not (delivery and stamp and signature.startswith("v1,")) or len(delivery) > 200 \
+            or len(signature) > 200:
         return "missing or malformed X-MLflow-* signature headers"
-    try:
-        age = abs((now or time.time()) - int(stamp))
-    except ValueError:
+    if not _STAMP.fullmatch(stamp):  # checked before any arithmetic: no overflow
         return "bad X-MLflow-Timestamp"
-    if age > WEBHOOK_MAX_AGE_S:
+    now = time.time() if now is None else now
+    if abs(now - int(stamp)) > WEBHOOK_MAX_AGE_S:
         return "stale webhook timestamp (replay?)"
     signed = f"{delivery}.{stamp}.".encode() + body
     expected = base64.b64encode(hmac.new(secret.encode(), signed, hashlib.sha256).digest())
-    if not hmac.compare_digest(expected, signature[3:].encode()):
+    if not hmac.compare_digest(expected, signature[3:].encode("utf-8", "replace")):
         return "bad webhook signature"
-    return ""
+    return seen.accept(delivery, int(stamp), now) if seen is not None else ""

@@ -3,16 +3,24 @@
 Accepts the four payloads of ``mlflow models serve`` (``dataframe_split``,
 ``dataframe_records``, ``instances``, ``inputs``) and plain record lists for ``/predict``.
 Values are checked against the model's input columns (from the schema contract): a wrong type,
-a missing or unknown column, a non-finite number, an empty list or too many rows raise
-:class:`InputError` naming the field and row, which the app turns into a 4xx.
+a missing or unknown column, a non-finite number, an integer beyond 64 bits, an empty list or
+too many rows raise :class:`InputError` naming the field and row, which the app turns into a
+4xx. :func:`parse_json` is the one way a body becomes Python values: bounded nesting, integers
+and strings, and no parser that can recurse without limit.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
+
+MAX_DEPTH = 32  # a scoring payload is 3 levels deep; orjson itself stops at 1024
+MAX_INT_DIGITS = 4300  # Python's own str->int limit; larger ones are malformed JSON
+LONG_LIMIT = 2.0 ** 63  # "long" columns hold 64-bit integers
 
 
 class InputError(ValueError):
@@ -21,6 +29,83 @@ class InputError(ValueError):
     def __init__(self, message: str, status: int = 422) -> None:
         super().__init__(message)
         self.status = status
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON values; InputError (400) for anything else.
+
+    orjson parses almost every request (it bounds nesting and rejects invalid UTF-8 and lone
+    surrogates). Only a body orjson refuses goes to the standard library, for the one thing it
+    adds: NaN / Infinity literals, so the field holding them can be named (422) instead of a
+    bare "malformed JSON". That path bounds nesting before parsing (the standard parser
+    recurses), integer length, and rejects lone surrogates after."""
+    if not body:
+        raise InputError("empty body: send JSON", 400)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        first = e
+    depth = nesting_depth(body)
+    if depth > MAX_DEPTH:
+        raise InputError(f"JSON nested {depth} levels deep; at most {MAX_DEPTH} are accepted", 400)
+    try:
+        value = json.loads(body, parse_int=_bounded_int)
+    except (ValueError, RecursionError):
+        raise InputError(f"malformed JSON: {first}", 400) from None
+    _check_strings(value)
+    return value
+
+
+def nesting_depth(body: bytes) -> int:
+    """The deepest bracket nesting of a JSON text, brackets inside strings excluded.
+
+    Linear and without recursion (numpy over the bytes): a quote counts unless an odd run of
+    backslashes precedes it; brackets count outside strings only."""
+    b = np.frombuffer(body, dtype=np.uint8)
+    n = len(b)
+    if not n:
+        return 0
+    idx = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+    backslash = b == ord("\\")
+    last_other = np.maximum.accumulate(np.where(backslash, -1, idx))  # last non-backslash
+    run_before = np.empty(n, dtype=idx.dtype)  # backslashes right before each position
+    run_before[0] = 0
+    run_before[1:] = idx[:-1] - last_other[:-1]
+    quote = (b == ord('"')) & (run_before & 1 == 0)
+    outside = np.cumsum(quote, dtype=idx.dtype) & 1 == 0  # a closing quote itself counts as outside
+    opens = (b == ord("[")) | (b == ord("{"))
+    closes = (b == ord("]")) | (b == ord("}"))
+    step = (opens.astype(np.int8) - closes.astype(np.int8)) * outside
+    return int(np.cumsum(step, dtype=np.int64).max(initial=0))
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_INT_DIGITS:
+        raise ValueError(f"integer of {len(text)} digits")
+    return int(text)
+
+
+def _check_strings(value: Any) -> None:
+    """Every string (keys too) must be encodable as UTF-8: no lone surrogates."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            _utf8(v)
+        elif isinstance(v, dict):
+            for k in v:
+                _utf8(k)
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
+def _utf8(s: str) -> None:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"string {s[:40]!r} is not valid Unicode (lone surrogate)", 400) \
+            from None
 
 
 @dataclass(frozen=True)
@@ -43,9 +128,21 @@ class Split:
     data: list
 
 
-def records_from_payload(payload: Any, columns: list[Column]) -> list | Split:
-    """Normalize any accepted payload to a list of records (dicts) or rows (lists)."""
+@dataclass(frozen=True)
+class Columnar:
+    """One list of values per column (``inputs`` as an object): never expanded into rows."""
+
+    values: dict[str, list]
+    rows: int
+
+
+def records_from_payload(payload: Any, columns: list[Column],
+                         max_rows: int | None = None) -> list | Split | Columnar:
+    """Normalize any accepted payload to a list of records (dicts) or rows (lists), a
+    :class:`Split` or a :class:`Columnar`. With ``max_rows``, a larger row count is refused
+    (413) here, before anything is built per row."""
     if isinstance(payload, list):
+        _limit(len(payload), max_rows)
         return payload
     if not isinstance(payload, dict):
         raise InputError("body must be a JSON object or a list of records")
@@ -62,22 +159,30 @@ def records_from_payload(payload: Any, columns: list[Column]) -> list | Split:
         data = body["data"]
         if not isinstance(cols, list) or not isinstance(data, list):
             raise InputError("dataframe_split.columns and .data must be lists")
+        _limit(len(data), max_rows)
         return Split([str(c) for c in cols], data)
     if key == "inputs" and isinstance(body, dict):  # columnar: {"col": [values...]}
         lengths = {len(v) if isinstance(v, list) else -1 for v in body.values()}
         if len(lengths) != 1 or -1 in lengths:
             raise InputError("inputs as an object needs equal-length lists per column")
         n = lengths.pop()
-        return [{k: body[k][i] for k in body} for i in range(n)]
+        _limit(n, max_rows)
+        return Columnar({str(k): v for k, v in body.items()}, n)
     if not isinstance(body, list):
         raise InputError(f"{key} must be a list of records")
+    _limit(len(body), max_rows)
     return body
+
+
+def _limit(n: int, max_rows: int | None) -> None:
+    if max_rows is not None and n > max_rows:
+        raise InputError(f"{n} rows exceed the limit of {max_rows} per request", 413)
 
 
 _NUMBER = {int, float}
 
 
-def to_columns(records: list | Split, columns: list[Column],
+def to_columns(records: list | Split | Columnar, columns: list[Column],
                max_rows: int) -> dict[str, np.ndarray]:
     """Validate records and build one array per column: float64 (NaN = missing) or object
     (None = missing). Column-wise, so a 10,000-row request costs milliseconds. Raises
@@ -85,10 +190,11 @@ def to_columns(records: list | Split, columns: list[Column],
     names = [c.name for c in columns]
     if isinstance(records, Split):
         return _from_split(records, columns, max_rows)
+    if isinstance(records, Columnar):
+        return _from_columnar(records, columns, max_rows)
     if not isinstance(records, list) or not records:
         raise InputError("no rows to score: send at least one record")
-    if len(records) > max_rows:
-        raise InputError(f"{len(records)} rows exceed the limit of {max_rows} per request", 413)
+    _limit(len(records), max_rows)
     kinds = set(map(type, records))
     if kinds == {dict}:
         keys = set().union(*map(dict.keys, records))
@@ -108,12 +214,24 @@ def to_columns(records: list | Split, columns: list[Column],
     return {c.name: _column(c, raw[c.name]) for c in columns}
 
 
+def _from_columnar(cols: Columnar, columns: list[Column],
+                   max_rows: int) -> dict[str, np.ndarray]:
+    if not cols.rows:
+        raise InputError("no rows to score: send at least one record")
+    _limit(cols.rows, max_rows)
+    names = [c.name for c in columns]
+    extra = set(cols.values) - set(names)
+    if extra:
+        raise InputError(f"unknown column(s) {sorted(extra)}; expected {names}")
+    nones = [None] * cols.rows
+    return {c.name: _column(c, cols.values.get(c.name, nones)) for c in columns}
+
+
 def _from_split(split: Split, columns: list[Column], max_rows: int) -> dict[str, np.ndarray]:
     data, names = split.data, split.columns
     if not data:
         raise InputError("no rows to score: send at least one record")
-    if len(data) > max_rows:
-        raise InputError(f"{len(data)} rows exceed the limit of {max_rows} per request", 413)
+    _limit(len(data), max_rows)
     expected = {c.name for c in columns}
     extra = set(names) - expected
     if extra:
@@ -144,21 +262,45 @@ def _column(c: Column, values: list) -> np.ndarray:
             i = _first(values, lambda v: v is not None and not isinstance(v, str))
             raise InputError(f"row {i}: column {c.name!r} must be a string, got "
                              f"{type(values[i]).__name__}")
+        try:  # one C call: a lone surrogate cannot be logged or fed to the graph
+            "".join([v for v in values if v is not None] if has_none else values).encode()
+        except UnicodeEncodeError:
+            i = _first(values, lambda v: v is not None and not _encodes(v))
+            raise InputError(f"row {i}: column {c.name!r} is not valid Unicode (lone "
+                             "surrogate)") from None
         return np.array(values, dtype=object)
     if types - _NUMBER:
         i = _first(values, lambda v: v is not None and type(v) not in _NUMBER)
         raise InputError(f"row {i}: column {c.name!r} must be a number, got "
                          f"{type(values[i]).__name__}")
-    arr = np.array([np.nan if v is None else v for v in values] if has_none else values,
-                   dtype=np.float64)
+    try:
+        arr = np.array([np.nan if v is None else v for v in values] if has_none else values,
+                       dtype=np.float64)
+    except OverflowError:  # a Python int beyond any float (only from the NaN-literal parser)
+        i = _first(values, lambda v: isinstance(v, int) and abs(v) >= LONG_LIMIT)
+        raise InputError(f"row {i}: column {c.name!r} is out of range (an integer of "
+                         f"{len(str(abs(values[i])))} digits)") from None
     present = ~np.isnan(arr) if has_none else np.ones(len(arr), dtype=bool)
     bad = present & ~np.isfinite(arr)  # inf, or NaN sent as a number where null is not allowed
     if bad.any():
         i = int(np.argmax(bad))
         raise InputError(f"row {i}: column {c.name!r} must be finite, got {values[i]}")
     if c.kind == "long":
+        huge = present & (np.abs(arr) >= LONG_LIMIT)
+        if huge.any():
+            i = int(np.argmax(huge))
+            raise InputError(f"row {i}: column {c.name!r} is beyond the 64-bit integer range, "
+                             f"got {float(values[i]):.4g}")
         frac = present & (np.floor(arr) != arr)
         if frac.any():
             i = int(np.argmax(frac))
             raise InputError(f"row {i}: column {c.name!r} must be an integer, got {values[i]}")
     return arr
+
+
+def _encodes(s: str) -> bool:
+    try:
+        s.encode()
+        return True
+    except UnicodeEncodeError:
+        return False
