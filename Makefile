@@ -20,7 +20,7 @@ help: ## Show the targets
 # Dependencies are pinned with hashes in $(LOCK) (runtime + dev, every platform), compiled
 # from pyproject.toml by `make lock`, and installed exactly by uv (`uv pip sync`). uv itself is
 # installed from PyPI into $(UV_DIR) (outside the synced environment) when missing.
-# Without uv:  pip install --require-hashes -r requirements/dev.lock && pip install --no-deps -e .
+# Without uv:  pip install --no-deps --require-hashes -r requirements/dev.lock && pip install --no-deps -e .
 LOCK := requirements/dev.lock
 UV_VERSION := 0.13.9
 UV_DIR := $(VENV)/.uv

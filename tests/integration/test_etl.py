@@ -111,3 +111,43 @@ def test_json_lines_and_parquet_batches(lake_project):
     rep = etl.run(params, root).report
     assert rep["batches"]["0004-json"]["written"] == 20
     assert rep["batches"]["0005-pq"]["duplicates"] == 10  # same rows as the JSON batch
+
+
+@pytest.mark.parametrize(("name", "content", "match"), [
+    ("header_only.csv", b"name, city, zip\n", "missing column"),
+    ("notes.txt", b"Remember to call the bank about the March figures.\n", "missing column"),
+    ("latin1.csv", adult_csv("train", 0, 3).encode() + "caf\u00e9, x\n".encode("latin-1"),
+     ":5: not UTF-8"),
+])
+def test_headers_and_encodings_are_checked_rows_or_not(lake_project, name, content, match):
+    params, root = lake_project
+    (root / "data" / "lake" / "0009-x").mkdir()
+    (root / "data" / "lake" / "0009-x" / name).write_bytes(content)
+    with pytest.raises(EtlError, match=match) as e:  # snapshot or etl, whichever sees it first
+        snapshot.run(params, root)
+        etl.run(params, root)
+    assert f"0009-x/{name}" in e.value.message
+    if "missing" in match:
+        assert "'age'" in e.value.message
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(lake_project):
+    params, root = lake_project
+    (root / "data" / "lake" / "0009-bom").mkdir()
+    (root / "data" / "lake" / "0009-bom" / "excel.csv").write_bytes(
+        b"\xef\xbb\xbf" + adult_csv("train", 3000, 5).encode())
+    snapshot.run(params, root)
+    assert etl.run(params, root).report["batches"]["0009-bom"]["written"] == 5
+
+
+def test_an_unsupported_file_found_in_a_snapshot_is_named(lake_project):
+    params, root = lake_project
+    snapshot.run(params, root)
+    manifest = root / "data" / "snapshot" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["files"][0]["path"] = "files/0001-adult-train/adult.xlsx"
+    manifest.write_text(json.dumps(m))
+    with pytest.raises(EtlError) as e:
+        etl.run(params, root)
+    assert "adult.xlsx: unsupported file format" in e.value.message
+    assert ".parquet" in e.value.message

@@ -52,3 +52,16 @@ def test_missing_lake_is_a_clear_error(tmp_path):
     with pytest.raises(LakeError, match="lake not found"):
         snapshot.run(params, tmp_path)
     assert not (tmp_path / "data" / "snapshot").exists()
+
+
+def test_retired_batches_are_skipped_and_recorded(lake_project):
+    from tarn.core.lake import Lake
+
+    params, root = lake_project
+    Lake(str(root / "data" / "lake")).retire("0002-adult-train", "bad export")
+    res = snapshot.run(params, root)
+    m = json.loads((root / "data" / "snapshot" / "manifest.json").read_text())
+    assert [b["name"] for b in m["batches"]] == ["0001-adult-train", "0003-adult-test"]
+    assert [(r["name"], r["reason"]) for r in m["retired"]] == [("0002-adult-train",
+                                                                  "bad export")]
+    assert res.retired == ("0002-adult-train",) and res.n_rows == 600

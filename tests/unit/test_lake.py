@@ -79,3 +79,113 @@ def test_fsspec_url_lake(tmp_path):
     lake.seed_adult(1, 1)
     assert [b.name for b in lake.batches()] == ["0001-adult-train", "0002-adult-test"]
     lake.fs.rm("/tarn-test-lake", recursive=True)
+
+
+# ---------------------------------------------- a lake that refuses what it cannot read
+def _schema():
+    from tarn.config import params_from_dict
+    from tests.support.project import repo_params_dict
+
+    return params_from_dict(repo_params_dict()).schema
+
+
+def _check(f):
+    from tarn.core.ingest import check_header
+
+    check_header(f, _schema())
+
+
+@pytest.mark.parametrize(("name", "content", "missing"), [
+    ("notes.txt", b"Remember to call the bank about the March figures.\n", "'age'"),
+    ("header_only.csv", b"name, city, zip\n", "'age'"),
+    ("no_age.csv", b"workclass, fnlwgt\nPrivate, 1\n", "'age'"),
+])
+def test_add_checks_the_header_against_the_contract_rows_or_not(tmp_path, name, content,
+                                                                 missing):
+    f = tmp_path / name
+    f.write_bytes(content)
+    with pytest.raises(LakeError) as e:
+        Lake(str(tmp_path / "lake")).add([f], "x", check_file=_check)
+    assert name in e.value.message and "missing column" in e.value.message
+    assert missing in e.value.message
+    assert not (tmp_path / "lake").exists() or not any((tmp_path / "lake").iterdir())
+
+
+def test_add_accepts_a_byte_order_mark_and_alias_headers(tmp_path):
+    from tarn.datasets import ADULT_COLUMNS
+
+    f = tmp_path / "excel.csv"
+    f.write_bytes(b"\xef\xbb\xbf" + ", ".join(ADULT_COLUMNS).encode() + b"\n")
+    assert Lake(str(tmp_path / "lake")).add([f], "bom", check_file=_check) == "0001-bom"
+
+
+def test_add_refuses_unsupported_formats_listing_the_supported_ones(tmp_path):
+    f = tmp_path / "data.xlsx"
+    f.write_bytes(b"PK..")
+    with pytest.raises(LakeError) as e:
+        Lake(str(tmp_path / "lake")).add([f], "x")
+    assert "data.xlsx" in e.value.message and ".csv" in e.value.message
+    assert ".parquet" in e.value.message
+
+
+def test_add_refuses_two_files_of_the_same_name(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d in ("a", "b"):
+        (tmp_path / d / "part.csv").write_text("age\n1\n")
+    with pytest.raises(LakeError, match="two files named 'part.csv'"):
+        Lake(str(tmp_path / "lake")).add([tmp_path / "a" / "part.csv",
+                                          tmp_path / "b" / "part.csv"], "x")
+    assert not (tmp_path / "lake").exists() or not any((tmp_path / "lake").iterdir())
+
+
+def test_a_crash_while_adding_leaves_no_partial_batch(tmp_path, monkeypatch):
+    lake = Lake(str(tmp_path / "lake"))
+    files = []
+    for i in range(2):
+        files.append(tmp_path / f"f{i}.csv")
+        files[-1].write_text("age\n1\n")
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(lake.fs, "mv", crash)
+    with pytest.raises(OSError, match="disk full"):
+        lake.add(files, "x")
+    assert list((tmp_path / "lake").iterdir()) == []  # no batch, no temporary folder
+    monkeypatch.undo()
+    assert lake.add(files, "x") == "0001-x"
+    assert sorted(p.name for p in (tmp_path / "lake" / "0001-x").iterdir()) == ["f0.csv",
+                                                                                 "f1.csv"]
+
+
+def test_batch_numbers_keep_their_order_past_9999(tmp_path):
+    for name in ("0002-b", "9999-c", "10000-d", "0001-a"):
+        (tmp_path / "lake" / name).mkdir(parents=True)
+        (tmp_path / "lake" / name / "a.csv").write_text("x\n1\n")
+    lake = Lake(str(tmp_path / "lake"))
+    assert [b.name for b in lake.batches()] == ["0001-a", "0002-b", "9999-c", "10000-d"]
+    f = tmp_path / "n.csv"
+    f.write_text("x\n1\n")
+    assert lake.add([f], "next") == "10001-next"
+    assert [b.name for b in lake.batches()][-1] == "10001-next"
+
+
+def test_retire_keeps_the_files_records_why_and_readers_skip_it(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    lake.seed_adult(2, 1)
+    rec = lake.retire("0002-adult-train", "wrong export (March)")
+    assert rec["reason"] == "wrong export (March)" and rec["batch"] == "0002-adult-train"
+    assert (tmp_path / "lake" / "0002-adult-train" / "adult.csv").exists()  # append-only
+    assert [b.name for b in lake.batches()] == ["0001-adult-train", "0003-adult-test"]
+    assert [b.name for b in lake.batches(retired=True)][1] == "0002-adult-train"
+    assert list(lake.retired()) == ["0002-adult-train"]
+    with pytest.raises(LakeError, match="already retired"):
+        lake.retire("0002-adult-train", "again")
+    with pytest.raises(LakeError, match="no batch 'nope'"):
+        lake.retire("nope", "x")
+    with pytest.raises(LakeError, match="needs a reason"):
+        lake.retire("0001-adult-train", " ")
+    f = tmp_path / "n.csv"
+    f.write_text("x\n1\n")
+    assert lake.add([f], "new") == "0004-new"  # a retired number is not reused

@@ -81,3 +81,60 @@ def test_header_only_csv_has_no_records(tmp_path):
     p = tmp_path / "h.csv"
     p.write_text("x,y\n")
     assert count_records(FS, str(p)) == 0
+
+
+def test_byte_order_mark_is_stripped(tmp_path):
+    for name, body in [("a.csv", b"age, x\n1, 2\n"), ("q.csv", b'age, x\n"1", 2\n'),
+                       ("a.jsonl", b'{"age": "1"}\n')]:
+        p = tmp_path / name
+        p.write_bytes(b"\xef\xbb\xbf" + body)
+        [c] = list(iter_chunks(FS, str(p), 10))
+        assert c.columns[0] == "age" and c.frame.iloc[0, 0] == "1", name
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_a_decoding_error_names_its_line(tmp_path, quoted):
+    p = tmp_path / "latin1.csv"
+    q = '"' if quoted else ""
+    p.write_bytes(b"x,y\n" + b"".join(f"{q}{i}{q},v\n".encode() for i in range(40))
+                  + "caf\u00e9,v\n".encode("latin-1") + b"1,2\n")
+    with pytest.raises(EtlError) as e:
+        list(iter_chunks(FS, str(p), 10))
+    assert "latin1.csv:42: not UTF-8" in e.value.message
+
+
+def test_header_only_file_still_yields_its_header(tmp_path):
+    p = tmp_path / "h.csv"
+    p.write_text("name, city\n")
+    [c] = list(iter_chunks(FS, str(p), 10))
+    assert c.columns == ["name", "city"] and c.n_records == 0
+
+
+def test_fast_and_csv_module_paths_agree(tmp_path):
+    """Arrow for plain files, the csv module for quoted ones: same records, lines, errors."""
+    body = ["x, y, z", "", "1, a, b", "   ", "2, c", "3, d, e, f", "4,e,f", "", "5, g , h"]
+    plain = tmp_path / "plain.csv"
+    plain.write_text("\r\n".join(body) + "\r\n")
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text("\n".join(body) + '\n6, "i", j\n')
+    for chunk_rows in (1, 2, 100):
+        a = list(iter_chunks(FS, str(plain), chunk_rows))
+        b = list(iter_chunks(FS, str(quoted), chunk_rows))
+        rows_a = [r for c in a for r in c.frame.itertuples(index=False, name=None)]
+        rows_b = [r for c in b for r in c.frame.itertuples(index=False, name=None)]
+        assert rows_b[:-1] == rows_a and rows_b[-1] == ("6", "i", "j")
+        assert [n for c in a for n in c.lines.tolist()] == [3, 7, 9]
+        assert [n for c in b for n in c.lines.tolist()] == [3, 7, 9, 10]
+        assert [(m.line, m.detail) for c in a for m in c.malformed] == \
+            [(c_m.line, c_m.detail) for c in b for c_m in c.malformed] == \
+            [(5, "expected 3 fields, got 2"), (6, "expected 3 fields, got 4")]
+        assert all(c.n_records <= chunk_rows for c in a + b)
+
+
+def test_lines_longer_than_a_read_and_no_final_newline(tmp_path):
+    p = tmp_path / "long.csv"
+    big = "v" * 300_000
+    p.write_text(f"x,y\n1,{big}\n2,b")
+    chunks = list(iter_chunks(FS, str(p), 1))
+    assert [c.lines.tolist() for c in chunks] == [[2], [3]]
+    assert chunks[0].frame.iloc[0, 1] == big and chunks[1].frame.iloc[0, 1] == "b"

@@ -22,9 +22,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tarn.config import Params
+from tarn.config import Params, SchemaConfig
 from tarn.core import schema as sc
-from tarn.core.readers import RawChunk, file_format, iter_chunks
+from tarn.core.readers import RawChunk, file_format, iter_chunks, read_header
+from tarn.errors import EtlError, LakeError
 
 T = TypeVar("T")
 
@@ -211,6 +212,21 @@ def process_file(fs, path: str, rel: str, batch: str, params: Params, dedup: Ded
     application, used by the etl stage and by retraining on new batches."""
     for t in transform_file(fs, path, rel, batch, params):
         yield load_chunk(t, batch, rel, dedup, counts)
+
+
+def check_header(path: Path, schema: SchemaConfig) -> None:
+    """A local file's header maps onto the contract (names and aliases), whether rows follow
+    or not (``tarn lake add``): a LakeError names the file and the missing or unexpected
+    columns, or why the file cannot be read."""
+    import fsspec
+
+    try:
+        header = read_header(fsspec.filesystem("file"), str(path))
+        strict = file_format(path.name) != "jsonl"  # JSON Lines may omit null keys
+        if header or strict:
+            sc.resolve_columns(header, schema, str(path), strict_missing=strict)
+    except EtlError as e:
+        raise LakeError(e.message, e.hint) from e
 
 
 def workers() -> int:

@@ -1,16 +1,24 @@
 """The data lake: raw batches under one folder each, on a local path or any fsspec URL.
 
-Layout: ``<lake>/<batch>/<file>``. Batches are ordered by name; ``tarn lake add`` prefixes a
-sequence number so that name order is arrival order. A batch is immutable once written.
+Layout: ``<lake>/<batch>/<file>``. ``tarn lake add`` prefixes a sequence number, and batches
+are ordered by it (numerically: ``10000-x`` comes after ``9999-y``), then by name. A batch is
+immutable once written: ``add`` checks every file's header against the contract, writes into a
+hidden temporary folder and renames it, so a crash leaves no partial batch. A bad batch is not
+deleted but retired: ``<lake>/_retired/<batch>.json`` records why, and readers skip it.
 Names starting with ``.`` or ``_`` are ignored (hidden files, ``_SUCCESS`` markers).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import getpass
+import json
 import posixpath
 import re
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import fsspec
@@ -22,6 +30,13 @@ from tarn.datasets import ADULT_COLUMNS, adult_lines
 from tarn.errors import LakeError
 
 _SEQ = re.compile(r"^(\d{4,})-")
+RETIRED = "_retired"  # <lake>/_retired/<batch>.json: why a batch is no longer read
+
+
+def batch_order(name: str) -> tuple:
+    """Sort key of a batch: its sequence number (numerically), then its name."""
+    m = _SEQ.match(name)
+    return (0, int(m.group(1)), name) if m else (1, 0, name)
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,13 @@ def _with_timeouts(url: str, options: dict) -> dict:
 def _visible(name: str) -> bool:
     base = posixpath.basename(name.rstrip("/"))
     return not base.startswith((".", "_"))
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (containers)
+        return "unknown"
 
 
 class Lake:
@@ -119,16 +141,23 @@ class Lake:
             raise LakeError(f"lake not found at {self.url}",
                             "run `tarn lake seed` to create it, or set lake.url in params.yaml")
 
-    def batches(self, include: list[str] | None = None) -> list[Batch]:
-        """Batches in order, each with its files; unsupported files are an error."""
+    def batches(self, include: list[str] | None = None,
+                retired: bool = False) -> list[Batch]:
+        """Batches in order, each with its files; unsupported files are an error. Retired
+        batches are left out unless ``retired``."""
         self.require()
         out: list[Batch] = []
-        for entry in sorted(self.fs.ls(self.path, detail=True), key=lambda e: e["name"]):
+        gone = set() if retired else set(self.retired())
+        entries = self.fs.ls(self.path, detail=True)
+        for entry in sorted(entries, key=lambda e: batch_order(
+                posixpath.basename(e["name"].rstrip("/")))):
             name = posixpath.basename(entry["name"].rstrip("/"))
             if entry["type"] != "directory" or not _visible(name):
                 if entry["type"] != "directory" and _visible(name):
                     raise LakeError(f"{entry['name']}: file outside any batch folder",
                                     "move it into <lake>/<batch>/ or use `tarn lake add`")
+                continue
+            if name in gone:
                 continue
             if include and not any(fnmatch.fnmatch(name, pat) for pat in include):
                 continue
@@ -139,18 +168,65 @@ class Lake:
                 if not all(_visible(part) for part in rel.split("/")):
                     continue
                 if file_format(f["name"]) is None:
-                    raise LakeError(f"{f['name']}: unsupported file format in batch {name!r}",
-                                    f"convert it to one of {supported_help()} or remove it")
+                    raise LakeError(f"{f['name']}: unsupported file format in batch {name!r} "
+                                    f"(supported: {supported_help()})",
+                                    "convert it to one of those formats, or retire the batch "
+                                    f"(`tarn lake retire {name} --reason ...`)")
                 files.append(LakeFile(name, f["name"], rel, int(f["size"])))
             out.append(Batch(name, tuple(files)))
         return out
+
+    def retired(self) -> dict[str, dict]:
+        """Retired batches: name -> the record (reason, when, by whom), in batch order."""
+        folder = posixpath.join(self.path, RETIRED)
+        if not self.fs.isdir(folder):
+            return {}
+        out = {}
+        for f in self.fs.ls(folder, detail=False):
+            base = posixpath.basename(f)
+            if base.endswith(".json") and _visible(base):
+                with self.fs.open(f, "rb") as fh:
+                    rec = json.loads(fh.read().decode("utf-8"))
+                out[base.removesuffix(".json")] = rec
+        return dict(sorted(out.items(), key=lambda kv: batch_order(kv[0])))
+
+    def retire(self, batch: str, reason: str) -> dict:
+        """Take a batch out of every later read, keeping its files (the lake stays
+        append-only): writes ``_retired/<batch>.json`` with the reason."""
+        if not reason.strip():
+            raise LakeError("a retirement needs a reason", "pass --reason TEXT")
+        self.require()
+        done = self.retired()
+        if batch in done:
+            raise LakeError(f"batch {batch!r} is already retired ({done[batch]['reason']})",
+                            "nothing to do")
+        if batch not in {b.name for b in self._listed()}:
+            raise LakeError(f"no batch {batch!r} in {self.url}",
+                            "see `tarn lake list` for the batch names")
+        record = {"batch": batch, "reason": reason.strip(),
+                  "retired_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
+                  "by": _user()}
+        folder = posixpath.join(self.path, RETIRED)
+        self.fs.makedirs(folder, exist_ok=True)
+        self._write_atomic(posixpath.join(folder, f"{batch}.json"),
+                           (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+        return record
+
+    def _listed(self) -> list[Batch]:
+        """Every batch folder, retired ones too, without opening files (names only)."""
+        out = []
+        for entry in self.fs.ls(self.path, detail=True):
+            name = posixpath.basename(entry["name"].rstrip("/"))
+            if entry["type"] == "directory" and _visible(name):
+                out.append(Batch(name, ()))
+        return sorted(out, key=lambda b: batch_order(b.name))
 
     # ----------------------------------------------------------------- writing
     def next_batch_name(self, name: str) -> str:
         """Prefix ``name`` with the next sequence number unless it already has one."""
         if _SEQ.match(name):
             return name
-        seqs = [int(m.group(1)) for b in (self.batches() if self.exists() else [])
+        seqs = [int(m.group(1)) for b in (self._listed() if self.exists() else [])
                 if (m := _SEQ.match(b.name))]
         return f"{max(seqs, default=0) + 1:04d}-{name}"
 
@@ -185,22 +261,44 @@ class Lake:
             return None
         return self.seed_adult(train_batches, test_batches)
 
-    def add(self, files: list[Path], batch: str) -> str:
-        """Copy local ``files`` into a new batch; returns the batch name used."""
+    def add(self, files: list[Path], batch: str,
+            check_file: Callable[[Path], None] | None = None) -> str:
+        """Copy local ``files`` into a new batch; returns the batch name used. Each file must be
+        in a supported format, hold bytes, and pass ``check_file`` (the CLI passes
+        :func:`tarn.core.ingest.check_header`: the header maps onto the contract). The batch
+        appears whole or not at all (temporary folder, then a rename)."""
+        names: dict[str, Path] = {}
         for f in files:
             if not f.is_file():
                 raise LakeError(f"{f}: no such file", "check the path")
             if file_format(f.name) is None:
-                raise LakeError(f"{f}: unsupported file format",
-                                f"convert it to one of {supported_help()}")
+                raise LakeError(f"{f}: unsupported file format (supported: {supported_help()})",
+                                "convert it to one of those formats")
             if f.stat().st_size == 0:
                 raise LakeError(f"{f}: empty file (0 bytes)", "a batch file must hold rows")
+            if f.name in names:
+                raise LakeError(f"two files named {f.name!r} in one batch ({names[f.name]} and "
+                                f"{f})", "rename one, or add them as two batches")
+            names[f.name] = f
+            if check_file is not None:
+                check_file(f)
         self.fs.makedirs(self.path, exist_ok=True)
         name = self.next_batch_name(batch)
         target = self._new_batch_dir(name)
-        self.fs.makedirs(target, exist_ok=True)
-        for f in files:
-            self._write_atomic(posixpath.join(target, f.name), f.read_bytes())
+        tmp = posixpath.join(self.path, f"_tmp-{name}-{uuid.uuid4().hex[:8]}")
+        try:
+            self.fs.makedirs(tmp, exist_ok=True)
+            for f in files:
+                with open(f, "rb") as src, self.fs.open(posixpath.join(tmp, f.name), "wb") as fh:
+                    while block := src.read(1 << 20):
+                        fh.write(block)
+            if self.fs.exists(target):
+                raise LakeError(f"batch {name!r} already exists in {self.url}",
+                                "batches are immutable: choose a new --batch name")
+            self.fs.mv(tmp, target, recursive=True)
+        finally:
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp, recursive=True)
         return name
 
     def write_batch(self, name: str, filename: str, data: bytes) -> None:

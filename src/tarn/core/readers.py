@@ -238,10 +238,10 @@ def _csv_chunks_arrow(fs, path: str, fh, chunk_rows: int) -> Iterator[RawChunk]:
         return
     n_head = buf.count(b"\n")
     est = max(16, len(buf) // n_head) if n_head else 256  # bytes a line, to size the reads
-    invalid: list[str] = []  # lines Arrow set aside (wrong field count, whitespace only)
+    invalid: list[int] = []  # lines Arrow set aside (wrong field count, whitespace only)
 
     def skip(row) -> str:
-        invalid.append(row.text)
+        invalid.append(1)  # (not row.text: it may not decode; the line is found below)
         return "skip"
 
     parse_opts.invalid_row_handler = skip
@@ -264,6 +264,8 @@ def _csv_chunks_arrow(fs, path: str, fh, chunk_rows: int) -> Iterator[RawChunk]:
         starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
         view = memoryview(buf)[:cut]
         invalid.clear()
+        if (np.frombuffer(buf, dtype=np.uint8, count=cut) >= 0x80).any():
+            _text(fs, path, bytes(view))  # not ASCII: valid UTF-8, or the line that is not
         table = _arrow_parse(fs, path, view, read_opts, parse_opts, conv_opts) \
             if cut else None
         n_rows = table.num_rows if table is not None else 0
@@ -306,7 +308,9 @@ def _arrow_parse(fs, path, data, read_opts, parse_opts, conv_opts) -> pa.Table:
     try:
         return pacsv.read_csv(pa.py_buffer(data), read_opts, parse_opts, conv_opts)
     except pa.ArrowInvalid as e:
-        if "utf8" in str(e).lower():
+        try:  # Arrow reports bad UTF-8 without a line (or as a parse error): find it
+            codecs.decode(data, "utf-8")
+        except UnicodeDecodeError:
             raise _decode_error(fs, path) from None
         raise EtlError(f"{path}: unreadable CSV ({e})", "fix or remove that line") from e
 

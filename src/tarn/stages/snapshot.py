@@ -8,6 +8,7 @@ lake gives a byte-identical snapshot.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from tarn.config import Params, stage_view
 from tarn.core.catalog import MANIFEST, SNAPSHOT_FILES
 from tarn.core.files import atomic_dir
 from tarn.core.lake import Lake
+from tarn.core.progress import console
 from tarn.core.readers import count_records
 from tarn.errors import EtlError, LakeError
 
@@ -35,6 +37,7 @@ class SnapshotResult:
     manifest_hash: str
     n_files: int
     n_rows: int
+    retired: tuple[str, ...] = ()  # retired batches left out
 
 
 def _copy_hashing(fs, src: str, dst: Path) -> str:
@@ -56,7 +59,12 @@ def manifest_hash(entries: list[dict]) -> str:
 def run(params: Params, root: Path) -> SnapshotResult:
     params = stage_view(params, "snapshot", READS, AMBIENT)
     lake = Lake.from_config(params.lake, root)
-    batches = lake.batches(params.lake.include)
+    batches = lake.batches(params.lake.include)  # retired batches are left out
+    retired = {name: rec for name, rec in lake.retired().items()
+               if not params.lake.include or any(fnmatch.fnmatch(name, p)
+                                                 for p in params.lake.include)}
+    for name, rec in retired.items():
+        console.print(f"snapshot: skipped retired batch {name} ({rec.get('reason', '')})")
     if not batches:
         raise LakeError(f"no batches in lake {lake.url} match {params.lake.include}",
                         "run `tarn lake seed`, add batches, or fix lake.include")
@@ -92,6 +100,10 @@ def run(params: Params, root: Path) -> SnapshotResult:
                 for b in batches
             ],
             "files": entries,
+            "retired": [{"name": name, "reason": rec.get("reason", ""),
+                         "retired_at": rec.get("retired_at", "")}
+                        for name, rec in retired.items()],
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return SnapshotResult(out, manifest["hash"], len(entries), sum(e["rows"] for e in entries))
+    return SnapshotResult(out, manifest["hash"], len(entries), sum(e["rows"] for e in entries),
+                          tuple(retired))
