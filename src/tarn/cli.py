@@ -17,7 +17,7 @@ from rich.table import Table
 from typer.exceptions import TyperException
 
 from tarn.config import Params, load_params
-from tarn.core.progress import bars, console
+from tarn.core.progress import bars, console, steps
 from tarn.errors import TarnError
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -338,7 +338,8 @@ def train() -> None:
     from tarn.stages import train as stage
 
     c = ctx()
-    res = stage.run(c.params, c.root)
+    with bars() as progress, steps("training") as step:
+        res = stage.run(c.params, c.root, progress, step)
     console.print(f"registered {c.params.mlflow.registered_model} version {res.version} "
                   f"(run {res.run_id}, {res.tags['tarn.train_rows']} rows, "
                   f"mitigation {res.tags['tarn.mitigation']})")
@@ -351,7 +352,8 @@ def evaluate() -> None:
     from tarn.stages import evaluate as stage
 
     c = ctx()
-    res = stage.run(c.params, c.root)
+    with steps("evaluating on the test split"):
+        res = stage.run(c.params, c.root)
     m = res.metrics
     console.print(f"test: logloss {m['logloss']:.4f}, AUC {m['roc_auc']:.4f}, accuracy "
                   f"{m['accuracy']:.4f}, F1 {m['f1']:.4f}, Brier {m['brier']:.4f}")
@@ -511,7 +513,8 @@ def monitor(
     bad = set(source) - {"lake", "log"}
     if bad:
         raise typer.BadParameter(f"unknown source(s) {sorted(bad)}: use lake and/or log")
-    res = stage.run(c.params, c.root, tuple(source))
+    with steps("monitoring") as step:
+        res = stage.run(c.params, c.root, tuple(source), step)
     _print_monitor(res)
 
 
@@ -539,15 +542,13 @@ def retrain(
 ) -> None:
     """Monitor, decide, retrain (incremental: continue boosting the production model on the
     new batches; full: dvc repro on a fresh snapshot), then promote through the gates."""
-    from rich.status import Status
-
     from tarn.lifecycle import retrain as stage
 
     c = ctx()
     if mode not in ("auto", "incremental", "full"):
         raise typer.BadParameter("mode must be auto, incremental or full")
-    with Status("retraining", console=console) as st:
-        mon, res = stage.run(c.params, c.root, mode, lambda msg: st.update(msg))
+    with steps("retraining") as step:
+        mon, res = stage.run(c.params, c.root, mode, step)
     _print_monitor(mon)
     if res is None:
         console.print("nothing to retrain")

@@ -3,7 +3,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from tarn.cli import app
-from tests.support.project import write_params
+from tests.support.project import adult_csv, write_params
 
 runner = CliRunner()
 
@@ -40,7 +40,7 @@ def test_seed_list_and_add(tmp_path, monkeypatch):
     res = runner.invoke(app, ["lake", "seed", "--if-empty"])
     assert res.exit_code == 0 and "left as is" in res.output
     f = tmp_path / "new.csv"
-    f.write_text("age\n1\n")
+    f.write_text(adult_csv("train", 0, 1))  # the lake's raw format, one row
     res = runner.invoke(app, ["lake", "add", str(f), "--batch", "extra"])
     assert res.exit_code == 0 and "0004-extra" in res.output
     res = runner.invoke(app, ["lake", "list"], terminal_width=200)

@@ -4,6 +4,7 @@ they stay free of terminal code and tests can pass :func:`silent`."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
@@ -28,9 +29,35 @@ def silent(key: str, description: str, advance: int, total: int | None) -> None:
     """A Progress that shows nothing."""
 
 
+# step(message): a long job moved on to its next step
+Step = Callable[[str], None]
+
+
+def no_steps(message: str) -> None:
+    """A Step that shows nothing."""
+
+
+@contextlib.contextmanager
+def steps(title: str) -> Iterator[Step]:
+    """A spinner with the current step on a terminal; one plain line per step otherwise
+    (logs, CI), each with the seconds since the start."""
+    start = time.monotonic()
+    if console.is_terminal:
+        with console.status(title) as status:
+            yield lambda message: status.update(f"{title}: {message}")
+        return
+    console.print(f"{title}", highlight=False)
+    yield lambda message: console.print(f"  {message} ({time.monotonic() - start:.0f} s)",
+                                        highlight=False)
+
+
 @contextlib.contextmanager
 def bars(transient: bool = False) -> Iterator[Progress]:
-    """A rich progress display; yields the callback stages call."""
+    """A rich progress display; yields the callback stages call. Not on a terminal, a plain
+    line per task every 10 % (and when its description changes)."""
+    if not console.is_terminal:
+        yield _plain_progress()
+        return
     tasks: dict[str, int] = {}
     with RichProgress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -43,3 +70,21 @@ def bars(transient: bool = False) -> Iterator[Progress]:
             prog.update(tasks[key], advance=advance, description=description)
 
         yield update
+
+
+def _plain_progress() -> Progress:
+    state: dict[str, list] = {}  # key -> [done, total, description, last tenth printed]
+    start = time.monotonic()
+
+    def update(key: str, description: str, advance: int, total: int | None) -> None:
+        s = state.setdefault(key, [0, total, description, -1])
+        s[0] += advance
+        s[1] = total or s[1]
+        tenth = int(10 * s[0] / s[1]) if s[1] else s[0] // 1000
+        if tenth != s[3] or description != s[2]:
+            s[2], s[3] = description, tenth
+            of = f"/{s[1]:,}" if s[1] else ""
+            console.print(f"{description}: {s[0]:,}{of} ({time.monotonic() - start:.0f} s)",
+                          highlight=False)
+
+    return update

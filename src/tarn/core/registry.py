@@ -225,7 +225,7 @@ class Registry:
 
     # ------------------------------------------------------------------ writing
     def register(self, pipe, lineage: Lineage, run_name: str, logged_params: dict,
-                 metrics: dict, example: pd.DataFrame, sig) -> Registered:
+                 metrics: dict, sig) -> Registered:
         """Log the Pipeline as an MLflow model in a new run and register it as a new version
         carrying its lineage (one call: no version without its lineage). Training and
         retraining both register through here."""
@@ -240,10 +240,12 @@ class Registry:
             mlflow.set_tags({**tags, RunTag.STAGE: run_name})
             mlflow.log_params(dict(logged_params))
             mlflow.log_metrics(metrics)
+            # no input example: MLflow would check it by loading the model with its own
+            # loader, which tarn switches off (pickle); the signature carries the contract,
+            # and tarn's loader and the server's warm-up check the model
             info = mlflow.sklearn.log_model(
-                pipe, name="model", signature=sig, input_example=example.head(5),
-                pyfunc_predict_fn="predict_proba", skops_trusted_types=TRUSTED_TYPES,
-                pip_requirements=pip_requirements())
+                pipe, name="model", signature=sig, pyfunc_predict_fn="predict_proba",
+                skops_trusted_types=TRUSTED_TYPES, pip_requirements=pip_requirements())
             mv = mlflow.register_model(info.model_uri, self.name, tags=tags)
         return Registered(run.info.run_id, info.model_uri, self.name, str(mv.version))
 

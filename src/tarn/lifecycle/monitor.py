@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tarn.config import Params
+from tarn.core.progress import Step, no_steps
 from tarn.errors import EtlError, TarnError
 
 MODES = ("none", "incremental", "full")
@@ -167,7 +168,8 @@ def decide(sources: list[SourceReport], params: Params, streak: int) -> Decision
 
 
 # ----------------------------------------------------------------------------- stage
-def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log")) -> MonitorResult:
+def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log"),
+        step: Step = no_steps) -> MonitorResult:
     from tarn.core.catalog import load_split
     from tarn.core.registry import Registry
 
@@ -176,6 +178,7 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log")) 
     if production is None:
         raise TarnError("nothing in production to monitor", "promote a version first")
     lineage = reg.lineage(production)
+    step(f"loading production version {production}")
     model = reg.load_model(production)
     train = load_split(params, root, "train")
     reference = train.frame
@@ -187,13 +190,16 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log")) 
     fresh = new_batches(params, root, seen)
     reports: list[SourceReport] = []
     if "lake" in sources:
+        step(f"drift on {len(fresh)} new lake batch(es)")
         reports.append(_lake_source(params, root, fresh, reference, ref_proba, model, out,
                                     ref_logloss))
     if "log" in sources:
+        step("drift on the prediction log")
         reports.append(_log_source(params, root, reference, ref_proba, out, production))
     result = MonitorResult(production, fresh, reports,
                            decide(reports, params, lineage.incremental_streak))
     (out / "monitor.json").write_text(json.dumps(result.as_dict(), indent=2, default=float))
+    step("logging to MLflow")
     _log_mlflow(params, root, result, out)
     return result
 

@@ -10,6 +10,7 @@ refitted with exactly that many, so the saved booster, the ONNX export and sklea
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from tarn.config import Params
+from tarn.core.progress import Step, no_steps
 from tarn.errors import TarnError
 
 
@@ -125,7 +127,7 @@ def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainRe
     out = reg.register(new_pipe, lineage, "retrain-incremental",
                        {"parent_version": parent, "new_trees": trees -
                         pipe.steps[-1][1].get_booster().num_boosted_rounds(),
-                        "new_rows": len(y)}, flat, X,
+                        "new_rows": len(y)}, flat,
                        signature(params.schema, params.prepare, new_pipe, X))
     return RetrainResult("incremental", parent, out.version, metrics=metrics,
                          duration_s=time.perf_counter() - start)
@@ -185,7 +187,8 @@ def _compare_versions(params: Params, root: Path, old: str, new: str,
     return _compare(params, root, reg.load_model(old), reg.load_model(new), X, y)
 
 
-def run_full(params: Params, root: Path, dvc: str | None = None) -> RetrainResult:
+def run_full(params: Params, root: Path, dvc: str | None = None,
+             step: Step = no_steps) -> RetrainResult:
     """A fresh snapshot of the whole lake through the DVC pipeline (re-tuning if
     ``retrain.retune``), which registers a new version."""
     from tarn.core.registry import Registry
@@ -200,14 +203,21 @@ def run_full(params: Params, root: Path, dvc: str | None = None) -> RetrainResul
     import sys
 
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    lines: list[str] = []
     try:  # the stages call `tarn`, so the venv's bin must be on PATH for them too
-        res = subprocess.run([dvc or _dvc(), "repro", *stages], cwd=root, capture_output=True,
-                             text=True, env=env)
+        with subprocess.Popen([dvc or _dvc(), "repro", *stages], cwd=root, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+            for line in proc.stdout:  # DVC's own progress, one step per stage
+                lines.append(line.rstrip())
+                stage = re.search(r"Running stage '([\w-]+)'", line)
+                if stage:
+                    step(f"dvc repro: stage {stage.group(1)}")
+        returncode = proc.returncode
     except FileNotFoundError as e:
         raise RetrainError("dvc is not installed here", "run `make venv`, or activate .venv") \
             from e
-    if res.returncode != 0:
-        tail = (res.stdout + res.stderr).strip().splitlines()[-5:]
+    if returncode != 0:
+        tail = [x for x in lines if x.strip()][-5:]
         raise RetrainError("dvc repro failed: " + " | ".join(tail),
                            "fix the failing stage (see `dvc repro` output), then retry")
     version = _registered(params, root)  # the version this run's train stage registered,
@@ -227,15 +237,14 @@ def _registered(params: Params, root: Path) -> str | None:
         return None
 
 
-def run(params: Params, root: Path, mode: str = "auto", progress=None) -> tuple:
+def run(params: Params, root: Path, mode: str = "auto", step: Step = no_steps) -> tuple:
     """Monitor, decide, retrain, promote. Returns (monitor result, retrain result | None)."""
     from tarn.core.registry import PromotionRefused
     from tarn.lifecycle import monitor
     from tarn.lifecycle.promote import promote
 
-    step = progress or (lambda msg: None)
     step("monitoring new data")
-    mon = monitor.run(params, root)
+    mon = monitor.run(params, root, step=step)
     chosen = mon.decision.mode if mode == "auto" else mode
     if chosen == "none":
         return mon, None
@@ -243,7 +252,7 @@ def run(params: Params, root: Path, mode: str = "auto", progress=None) -> tuple:
         chosen = "full"  # a schema change cannot be learned incrementally
     step(f"{chosen} retraining")
     result = (run_incremental(params, root, mon.new_batches) if chosen == "incremental"
-              else run_full(params, root))
+              else run_full(params, root, step=step))
     if chosen == "full" and result.parent and mon.new_batches:
         result.metrics = _compare_versions(params, root, result.parent, result.version,
                                            mon.new_batches)

@@ -28,6 +28,7 @@ from tarn.core.catalog import (
 from tarn.core.features import FEATURES, build_preprocessor, to_model_frame
 from tarn.core.files import atomic_dir, staged
 from tarn.core.model import save_local, schema_hash, signature
+from tarn.core.progress import Progress, Step, no_steps, silent
 from tarn.core.tags import Lineage
 from tarn.errors import TarnError
 
@@ -54,8 +55,20 @@ def model_params(best: dict, params: Params) -> dict:
             "eval_metric": "logloss"}
 
 
+def _rounds(progress: Progress, key: str, description: str, total: int):
+    """An XGBoost callback that reports each boosting round."""
+    from xgboost.callback import TrainingCallback
+
+    class Rounds(TrainingCallback):
+        def after_iteration(self, model, epoch, evals_log) -> bool:
+            progress(key, description, 1, total)
+            return False
+
+    return Rounds()
+
+
 def fit_pipeline(data: SplitData, weight: np.ndarray | None, mparams: dict, params: Params,
-                 client=None) -> Pipeline:
+                 client=None, progress: Progress = silent, label: str = "model") -> Pipeline:
     """Fit normalization then XGBoost (locally, or with xgboost.dask when a client is given)
     and assemble the fitted Pipeline that ships as one model."""
     from xgboost import XGBClassifier
@@ -64,10 +77,14 @@ def fit_pipeline(data: SplitData, weight: np.ndarray | None, mparams: dict, para
 
     pre = build_preprocessor(params.schema, params.prepare).fit(data.X)
     z = pre.transform(data.X)
-    if client is not None:
+    if client is not None:  # rounds run on the workers: the caller shows a spinner
         clf = fit_xgb_dask(client, z, data.y, weight, mparams)
     else:
-        clf = XGBClassifier(**mparams).fit(z, data.y, sample_weight=weight)
+        n = mparams["n_estimators"]
+        clf = XGBClassifier(**mparams, callbacks=[_rounds(progress, label, f"fitting {label}",
+                                                          n)])
+        clf.fit(z, data.y, sample_weight=weight)
+        clf.set_params(callbacks=None)  # not part of the model: skops would refuse it
     return Pipeline([("pre", pre), ("model", clf)])
 
 
@@ -80,7 +97,8 @@ def training_data(params: Params, root: Path) -> SplitData:
                      np.concatenate([p.y for p in parts]), w)
 
 
-def run(params: Params, root: Path) -> TrainResult:
+def run(params: Params, root: Path, progress: Progress = silent,
+        step: Step = no_steps) -> TrainResult:
     params = stage_view(params, "train", READS, AMBIENT)
     from tarn.core.compute import dask_client
     from tarn.core.registry import Registry
@@ -95,15 +113,24 @@ def run(params: Params, root: Path) -> TrainResult:
         raise TarnError("reweighing weights missing beside the splits", "run `tarn prepare`")
 
     def fit_both(client=None) -> tuple[Pipeline, Pipeline]:
-        main = fit_pipeline(data, data.weight if mitigated else None, mparams, params, client)
-        other = fit_pipeline(data, None if mitigated else data.weight, mparams, params, client)
+        names = ("model", "comparator")  # the comparator: the other mitigation setting
+        if client is not None:
+            step(f"fitting the model ({mparams['n_estimators']} rounds) with xgboost.dask")
+        main = fit_pipeline(data, data.weight if mitigated else None, mparams, params, client,
+                            progress, names[0])
+        if client is not None:
+            step("fitting the comparison model with xgboost.dask")
+        other = fit_pipeline(data, None if mitigated else data.weight, mparams, params,
+                             client, progress, names[1])
         return main, other
 
     if params.train.distributed:
+        step(f"connecting to the Dask cluster ({params.compute.scheduler or 'local'})")
         with dask_client(params.compute) as client:
             pipe, comparator = fit_both(client)
     else:
         pipe, comparator = fit_both()
+    step("logging and registering the model")
 
     example = data.X.head(5)
     sig = signature(params.schema, params.prepare, pipe, data.X.head(200))
@@ -115,8 +142,7 @@ def run(params: Params, root: Path) -> TrainResult:
         tune_run_id=best["parent_run_id"], mitigation=params.bias.mitigation,
         batches=tuple(sorted(data.frame["batch"].unique())))
     registry = Registry(params.mlflow, root)
-    reg = registry.register(pipe, lineage, "train", mparams, {"train_rows": len(data.y)},
-                            example, sig)
+    reg = registry.register(pipe, lineage, "train", mparams, {"train_rows": len(data.y)}, sig)
     tags = lineage.to_tags()
     result = {**reg.as_dict(), "tags": tags, "params": mparams}
     with atomic_dir(models / MODEL_DIR) as tmp:
