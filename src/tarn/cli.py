@@ -371,6 +371,25 @@ def evaluate() -> None:
     console.print(f"report: {c.root / c.params.paths.reports / 'evaluation.html'}")
 
 
+@app.command()
+@friendly
+def report() -> None:
+    """The key figures of the last pipeline run (ETL accounting, splits, data bias, tuning,
+    test quality and fairness) as small tables; `dvc metrics diff` compares runs."""
+    from tarn.lifecycle.report import report as gather
+
+    c = ctx()
+    sections, missing = gather(c.params, c.root)
+    for s in sections:
+        t = _table(s.title, s.columns)
+        for row in s.rows:
+            t.add_row(*row)
+        console.print(t)
+    if missing:
+        console.print(f"not found in {c.params.paths.reports}: {', '.join(missing)} (run "
+                      "`dvc repro`)", highlight=False)
+
+
 # ------------------------------------------------------------------------------ lifecycle
 def _notify(c: _Ctx) -> str:
     from tarn.lifecycle.promote import notify_server
