@@ -83,10 +83,19 @@ def main() -> None:
         promote(params, root, make_version(params, root, rounds=200, depth=6), force=True,
                 reason="bench")
         env = server_env()
+        params_file = root / "params.yaml"
         if args.src:
+            import yaml
+
             env["PYTHONPATH"] = os.pathsep.join([str(Path(args.src) / "src"),
                                                  env.get("PYTHONPATH", "")])
-        server = Server(root, root / "params.yaml", free_port(), env)
+            raw = yaml.safe_load(params_file.read_text())  # keep only the keys it knows
+            for key in ("log_file_max_age_s", "log_file_idle_s", "log_retention_bytes",
+                        "log_retention_days", "log_queue_rows"):
+                raw["serve"].pop(key, None)
+            params_file = root / "params-src.yaml"
+            params_file.write_text(yaml.safe_dump(raw))
+        server = Server(root, params_file, free_port(), env)
         try:
             port = int(server.url.rsplit(":", 1)[1])
             body, rows = big_body(root, params.serve.max_body_bytes)
