@@ -79,15 +79,48 @@ def test_repro_builds_every_stage_and_reruns_only_downstream(repo):
 def test_bad_batch_fails_the_stage_with_one_clear_line_and_keeps_outputs(repo):
     sh(repo, "dvc", "repro")
     lock_before = (repo / "dvc.lock").read_text()
-    table_before = (repo / "data" / "curated" / "table.parquet").read_bytes()
-    bad = repo / "data" / "lake" / "0004-broken"
+    kept = [repo / "data" / "curated" / "table.parquet",
+            repo / "data" / "curated" / "quarantine.parquet", repo / "reports" / "etl.json",
+            repo / "data" / "snapshot" / "manifest.json"]
+    before = {p: p.read_bytes() for p in kept}
+
+    # the etl stage fails (the snapshot accepts the file: it has no contract); DVC must not
+    # have deleted its outputs first (persist: true), and the stage writes atomically
+    wrong = repo / "data" / "lake" / "0004-wrong"
+    wrong.mkdir()
+    (wrong / "export.csv").write_text("name, city, zip\n")  # a header and no rows
+    res = sh(repo, "dvc", "repro", check=False)
+    assert res.returncode != 0 and "Running stage 'etl'" in res.stdout + res.stderr
+    out = res.stdout + res.stderr
+    assert re.search(r"error: .*0004-wrong/export.csv: missing column\(s\) \['age'", out)
+    assert "Traceback" not in out
+    for p in kept[:3]:
+        assert p.read_bytes() == before[p], p
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert lock["etl"] == yaml.safe_load(lock_before)["stages"]["etl"]  # etl did not finish
+    lock_before = (repo / "dvc.lock").read_text()  # the snapshot did (it took the new batch)
+    before[kept[3]] = kept[3].read_bytes()
+    sh(repo, "tarn", "lake", "retire", "0004-wrong", "--reason", "export with the wrong columns")
+
+    # the snapshot stage fails
+    bad = repo / "data" / "lake" / "0005-broken"
     bad.mkdir()
     (bad / "part.parquet").write_bytes(b"PAR1 not really PAR1")
     res = sh(repo, "dvc", "repro", check=False)
     assert res.returncode != 0
     out = res.stdout + res.stderr
-    assert re.search(r"error: .*0004-broken/part.parquet: not a readable Parquet file", out)
+    assert re.search(r"error: .*0005-broken/part.parquet: not a readable Parquet file", out)
     assert "fix: re-export the file or remove it from the lake" in out
     assert "Traceback" not in out
     assert (repo / "dvc.lock").read_text() == lock_before
-    assert (repo / "data" / "curated" / "table.parquet").read_bytes() == table_before
+    assert {p: p.read_bytes() for p in kept} == before
+
+    # retired, the bad batches are skipped (and said so); the curated table is unchanged
+    sh(repo, "tarn", "lake", "retire", "0005-broken", "--reason", "corrupt upload")
+    res = sh(repo, "dvc", "repro")
+    assert "skipped retired batch 0005-broken (corrupt upload)" in res.stdout + res.stderr
+    # same rows: the splits and the search stay; train re-runs (the manifest is its lineage)
+    assert {"snapshot", "etl"} <= ran(res) and not {"prepare", "tune"} & ran(res)
+    manifest = json.loads(kept[3].read_text())
+    assert [r["name"] for r in manifest["retired"]] == ["0004-wrong", "0005-broken"]
+    assert kept[0].read_bytes() == before[kept[0]]
