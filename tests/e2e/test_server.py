@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -18,9 +21,10 @@ import pytest
 from tarn.core.registry import PromotionRefused
 from tarn.lifecycle.promote import promote, registry, rollback
 from tests.support.project import BIN, make_version
-from tests.support.serving import sample_rows, server_env, wait_version
+from tests.support.serving import ADMIN, sample_rows, server_env, wait_version
 
 pytestmark = pytest.mark.slow
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +53,7 @@ def test_first_promotion_passes_the_gates_and_deploys(first_promotion):
 def test_predictions_match_the_registry(server, served_project):
     params, root = served_project
     assert server.http.get("/ready").json()["model_version"] == "1"
-    info = server.http.get("/version").json()
+    info = server.http.get("/version", headers=ADMIN_AUTH).json()  # paths: admins only
     assert info["source"] == "onnx", info  # the parity-checked bundle serves
     bundle = root / "bundles" / "tarn-test-v1"
     assert info["bundle"] == str(bundle) and (bundle / "model.onnx").is_file()
@@ -215,7 +219,8 @@ def test_hot_swap_under_load_fails_no_request(server, served_project):
         t.join()
     assert p.previous == "1" and took < 10
     assert len(results) > 20
-    assert all(code == 200 for code, _, _ in results)
+    assert all(code == 200 for code, _, _ in results), sorted(
+        {(code, v) for code, v, _ in results if code != 200})
     assert {v for _, v, _ in results} == {"1", v_new}
     assert all(v == "1" for _, v, at in results if at < promoted_at)
     assert reg.stage_versions() == [v_new]  # stage follows the alias, old one archived
@@ -232,6 +237,8 @@ def test_alias_set_by_hand_deploys_and_is_recorded(server, served_project):
     while time.monotonic() < deadline and reg.stage_versions() != [v]:
         time.sleep(0.2)
     assert reg.stage_versions() == [v]
+    while time.monotonic() < deadline and "tarn.deployed_at" not in reg.version(v).tags:
+        time.sleep(0.2)  # recorded after the swap
     assert "gates were skipped" in reg.version(v).tags["tarn.deployment_note"]
 
 
@@ -248,6 +255,11 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(server, served_
     assert f"version {broken.version} failed to load" in err
     assert server.http.get("/version").json()["version"] == "1"
     assert server.http.post("/predict", json=sample_rows(root, 1)).status_code == 200
+    time.sleep(6)  # polls every 0.5 s; retries back off: 0.5, 1, 2, 4 s
+    detail = server.http.get("/version", headers=ADMIN_AUTH).json()["last_error"]
+    attempts = int(re.search(r"attempt (\d+)", detail).group(1))
+    assert 2 <= attempts <= 5, detail  # without backoff: about 12
+    assert not list(Path(tempfile.gettempdir()).glob("tarn-model-*"))  # downloads removed
 
 
 def test_rollback(server, served_project):
@@ -321,7 +333,7 @@ def test_an_untrusted_version_is_never_loaded(server, served_project, tmp_path):
     deadline = time.monotonic() + 15
     err = ""
     while time.monotonic() < deadline and "refused" not in err:
-        err = server.http.get("/version").json()["last_error"]
+        err = server.http.get("/version", headers=ADMIN_AUTH).json()["last_error"]
         time.sleep(0.2)
     assert f"version {evil} failed to load" in err and "not skops" in err
     assert server.http.get("/version").json()["version"] == "1"

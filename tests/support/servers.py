@@ -73,7 +73,13 @@ class ServerProcess:
     def __init__(self, argv: list[str], env: dict, log_path: Path, ready_url: str | None,
                  cwd: Path | None = None, timeout: float = 120, port: int | None = None) -> None:
         self.log_path = log_path
+        self._start = (argv, env, cwd, timeout, port, ready_url)
         self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self._launch()
+
+    def _launch(self) -> None:
+        argv, env, cwd, timeout, port, ready_url = self._start
+        log_path = self.log_path
         self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -85,6 +91,12 @@ class ServerProcess:
             self.stop()
             raise RuntimeError(f"{argv[0]} did not start: {e}\n{log_path.read_text()[-3000:]}") \
                 from e
+
+    def restart(self) -> None:
+        """Start the same command again (same port, same stores) after a stop or a kill."""
+        if self.log.closed:
+            self.log = open(self.log_path, "a")  # noqa: SIM115 - closed in stop()
+        self._launch()
 
     def kill(self) -> None:
         """SIGKILL the whole process group: a crash, not a shutdown."""
