@@ -291,6 +291,15 @@ def withdraw_current(out_root: Path) -> None:
     (Path(out_root) / CURRENT).unlink(missing_ok=True)
 
 
+def current_version(out_root: Path) -> str | None:
+    """The model version clients get (current.json), or None."""
+    path = Path(out_root) / CURRENT
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8"))["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def current_bundle(out_root: Path) -> Path | None:
     """The folder current.json points at; None when nothing was published yet."""
     path = Path(out_root) / CURRENT
