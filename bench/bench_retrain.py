@@ -42,7 +42,6 @@ def shifted_rows(params, n: int) -> pd.DataFrame:
 
 
 def main() -> None:
-    import mlflow.sklearn
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import train_test_split
 
@@ -58,7 +57,7 @@ def main() -> None:
     prod = reg.production()
     if prod is None:
         raise SystemExit("no production version: run `tarn promote --latest` first")
-    pipe = mlflow.sklearn.load_model(f"models:/{reg.name}/{prod}")
+    pipe = reg.load_model(prod)
     target = params.schema.target.name
     new = shifted_rows(params, 6000)
     fit, hold = train_test_split(new, test_size=0.3, random_state=0, stratify=new[target])

@@ -73,19 +73,34 @@ def test_drift_is_detected_and_incremental_retraining_helps(served):
     assert mv.tags["tarn.incremental_streak"] == "1"
     parent_trees = reg.client.get_run(mv.run_id).data.params["new_trees"]
     assert int(parent_trees) >= 1
+    # the new trees' data resolves to exact lake bytes: the manifest logged with the run
+    import hashlib
+    import json
+    from pathlib import Path
+
+    import mlflow.artifacts
+    doc = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=mv.run_id, artifact_path=retrain.NEW_DATA_MANIFEST,
+        dst_path=str(root / "m"))).read_text())
+    lake_file = root / "data" / "lake" / "0004-shifted" / "adult.csv"
+    assert doc["files"] == [{"batch": "0004-shifted", "path": "0004-shifted/adult.csv",
+                             "size": lake_file.stat().st_size,
+                             "sha256": hashlib.sha256(lake_file.read_bytes()).hexdigest(),
+                             "rows": 800, "rows_used": 800}]
+    assert mv.tags["tarn.new_data_hash"] == hashlib.sha256(
+        json.dumps(doc["files"], sort_keys=True).encode()).hexdigest()
     # the continued model keeps the parent's normalization, untouched
-    import mlflow.sklearn
-    a = mlflow.sklearn.load_model("models:/tarn-test/1").steps[0][1]
-    b = mlflow.sklearn.load_model(f"models:/tarn-test/{r.version}").steps[0][1]
+    a = reg.load_model("1").steps[0][1]
+    b = reg.load_model(r.version).steps[0][1]
     assert list(a.get_feature_names_out()) == list(b.get_feature_names_out())
     # and it still exports to a parity-checked client bundle
     from tarn.core.catalog import load_split
     from tarn.edge import export as edge
     test = load_split(params, root, "test")
     test_x = test.X
-    continued = mlflow.sklearn.load_model(f"models:/tarn-test/{r.version}")
+    continued = reg.load_model(r.version)
     few = retrain.incremental_fit(  # few new trees on many old ones: the converter's trap
-        mlflow.sklearn.load_model("models:/tarn-test/1"), test_x.head(600), test.y[:600],
+        reg.load_model("1"), test_x.head(600), test.y[:600],
         None, test_x.tail(300), test.y[-300:], 3, 2)
     assert few.steps[-1][1].get_booster().num_boosted_rounds() <= 44 + 3
     for model in (continued, few):

@@ -54,7 +54,10 @@ def test_every_trial_is_a_child_run(trained):
     assert best["val_logloss"] == pytest.approx(parent.data.metrics["best_val_logloss"])
 
 
-def test_registered_version_predicts_on_raw_rows(trained):
+def test_registered_version_predicts_on_raw_rows(trained, monkeypatch):
+    """MLflow's own pyfunc flavor serves it (what `mlflow models serve` loads): allowed here
+    for a version this test trained itself; tarn's processes switch that loader off."""
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
     params, root, _, res, _ = trained
     client(params, root)
     model = mlflow.pyfunc.load_model(f"models:/tarn-test/{res.version}")
@@ -131,6 +134,57 @@ def test_parallel_tuning_runs_as_many_trials_as_sequential(tmp_path):
     kids = c.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
     assert len(kids) == 4
     assert len({json.dumps(t.params, sort_keys=True) for t in res.trials}) == 4
+
+
+STOPPING = {"tune.max_evals": 8, "tune.n_estimators": 120, "tune.early_stopping_rounds": 10,
+            "tune.stop_rule": "quantile", "tune.stop_min_trials": 2,
+            "tune.stop_warmup_rounds": 10, "tune.stop_interval": 5,
+            "tune.space": {"learning_rate": {"dist": "loguniform", "low": 0.01, "high": 0.5},
+                           "max_depth": {"dist": "quniform", "low": 2, "high": 6, "q": 1}}}
+
+
+def stopped_trials_in_mlflow(params, root: Path, res) -> tuple[list, list]:
+    c = client(params, root)
+    exp = c.get_experiment_by_name(params.mlflow.experiment)
+    kids = c.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    return kids, [k for k in kids if "tarn.stopped_early" in k.data.tags]
+
+
+def test_trials_behind_the_others_stop_early_and_are_kept_with_the_reason(tmp_path):
+    params = small_project(tmp_path, **STOPPING)
+    res = tune.run(params, tmp_path)
+    stopped = [t for t in res.trials if t.stopped]
+    assert len(res.trials) == 8 and all(t.status == "ok" for t in res.trials)
+    assert stopped, [(t.params, t.rounds, t.loss) for t in res.trials]
+    for t in stopped:  # stopped on a checked round, before its cap
+        assert t.rounds < 120 and t.rounds % 5 == 0 and t.rounds >= 10
+    kids, tagged = stopped_trials_in_mlflow(params, tmp_path, res)
+    assert len(kids) == 8 and all(k.info.status == "FINISHED" for k in kids)
+    assert sorted(int(k.data.tags["tarn.trial"]) for k in tagged) == [t.tid for t in stopped]
+    for k in tagged:
+        assert k.data.tags["tarn.stopped_early"].startswith("round ")
+        assert "quantile" in k.data.tags["tarn.stopped_early"]
+        assert k.data.metrics["rounds"] < 120 and "val_logloss" in k.data.metrics
+    best = json.loads((tmp_path / "models" / "best_params.json").read_text())
+    assert best["n_stopped_early"] == len(stopped)
+    assert not res.trials[best["trial"]].stopped  # the chosen trial ran to its end
+    parent = client(params, tmp_path).get_run(res.parent_run_id)
+    assert parent.data.metrics["n_stopped_early"] == len(stopped)
+    assert json.loads((tmp_path / "reports" / "tune.json").read_text())["n_stopped_early"] \
+        == len(stopped)
+
+
+def test_the_stop_rule_works_on_parallel_trials_and_can_be_turned_off(tmp_path):
+    params = small_project(tmp_path, **{**STOPPING, "tune.parallelism": 2})
+    res = tune.run(params, tmp_path)
+    assert len(res.trials) == 8 and all(t.status == "ok" for t in res.trials)
+    kids, tagged = stopped_trials_in_mlflow(params, tmp_path, res)
+    assert len(kids) == 8 and len(tagged) == sum(1 for t in res.trials if t.stopped)
+    (tmp_path / "off").mkdir()
+    off = small_project(tmp_path / "off", **{**STOPPING, "tune.stop_rule": "none"})
+    res = tune.run(off, tmp_path / "off")
+    assert not any(t.stopped for t in res.trials)
+    assert stopped_trials_in_mlflow(off, tmp_path / "off", res)[1] == []
 
 
 def test_failed_trial_is_recorded_and_the_search_goes_on(tmp_path):

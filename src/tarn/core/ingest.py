@@ -289,9 +289,14 @@ def ordered_prefetch(makers: list[Callable[[], Iterator[T]]], n_workers: int,
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def read_batches(params: Params, root: Path, names: list[str]) -> tuple[pd.DataFrame, list[str]]:
+def read_batches(params: Params, root: Path, names: list[str],
+                 manifest: list[dict] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Curated rows of lake batches through the ETL contract (rejected rows are counted, not
-    used). Raises EtlError on a schema change (missing or renamed column)."""
+    used). Raises EtlError on a schema change (missing or renamed column). With ``manifest``,
+    appends (batch, path, size, sha256, rows read, rows used) for every file read: the exact
+    bytes a model learned from, as the snapshot records them for a full training."""
+    import hashlib
+
     from tarn.core.lake import Lake
 
     lake = Lake.from_config(params.lake, root)
@@ -301,12 +306,25 @@ def read_batches(params: Params, root: Path, names: list[str]) -> tuple[pd.DataF
             continue
         for f in b.files:
             counts = Counts()
+            if manifest is not None:
+                h = hashlib.sha256()
+                size = 0
+                with lake.fs.open(f.path, "rb") as fh:
+                    while block := fh.read(1 << 20):
+                        h.update(block)
+                        size += len(block)
+                manifest.append({"batch": b.name, "path": f.relpath, "size": size,
+                                 "sha256": h.hexdigest(), "counts": counts})
             for rows, _ in process_file(lake.fs, f.path, f.relpath, b.name, params, Dedup(),
                                         counts):
                 frames.append(sc.to_pandas(rows).assign(batch=b.name))
             if counts.rejected:
                 notes.append(f"{f.relpath}: {counts.rejected} of {counts.read} rows rejected "
                              f"({dict(counts.rejected_by_reason)})")
+    for entry in manifest or []:
+        c = entry.pop("counts", None)
+        if c is not None:
+            entry["rows"], entry["rows_used"] = c.read, c.written
     cols = [*params.schema.feature_names, params.schema.target.name, "batch"]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
     return df, notes

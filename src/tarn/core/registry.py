@@ -225,7 +225,7 @@ class Registry:
 
     # ------------------------------------------------------------------ writing
     def register(self, pipe, lineage: Lineage, run_name: str, logged_params: dict,
-                 metrics: dict, sig) -> Registered:
+                 metrics: dict, sig, documents: dict[str, object] | None = None) -> Registered:
         """Log the Pipeline as an MLflow model in a new run and register it as a new version
         carrying its lineage (one call: no version without its lineage). Training and
         retraining both register through here."""
@@ -240,6 +240,8 @@ class Registry:
             mlflow.set_tags({**tags, RunTag.STAGE: run_name})
             mlflow.log_params(dict(logged_params))
             mlflow.log_metrics(metrics)
+            for name, doc in (documents or {}).items():  # e.g. the manifest of the new data
+                mlflow.log_dict(doc, name)
             # no input example: MLflow would check it by loading the model with its own
             # loader, which tarn switches off (pickle); the signature carries the contract,
             # and tarn's loader and the server's warm-up check the model

@@ -30,6 +30,7 @@ class RunTag:
     TRIAL = "tarn.trial"
     STATUS = "tarn.status"
     ERROR = "tarn.error"
+    STOPPED_EARLY = "tarn.stopped_early"  # a trial the stop rule ended, with the reason
     DECISION = "tarn.decision"
     PRODUCTION_VERSION = "tarn.production_version"
     NEW_BATCHES = "tarn.new_batches"
@@ -112,6 +113,7 @@ class Lineage(_Record):
     tune_run_id: str = ""  # full: the search that chose its hyperparameters
     parent_version: str = ""  # incremental: the version it continued
     new_batches: tuple[str, ...] = ()  # incremental: the batches its new trees read
+    new_data_hash: str = ""  # incremental: sha256 of the manifest of the files they read
     incremental_streak: int = 0  # incremental retrainings in a row up to this version
 
     LISTS: ClassVar[frozenset[str]] = frozenset({"batches", "new_batches"})
@@ -120,7 +122,8 @@ class Lineage(_Record):
     def to_tags(self) -> dict[str, str]:
         tags = super().to_tags()
         # a full version has no parent: leave those tags out rather than write empty ones
-        for name in ("tune_run_id", "parent_version", "new_batches", "incremental_streak"):
+        for name in ("tune_run_id", "parent_version", "new_batches", "new_data_hash",
+                     "incremental_streak"):
             if not getattr(self, name):
                 tags.pop(self.key(name))
         return tags

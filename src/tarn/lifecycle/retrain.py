@@ -10,6 +10,8 @@ refitted with exactly that many, so the saved booster, the ONNX export and sklea
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import subprocess
 import time
@@ -24,6 +26,8 @@ from sklearn.pipeline import Pipeline
 from tarn.config import Params
 from tarn.core.progress import Step, no_steps
 from tarn.errors import TarnError
+
+NEW_DATA_MANIFEST = "lineage/new_data_manifest.json"  # in the run of an incremental version
 
 
 class RetrainError(TarnError):
@@ -93,7 +97,8 @@ def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainRe
                            "run a full retraining (`tarn retrain --mode full`)")
     if not batches:
         raise RetrainError("no new batches to learn from", "add one with `tarn lake add`")
-    data, _ = read_batches(params, root, batches)
+    manifest: list[dict] = []
+    data, _ = read_batches(params, root, batches, manifest)
     target = params.schema.target.name
     if len(data) < 20 or data[target].nunique() < 2:
         raise RetrainError(f"only {len(data)} usable new rows", "wait for more data")
@@ -117,6 +122,7 @@ def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainRe
     lineage = Lineage(
         kind="incremental", parent_version=parent, new_batches=tuple(batches),
         batches=tuple(sorted(set(parent_lineage.batches) | set(batches))),
+        new_data_hash=hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest(),
         incremental_streak=parent_lineage.incremental_streak + 1, schema_hash=expected,
         snapshot_hash=parent_lineage.snapshot_hash,
         params_hash=params_hash(params, ("schema", "prepare", "bias", "retrain")),
@@ -128,7 +134,8 @@ def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainRe
                        {"parent_version": parent, "new_trees": trees -
                         pipe.steps[-1][1].get_booster().num_boosted_rounds(),
                         "new_rows": len(y)}, flat,
-                       signature(params.schema, params.prepare, new_pipe, X))
+                       signature(params.schema, params.prepare, new_pipe, X),
+                       {NEW_DATA_MANIFEST: {"files": manifest}})
     return RetrainResult("incremental", parent, out.version, metrics=metrics,
                          duration_s=time.perf_counter() - start)
 
