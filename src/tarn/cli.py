@@ -185,7 +185,8 @@ def lake_add(
     schema = c.params.schema
     name = Lake.from_config(c.params.lake, c.root).add(
         files, batch, check_file=lambda f: check_header(f, schema))
-    console.print(f"added batch {name} ({len(files)} file(s)); run `dvc repro` to use it")
+    console.print(f"added batch {name} ({len(files)} file(s)); `tarn monitor` shows its drift, "
+                  "`tarn retrain` trains on it")
 
 
 @lake_app.command("retire")
@@ -430,7 +431,9 @@ def promote(
     g = p.gates
     figures = (f"{g.metric} {g.candidate_metric:.4f} (champion "
                f"{'none' if g.champion_metric is None else f'{g.champion_metric:.4f}'}), "
-               f"DPD {g.candidate_dpd:.4f}" if g else "gates skipped (--force)")
+               + (f"DPD {g.candidate_dpd:.4f}" if g.candidate_dpd is not None
+                  else "no fairness gate (promote.fairness_feature not set)")
+               if g else "gates skipped (--force)")
     console.print(f"version {p.version} is production (was {p.previous or 'none'}): {figures}")
     console.print(_notify(c))
 

@@ -96,7 +96,7 @@ class TargetSpec(_Strict):
 class SchemaConfig(_Strict):
     """The dataset contract the ETL enforces."""
 
-    name: str = "adult"
+    name: str = "dataset"
     missing_values: list[str] = Field(default_factory=lambda: ["?", ""])
     extra_columns: Literal["error", "ignore"] = "error"
     unknown_categories: Literal["quarantine", "keep"] = "quarantine"
@@ -135,7 +135,7 @@ class EtlConfig(_Strict):
 
 
 class PrepareConfig(_Strict):
-    test_batches: list[str] = Field(default_factory=lambda: ["*adult-test*"])
+    test_batches: list[str] = Field(default_factory=lambda: ["*test*"])
     valid_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 42
     exclude_features: list[str] = Field(default_factory=list)
@@ -145,8 +145,8 @@ class PrepareConfig(_Strict):
 
 class BiasConfig(_Strict):
     privileged: dict[str, str] = Field(default_factory=dict)
-    mitigation: Literal["none", "reweighing"] = "reweighing"
-    reweighing_features: list[str] = Field(default_factory=lambda: ["sex"])
+    mitigation: Literal["none", "reweighing"] = "none"
+    reweighing_features: list[str] = Field(default_factory=list)
     disparate_impact_threshold: float = Field(0.8, gt=0, le=1)
 
     @model_validator(mode="after")
@@ -231,7 +231,7 @@ class MlflowConfig(_Strict):
     tracking_uri: str = ""  # "" = sqlite in store_dir; MLFLOW_TRACKING_URI overrides
     store_dir: str = ".mlflow"
     experiment: str = "tarn"
-    registered_model: str = "tarn-adult"
+    registered_model: str = "tarn-model"
     # set by load_params from MLFLOW_RUN_ID when `mlflow run` started tarn: tarn then works
     # in that run's experiment and its first run joins it (not a params.yaml setting)
     join_run_id: str = ""
@@ -249,7 +249,7 @@ class PromoteConfig(_Strict):
     alias: str = "production"
     metric: Literal["logloss", "roc_auc"] = "logloss"
     tolerance: float = Field(0.002, ge=0)  # how much worse than the champion is still fine
-    fairness_feature: str = "sex"
+    fairness_feature: str | None = None  # None: no fairness gate (recorded as skipped)
     max_demographic_parity_difference: float = Field(0.15, gt=0, le=1)
     threshold: float = Field(0.5, gt=0, lt=1)
 
@@ -357,7 +357,8 @@ class Params(_Strict):
             ("prepare.exclude_features", self.prepare.exclude_features),
             ("bias.reweighing_features", self.bias.reweighing_features),
             ("bias.privileged", list(self.bias.privileged)),
-            ("promote.fairness_feature", [self.promote.fairness_feature]),
+            ("promote.fairness_feature",
+             [self.promote.fairness_feature] if self.promote.fairness_feature else []),
         ):
             bad = set(cols) - names
             if bad:

@@ -20,7 +20,7 @@ class Figures:
     champion: str | None
     candidate_metric: float
     champion_metric: float | None  # None: no champion, or it cannot take the same requests
-    candidate_dpd: float
+    candidate_dpd: float | None  # None: no sensitive feature to measure it on
     schema_problems: list[str] = field(default_factory=list)
 
 
@@ -34,8 +34,8 @@ class Gates:
     candidate_metric: float
     champion_metric: float | None
     tolerance: float
-    fairness_feature: str
-    candidate_dpd: float
+    fairness_feature: str | None  # None: the fairness gate is skipped (recorded so)
+    candidate_dpd: float | None
     max_dpd: float
     schema_compatible: bool
     schema_problems: list[str] = field(default_factory=list)
@@ -50,7 +50,7 @@ class Gates:
 
     @property
     def fairness_ok(self) -> bool:
-        return self.candidate_dpd <= self.max_dpd
+        return self.candidate_dpd is None or self.candidate_dpd <= self.max_dpd
 
     @property
     def passed(self) -> bool:

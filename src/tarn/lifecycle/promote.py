@@ -25,9 +25,11 @@ def measure(reg: Registry, params: Params, root: Path, candidate: str,
     cand_proba = reg.predict_proba(candidate, test.X)
     champ_metric = (primary(cfg.metric, test.y, reg.predict_proba(champion, test.X))
                     if champion and not problems else None)
-    pred = (cand_proba >= cfg.threshold).astype(int)
-    dpd = fairness(test.y, pred, test.frame, [cfg.fairness_feature])[
-        cfg.fairness_feature]["demographic_parity_difference"]
+    dpd = None  # no fairness feature declared: the gate is skipped, and says so
+    if cfg.fairness_feature:
+        pred = (cand_proba >= cfg.threshold).astype(int)
+        dpd = fairness(test.y, pred, test.frame, [cfg.fairness_feature])[
+            cfg.fairness_feature]["demographic_parity_difference"]
     return Figures(candidate, champion, primary(cfg.metric, test.y, cand_proba), champ_metric,
                    dpd, problems)
 

@@ -72,13 +72,20 @@ def run(params: Params, root: Path) -> PrepareResult:
     parts = split(df, params)
     target = params.schema.target.name
     bcfg = params.bias
-    table = bias.reweighing_table(parts["train"], bcfg.reweighing_features, target)
-    weights = {s: bias.apply_weights(parts[s], table, bcfg.reweighing_features, target)
-               for s in ("train", "valid")}
+    features = bcfg.reweighing_features
+    if features:  # weights for the mitigated model (and its comparison without them)
+        table = bias.reweighing_table(parts["train"], features, target)
+        weights = {s: bias.apply_weights(parts[s], table, features, target)
+                   for s in ("train", "valid")}
+    else:  # no sensitive feature to reweigh by: every row weighs 1, and the report says so
+        table = pd.DataFrame()
+        weights = {s: np.ones(len(parts[s])) for s in ("train", "valid")}
     report = {
         "mitigation": bcfg.mitigation,
         "threshold": bcfg.disparate_impact_threshold,
-        "reweighing": {"features": bcfg.reweighing_features, "table": table.to_dict("records")},
+        "reweighing": {"features": features, "table": table.to_dict("records"),
+                       "note": "" if features else "no reweighing feature declared "
+                                                   "(bias.reweighing_features): weights are 1"},
         "splits": {s: bias.data_bias(parts[s], params.schema, bcfg) for s in SPLITS},
         "train_reweighed": bias.data_bias(parts["train"], params.schema, bcfg, weights["train"]),
     }
@@ -144,6 +151,11 @@ def render_html(report: dict, summary: dict) -> str:
                      ", ".join(summary["batches"][s])] for s in SPLITS]),
     ]
     train = report["splits"]["train"]
+    if not train["features"]:
+        sections.append("<p class='note'>No sensitive feature is declared (schema.sensitive): "
+                        "there is no group to measure bias for.</p>")
+    if report["reweighing"].get("note"):
+        sections.append(f"<p class='note'>{html.esc(report['reweighing']['note'])}</p>")
     for feat, f in train["features"].items():
         sections.append(f"<h2>{html.esc(feat)} (reference: {html.esc(f['reference_group'])})</h2>")
         rows, classes = [], []

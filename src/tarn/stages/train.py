@@ -33,7 +33,8 @@ from tarn.core.tags import Lineage
 from tarn.errors import TarnError
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both)
-READS = ("schema", "train", "tune.seed", "bias.mitigation", "mlflow.registered_model",
+READS = ("schema", "train", "tune.seed", "bias.mitigation", "bias.reweighing_features",
+         "mlflow.registered_model",
          *FEATURES)
 # keys that only say where work runs or lands: read, but not DVC params
 AMBIENT = ("paths", "compute", "mlflow")
@@ -111,6 +112,7 @@ def run(params: Params, root: Path, progress: Progress = silent,
     mitigated = params.bias.mitigation == "reweighing"
     if data.weight is None:
         raise TarnError("reweighing weights missing beside the splits", "run `tarn prepare`")
+    comparable = bool(params.bias.reweighing_features)  # else both models would be one
 
     def fit_both(client=None) -> tuple[Pipeline, Pipeline]:
         names = ("model", "comparator")  # the comparator: the other mitigation setting
@@ -118,6 +120,8 @@ def run(params: Params, root: Path, progress: Progress = silent,
             step(f"fitting the model ({mparams['n_estimators']} rounds) with xgboost.dask")
         main = fit_pipeline(data, data.weight if mitigated else None, mparams, params, client,
                             progress, names[0])
+        if not comparable:
+            return main, main
         if client is not None:
             step("fitting the comparison model with xgboost.dask")
         other = fit_pipeline(data, None if mitigated else data.weight, mparams, params,
