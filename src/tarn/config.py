@@ -102,6 +102,9 @@ class SchemaConfig(_Strict):
     unknown_categories: Literal["quarantine", "keep"] = "quarantine"
     target: TargetSpec
     sensitive: list[str] = Field(default_factory=list)
+    # columns that identify a row (an id, or id + time): duplicates are judged by them; without
+    # a key identical rows are different people or events and are all kept (etl.dedup: auto)
+    key: list[str] = Field(default_factory=list)
     columns: list[ColumnSpec]
 
     @model_validator(mode="after")
@@ -113,6 +116,9 @@ class SchemaConfig(_Strict):
         unknown = set(self.sensitive) - set(names)
         if unknown:
             raise ValueError(f"sensitive features not among columns: {sorted(unknown)}")
+        unknown = set(self.key) - set(names)
+        if unknown:
+            raise ValueError(f"key columns not among columns: {sorted(unknown)}")
         if self.target.name in names:
             raise ValueError(f"target {self.target.name!r} must not also be a feature column")
         return self
@@ -131,7 +137,9 @@ class SchemaConfig(_Strict):
 # --------------------------------------------------------------------------- stages
 class EtlConfig(_Strict):
     chunk_rows: int = Field(50_000, ge=1)
-    dedup: Literal["global", "batch", "off"] = "global"
+    # auto: by schema.key across batches when a key is declared, else off; global / batch:
+    # exact rows across batches / within a batch (first seen wins); off: keep every row
+    dedup: Literal["auto", "global", "batch", "off"] = "auto"
 
 
 class PrepareConfig(_Strict):

@@ -24,7 +24,8 @@ def _bad_batch(lake):
 
 
 def test_accounting_and_quarantine(lake_project):
-    params, root = lake_project
+    _, root = lake_project
+    params = write_params(root, {"etl.dedup": "global"})  # exact rows count as duplicates
     _bad_batch(root / "data" / "lake")
     snapshot.run(params, root)
     res = etl.run(params, root)
@@ -66,9 +67,35 @@ def test_dedup_scopes(lake_project):
     (lake / "0004-again").mkdir()
     (lake / "0004-again" / "a.csv").write_text(adult_csv("train", 0, 10))  # re-delivered rows
     snapshot.run(params, root)
-    assert etl.run(params, root).report["batches"]["0004-again"]["duplicates"] == 10
-    off = write_params(root, {"etl.dedup": "batch"})
-    assert etl.run(off, root).report["batches"]["0004-again"]["duplicates"] == 0
+    # auto without a key: identical rows are different people, all kept
+    assert etl.run(params, root).report["batches"]["0004-again"]["duplicates"] == 0
+    exact = write_params(root, {"etl.dedup": "global"})
+    assert etl.run(exact, root).report["batches"]["0004-again"]["duplicates"] == 10
+    per_batch = write_params(root, {"etl.dedup": "batch"})
+    assert etl.run(per_batch, root).report["batches"]["0004-again"]["duplicates"] == 0
+
+
+def test_duplicates_are_judged_by_the_key_and_read_batches_agrees(lake_project):
+    from tarn.core.ingest import read_batches
+
+    params, root = lake_project
+    lake = root / "data" / "lake"
+    (lake / "0004-again").mkdir()
+    rows = adult_csv("train", 0, 10).splitlines()
+    # same key (age, fnlwgt) as earlier rows, other hours: a later delivery of the same records
+    changed = [rows[0]] + [r.replace(", 40, ", ", 41, ", 1) for r in rows[1:]]
+    (lake / "0004-again" / "a.csv").write_text("\n".join(changed) + "\n")
+    keyed = write_params(root, {"schema.key": ["age", "fnlwgt"]})
+    snapshot.run(keyed, root)
+    report = etl.run(keyed, root).report
+    assert report["batches"]["0004-again"]["duplicates"] == 10  # by key, not by exact row
+    assert report["total"]["read"] == report["total"]["written"] + report["total"][
+        "rejected"] + report["total"]["duplicates"]
+    df, _ = read_batches(keyed, root, ["0004-again"])  # monitoring's path: same settings
+    assert len(df) == 10  # duplicates within these batches only: none here
+    plain = write_params(root, {"schema.key": []})
+    df, _ = read_batches(plain, root, ["0003-adult-test", "0004-again"])
+    assert len(df) == 200 + 10  # auto, no key: nothing removed
 
 
 @pytest.mark.parametrize(("name", "content", "match"), [
@@ -99,7 +126,8 @@ def test_file_level_errors_name_the_file_and_leave_outputs_untouched(lake_projec
 
 
 def test_json_lines_and_parquet_batches(lake_project):
-    params, root = lake_project
+    _, root = lake_project
+    params = write_params(root, {"etl.dedup": "global"})
     lake = root / "data" / "lake"
     src = pd.read_csv(pd.io.common.StringIO(adult_csv("train", 900, 20)), skipinitialspace=True,
                       dtype=str)

@@ -35,8 +35,23 @@ def test_add_prefixes_sequence_and_batches_are_immutable(tmp_path):
     f.write_text("age\n1\n")
     assert lake.add([f], "march") == "0003-march"
     assert [b.name for b in lake.batches()][-1] == "0003-march"
+    f.write_text("age\n2\n")  # other bytes: only the name clashes
     with pytest.raises(LakeError, match="already exists"):
         lake.add([f], "0003-march")
+
+
+def test_the_same_file_added_twice_is_refused(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    f = tmp_path / "new.csv"
+    f.write_text("age\n1\n")
+    lake.add([f], "one")
+    copy = tmp_path / "renamed.csv"
+    copy.write_bytes(f.read_bytes())
+    with pytest.raises(LakeError, match=r"already holds these exact bytes \(0001-one/new.csv\)"):
+        lake.add([copy], "two")
+    assert [b.name for b in lake.batches()] == ["0001-one"]  # nothing written
+    copy.write_text("age\n3\n")  # same size, other bytes: accepted
+    assert lake.add([copy], "two") == "0002-two"
 
 
 @pytest.mark.parametrize(("name", "content", "match"), [
@@ -166,7 +181,7 @@ def test_batch_numbers_keep_their_order_past_9999(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     assert [b.name for b in lake.batches()] == ["0001-a", "0002-b", "9999-c", "10000-d"]
     f = tmp_path / "n.csv"
-    f.write_text("x\n1\n")
+    f.write_text("x\n2\n")
     assert lake.add([f], "next") == "10001-next"
     assert [b.name for b in lake.batches()][-1] == "10001-next"
 

@@ -58,13 +58,28 @@ class Counts:
                 "rejected_by_reason": dict(sorted(self.rejected_by_reason.items()))}
 
 
+def dedup_scope(params: Params) -> str | None:
+    """How the ETL (and everything reading batches through it) de-duplicates: "global" (across
+    batches), "batch" (within one), or None. ``auto``: by ``schema.key`` across batches when a
+    key is declared, else nothing (identical rows are legitimately different records)."""
+    mode = params.etl.dedup
+    if mode == "auto":
+        return "global" if params.schema.key else None
+    return None if mode == "off" else mode
+
+
+def new_dedup(params: Params) -> Dedup:
+    return Dedup(params.schema.key)
+
+
 class Dedup:
     """Remembers row hashes (8 bytes a row, plus 8 for where it was first seen).
 
     Hashes are kept in sorted runs merged like a binary counter, so checking a chunk costs
     a few binary searches per row, all in NumPy."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: list[str] | None = None) -> None:
+        self.key = list(key or [])  # judge by these columns; [] = the whole row
         self.runs: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted hashes, origins)
         self.places: list[str] = []  # "batch:file" per origin's high bits
 
@@ -93,7 +108,7 @@ class Dedup:
     def split(self, rows: pa.Table, place: str, lines: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Mask of duplicate rows (of earlier rows, or of an earlier row of this chunk), and
         for each duplicate the ``batch:file:line`` of its first occurrence."""
-        h = row_hashes(rows)
+        h = row_hashes(rows.select(self.key) if self.key else rows)
         if not self.places or self.places[-1] != place:
             self.places.append(place)
         origins = ((len(self.places) - 1) << 40) + lines.astype(np.int64)
@@ -301,11 +316,15 @@ def read_batches(params: Params, root: Path, names: list[str],
 
     lake = Lake.from_config(params.lake, root)
     frames, notes = [], []
+    scope, dedup, current_batch = dedup_scope(params), None, None  # the etl stage's settings
     for b in lake.batches(params.lake.include):
         if b.name not in names:
             continue
         for f in b.files:
             counts = Counts()
+            if scope and (dedup is None or scope == "batch" and b.name != current_batch):
+                dedup = new_dedup(params)
+            current_batch = b.name
             if manifest is not None:
                 h = hashlib.sha256()
                 size = 0
@@ -315,7 +334,7 @@ def read_batches(params: Params, root: Path, names: list[str],
                         size += len(block)
                 manifest.append({"batch": b.name, "path": f.relpath, "size": size,
                                  "sha256": h.hexdigest(), "counts": counts})
-            for rows, _ in process_file(lake.fs, f.path, f.relpath, b.name, params, Dedup(),
+            for rows, _ in process_file(lake.fs, f.path, f.relpath, b.name, params, dedup,
                                         counts):
                 frames.append(sc.to_pandas(rows).assign(batch=b.name))
             if counts.rejected:

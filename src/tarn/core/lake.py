@@ -282,6 +282,7 @@ class Lake:
             names[f.name] = f
             if check_file is not None:
                 check_file(f)
+        self._refuse_known_bytes(files)
         self.fs.makedirs(self.path, exist_ok=True)
         name = self.next_batch_name(batch)
         target = self._new_batch_dir(name)
@@ -300,6 +301,31 @@ class Lake:
             if self.fs.exists(tmp):
                 self.fs.rm(tmp, recursive=True)
         return name
+
+    def _refuse_known_bytes(self, files: list[Path]) -> None:
+        """The common ingestion error is the same file added twice: refuse a file whose bytes
+        (sha256) a lake file already holds. Only lake files of the same size are hashed."""
+        import hashlib
+
+        def digest(open_file) -> str:
+            h = hashlib.sha256()
+            while block := open_file.read(1 << 20):
+                h.update(block)
+            return h.hexdigest()
+
+        sizes = {f.stat().st_size: f for f in files}
+        if not self.exists():
+            return
+        for b in self.batches():
+            for lf in b.files:
+                f = sizes.get(lf.size)
+                if f is None:
+                    continue
+                with open(f, "rb") as a, self.fs.open(lf.path, "rb") as b_:
+                    if digest(a) == digest(b_):
+                        raise LakeError(f"{f}: the lake already holds these exact bytes "
+                                        f"({lf.relpath})", "adding a file twice would count "
+                                        "its rows twice; add only new data")
 
     def write_batch(self, name: str, filename: str, data: bytes) -> None:
         target = self._new_batch_dir(name)

@@ -24,8 +24,9 @@ from tarn.core.files import staged
 from tarn.core.ingest import (
     QUARANTINE_SCHEMA,
     Counts,
-    Dedup,
+    dedup_scope,
     load_chunk,
+    new_dedup,
     ordered_prefetch,
     transform_file,
     workers,
@@ -61,7 +62,8 @@ def run(params: Params, root: Path, progress: Progress = silent) -> EtlResult:
     table_schema = sc.arrow_schema(schema, {"batch": pa.string()})
     per_batch: dict[str, Counts] = {}
     per_file: dict[str, Counts] = {}
-    dedup = Dedup()
+    scope = dedup_scope(params)  # auto: by schema.key when declared, else none
+    dedup = new_dedup(params)
     total_rows = sum(e["rows"] for e in manifest["files"])
     progress_seen: dict[str, int] = {}
 
@@ -77,9 +79,9 @@ def run(params: Params, root: Path, progress: Progress = silent) -> EtlResult:
                               e["batch"], params) for e in entries]
             for entry, chunks in zip(entries, ordered_prefetch(makers, workers()), strict=True):
                 batch, rel = entry["batch"], entry["path"]
-                if params.etl.dedup == "batch" and batch != current_batch:
-                    dedup = Dedup()
-                use_dedup = dedup if params.etl.dedup != "off" else None
+                if scope == "batch" and batch != current_batch:
+                    dedup = new_dedup(params)
+                use_dedup = dedup if scope else None
                 current_batch = batch
                 counts = Counts()
                 for t in chunks:
