@@ -143,6 +143,40 @@ def _write_trace(e: BaseException) -> Path:
     return Path("<not written>")
 
 
+# ------------------------------------------------------------------------------------ init
+@app.command()
+@friendly
+def init(
+    files: Annotated[list[Path], typer.Argument(help="CSV, JSON Lines or Parquet files.")],
+    target: Annotated[str, typer.Option(help="The column to predict.")],
+    task: Annotated[str, typer.Option(help="auto or binary.")] = "auto",
+    sensitive: Annotated[list[str] | None, typer.Option(
+        help="A column to measure bias on (repeatable).")] = None,
+    time: Annotated[str | None, typer.Option(
+        help="A time column: batches (and the held-out test rows) follow its order.")] = None,
+    key: Annotated[list[str] | None, typer.Option(
+        help="A column that identifies a row, for de-duplication (repeatable).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing contract.")]
+    = False,
+) -> None:
+    """Start a project on your own data: read a sample of the files, propose the schema
+    contract (types, missing markers, categories, ranges with a margin, snake_case names
+    with the raw headers as aliases), write it into params.yaml, and add the files to the
+    lake as its first batches (the latest one held out for testing). Prints every decision
+    and the columns that look like identifiers or leakage. Then `make run` trains on it."""
+    from tarn.lifecycle.init import init as start
+
+    c = ctx()
+    res = start(c.params_path, files, target, task, sensitive, time, key, force)
+    for note in res.proposal.notes:
+        console.print(f"  {note}", highlight=False)
+    for w in res.proposal.warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    console.print(f"wrote the contract to {res.params_path}; lake batches: "
+                  f"{', '.join(res.batches)}. Next: review params.yaml, then `make run`.",
+                  highlight=False)
+
+
 # ------------------------------------------------------------------------------------ lake
 @lake_app.command("seed")
 @friendly
@@ -365,10 +399,13 @@ def evaluate() -> None:
                       f"(mitigation reduces it by {100 * e['dpd_reduction_' + f]:.0f} %)")
     w, wo = (res.comparison[k]["quality"]["roc_auc"] for k in ("with_mitigation",
                                                                 "without_mitigation"))
-    console.print(f"test AUC with mitigation {w:.4f}, without {wo:.4f} (mitigation costs "
-                  f"{e['auc_cost']:.4f} AUC)" if e["auc_cost"] >= 0 else
-                  f"test AUC with mitigation {w:.4f}, without {wo:.4f} (mitigation gains "
-                  f"{-e['auc_cost']:.4f} AUC)")
+    if not c.params.bias.reweighing_features:
+        console.print("no bias mitigation (no bias.reweighing_features declared)")
+    else:
+        console.print(f"test AUC with mitigation {w:.4f}, without {wo:.4f} (mitigation costs "
+                      f"{e['auc_cost']:.4f} AUC)" if e["auc_cost"] >= 0 else
+                      f"test AUC with mitigation {w:.4f}, without {wo:.4f} (mitigation gains "
+                      f"{-e['auc_cost']:.4f} AUC)")
     console.print(f"report: {c.root / c.params.paths.reports / 'evaluation.html'}")
 
 
@@ -489,20 +526,25 @@ def status(
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default serve.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default serve.port).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        min=1, max=64, help="Server processes (default serve.workers).")] = None,
 ) -> None:
     """Run the REST backend; it serves whatever version holds the production alias.
 
-    Secrets come from the environment: TARN_ADMIN_SECRET enables POST /admin/reconcile,
-    TARN_WEBHOOK_SECRET enables the MLflow registry webhook at POST /webhooks/mlflow.
+    With several workers, each process follows the alias and swaps on its own; worker 0
+    publishes the client bundle. Secrets come from the environment: TARN_ADMIN_SECRET enables
+    POST /admin/reconcile, TARN_WEBHOOK_SECRET enables the MLflow registry webhook at POST
+    /webhooks/mlflow.
     """
     from tarn.serve.server import run
 
     c = ctx()
     h, p = host or c.params.serve.host, port or c.params.serve.port
+    n = workers or c.params.serve.workers
     console.print(f"serving {c.params.mlflow.registered_model}@{c.params.promote.alias} on "
-                  f"http://{h}:{p} (client page: /client)")
+                  f"http://{h}:{p} with {n} worker(s) (client page: /client)")
     run(c.params, c.root, h, p, os.environ.get("TARN_ADMIN_SECRET", ""),
-        os.environ.get("TARN_WEBHOOK_SECRET", ""))
+        os.environ.get("TARN_WEBHOOK_SECRET", ""), workers=n)
 
 
 @app.command()
@@ -662,12 +704,19 @@ def bundle_publish(
 @friendly
 def edge_predict(
     bundle: Annotated[Path, typer.Argument(help="A published bundle folder.")],
-    file: Annotated[Path, typer.Argument(help="CSV with a header row of input columns.")],
+    file: Annotated[Path, typer.Argument(help="CSV with a header row of input columns (the "
+                                              "contract's names or aliases, as in the lake).")],
+    unknown_values: Annotated[str, typer.Option(
+        help="A value the contract does not allow (unknown category, number out of range): "
+             "refuse (the file, naming line and column) or flag (score it, list it in a "
+             "violations column).")] = "refuse",
 ) -> None:
     """Score a CSV with a bundle, using only onnxruntime (no MLflow, no XGBoost)."""
     from tarn.edge.runner import main as edge_main
 
-    raise typer.Exit(edge_main([str(bundle), str(file)]))
+    if unknown_values not in ("refuse", "flag"):
+        raise typer.BadParameter("use refuse or flag", param_hint="--unknown-values")
+    raise typer.Exit(edge_main([str(bundle), str(file), "--unknown-values", unknown_values]))
 
 
 def main() -> None:  # pragma: no cover

@@ -1,0 +1,147 @@
+"""``tarn init``: start a project on the user's own files. Reads a sample, proposes the
+contract (``tarn.core.infer``), writes it into params.yaml, and adds the files to the lake as
+its first batches, the latest one held out as the test split."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from tarn.core.infer import InitError, Proposal, propose
+from tarn.core.lake import Lake
+from tarn.core.readers import file_format, supported_help
+
+SAMPLE_ROWS = 100_000  # rows read per file to infer the contract
+
+
+@dataclass
+class InitResult:
+    proposal: Proposal
+    batches: list[str]
+    params_path: Path
+
+
+def read_text(path: Path, nrows: int | None = SAMPLE_ROWS) -> pd.DataFrame:
+    """A file's rows as text, as the ETL sees them (missing stays a marker or "")."""
+    fmt = file_format(path.name)
+    if fmt is None:
+        raise InitError(f"{path}: unsupported format (supported: {supported_help()})",
+                        "convert it to one of those formats")
+    if not path.is_file() or path.stat().st_size == 0:
+        raise InitError(f"{path}: no such file, or empty", "give files that hold rows")
+    head = path.read_bytes()[:4]
+    if (head == b"PAR1") != (fmt == "parquet"):
+        raise InitError(f"{path}: the content is {'Parquet' if head == b'PAR1' else 'text'}, "
+                        f"the extension says {fmt}", "rename the file to match its format")
+    try:
+        if fmt == "csv":
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
+                             nrows=nrows, encoding="utf-8-sig")
+        elif fmt == "jsonl":
+            df = pd.read_json(path, lines=True, dtype=False, nrows=nrows, encoding="utf-8-sig")
+        else:
+            df = pd.read_parquet(path)
+            df = df.head(nrows) if nrows else df
+    except Exception as e:  # noqa: BLE001 - any parser error: the file cannot be read as told
+        raise InitError(f"{path}: not readable as {fmt} ({str(e).splitlines()[0][:200]})",
+                        "check the file's format and encoding (UTF-8)") from None
+    if df.empty or not len(df.columns):
+        raise InitError(f"{path}: no data rows", "give files that hold rows")
+    return df.astype(object).where(df.notna(), "").astype(str)
+
+
+def _replace_block(text: str, key: str, body: str) -> str:
+    """``text`` with the top-level ``key:`` block replaced by ``body`` (comments elsewhere
+    kept), or ``body`` appended."""
+    block = re.compile(rf"(?ms)^{key}:.*?(?=^\S|\Z)")
+    return block.sub(lambda _: body, text, count=1) if block.search(text) else \
+        text.rstrip() + "\n\n" + body
+
+
+def _dump(key: str, value, comment: str) -> str:
+    body = yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=None, width=96)
+    return f"# {comment}\n{body}\n"
+
+
+def init(params_path: Path, files: list[Path], target: str, task: str = "auto",
+         sensitive: list[str] | None = None, time_col: str | None = None,
+         key: list[str] | None = None, force: bool = False) -> InitResult:
+    """Infer, write params.yaml, fill the lake. Nothing is written if any check fails."""
+    raw = yaml.safe_load(params_path.read_text(encoding="utf-8")) if params_path.is_file() \
+        else {}
+    existing = (raw.get("schema") or {}).get("columns") or []
+    if existing and not force:
+        raise InitError(f"{params_path} already has a contract ({len(existing)} columns)",
+                        "pass --force to replace it (the lake must be empty)")
+    frames = [read_text(f) for f in files]
+    headers = {tuple(f.columns) for f in frames}
+    if len(headers) > 1:
+        raise InitError("the files do not share one header", "give files of one dataset")
+    proposal = propose(pd.concat(frames, ignore_index=True), target, task, sensitive, key)
+    root = params_path.parent
+    lake = Lake(str(root / ((raw.get("lake") or {}).get("url") or "data/lake")), root)
+    if lake.exists() and lake.batches():
+        raise InitError(f"the lake {lake.url} already has batches",
+                        "init starts a project: use an empty lake (or `tarn lake add`)")
+    parts = _batches(files, time_col)
+    text = params_path.read_text(encoding="utf-8") if params_path.is_file() else ""
+    sens = proposal.schema["sensitive"]
+    text = _replace_block(text, "schema", _dump("schema", proposal.schema,
+                                                "proposed by `tarn init`; review it"))
+    test_name = parts[-1][0]
+    updates = {
+        "prepare": {**(raw.get("prepare") or {}), "test_batches": [f"*-{test_name}"]},
+        "bias": {**(raw.get("bias") or {}), "mitigation": "reweighing" if sens else "none",
+                 "reweighing_features": sens[:1], "privileged": {}},
+        "promote": {**(raw.get("promote") or {}), "fairness_feature": sens[0] if sens else None},
+    }
+    for section, value in updates.items():
+        text = _replace_block(text, section, _dump(section, value, "set by `tarn init`"))
+    # the whole file must validate before anything is written
+    from tarn.config import params_from_dict
+
+    params_from_dict(yaml.safe_load(text), source=str(params_path))
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, frame in parts:
+            out = Path(tmp) / f"{name}.csv"
+            frame.to_csv(out, index=False)
+            written.append(lake.add([out], name))
+    tmp_params = params_path.with_name(f".{params_path.name}.tmp")
+    tmp_params.write_text(text, encoding="utf-8")
+    tmp_params.replace(params_path)
+    proposal.notes.append(f"lake: {len(written)} batches, the last ({written[-1]}) is the "
+                          "held-out test split")
+    return InitResult(proposal, written, params_path)
+
+
+def _batches(files: list[Path], time_col: str | None) -> list[tuple[str, pd.DataFrame]]:
+    """(name, rows) per lake batch: one per file (in time order when ``time_col``), the last
+    named ``...-test``; a single file is cut 80/20 (by time when given)."""
+    frames = [(f.name.split(".")[0], read_text(f, None)) for f in files]
+    if time_col is not None:
+        for _, df in frames:
+            if time_col not in df.columns:
+                raise InitError(f"--time column {time_col!r} is not in the files",
+                                f"use one of {list(df.columns)}")
+        order = [pd.to_datetime(df[time_col], errors="coerce", format="mixed") for _, df in
+                 frames]
+        frames = [(n, df.iloc[o.argsort(kind="stable")]) for (n, df), o in
+                  zip(frames, order, strict=True)]
+        frames.sort(key=lambda x: pd.to_datetime(x[1][time_col], errors="coerce",
+                                                 format="mixed").min())
+    if len(frames) == 1:
+        name, df = frames[0]
+        cut = int(round(len(df) * 0.8))
+        if cut < 2 or cut >= len(df):
+            raise InitError(f"{name}: {len(df)} rows are too few to hold out a test split",
+                            "give more rows")
+        frames = [(name, df.iloc[:cut]), (name, df.iloc[cut:])]
+    named = [(re.sub(r"[^A-Za-z0-9._-]+", "-", n), df) for n, df in frames]
+    named[-1] = (f"{named[-1][0]}-test", named[-1][1])
+    return named
