@@ -73,6 +73,9 @@ def test_drift_is_detected_and_incremental_retraining_helps(served):
     assert mv.tags["tarn.incremental_streak"] == "1"
     parent_trees = reg.client.get_run(mv.run_id).data.params["new_trees"]
     assert int(parent_trees) >= 1
+    # its test figures, under the names monitoring and `tarn status` read for any version
+    assert reg.run_metrics(r.version)["test_logloss"] == pytest.approx(
+        r.metrics["new"]["test"]["logloss"])
     # the new trees' data resolves to exact lake bytes: the manifest logged with the run
     import hashlib
     import json

@@ -130,6 +130,10 @@ def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainRe
     metrics = _compare(params, root, pipe, new_pipe, Xh, yh)
     flat = {f"{k}_{s}_{m}": v for k, d in metrics.items() for s, q in d.items()
             for m, v in q.items() if m in ("logloss", "roc_auc")}
+    # the same names the evaluate stage logs for a full version: monitoring compares new
+    # data with them, `tarn status` shows them
+    flat.update({f"test_{m}": v for m, v in metrics["new"]["test"].items()
+                 if isinstance(v, float)})
     out = reg.register(new_pipe, lineage, "retrain-incremental",
                        {"parent_version": parent, "new_trees": trees -
                         pipe.steps[-1][1].get_booster().num_boosted_rounds(),
