@@ -185,17 +185,19 @@ def lake_seed(
         "--if-empty", help="Do nothing if the lake already has batches.")]
     = False,
 ) -> None:
-    """Write the bundled raw UCI Adult data into the lake as ordered batches.
+    """Write the bundled raw UCI Adult data (the demo dataset) into the lake as ordered
+    batches.
 
     adult.data becomes the first batches and adult.test the latest ones, raw (`?`, stray spaces,
     `>50K.` labels), so the default `prepare.test_batches` reproduces the official split.
     """
     from tarn.core.lake import Lake
+    from tarn.datasets import seed_adult
 
     c = ctx()
     lake = Lake.from_config(c.params.lake, c.root)
     seed = c.params.lake.seed
-    names = lake.seed_if_empty(seed.train_batches, seed.test_batches, if_empty)
+    names = seed_adult(lake, seed.train_batches, seed.test_batches, if_empty)
     if names is None:
         console.print(f"lake {lake.url} already has batches; left as is")
     else:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tarn.core.lake import Lake
+from tarn.datasets import seed_adult
 from tarn.errors import LakeError
 from tests.support.project import set_param, sh
 from tests.support.servers import AWS_KEYS, S3Server, free_port
@@ -68,7 +69,7 @@ def test_seed_snapshot_etl_from_s3_then_dvc_push_and_pull(repo_copy, s3):
 def test_a_missing_bucket_is_named_and_never_created(s3):
     lake = Lake(f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/lake")
     with pytest.raises(LakeError, match="does not exist") as e:
-        lake.seed_adult(1, 1)
+        seed_adult(lake, 1, 1)
     assert "aws s3 mb" in e.value.hint
     names = [b["Name"] for b in s3.client().list_buckets()["Buckets"]]
     assert not any(n.startswith("no-such-bucket") for n in names)
@@ -93,7 +94,7 @@ def test_wrong_credentials_are_reported(tmp_path):
         opts = {"client_kwargs": {"endpoint_url": server.endpoint}}
         good = Lake("s3://guarded/lake", storage_options={
             **opts, "key": key["AccessKeyId"], "secret": key["SecretAccessKey"]})
-        assert good.seed_adult(1, 1) == ["0001-adult-train", "0002-adult-test"]
+        assert seed_adult(good, 1, 1) == ["0001-adult-train", "0002-adult-test"]
         bad = Lake("s3://guarded/lake", storage_options={**opts, "key": AWS_KEYS[
             "AWS_ACCESS_KEY_ID"], "secret": "wrong"})
         with pytest.raises(LakeError, match="access to s3://guarded denied") as e:

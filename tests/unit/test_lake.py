@@ -2,12 +2,13 @@ import pytest
 
 from tarn.core.lake import Lake
 from tarn.core.readers import count_records
+from tarn.datasets import seed_adult
 from tarn.errors import LakeError
 
 
 def test_seed_reproduces_the_official_partition_in_raw_form(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
-    names = lake.seed_adult(train_batches=4, test_batches=2)
+    names = seed_adult(lake, train_batches=4, test_batches=2)
     assert names == ["0001-adult-train", "0002-adult-train", "0003-adult-train",
                      "0004-adult-train", "0005-adult-test", "0006-adult-test"]
     batches = lake.batches()
@@ -23,14 +24,14 @@ def test_seed_reproduces_the_official_partition_in_raw_form(tmp_path):
 
 def test_seed_refuses_a_non_empty_lake(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
-    lake.seed_adult(1, 1)
+    seed_adult(lake, 1, 1)
     with pytest.raises(LakeError, match="not empty"):
-        lake.seed_adult(1, 1)
+        seed_adult(lake, 1, 1)
 
 
 def test_add_prefixes_sequence_and_batches_are_immutable(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
-    lake.seed_adult(1, 1)
+    seed_adult(lake, 1, 1)
     f = tmp_path / "new.csv"
     f.write_text("age\n1\n")
     assert lake.add([f], "march") == "0003-march"
@@ -91,7 +92,7 @@ def test_hidden_and_marker_files_are_ignored(tmp_path):
 def test_fsspec_url_lake(tmp_path):
     """Any fsspec URL works: here the in-memory filesystem."""
     lake = Lake("memory://tarn-test-lake")
-    lake.seed_adult(1, 1)
+    seed_adult(lake, 1, 1)
     assert [b.name for b in lake.batches()] == ["0001-adult-train", "0002-adult-test"]
     lake.fs.rm("/tarn-test-lake", recursive=True)
 
@@ -188,7 +189,7 @@ def test_batch_numbers_keep_their_order_past_9999(tmp_path):
 
 def test_retire_keeps_the_files_records_why_and_readers_skip_it(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
-    lake.seed_adult(2, 1)
+    seed_adult(lake, 2, 1)
     rec = lake.retire("0002-adult-train", "wrong export (March)")
     assert rec["reason"] == "wrong export (March)" and rec["batch"] == "0002-adult-train"
     assert (tmp_path / "lake" / "0002-adult-train" / "adult.csv").exists()  # append-only

@@ -16,7 +16,7 @@ import json
 import posixpath
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +26,6 @@ from fsspec.core import url_to_fs
 
 from tarn.config import LakeConfig
 from tarn.core.readers import file_format, supported_help
-from tarn.datasets import ADULT_COLUMNS, adult_lines
 from tarn.errors import LakeError
 
 _SEQ = re.compile(r"^(\d{4,})-")
@@ -254,13 +253,6 @@ class Lake:
         return [(b.name, len(b.files), sum(count_records(self.fs, f.path) for f in b.files),
                  b.bytes) for b in self.batches()]
 
-    def seed_if_empty(self, train_batches: int, test_batches: int,
-                      if_empty: bool) -> list[str] | None:
-        """Seed the bundled data; ``None`` if ``if_empty`` and the lake has batches already."""
-        if if_empty and self.exists() and self.batches():
-            return None
-        return self.seed_adult(train_batches, test_batches)
-
     def add(self, files: list[Path], batch: str,
             check_file: Callable[[Path], None] | None = None) -> str:
         """Copy local ``files`` into a new batch; returns the batch name used. Each file must be
@@ -332,26 +324,18 @@ class Lake:
         self.fs.makedirs(target, exist_ok=True)
         self._write_atomic(posixpath.join(target, filename), data)
 
-    def seed_adult(self, train_batches: int, test_batches: int) -> list[str]:
-        """Write the bundled raw Adult files as ordered batches: train first, test last.
-
-        Lines are kept byte-for-byte (stray spaces, ``?``, ``>50K.``); a header naming the
-        columns as in adult.names is added so the schema contract can map them by alias.
-        """
+    def seed(self, batches: Iterable[tuple[str, str, bytes]],
+             if_empty: bool = False) -> list[str] | None:
+        """Write (name, file name, bytes) batches into an empty lake (``tarn lake seed``);
+        ``None`` if ``if_empty`` and it has batches already."""
         if self.exists() and self.batches():
+            if if_empty:
+                return None
             raise LakeError(f"lake {self.url} is not empty",
                             "seed only an empty lake (use `tarn lake add` for new batches)")
         self.fs.makedirs(self.path, exist_ok=True)
-        header = ", ".join(ADULT_COLUMNS)
-        names: list[str] = []
-        seq = 0
-        for part, n in (("train", train_batches), ("test", test_batches)):
-            lines = adult_lines(part)
-            size = -(-len(lines) // n)
-            for i in range(n):
-                seq += 1
-                name = f"{seq:04d}-adult-{part}"
-                body = "\n".join([header, *lines[i * size:(i + 1) * size]]) + "\n"
-                self.write_batch(name, "adult.csv", body.encode("utf-8"))
-                names.append(name)
+        names = []
+        for name, filename, data in batches:
+            self.write_batch(name, filename, data)
+            names.append(name)
         return names
