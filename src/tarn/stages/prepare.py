@@ -1,9 +1,10 @@
 """The prepare stage: split, analyse bias, compute reweighing weights.
 
 Test = the batches named by ``prepare.test_batches`` (the latest ones, as `tarn init` sets it,
-or a published split such as the demo's official test file); validation is a seeded, label-stratified share of the rest. Normalization is
-*not* applied here: it is fitted on the training split inside the model Pipeline
-(:mod:`tarn.features`), so serving and the edge bundle apply exactly the same transform.
+or a published split such as the demo's official test file); validation is a seeded,
+label-stratified share of the rest. Normalization is *not* applied here: it is fitted on the
+training split inside the model Pipeline (:mod:`tarn.core.features`), so serving and the edge
+bundle apply exactly the same transform.
 """
 
 from __future__ import annotations
