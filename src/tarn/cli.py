@@ -334,6 +334,8 @@ def etl() -> None:
         t.add_row(name, f"{b['read']:,}", f"{b['written']:,}", f"{b['rejected']:,}",
                   f"{b['duplicates']:,}", reasons)
     console.print(t)
+    console.print(f"curated: {res.curated}; quarantine (reason, file, line, raw record): "
+                  f"{res.quarantine}", highlight=False)
 
 
 @app.command()
