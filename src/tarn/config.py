@@ -280,6 +280,10 @@ class ServeConfig(_Strict):
     log_queue_rows: int = Field(500_000, ge=1)  # rows held in memory while writes fail; more
     #                                              are counted as dropped
     notify_url: str = ""  # tarn promote nudges this server's /admin/reconcile at once
+    # a value the ETL would quarantine (unknown category, number out of range): refuse the
+    # request (422 naming the field) or score it and flag the row; counted either way
+    unknown_values: Literal["refuse", "flag"] = "refuse"
+    workers: int = Field(1, ge=1, le=64)  # processes; each follows the alias, one publishes
 
 
 class EdgeConfig(_Strict):

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tarn.lifecycle.promote import promote, registry
+from tarn.serve.app import error_code
 from tests.support.serving import ADMIN, sample_rows, wait_version
 
 pytestmark = pytest.mark.slow
@@ -65,6 +66,8 @@ def _cases(root) -> list[tuple[str, str, str, bytes, dict, set[int]]]:
         ("form body", "POST", "/invocations", json.dumps({"inputs": [row]}).encode(),
          {"Content-Type": "application/x-www-form-urlencoded"}, {415}),
         ("no Content-Type", "POST", "/predict", json.dumps([row]).encode(), {}, {415}),
+        ("unsafe X-Request-Id (replaced)", "POST", "/predict", b"[]",
+         {**JSON, "X-Request-Id": "a" * 500}, {422}),
         ("oversize row count (inputs object)", "POST", "/invocations",
          json.dumps(big_inputs).encode(), JSON, {413}),
         ("oversize row count (records)", "POST", "/predict",
@@ -86,6 +89,8 @@ def test_hostile_requests_get_json_4xx(server, served_project):
         assert r.headers["content-type"].startswith("application/json"), (name, r.text[:300])
         problem = r.json()
         assert problem["error_code"] and problem["message"], (name, problem)
+        assert problem["error_code"] == error_code(r.status_code), (name, problem)
+        assert problem["request_id"] == r.headers["x-request-id"], (name, problem)
     assert _scored(server) == before  # none of them was scored (so none was logged)
     assert server.http.get("/health").json() == {"status": "ok"}
     print("\n".join(f"{n:40s} {s}" for n, s in seen))

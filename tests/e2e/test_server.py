@@ -126,14 +126,41 @@ def test_field_level_errors(server, served_project):
     nan = json.dumps([{**row, "age": float("nan")}], allow_nan=True)
     r = server.http.post("/predict", content=nan, headers={"Content-Type": "application/json"})
     assert r.status_code == 422 and "'age'" in r.json()["message"]
-    unseen = server.http.post("/predict", json=[{**row, "workclass": "Astronaut"}])
-    assert unseen.status_code == 200  # unknown category at serving time: encoded as unseen
+    # a value the ETL would quarantine is refused (serve.unknown_values: refuse, the default)
+    for rec, needle in [({**row, "workclass": "Astronaut"},
+                         "column 'workclass': unknown category 'Astronaut'"),
+                        ({**row, "age": 150}, "column 'age': 150 outside [17, 100]")]:
+        r = server.http.post("/predict", json=[rec])
+        assert r.status_code == 422 and needle in r.json()["message"], r.text
+        assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    text = server.http.get("/metrics").text
+    assert ('tarn_contract_violations_total{action="refused",column="workclass",'
+            'reason="unknown_category"}') in text
+
+
+def test_the_lakes_own_header_is_accepted(server, served_project):
+    """The lake writes education-num, capital-gain, ...: the contract's aliases, accepted by
+    /predict and /invocations as the ETL accepts them."""
+    _, root = served_project
+    rows = sample_rows(root, 3)
+    lake = [{k.replace("_", "-") if k != "native_country" else "Native-Country": v
+             for k, v in r.items()} for r in rows]
+    assert "education-num" in lake[0]
+    plain = server.http.post("/predict", json=rows).json()["predictions"]
+    r = server.http.post("/predict", json=lake)
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == plain
+    cols = list(lake[0])
+    r = server.http.post("/invocations", json={"dataframe_split": {
+        "columns": cols, "data": [[x[c] for c in cols] for x in lake]}})
+    assert r.status_code == 200, r.text
+    assert [p[1] for p in r.json()["predictions"]] == [p["probability"] for p in plain]
 
 
 def test_oversized_payload_is_413_and_the_server_survives(server, served_project):
     big = b"[" + b",".join([b'{"age": 1}'] * 200_000) + b"]"  # ~2 MB > 1 MB limit
     r = server.http.post("/predict", content=big, headers={"Content-Type": "application/json"})
-    assert r.status_code == 413
+    assert r.status_code == 413 and r.json()["error_code"] == "REQUEST_TOO_LARGE"
     ten_mb = b'"' + b"x" * 10_000_000 + b'"'
     r = server.http.post("/invocations", content=ten_mb,
                          headers={"Content-Type": "application/json"})
@@ -142,10 +169,12 @@ def test_oversized_payload_is_413_and_the_server_survives(server, served_project
 
 
 def test_admin_and_webhook_need_their_secrets(server):
-    assert server.admin(secret="wrong").status_code == 401
+    r = server.admin(secret="wrong")
+    assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHENTICATED"
     assert server.http.post("/admin/reconcile").status_code == 401
     r = server.admin({"version": "999"})
     assert r.status_code == 404 and "999" in r.json()["message"]
+    assert r.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
     r = server.http.post("/webhooks/mlflow", content=b'{"entity": "model_version_alias"}',
                          headers={"X-MLflow-Delivery-Id": "d", "X-MLflow-Timestamp":
                                   str(int(time.time())), "X-MLflow-Signature": "v1,AAAA"})
@@ -163,7 +192,9 @@ def test_metrics_and_prediction_log(server, served_project):
     assert 'tarn_requests_total{endpoint="predict",status="422"}' in text
     marker = 2_000_000 + time.time_ns() % 1_000_000  # an fnlwgt no other request sends
     rows = [{**r, "fnlwgt": marker} for r in sample_rows(root, 7)]
-    server.http.post("/predict", json=rows)
+    answer = server.http.post("/predict", json=rows)
+    rid = answer.json()["request_id"]
+    assert rid == answer.headers["x-request-id"] and len(rid) == 32
     deadline = time.monotonic() + 10
     mine = pd.DataFrame()
     while time.monotonic() < deadline and len(mine) < 7:
@@ -174,6 +205,9 @@ def test_metrics_and_prediction_log(server, served_project):
     assert {"age", "sex", "proba", "model_version", "ts"} <= set(log.columns)
     assert len(mine) == 7
     assert (mine["model_version"] == "1").all() and mine["proba"].between(0, 1).all()
+    assert (mine["request_id"] == rid).all()  # one response, tied to its rows
+    assert mine["proba"].tolist() == [p["probability"] for p in answer.json()["predictions"]]
+    assert (log["request_id"] == rid).sum() == 7
 
 
 def test_worse_candidate_is_refused_and_force_is_recorded(server, served_project):
@@ -236,8 +270,8 @@ def test_alias_set_by_hand_deploys_and_is_recorded(server, served_project):
     while time.monotonic() < deadline and reg.stage_versions() != [v]:
         time.sleep(0.2)
     assert reg.stage_versions() == [v]
-    while time.monotonic() < deadline and "tarn.deployed_at" not in reg.version(v).tags:
-        time.sleep(0.2)  # recorded after the swap
+    while time.monotonic() < deadline and "tarn.deployment_note" not in reg.version(v).tags:
+        time.sleep(0.2)  # recorded after the swap, one tag at a time
     assert "gates were skipped" in reg.version(v).tags["tarn.deployment_note"]
 
 

@@ -284,6 +284,40 @@ def test_cli_errors_are_one_line_and_name_the_problem(trained, published, tmp_pa
     assert res.returncode == 2 and "nowhere" in res.stderr
 
 
+def test_cli_reads_the_lakes_header_and_applies_the_contract(trained, published, tmp_path):
+    """The lake's own header (education-num, capital-gain, ...: the contract's aliases) is read
+    as the ETL reads it; a value the ETL would quarantine is refused naming its line and
+    column, or scored and listed with --unknown-values flag."""
+    _, pipe, _, test = trained
+    X = test.X.head(5).copy()
+    lake = X.rename(columns=lambda c: c.replace("_", "-"))
+    path = tmp_path / "lake.csv"
+    write_csv(lake, path, extra={"income": ">50K"})
+    res = run_runner(str(published.path), str(path))
+    assert res.returncode == 0, res.stderr
+    got = np.array([float(line.split(",")[0]) for line in res.stdout.strip().split("\n")[1:]])
+    np.testing.assert_allclose(got, python_proba(pipe, X), atol=1e-4)
+    schema = json.loads((published.path / "schema.json").read_text())
+    cols = {c["name"]: c for c in schema["columns"]}
+    assert cols["education_num"]["aliases"] == ["education-num"]
+    assert cols["age"]["min"] == 17 and schema["unknown_categories"] == "quarantine"
+
+    bad = X.copy().astype({"workclass": object})
+    bad.iloc[2, bad.columns.get_loc("workclass")] = "Spaceship"
+    write_csv(bad, path)
+    res = run_runner(str(published.path), str(path))
+    assert res.returncode == 2 and "line 4" in res.stderr
+    assert "column 'workclass': unknown category 'Spaceship'" in res.stderr
+    res = run_runner(str(published.path), str(path), "--unknown-values", "flag")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().split("\n")
+    assert lines[0] == "proba,label,violations" and len(lines) == 6
+    assert lines[3].endswith("workclass: unknown category 'Spaceship'")
+    assert lines[1].endswith(",")  # clean rows: nothing listed
+    rows = predict_csv(published.path, path, "flag")
+    assert rows[2]["violations"] == ["workclass: unknown category 'Spaceship'"]
+
+
 def test_runner_imports_no_training_stack():
     code = ("import sys, json, tarn.edge.runner; "
             "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})), "

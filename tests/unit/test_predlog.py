@@ -214,3 +214,51 @@ def test_close_without_rows_leaves_nothing(tmp_path, n):
     p = make(tmp_path)
     p.close()
     assert not list((tmp_path / "log").iterdir())
+
+
+def test_workers_starting_together_recover_a_dead_segment_once(tmp_path):
+    """Several server workers start on one log folder: each dead segment is claimed by one of
+    them (renamed), so it is converted once; live workers' files are left alone."""
+    p = make(tmp_path)
+    p.append(cols(5), np.zeros(5), "1", "req-1", [None, "age: 150 outside [17, 100]", None,
+                                                   None, None])
+    wait(lambda: p.stats()["written_rows"] == 5)
+    d = tmp_path / "log"
+    seg = next(d.glob(".preds-*.arrows"))
+    dead = [d / seg.name.replace(f"-{os.getpid()}-", f"-{2 ** 22 + k}-") for k in (1, 2, 3)]
+    for c in dead:
+        shutil.copy(seg, c)
+    p.close()
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    barrier, claimed = ctx.Barrier(3), ctx.Queue()
+    workers = [ctx.Process(target=_start_worker, args=(d, barrier, claimed)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(30)
+    assert sum(claimed.get(timeout=5) for _ in workers) == 3  # each segment claimed once
+    df = logged(d)
+    assert len(df) == 20 and not any(c.exists() for c in dead)
+    assert (df["request_id"] == "req-1").all()
+    assert df["violations"].notna().sum() == 4
+
+
+def test_request_ids_and_flags_are_logged_per_row(tmp_path):
+    p = make(tmp_path)
+    p.append(cols(2), np.zeros(2), "1", "a")
+    p.append(cols(1), np.zeros(1), "1", "b", ["sex: unknown category 'X'"])
+    p.close()
+    df = logged(tmp_path / "log")
+    assert df["request_id"].tolist() == ["a", "a", "b"]
+    assert df["violations"].tolist() == [None, None, "sex: unknown category 'X'"]
+
+
+def _start_worker(d, barrier, claimed) -> None:
+    """What a server worker does at start, in its own process, all at the same moment."""
+    q = PredictionLog(d, 10, 0.05, file_idle_s=60)
+    barrier.wait()
+    q._recover()  # noqa: SLF001
+    claimed.put(len(q._unpublished))  # noqa: SLF001
+    q._publish()  # noqa: SLF001

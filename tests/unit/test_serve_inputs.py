@@ -12,10 +12,13 @@ from tarn.serve.inputs import (
     Column,
     Columnar,
     InputError,
+    InputSchema,
     Split,
+    contract_violations,
     nesting_depth,
     parse_json,
     records_from_payload,
+    refusal,
     to_columns,
 )
 
@@ -194,7 +197,7 @@ class _Predictor:
         return np.full(len(columns["age"]), 0.25)
 
 
-def _client(tmp_path, fail: bool = False, last_error: str = ""):
+def _client(tmp_path, fail: bool = False, last_error: str = "", columns=None, **serve):
     from types import SimpleNamespace
 
     from fastapi.testclient import TestClient
@@ -206,11 +209,13 @@ def _client(tmp_path, fail: bool = False, last_error: str = ""):
     from tests.support.project import repo_params_dict
 
     holder = ModelHolder()
-    holder.current = Deployed("m", "3", _Predictor(fail), COLS, "onnx", "now",
+    holder.current = Deployed("m", "3", _Predictor(fail), columns or COLS, "onnx", "now",
                               str(tmp_path / "bundles" / "m-v3"))
     recon = SimpleNamespace(status=Status(last_error=last_error))
     log = PredictionLog(tmp_path / "log", 1, 0.05, file_idle_s=0.1).start()
-    state = ServerState(params_from_dict(repo_params_dict()), tmp_path, holder, recon, log,
+    raw = repo_params_dict()
+    raw["serve"].update(serve)
+    state = ServerState(params_from_dict(raw), tmp_path, holder, recon, log,
                         admin_secret="adm")
     return TestClient(create_app(state), raise_server_exceptions=False), log
 
@@ -250,7 +255,9 @@ def test_client_paths_with_nul_are_404(tmp_path):
     c, log = _client(tmp_path)
     for path in ("/client/%00", "/client/bundle/a%00b", "/client/a%0ab"):
         r = c.get(path)
-        assert r.status_code == 404 and r.json()["error_code"] == "NOT_FOUND", path
+        assert r.status_code == 404, path
+        assert r.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST", path
+        assert r.json()["request_id"] == r.headers["x-request-id"], path
     log.close()
 
 
@@ -313,3 +320,173 @@ def test_notify_does_not_follow_redirects():
         srv.shutdown()
     assert "redirected (not followed)" in msg and "pw" not in msg
     assert [p for p, _ in hits] == ["/admin/reconcile"]
+
+
+# --------------------------------------------------------------------------- one vocabulary
+CONTRACT = [Column("age", "long", True, (), None, 17, 100),
+            Column("education_num", "long", True, ("education-num",), None, 1, 16),
+            Column("sex", "string", True, (), frozenset({"Female", "Male"})),
+            Column("workclass", "string", False, (), frozenset({"Private", "State-gov"}))]
+ROW = {"age": 30, "education_num": 9, "sex": "Male", "workclass": "Private"}
+
+
+@pytest.mark.parametrize("name", ["education-num", "Education-Num", "education num",
+                                  " EDUCATION_NUM "])
+def test_aliases_and_spellings_are_read_as_the_etl_reads_a_header(name):
+    from tarn.core.schema import normalize_name
+
+    rec = {**{k: v for k, v in ROW.items() if k != "education_num"}, name: 13}
+    for payload in ([rec], [rec, dict(ROW)], {"dataframe_split": {"columns": list(rec),
+                                                                  "data": [list(rec.values())]}},
+                    {"inputs": {k: [v] for k, v in rec.items()}}):
+        got = to_columns(records_from_payload(payload, CONTRACT), CONTRACT, 10)
+        assert got["education_num"][0] == 13, payload
+    assert InputSchema(CONTRACT).resolve(name) == "education_num" == normalize_name(
+        "education_num")
+
+
+def test_two_names_for_one_column_are_refused():
+    with pytest.raises(InputError, match="two names for column 'education_num'"):
+        to_columns([{**ROW, "education-num": 3}], CONTRACT, 10)
+    split = {"dataframe_split": {"columns": ["education_num", "education-num"],
+                                 "data": [[1, 2]]}}
+    with pytest.raises(InputError, match="duplicates"):
+        to_columns(records_from_payload(split, CONTRACT), CONTRACT, 10)
+
+
+def test_the_contract_flags_what_the_etl_would_quarantine():
+    rows = [dict(ROW), {**ROW, "workclass": "Spaceship"}, {**ROW, "age": 150},
+            {**ROW, "workclass": None, "age": 17}]
+    found = contract_violations(to_columns(rows, CONTRACT, 10), CONTRACT)
+    assert [(v.row, v.column, v.reason) for v in found] == [
+        (1, "workclass", "unknown_category"), (2, "age", "out_of_range")]
+    assert found[0].detail == "workclass: unknown category 'Spaceship'"
+    assert found[1].detail == "age: 150 outside [17, 100]"
+    e = refusal(found, CONTRACT)
+    assert e.status == 422 and "row 1: column 'workclass': unknown category 'Spaceship'" in \
+        str(e) and "Private" in str(e) and "1 more" in str(e)
+    single = contract_violations(to_columns([{**ROW, "age": 16}], CONTRACT, 1), CONTRACT)
+    assert [v.detail for v in single] == ["age: 16 outside [17, 100]"]
+
+
+def test_columns_from_the_contract_carry_aliases_categories_and_ranges():
+    from tarn.config import params_from_dict
+    from tarn.core.features import input_schema
+    from tarn.serve.inputs import columns_from_signature
+    from tests.support.project import repo_params_dict
+
+    params = params_from_dict(repo_params_dict())
+    cols = {c.name: c for c in columns_from_signature(
+        input_schema(params.schema, params.prepare).to_dict(), params.schema)}
+    assert cols["education_num"].aliases == ("education-num",)
+    assert cols["age"].min == 17 and cols["age"].max == 100
+    assert "Private" in cols["workclass"].categories
+
+
+def _post(c, body, **headers):
+    import json as _json
+    return c.post("/predict", content=_json.dumps(body),
+                  headers={"Content-Type": "application/json", **headers})
+
+
+def test_refuse_names_the_field_and_counts_it(tmp_path):
+    c, log = _client(tmp_path, columns=CONTRACT)
+    r = _post(c, [{**ROW, "workclass": "Spaceship"}])
+    assert r.status_code == 422 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "column 'workclass': unknown category 'Spaceship'" in r.json()["message"]
+    ok = _post(c, [{**{k: v for k, v in ROW.items() if k != "education_num"},
+                    "education-num": 9}])
+    assert ok.status_code == 200, ok.text
+    text = c.get("/metrics").text
+    assert ('tarn_contract_violations_total{action="refused",column="workclass",'
+            'reason="unknown_category"} 1.0') in text
+    log.close()
+
+
+def test_flag_scores_marks_the_row_and_logs_it(tmp_path):
+    import pandas as pd
+
+    c, log = _client(tmp_path, columns=CONTRACT, unknown_values="flag")
+    r = _post(c, [dict(ROW), {**ROW, "age": 120}], **{"X-Request-Id": "my-req.42"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["request_id"] == "my-req.42" == r.headers["x-request-id"]
+    assert "violations" not in body["predictions"][0]
+    assert body["predictions"][1]["violations"] == ["age: 120 outside [17, 100]"]
+    assert r.headers["x-contract-violations"] == "1"
+    inv = c.post("/invocations", json={"dataframe_records": [{**ROW, "sex": "X"}]})
+    assert inv.status_code == 200 and inv.json()["violations"][0]["column"] == "sex"
+    assert 'action="flagged",column="age"' in c.get("/metrics").text
+    log.close()
+    df = pd.concat(pd.read_parquet(f) for f in (tmp_path / "log").glob("preds-*.parquet"))
+    mine = df[df["request_id"] == "my-req.42"]
+    assert len(mine) == 2 and mine["violations"].isna().tolist() == [True, False]
+    assert mine["violations"].iloc[1] == "age: 120 outside [17, 100]"
+
+
+@pytest.mark.parametrize(("sent", "kept"), [("abc-123", True), ("a" * 64, True),
+                                            ("a" * 65, False), ("bad id", False),
+                                            ("<script>", False), ("", False)])
+def test_a_client_request_id_is_kept_only_when_it_is_a_safe_short_token(tmp_path, sent, kept):
+    c, log = _client(tmp_path)
+    r = _post(c, [{"age": 1, "sex": "F"}], **{"X-Request-Id": sent})
+    rid = r.json()["request_id"]
+    assert r.headers["x-request-id"] == rid and (rid == sent) is kept
+    if not kept:
+        assert len(rid) == 32
+    assert c.get("/health").headers["x-request-id"]
+    log.close()
+
+
+@pytest.mark.parametrize(("status", "code"), [(400, "MALFORMED_REQUEST"),
+                                              (401, "UNAUTHENTICATED"),
+                                              (404, "RESOURCE_DOES_NOT_EXIST"),
+                                              (405, "METHOD_NOT_ALLOWED"),
+                                              (413, "REQUEST_TOO_LARGE"),
+                                              (415, "UNSUPPORTED_MEDIA_TYPE"),
+                                              (422, "INVALID_PARAMETER_VALUE"),
+                                              (503, "UNAVAILABLE")])
+def test_error_codes_match_the_status(tmp_path, status, code):
+    c, log = _client(tmp_path)
+    r = {400: lambda: c.post("/predict", content=b"{", headers={"Content-Type":
+                                                                 "application/json"}),
+         401: lambda: c.post("/admin/reconcile", headers={"Authorization": "Bearer no"}),
+         404: lambda: c.get("/nowhere"),
+         405: lambda: c.get("/predict"),
+         413: lambda: c.post("/predict", content=b"[" + b" " * 6_000_000 + b"]",
+                             headers={"Content-Type": "application/json"}),
+         415: lambda: c.post("/predict", content=b"[]", headers={"Content-Type": "text/csv"}),
+         422: lambda: c.post("/predict", json=[{"age": "x", "sex": "F"}]),
+         503: lambda: c.post("/webhooks/mlflow", content=b"{}")}[status]()
+    assert r.status_code == status and r.json()["error_code"] == code, r.text
+    assert r.json()["request_id"] == r.headers["x-request-id"]
+    log.close()
+
+
+@pytest.mark.parametrize("name", ["education-num", "Hours-per-week", "  native  country ",
+                                  "A--b_c", "x\ty", "ÉCOLE-num"])
+def test_the_edge_runner_normalizes_names_as_the_etl_does(name):
+    from tarn.core.schema import normalize_name
+    from tarn.edge.runner import normalize_name as edge_normalize
+
+    assert edge_normalize(name) == normalize_name(name)
+
+
+def test_the_edge_contract_reads_schema_json():
+    from tarn.edge.runner import Contract
+
+    c = Contract({"columns": [
+        {"name": "age", "type": "long", "min": 17, "max": 100, "aliases": []},
+        {"name": "education_num", "type": "long", "aliases": ["education-num"], "min": 1},
+        {"name": "sex", "type": "string", "categories": ["Female", "Male"]}],
+        "missing_values": ["?", "", "NA"], "unknown_categories": "quarantine"})
+    assert c.resolve("Education-Num") == "education_num" and c.resolve("zip") is None
+    assert "NA" in c.missing
+    cols = {"age": np.array([30.0, 150.0, np.nan]), "education_num": np.array([0.0, 3, 3]),
+            "sex": np.array(["Male", None, "X"], dtype=object)}
+    assert [(r, n, why) for r, n, why, _ in c.violations(cols)] == [
+        (0, "education_num", "out_of_range"), (1, "age", "out_of_range"),
+        (2, "sex", "unknown_category")]
+    assert Contract({"columns": [{"name": "sex", "categories": ["F"]}],
+                     "unknown_categories": "keep"}).violations({"sex": ["Q"]}) == []
+    assert Contract(None).resolve("age") is None  # an old bundle: names only

@@ -192,15 +192,25 @@ def parity_rows(X: pd.DataFrame, n: int) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- bundle
 def bundle_schema(schema_cfg: SchemaConfig, prepare_cfg: PrepareConfig) -> dict:
-    """schema.json: the ordered input columns a client must send, from the contract."""
+    """schema.json: the ordered input columns a client must send, from the contract, with
+    what the edge runner and the page need to read inputs as the ETL does, without
+    params.yaml: each column's aliases (header names matched after normalization: lower
+    case, runs of spaces and '-' as '_'), categories and min/max, the missing markers, and
+    whether an unknown category breaks the contract (``unknown_categories``)."""
     cols = []
     for c in input_schema(schema_cfg, prepare_cfg).to_dict():
         spec = schema_cfg.column(c["name"])
         cols.append({"name": c["name"], "type": c["type"], "required": c["required"],
-                     "categories": spec.categories if c["type"] == "string" else None})
+                     "aliases": list(spec.aliases),
+                     "categories": spec.categories if c["type"] == "string" else None,
+                     "min": spec.min, "max": spec.max})
     return {"format": FORMAT, "columns": cols,
             "missing": {"number": "NaN (or null)", "string": "null",
-                        "onnx_string_feed": MISSING_CATEGORY}}
+                        "onnx_string_feed": MISSING_CATEGORY},
+            "missing_values": list(schema_cfg.missing_values),
+            "unknown_categories": schema_cfg.unknown_categories,
+            "names": "matched as the ETL matches a header: lower case, runs of spaces and "
+                     "'-' read as '_', the name or one of its aliases"}
 
 
 # what a client is told about the model: quality figures it may show, never who promoted the

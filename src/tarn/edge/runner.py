@@ -11,7 +11,15 @@ missing. The exported graph has no string imputer (the ONNX converter cannot mat
 NaN), so the feed builder maps a missing string to the category the Python pipeline imputes,
 which the graph names in its metadata: missing means the same on both sides.
 
-Usage: ``python -m tarn.edge.runner BUNDLE_DIR FILE.csv`` prints ``proba,label`` per row.
+Column names and values follow the contract the bundle carries (``schema.json``), as the ETL
+reads the lake: a header may use a column's name or one of its aliases (``education-num`` is
+``education_num``; names are compared after :func:`normalize_name`, the ETL's rule), and a
+value the ETL would quarantine (an unknown category, a number outside the column's range) is
+refused with its line and column named, or, with ``--unknown-values flag``, scored and listed
+in a third output column.
+
+Usage: ``python -m tarn.edge.runner BUNDLE_DIR FILE.csv [--unknown-values refuse|flag]``
+prints ``proba,label`` (and ``violations`` when flagging) per row.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import csv
 import hashlib
 import json
 import math
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -193,25 +202,104 @@ class EdgeModel:
         return (self.predict_proba(columns) >= self.threshold).astype(np.int64)
 
 
+# --------------------------------------------------------------------------- the contract
+def normalize_name(name: str) -> str:
+    """The form a header name is matched in (``Hours-per-week`` = ``hours_per_week``): the
+    same rule as ``tarn.core.schema.normalize_name`` (tested to agree), kept here so the runner
+    needs nothing but the standard library, numpy and onnxruntime."""
+    return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
+
+
+class Contract:
+    """What ``schema.json`` says about the inputs: names and aliases, categories, ranges,
+    missing markers. A bundle published before these were written gives names only."""
+
+    def __init__(self, schema: Mapping[str, Any] | None) -> None:
+        schema = schema or {}
+        cols = [c for c in schema.get("columns", []) if isinstance(c, dict) and "name" in c]
+        self.lookup: dict[str, str] = {}
+        for c in cols:
+            for alias in (c["name"], *(c.get("aliases") or [])):
+                self.lookup.setdefault(normalize_name(alias), c["name"])
+        check_categories = schema.get("unknown_categories", "quarantine") == "quarantine"
+        self.categories = {c["name"]: frozenset(c["categories"]) for c in cols
+                           if check_categories and c.get("categories") is not None}
+        self.ranges = {c["name"]: (c.get("min"), c.get("max")) for c in cols
+                       if c.get("min") is not None or c.get("max") is not None}
+        markers = schema.get("missing_values")
+        self.missing = frozenset(markers) if isinstance(markers, list) else CSV_MISSING
+
+    def resolve(self, name: str) -> str | None:
+        return self.lookup.get(normalize_name(name))
+
+    def violations(self, columns: Mapping[str, Any]) -> list[tuple[int, str, str, str]]:
+        """(row, column, reason, detail) for every value the ETL would quarantine, in row
+        order; reasons and details worded as the ETL's quarantine words them."""
+        out: list[tuple[int, str, str, str]] = []
+        for name, cats in self.categories.items():
+            if name in columns:
+                for i, v in enumerate(columns[name]):
+                    if v is not None and v == v and v not in cats:
+                        out.append((i, name, "unknown_category",
+                                    f"{name}: unknown category {v!r}"))
+        for name, (lo, hi) in self.ranges.items():
+            if name not in columns:
+                continue
+            arr = np.asarray(columns[name], dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                bad = ((arr < lo) if lo is not None else False) | \
+                    ((arr > hi) if hi is not None else False)
+            for i in np.flatnonzero(bad).tolist():
+                out.append((i, name, "out_of_range",
+                            f"{name}: {_num(arr[i])} outside [{_num(lo)}, {_num(hi)}]"))
+        out.sort(key=lambda v: v[0])
+        return out
+
+
+def _num(x: Any) -> str:
+    if x is None:
+        return "None"
+    f = float(x)
+    return str(int(f)) if f.is_integer() and abs(f) < 2 ** 53 else repr(f)
+
+
 # --------------------------------------------------------------------------- CSV
-def read_csv_columns(csv_path: str | Path, fields: Sequence[tuple[str, bool]]
-                     ) -> dict[str, np.ndarray]:
-    """Input columns from a CSV with a header row; empty or ``?`` cells are missing.
+def read_csv_columns(csv_path: str | Path, fields: Sequence[tuple[str, bool]],
+                     schema: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Input columns from a CSV with a header row; empty or ``?`` cells (the contract's
+    missing markers) are missing. Header names may be the contract's aliases (``schema``:
+    the bundle's schema.json).
 
     Extra columns (an id, the label) are ignored. Raises ValueError naming the missing
     column, or the line and column of a cell that is not a number.
     """
+    return read_csv(csv_path, fields, Contract(schema))[0]
+
+
+def read_csv(csv_path: str | Path, fields: Sequence[tuple[str, bool]], contract: Contract
+             ) -> tuple[dict[str, np.ndarray], list[int]]:
+    """(input columns, the line each row ends on) from a CSV; see :func:`read_csv_columns`."""
     path = Path(csv_path)
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh, skipinitialspace=True)
         header = [h.strip() for h in next(reader, [])]
         if not header:
             raise ValueError(f"{path}: empty file (expected a header row of column names)")
-        missing = [name for name, _ in fields if name not in header]
+        wanted = {name for name, _ in fields}
+        index: dict[str, int] = {}
+        for i, h in enumerate(header):
+            name = h if h in wanted else contract.resolve(h)
+            if name not in wanted:
+                continue  # an id, the label: not an input
+            if name in index:
+                raise ValueError(f"{path}: columns {header[index[name]]!r} and {h!r} both "
+                                 f"name {name!r}")
+            index[name] = i
+        missing = [name for name, _ in fields if name not in index]
         if missing:
             raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-        index = {name: header.index(name) for name, _ in fields}
         raw: dict[str, list] = {name: [] for name, _ in fields}
+        lines: list[int] = []
         for row in reader:
             if not row:
                 continue
@@ -220,13 +308,16 @@ def read_csv_columns(csv_path: str | Path, fields: Sequence[tuple[str, bool]]
                                  f"the header has {len(header)}")
             for name, is_string in fields:
                 cell = row[index[name]].strip()
-                raw[name].append(_cell(cell, is_string, name, path, reader.line_num))
-    return {name: np.array(raw[name], dtype=object if is_string else np.float64)
-            for name, is_string in fields}
+                raw[name].append(_cell(cell, is_string, name, path, reader.line_num,
+                                       contract.missing))
+            lines.append(reader.line_num)
+    return ({name: np.array(raw[name], dtype=object if is_string else np.float64)
+             for name, is_string in fields}, lines)
 
 
-def _cell(cell: str, is_string: bool, name: str, path: Path, line: int) -> Any:
-    if cell in CSV_MISSING:
+def _cell(cell: str, is_string: bool, name: str, path: Path, line: int,
+          missing: frozenset[str] = CSV_MISSING) -> Any:
+    if cell in missing:
         return None if is_string else math.nan
     if is_string:
         return cell
@@ -237,27 +328,57 @@ def _cell(cell: str, is_string: bool, name: str, path: Path, line: int) -> Any:
             from None
 
 
-def predict_csv(bundle_dir: str | Path, csv_path: str | Path) -> list[dict]:
-    """Score every row of a CSV: ``[{"proba": p, "label": 0|1}, ...]`` in file order."""
+def predict_csv(bundle_dir: str | Path, csv_path: str | Path,
+                unknown_values: str = "refuse") -> list[dict]:
+    """Score every row of a CSV: ``[{"proba": p, "label": 0|1}, ...]`` in file order.
+
+    A value outside the contract (unknown category, number out of range) raises ValueError
+    naming its line and column (``unknown_values="refuse"``), or is scored and listed under
+    the row's ``"violations"`` (``"flag"``)."""
+    if unknown_values not in ("refuse", "flag"):
+        raise ValueError(f"unknown_values must be refuse or flag, not {unknown_values!r}")
     model = EdgeModel(bundle_dir)
-    proba = model.predict_proba(read_csv_columns(csv_path, model.input_fields))
-    return [{"proba": float(p), "label": int(p >= model.threshold)} for p in proba]
+    contract = Contract(model.schema)
+    columns, lines = read_csv(csv_path, model.input_fields, contract)
+    found = contract.violations(columns)
+    if found and unknown_values == "refuse":
+        row, name, _, detail = found[0]
+        more = f" ({len(found) - 1} more value(s) outside the contract)" if len(found) > 1 \
+            else ""
+        raise ValueError(f"{csv_path}, line {lines[row]}: column {name!r}: "
+                         f"{detail.split(': ', 1)[1]}{more} (--unknown-values flag scores "
+                         "such rows and lists them)")
+    proba = model.predict_proba(columns)
+    rows = [{"proba": float(p), "label": int(p >= model.threshold)} for p in proba]
+    if unknown_values == "flag":
+        for r in rows:
+            r["violations"] = []
+        for row, _, _, detail in found:
+            rows[row]["violations"].append(detail)
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tarn.edge.runner",
                                      description="Score a CSV with a published tarn bundle.")
     parser.add_argument("bundle", help="bundle folder (model.onnx, schema.json, ...)")
-    parser.add_argument("csv", help="CSV file with a header row of input column names")
+    parser.add_argument("csv", help="CSV file with a header row of input column names (or "
+                                     "their aliases in the contract)")
+    parser.add_argument("--unknown-values", choices=("refuse", "flag"), default="refuse",
+                        help="a value the contract does not allow (unknown category, number "
+                             "out of range): refuse the file naming it, or score the row and "
+                             "list it in a 'violations' column")
     args = parser.parse_args(argv)
     try:
-        rows = predict_csv(args.bundle, args.csv)
+        rows = predict_csv(args.bundle, args.csv, args.unknown_values)
     except (BundleError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = csv.writer(sys.stdout, lineterminator="\n")
-    out.writerow(["proba", "label"])
-    out.writerows([format(r["proba"], ".9g"), r["label"]] for r in rows)
+    flag = args.unknown_values == "flag"
+    out.writerow(["proba", "label", "violations"] if flag else ["proba", "label"])
+    out.writerows([format(r["proba"], ".9g"), r["label"], *(
+        ["; ".join(r["violations"])] if flag else [])] for r in rows)
     return 0
 
 

@@ -6,6 +6,19 @@ rows), are read with a size cap, then parsed and validated column-wise
 ``/health`` or ``/metrics``. The request handler reads the serving model once, so a swap in the
 middle of a request cannot mix two versions. Every error is a 4xx JSON body naming the field;
 anything unexpected becomes a JSON 500 with an ``error_id`` that is logged and counted.
+
+Error codes follow MLflow's scoring server where it has one (``MALFORMED_REQUEST``,
+``INVALID_PARAMETER_VALUE``, ``RESOURCE_DOES_NOT_EXIST``, ``UNAUTHENTICATED``) and name the
+status otherwise (``REQUEST_TOO_LARGE``, ``UNSUPPORTED_MEDIA_TYPE``, ``UNAVAILABLE``).
+
+Every response carries a request id (``X-Request-Id``; a client's own is kept when it is a
+short safe token) and scoring bodies repeat it as ``request_id``; the prediction log stores it
+with each row, so a response can be tied to its rows.
+
+The hot path: ``POST /predict`` and ``POST /invocations`` are answered by :class:`Front`, a
+plain ASGI callable in front of FastAPI (no routing, request objects or response classes per
+call); a body small enough to score in well under a millisecond is scored on the event loop,
+a larger one in a worker thread. Everything else goes to the FastAPI app.
 """
 
 from __future__ import annotations
@@ -14,6 +27,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import os
 import re
 import threading
 import time
@@ -33,12 +47,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tarn.config import Params
 from tarn.core.tracking import redact
 from tarn.serve.deploy import ModelHolder, Reconciler
-from tarn.serve.inputs import InputError, parse_json, records_from_payload, to_columns
+from tarn.serve.inputs import (
+    InputError,
+    contract_violations,
+    parse_json,
+    records_from_payload,
+    refusal,
+    to_columns,
+)
 from tarn.serve.predlog import PredictionLog
 
 CLIENT_DIR = Path(__file__).parent / "client"
 WEBHOOK_MAX_AGE_S = 300
 SCORING_THREADS = 8  # requests parsed and scored at once; the rest wait their turn
+INLINE_BYTES = 8_192  # bodies up to this size (a few rows) are scored on the event loop: a
+#                       thread hop would cost more than the work; larger ones go to a thread
+SCORING_PATHS = {"/predict": "predict", "/invocations": "invocations"}
+_SAFE_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 log = logging.getLogger("tarn.serve")
 
 
@@ -73,6 +98,13 @@ class ServerState:
     admin_secret: str = ""
     webhook_secret: str = ""
     deliveries: Deliveries = field(default_factory=Deliveries)
+    worker: int = 0  # this process's index among `serve.workers` (0 publishes the bundle)
+    workers: int = 1
+    nudge_all: object = None  # tells the other workers to reconcile now (None: one process)
+
+    def nudge_siblings(self) -> None:
+        if callable(self.nudge_all):
+            self.nudge_all()
 
 
 class _Metrics:
@@ -91,6 +123,28 @@ class _Metrics:
         self.registry_errors = Gauge("tarn_registry_errors", "Registry unreachable", registry=r)
         self.unhandled = Counter("tarn_unhandled_errors", "Unexpected errors (JSON 500s, "
                                  "logged with their error_id)", registry=r)
+        self.violations = Counter("tarn_contract_violations", "Request values the contract "
+                                  "does not allow (the ETL would quarantine them), refused or "
+                                  "flagged (serve.unknown_values)", ["column", "reason", "action"],
+                                  registry=r)
+        self.worker = Gauge("tarn_worker_info", "The server process that answered this scrape "
+                            "(metrics are per process)", ["worker", "pid", "workers"],
+                            registry=r)
+        self._requests: dict = {}
+        self._latency: dict = {}
+
+    def request(self, endpoint: str, status: int, seconds: float | None = None) -> None:
+        """Count one request (children cached: no label lookup per call)."""
+        key = (endpoint, status)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.requests.labels(endpoint, str(status))
+        child.inc()
+        if seconds is not None:
+            h = self._latency.get(endpoint)
+            if h is None:
+                h = self._latency[endpoint] = self.latency.labels(endpoint)
+            h.observe(seconds)
 
 
 class _PredlogCollector:
@@ -115,17 +169,39 @@ class _PredlogCollector:
                                 "tarn_predlog_dropped_rows_total)", value=s["dropped_rows"])
 
 
-def _err(status: int, message: str) -> JSONResponse:
-    code = {413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 401: "UNAUTHORIZED",
-            404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(
-        status, "BAD_REQUEST" if status < 500 else "UNAVAILABLE")
-    return JSONResponse({"error_code": code, "message": redact(message)}, status_code=status)
+ERROR_CODES = {400: "MALFORMED_REQUEST", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+               404: "RESOURCE_DOES_NOT_EXIST", 405: "METHOD_NOT_ALLOWED",
+               413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE",
+               422: "INVALID_PARAMETER_VALUE", 429: "REQUEST_LIMIT_EXCEEDED",
+               500: "INTERNAL_ERROR", 503: "UNAVAILABLE"}
 
 
-def _is_json(request: Request) -> bool:
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/")
-                                            and media.endswith("+json"))
+def error_code(status: int) -> str:
+    """The error code a status answers with (MLflow's names where it has them)."""
+    return ERROR_CODES.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
+
+
+def _error_body(status: int, message: str, request_id: str = "") -> bytes:
+    body = {"error_code": error_code(status), "message": redact(message)}
+    if request_id:
+        body["request_id"] = request_id
+    return orjson.dumps(body)
+
+
+def _err(status: int, message: str, request: Request | None = None) -> Response:
+    rid = request.scope.get("tarn_request_id", "") if request is not None else ""
+    return Response(_error_body(status, message, rid), status_code=status,
+                    media_type="application/json")
+
+
+def request_id(headers) -> str:
+    """The client's X-Request-Id when it is a short safe token, else a new one."""
+    for k, v in headers:
+        if k == b"x-request-id":
+            if _SAFE_ID.fullmatch(v):
+                return v.decode()
+            break
+    return uuid.uuid4().hex
 
 
 def _endpoint(path: str) -> str:
@@ -164,12 +240,18 @@ class CatchAll:
             self.on_error(path)
             if started:  # the response is on its way: nothing valid can be sent any more
                 return
-            body = orjson.dumps({"error_code": "INTERNAL_ERROR",
-                                 "message": "internal error; the server log has the details "
-                                            "under this error_id", "error_id": error_id})
-            await send({"type": "http.response.start", "status": 500,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})
+            body = {"error_code": "INTERNAL_ERROR",
+                    "message": "internal error; the server log has the details under this "
+                               "error_id", "error_id": error_id}
+            rid = scope.get("tarn_request_id")
+            if rid:
+                body["request_id"] = rid
+            body = orjson.dumps(body)
+            headers = [(b"content-type", b"application/json"),
+                       (b"content-length", str(len(body)).encode())]
+            if rid:
+                headers.append((b"x-request-id", rid.encode()))
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
             await send({"type": "http.response.body", "body": body})
 
 
@@ -210,14 +292,86 @@ def _body_doc(schema: dict) -> dict:
                                                                                 schema}}}}
 
 
-def create_app(state: ServerState) -> FastAPI:
+class Front:
+    """The ASGI application uvicorn runs: scoring requests are answered here, directly;
+    everything else goes to the FastAPI app. Every HTTP response gets an ``X-Request-Id``."""
+
+    def __init__(self, fastapi_app: FastAPI, scoring) -> None:
+        self.fastapi = fastapi_app
+        self.state = fastapi_app.state
+        self.scoring = scoring
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.fastapi(scope, receive, send)
+            return
+        rid = request_id(scope["headers"])
+        scope["tarn_request_id"] = rid
+        if scope["method"] == "POST" and scope["path"] in SCORING_PATHS:
+            await self.scoring(scope, receive, send)
+            return
+        header = (b"x-request-id", rid.encode())
+
+        async def with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    headers.append(header)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.fastapi(scope, receive, with_id)
+
+
+class _TooLarge(InputError):
+    pass
+
+
+async def _receive_body(receive, headers, limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes (413 beyond: a declared length is checked
+    before anything is read)."""
+    for k, v in headers:
+        if k == b"content-length":
+            if re.fullmatch(rb"[0-9]{1,30}", v) and int(v) > limit:
+                raise _TooLarge(f"payload of {int(v):,} bytes exceeds the {limit:,}-byte limit",
+                                413)
+            break
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionAbortedError("client went away")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge(f"payload exceeds the {limit:,}-byte limit", 413)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _is_json_media(headers) -> bool:
+    for k, v in headers:
+        if k == b"content-type":
+            media = v.split(b";", 1)[0].strip().lower()
+            return media == b"application/json" or (media.startswith(b"application/")
+                                                      and media.endswith(b"+json"))
+    return False
+
+
+def create_app(state: ServerState) -> Front:
     app = FastAPI(title="tarn model server", version="1", docs_url=None, redoc_url=None)
     m = _Metrics()
     if state.predlog is not None:
         m.registry.register(_PredlogCollector(state.predlog))
+    m.worker.labels(str(state.worker), str(os.getpid()), str(state.workers)).set(1)
     cfg = state.params.serve
+    refuse = cfg.unknown_values == "refuse"
     app.state.tarn = state
     limiter = []  # one anyio CapacityLimiter, made inside the event loop on first use
+    worker_header = (b"x-tarn-worker", str(state.worker).encode())
 
     def on_error(path: str) -> None:
         m.unhandled.inc()
@@ -228,48 +382,109 @@ def create_app(state: ServerState) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         """The framework's own 404 / 405 in the same JSON shape as every other error."""
-        resp = _err(exc.status_code, str(exc.detail))
+        resp = _err(exc.status_code, str(exc.detail), request)
         for k, v in (exc.headers or {}).items():
             resp.headers[k] = v
         return resp
 
-    def score(payload):
-        """(deployed, proba) for a parsed payload; raises InputError."""
+    def score(body: bytes, endpoint: str, rid: str) -> tuple[bytes, str, int]:
+        """Parse, validate, apply the contract, score, log, render: (JSON, version, number
+        of flagged values). CPU work: on the event loop for small bodies, else a thread.
+        Raises InputError."""
         d = state.holder.current
         if d is None:
             raise InputError("no model in production yet: promote a version "
                              "(`tarn promote --latest`)", 503)
-        records = records_from_payload(payload, d.columns, cfg.max_rows)
-        columns = to_columns(records, d.columns, cfg.max_rows)
+        inputs = d.inputs
+        records = records_from_payload(_parse(body), inputs, cfg.max_rows)
+        columns = to_columns(records, inputs, cfg.max_rows)
+        found = contract_violations(columns, inputs) if inputs.checked else ()
+        if found:
+            action = "refused" if refuse else "flagged"
+            for v in found:
+                m.violations.labels(v.column, v.reason, action).inc()
+            if refuse:
+                raise refusal(found, inputs)
         proba = np.asarray(d.predictor.predict_proba(columns), dtype=np.float64)
+        n = len(proba)
+        per_row = None
+        if found:
+            per_row = [None] * n
+            for v in found:
+                per_row[v.row] = f"{per_row[v.row]}; {v.detail}" if per_row[v.row] \
+                    else v.detail
         if state.predlog is not None:
-            state.predlog.append(columns, proba, d.version)
-        m.rows.inc(len(proba))
-        return d, proba
+            state.predlog.append(columns, proba, d.version, rid, per_row)
+        m.rows.inc(n)
+        values = proba.tolist()
+        if endpoint == "predict":
+            thr = d.threshold
+            preds = [{"probability": p, "label": 1 if p >= thr else 0} for p in values]
+            if found:
+                for v in found:
+                    preds[v.row].setdefault("violations", []).append(v.detail)
+            out = {"model_version": d.version, "request_id": rid, "predictions": preds}
+        else:
+            out = {"predictions": [[1.0 - p, p] for p in values] if n <= 64
+                   else np.column_stack([1 - proba, proba]), "request_id": rid}
+            if found:
+                out["violations"] = [v.as_dict() for v in found]
+        return (orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY), d.version,
+                len(found))
 
-    def work(body: bytes, render) -> tuple[bytes, str]:
-        """Parse, validate, score, render: CPU work, run in a worker thread."""
-        d, proba = score(_parse(body))
-        return orjson.dumps(render(d, proba), option=orjson.OPT_SERIALIZE_NUMPY), d.version
-
-    async def handle(request: Request, endpoint: str, render) -> Response:
-        import anyio.to_thread
-
+    async def scoring(scope, receive, send) -> None:
         start = time.perf_counter()
+        endpoint = SCORING_PATHS[scope["path"]]
+        rid = scope.get("tarn_request_id") or uuid.uuid4().hex
+        headers = scope["headers"]
+        extra = []
         try:
-            if not _is_json(request):
-                raise InputError("send the rows as JSON with Content-Type: application/json", 415)
-            body = await _read_body(request, cfg.max_body_bytes)
-            if not limiter:
-                limiter.append(anyio.CapacityLimiter(SCORING_THREADS))
-            content, version = await anyio.to_thread.run_sync(work, body, render,
-                                                              limiter=limiter[0])
-            resp = Response(content, media_type="application/json",
-                            headers={"X-Model-Version": version})
+            if not _is_json_media(headers):
+                raise InputError("send the rows as JSON with Content-Type: application/json",
+                                 415)
+            body = await _receive_body(receive, headers, cfg.max_body_bytes)
+            if len(body) <= INLINE_BYTES:
+                content, version, flagged = score(body, endpoint, rid)
+            else:
+                import anyio.to_thread
+
+                if not limiter:
+                    limiter.append(anyio.CapacityLimiter(SCORING_THREADS))
+                content, version, flagged = await anyio.to_thread.run_sync(
+                    score, body, endpoint, rid, limiter=limiter[0])
+            status = 200
+            extra.append((b"x-model-version", version.encode()))
+            if flagged:
+                extra.append((b"x-contract-violations", str(flagged).encode()))
         except InputError as e:
-            resp = _err(e.status, str(e))
-        m.requests.labels(endpoint, str(resp.status_code)).inc()
-        m.latency.labels(endpoint).observe(time.perf_counter() - start)
+            status, content = e.status, _error_body(e.status, str(e), rid)
+        except ConnectionAbortedError:
+            return
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(content)).encode()),
+            (b"x-request-id", rid.encode()), worker_header, *extra]})
+        await send({"type": "http.response.body", "body": content})
+        m.request(endpoint, status, time.perf_counter() - start)
+
+    # The scoring routes below are reached only by other methods' paths (Front answers
+    # POST /predict and /invocations); they document the endpoints in /openapi.json.
+    async def handle(request: Request, endpoint: str) -> Response:
+        sent: dict = {}
+
+        async def capture(message) -> None:
+            if message["type"] == "http.response.start":
+                sent["status"] = message["status"]
+                sent["headers"] = message["headers"]
+            else:
+                sent["body"] = message.get("body", b"")
+
+        await scoring({**request.scope, "path": f"/{endpoint}"}, request.receive, capture)
+        resp = Response(sent.get("body", b""), status_code=sent.get("status", 500),
+                        media_type="application/json")
+        for k, v in sent.get("headers", []):
+            if k not in (b"content-type", b"content-length"):
+                resp.headers[k.decode()] = v.decode()
         return resp
 
     def is_admin(request: Request) -> bool:
@@ -281,30 +496,22 @@ def create_app(state: ServerState) -> FastAPI:
     @app.post("/invocations", openapi_extra=_body_doc(_INVOCATIONS_SCHEMA),
               summary="Score rows (compatible with `mlflow models serve`)")
     async def invocations(request: Request) -> Response:
-        def render(d, proba):
-            return {"predictions": np.column_stack([1 - proba, proba])}
-        return await handle(request, "invocations", render)
+        return await handle(request, "invocations")
 
     @app.post("/predict", openapi_extra=_body_doc(_RECORDS_SCHEMA),
-              summary="Score JSON records: probability, label and model version per row")
+              summary="Score JSON records: probability, label, model version and request id")
     async def predict(request: Request) -> Response:
-        def render(d, proba):
-            labels = (proba >= d.threshold).astype(int)
-            return {"model_version": d.version, "predictions": [
-                {"probability": p, "label": int(lab)} for p, lab in zip(proba.tolist(),
-                                                                        labels.tolist(),
-                                                                        strict=True)]}
-        return await handle(request, "predict", render)
+        return await handle(request, "predict")
 
     @app.get("/health", summary="Liveness: the process answers")
     async def health() -> dict:
         return {"status": "ok"}
 
     @app.get("/ready", summary="Readiness: a model is loaded")
-    async def ready() -> Response:
+    async def ready(request: Request) -> Response:
         d = state.holder.current
         if d is None:
-            return _err(503, "no model loaded yet")
+            return _err(503, "no model loaded yet", request)
         return JSONResponse({"status": "ready", "model_version": d.version})
 
     @app.get("/version", summary="What is deployed, from where, and the last problem "
@@ -318,7 +525,8 @@ def create_app(state: ServerState) -> FastAPI:
             bundle = Path(bundle).name  # no internal paths for strangers
         # the reconciler's messages are "<what happened>: <raw error>"; strangers get the first
         last_error = st.last_error if full else st.last_error.split(":", 1)[0]
-        return {"name": d.name if d else state.params.mlflow.registered_model,
+        return {"worker": state.worker, "workers": state.workers,
+                "name": d.name if d else state.params.mlflow.registered_model,
                 "version": d.version if d else None, "source": d.source if d else None,
                 "loaded_at": d.loaded_at if d else None, "bundle": bundle,
                 "alias": state.params.promote.alias, "last_error": redact(last_error),
@@ -340,21 +548,24 @@ def create_app(state: ServerState) -> FastAPI:
                                              "required": True, "schema": {"type": "string"}}]})
     async def admin_reconcile(request: Request) -> Response:
         if not state.admin_secret:
-            return _err(503, "admin endpoint disabled: start the server with TARN_ADMIN_SECRET")
+            return _err(503, "admin endpoint disabled: start the server with "
+                        "TARN_ADMIN_SECRET", request)
         if not is_admin(request):
-            return _err(401, "bad or missing admin secret (Authorization: Bearer <secret>)")
+            return _err(401, "bad or missing admin secret (Authorization: Bearer <secret>)",
+                        request)
         try:
             body = _parse(await _read_body(request, 10_000)) if request.headers.get(
                 "content-length", "0") != "0" else {}
         except InputError as e:
-            return _err(e.status, str(e))
+            return _err(e.status, str(e), request)
         wanted = body.get("version") if isinstance(body, dict) else None
         if wanted is not None:
             try:
                 state.reconciler.registry().version(str(wanted))
             except Exception:  # noqa: BLE001 - unknown version
-                return _err(404, f"model version {wanted!r} does not exist")
+                return _err(404, f"model version {wanted!r} does not exist", request)
         import asyncio
+        state.nudge_siblings()  # the other workers load in parallel
         target = await asyncio.to_thread(state.reconciler.reconcile)
         d = state.holder.current
         return JSONResponse({"production": target, "serving": d.version if d else None,
@@ -363,44 +574,45 @@ def create_app(state: ServerState) -> FastAPI:
     @app.post("/webhooks/mlflow", summary="MLflow registry webhook (HMAC-signed)")
     async def webhook(request: Request) -> Response:
         if not state.webhook_secret:
-            return _err(503, "webhook disabled: start the server with TARN_WEBHOOK_SECRET")
+            return _err(503, "webhook disabled: start the server with TARN_WEBHOOK_SECRET", request)
         try:
             body = await _read_body(request, 100_000)
         except InputError as e:
-            return _err(e.status, str(e))
+            return _err(e.status, str(e), request)
         problem = verify_webhook(request.headers, body, state.webhook_secret,
                                  seen=state.deliveries)
         if problem:
-            return _err(401, problem)
+            return _err(401, problem, request)
         try:
             event = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return _err(400, "malformed JSON")
+            return _err(400, "malformed JSON", request)
         if not isinstance(event, dict):
-            return _err(400, "webhook body must be a JSON object")
+            return _err(400, "webhook body must be a JSON object", request)
         data = event.get("data") if isinstance(event.get("data"), dict) else {}
         relevant = (event.get("entity") == "model_version_alias"
                     and data.get("name") == state.params.mlflow.registered_model
                     and data.get("alias") == state.params.promote.alias)
         if relevant:
             state.reconciler.nudge()
+            state.nudge_siblings()
         return JSONResponse({"accepted": True, "reconciling": bool(relevant)})
 
     @app.get("/client", include_in_schema=False)
-    async def client_page() -> Response:
+    async def client_page(request: Request) -> Response:
         page = CLIENT_DIR / "index.html"
         if not page.is_file():
-            return _err(404, "client page not built")
+            return _err(404, "client page not built", request)
         return FileResponse(page)
 
     @app.get("/client/{path:path}", include_in_schema=False)
-    async def client_files(path: str) -> Response:
+    async def client_files(path: str, request: Request) -> Response:
         if _UNSAFE_PATH.search(path) or len(path) > 512:  # NUL or control characters
-            return _err(404, "not found")
+            return _err(404, "not found", request)
         try:
             return _client_file(path)
         except (OSError, ValueError):  # names the file system refuses: nothing to serve
-            return _err(404, "not found")
+            return _err(404, "not found", request)
 
     def _client_file(path: str) -> Response:
         if path.startswith("bundle/"):
@@ -420,7 +632,7 @@ def create_app(state: ServerState) -> FastAPI:
             return _err(404, f"{path} not found")
         return FileResponse(target, headers={"Cache-Control": "no-store"})
 
-    return app
+    return Front(app, CatchAll(scoring, on_error))
 
 
 _UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f]")

@@ -8,6 +8,12 @@ large ones), warms it, swaps one reference in :class:`ModelHolder` (requests in 
 on the model they started with, none sees a half-loaded one), and only then points clients at
 the new bundle. If any step fails, nothing moves: the old model and the old bundle stay, the
 failure is reported once and retried with exponential backoff.
+
+With ``serve.workers`` > 1 every process runs its own reconciler and swaps on its own. Only
+the *leader* (worker 0) exports the bundle, proves parity, points clients at it and records the
+deployment in the registry; a follower loads the model and then the leader's bundle for the
+same version once it is on disk (checksums verified), so the work is not done twice and two
+processes never write the same folder.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import pandas as pd
 from tarn.config import Params
 from tarn.core.tags import DeploymentRecord
 from tarn.errors import first_line
-from tarn.serve.inputs import Column
+from tarn.serve.inputs import Column, InputSchema
 
 log = logging.getLogger("tarn.serve")
 
@@ -69,6 +75,10 @@ class Deployed:
     loaded_at: str
     bundle: str | None
     threshold: float = 0.5
+    inputs: InputSchema = field(init=False, repr=False, compare=False)  # names + contract
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", InputSchema(self.columns))
 
 
 class ModelHolder:
@@ -79,6 +89,7 @@ class ModelHolder:
 
 
 MAX_BACKOFF_S = 300.0  # a failing version is retried at most this far apart
+FOLLOWER_WAIT_S = 120.0  # a follower waits this long for the leader's bundle, then fails
 
 
 @dataclass
@@ -102,11 +113,12 @@ class Reconciler:
     """Keeps ``holder`` on the version that holds the production alias."""
 
     def __init__(self, params: Params, root: Path, holder: ModelHolder,
-                 server_url: str = "") -> None:
+                 server_url: str = "", leader: bool = True) -> None:
         self.params = params
         self.root = root
         self.holder = holder
         self.server_url = server_url
+        self.leader = leader  # publishes the bundle and records deployments
         self.status = Status()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -170,11 +182,13 @@ class Reconciler:
             self._failures.pop(target, None)
             self.status.last_error = ""
             self.holder.current = deployed  # the swap
-            self._point_clients(reg.name, target, bundle)
+            if self.leader:
+                self._point_clients(reg.name, target, bundle)
             self.status.swaps += 1
             self.status.history.append({"version": target, "at": deployed.loaded_at,
                                         "source": deployed.source})
-            self._record(reg, deployed)
+            if self.leader:
+                self._record(reg, deployed)
             return target
 
     def _failed(self, version: str, error: str, before: _Failure | None) -> None:
@@ -227,7 +241,8 @@ class Reconciler:
         mv = reg.version(version)
         pipe = reg.load_model(version)
         columns = columns_from_signature(input_schema(self.params.schema,
-                                                      self.params.prepare).to_dict())
+                                                      self.params.prepare).to_dict(),
+                                         self.params.schema)
         predictor: Predictor = PythonPredictor(pipe, columns)
         source, bundle = "python", None
         holdout = self.holdout()
@@ -235,14 +250,17 @@ class Reconciler:
             from tarn.edge import export as edge
             from tarn.edge.runner import EdgeModel
 
-            bundle = edge.publish_bundle(
-                pipe, name=reg.name, version=version, tags=dict(mv.tags),
-                metrics=reg.run_metrics(version, mv), X_holdout=holdout,
-                schema_cfg=self.params.schema, prepare_cfg=self.params.prepare,
-                edge_cfg=self.params.edge, out_root=self.root / self.params.edge.bundle_dir,
-                point=False)  # ParityError: a deployment failure, nothing moves
-            predictor = HybridPredictor(EdgeModel(bundle.path), predictor,
-                                        self.params.serve.onnx_max_rows)
+            if self.leader:
+                bundle = edge.publish_bundle(
+                    pipe, name=reg.name, version=version, tags=dict(mv.tags),
+                    metrics=reg.run_metrics(version, mv), X_holdout=holdout,
+                    schema_cfg=self.params.schema, prepare_cfg=self.params.prepare,
+                    edge_cfg=self.params.edge, out_root=self.root / self.params.edge.bundle_dir,
+                    point=False)  # ParityError: a deployment failure, nothing moves
+                model = EdgeModel(bundle.path)
+            else:
+                bundle, model = self._leaders_bundle(reg.name, version)
+            predictor = HybridPredictor(model, predictor, self.params.serve.onnx_max_rows)
             source = "onnx"
         warm = {c.name: (np.array([np.nan]) if c.kind != "string" else np.array([None],
                                                                                dtype=object))
@@ -256,6 +274,28 @@ class Reconciler:
                             datetime.now(UTC).isoformat(timespec="milliseconds"),
                             str(bundle.path) if bundle else None, self.params.promote.threshold)
         return deployed, bundle
+
+    def _leaders_bundle(self, name: str, version: str):
+        """(bundle, EdgeModel) of ``version`` as the leader publishes it: waits until the
+        folder is on disk and verifies (a folder being replaced is retried). Raises after
+        FOLLOWER_WAIT_S (the leader refused the version, e.g. parity failed: nothing moves
+        here either)."""
+        from tarn.edge.export import Bundle, _dir_name
+        from tarn.edge.runner import BundleError, EdgeModel
+
+        path = self.root / self.params.edge.bundle_dir / _dir_name(name, version)
+        deadline = time.monotonic() + FOLLOWER_WAIT_S
+        problem = "not published yet"
+        while time.monotonic() < deadline and not self._stop.is_set():
+            try:
+                model = EdgeModel(path)
+                if model.version == str(version):  # parity: proved by the leader
+                    return Bundle(path, None, str(model.metadata.get("sha256", ""))), model
+                problem = f"holds version {model.version}"
+            except (BundleError, OSError, TypeError, ValueError) as e:
+                problem = first_line(e)
+            time.sleep(0.05)
+        raise TimeoutError(f"the leader's bundle {path.name} is not ready ({problem})")
 
     def _record(self, reg, d: Deployed) -> None:
         """Tag the version with where it is deployed; note when gates were skipped."""

@@ -2,11 +2,15 @@
 
 Accepts the four payloads of ``mlflow models serve`` (``dataframe_split``,
 ``dataframe_records``, ``instances``, ``inputs``) and plain record lists for ``/predict``.
-Values are checked against the model's input columns (from the schema contract): a wrong type,
-a missing or unknown column, a non-finite number, an integer beyond 64 bits, an empty list or
-too many rows raise :class:`InputError` naming the field and row, which the app turns into a
-4xx. :func:`parse_json` is the one way a body becomes Python values: bounded nesting, integers
-and strings, and no parser that can recurse without limit.
+Column names are matched as the ETL matches a file's header: the contract's name or any of its
+aliases, compared after :func:`tarn.core.schema.normalize_name` (``education-num`` is
+``education_num``). Values are checked against the model's input columns (from the schema
+contract): a wrong type, a missing or unknown column, a non-finite number, an integer beyond 64
+bits, an empty list or too many rows raise :class:`InputError` naming the field and row, which
+the app turns into a 4xx. :func:`contract_violations` then applies the contract's category and
+range rules (what the ETL would quarantine); the app refuses or flags those rows
+(``serve.unknown_values``). :func:`parse_json` is the one way a body becomes Python values:
+bounded nesting, integers and strings, and no parser that can recurse without limit.
 """
 
 from __future__ import annotations
@@ -113,11 +117,75 @@ class Column:
     name: str
     kind: str  # "long" | "double" | "string"
     required: bool
+    aliases: tuple[str, ...] = ()  # other header names of the column in the contract
+    categories: frozenset[str] | None = None  # the known values (None: any string)
+    min: float | None = None  # the contract's range (None: open)
+    max: float | None = None
 
 
-def columns_from_signature(signature_inputs: list[dict]) -> list[Column]:
-    """Columns from an MLflow signature's ``inputs`` (list of {name, type, required})."""
-    return [Column(c["name"], c["type"], c.get("required", True)) for c in signature_inputs]
+def columns_from_signature(signature_inputs: list[dict], schema=None) -> list[Column]:
+    """Columns from an MLflow signature's ``inputs`` (list of {name, type, required}); with
+    the contract (:class:`tarn.config.SchemaConfig`), each carries its aliases, categories
+    (when the contract quarantines unknown ones) and range."""
+    cols = []
+    for c in signature_inputs:
+        col = Column(c["name"], c["type"], c.get("required", True))
+        if schema is not None:
+            spec = next((s for s in schema.columns if s.name == col.name), None)
+            if spec is not None:
+                cats = (frozenset(spec.categories) if spec.categories is not None
+                        and schema.unknown_categories == "quarantine" else None)
+                col = Column(col.name, col.kind, col.required, tuple(spec.aliases), cats,
+                             spec.min, spec.max)
+        cols.append(col)
+    return cols
+
+
+class InputSchema:
+    """The model's input columns and how request names map onto them, built once per model.
+
+    ``resolve`` maps any spelling the ETL accepts for a header (the name or an alias, after
+    :func:`~tarn.core.schema.normalize_name`) to the column's name."""
+
+    def __init__(self, columns: list[Column]) -> None:
+        from tarn.core.schema import normalize_name
+
+        self.columns = list(columns)
+        self.names = [c.name for c in self.columns]
+        self.name_set = frozenset(self.names)
+        self._lookup: dict[str, str] = {}
+        for c in self.columns:
+            for alias in (c.name, *c.aliases):
+                self._lookup.setdefault(normalize_name(alias), c.name)
+        self._normalize = normalize_name
+        self.checked = [c for c in self.columns if c.categories is not None
+                        or c.min is not None or c.max is not None]
+
+    def resolve(self, name: str) -> str | None:
+        if name in self.name_set:
+            return name
+        return self._lookup.get(self._normalize(name))
+
+    def rename(self, keys) -> dict[str, str]:
+        """{request name: column name} for names that are not the column's own; InputError
+        for a name that is no column's (listing the expected ones)."""
+        out, unknown = {}, []
+        for k in keys:
+            if k in self.name_set:
+                continue
+            target = self._lookup.get(self._normalize(k)) if isinstance(k, str) else None
+            if target is None:
+                unknown.append(k)
+            else:
+                out[k] = target
+        if unknown:
+            raise InputError(f"unknown column(s) {sorted(map(str, unknown))}; expected "
+                             f"{self.names} (or their aliases in the contract)")
+        return out
+
+
+def as_schema(columns: list[Column] | InputSchema) -> InputSchema:
+    return columns if isinstance(columns, InputSchema) else InputSchema(columns)
 
 
 @dataclass(frozen=True)
@@ -136,7 +204,7 @@ class Columnar:
     rows: int
 
 
-def records_from_payload(payload: Any, columns: list[Column],
+def records_from_payload(payload: Any, columns: list[Column] | InputSchema,
                          max_rows: int | None = None) -> list | Split | Columnar:
     """Normalize any accepted payload to a list of records (dicts) or rows (lists), a
     :class:`Split` or a :class:`Columnar`. With ``max_rows``, a larger row count is refused
@@ -155,7 +223,7 @@ def records_from_payload(payload: Any, columns: list[Column],
     if key == "dataframe_split":
         if not isinstance(body, dict) or "data" not in body:
             raise InputError("dataframe_split needs 'columns' and 'data'")
-        cols = body.get("columns") or [c.name for c in columns]
+        cols = body.get("columns") or [c.name for c in as_schema(columns).columns]
         data = body["data"]
         if not isinstance(cols, list) or not isinstance(data, list):
             raise InputError("dataframe_split.columns and .data must be lists")
@@ -182,25 +250,31 @@ def _limit(n: int, max_rows: int | None) -> None:
 _NUMBER = {int, float}
 
 
-def to_columns(records: list | Split | Columnar, columns: list[Column],
+def to_columns(records: list | Split | Columnar, columns: list[Column] | InputSchema,
                max_rows: int) -> dict[str, np.ndarray]:
     """Validate records and build one array per column: float64 (NaN = missing) or object
     (None = missing). Column-wise, so a 10,000-row request costs milliseconds. Raises
-    InputError naming the first bad field."""
-    names = [c.name for c in columns]
+    InputError naming the first bad field. Names may be the contract's aliases."""
+    schema = as_schema(columns)
     if isinstance(records, Split):
-        return _from_split(records, columns, max_rows)
+        return _from_split(records, schema, max_rows)
     if isinstance(records, Columnar):
-        return _from_columnar(records, columns, max_rows)
+        return _from_columnar(records, schema, max_rows)
     if not isinstance(records, list) or not records:
         raise InputError("no rows to score: send at least one record")
     _limit(len(records), max_rows)
+    names = schema.names
+    if len(records) == 1 and type(records[0]) is dict:  # the common single-row request
+        rec = records[0]
+        if not rec.keys() <= schema.name_set:
+            rec = _renamed(rec, schema.rename(rec.keys()), 0)
+        return {c.name: _column(c, [rec.get(c.name)]) for c in schema.columns}
     kinds = set(map(type, records))
     if kinds == {dict}:
         keys = set().union(*map(dict.keys, records))
-        extra = keys - set(names)
-        if extra:
-            raise InputError(f"unknown column(s) {sorted(extra)}; expected {names}")
+        rename = schema.rename(keys)
+        if rename:
+            records = [_renamed(r, rename, i) for i, r in enumerate(records)]
         raw = {n: [r.get(n) for r in records] for n in names}
     elif kinds == {list}:
         bad = next((i for i, r in enumerate(records) if len(r) != len(names)), None)
@@ -211,39 +285,53 @@ def to_columns(records: list | Split | Columnar, columns: list[Column],
     else:
         raise InputError("each row must be an object of column values (or a list in column "
                          "order)")
-    return {c.name: _column(c, raw[c.name]) for c in columns}
+    return {c.name: _column(c, raw[c.name]) for c in schema.columns}
 
 
-def _from_columnar(cols: Columnar, columns: list[Column],
+def _renamed(record: dict, rename: dict[str, str], row: int) -> dict:
+    """``record`` under the columns' own names; InputError if two names mean one column."""
+    out: dict = {}
+    for k, v in record.items():
+        name = rename.get(k, k)
+        if name in out:
+            raise InputError(f"row {row}: two names for column {name!r} "
+                             f"({sorted(k2 for k2 in record if rename.get(k2, k2) == name)})")
+        out[name] = v
+    return out
+
+
+def _canonical(names: list[str], schema: InputSchema, what: str) -> list[str]:
+    rename = schema.rename(names)
+    out = [rename.get(n, n) for n in names]
+    if len(set(out)) != len(out):
+        dupes = sorted({n for n in out if out.count(n) > 1})
+        raise InputError(f"{what} has duplicates (names or aliases of {dupes})")
+    return out
+
+
+def _from_columnar(cols: Columnar, schema: InputSchema,
                    max_rows: int) -> dict[str, np.ndarray]:
     if not cols.rows:
         raise InputError("no rows to score: send at least one record")
     _limit(cols.rows, max_rows)
-    names = [c.name for c in columns]
-    extra = set(cols.values) - set(names)
-    if extra:
-        raise InputError(f"unknown column(s) {sorted(extra)}; expected {names}")
+    names = _canonical(list(cols.values), schema, "inputs")
+    values = dict(zip(names, cols.values.values(), strict=True))
     nones = [None] * cols.rows
-    return {c.name: _column(c, cols.values.get(c.name, nones)) for c in columns}
+    return {c.name: _column(c, values.get(c.name, nones)) for c in schema.columns}
 
 
-def _from_split(split: Split, columns: list[Column], max_rows: int) -> dict[str, np.ndarray]:
-    data, names = split.data, split.columns
+def _from_split(split: Split, schema: InputSchema, max_rows: int) -> dict[str, np.ndarray]:
+    data = split.data
     if not data:
         raise InputError("no rows to score: send at least one record")
     _limit(len(data), max_rows)
-    expected = {c.name for c in columns}
-    extra = set(names) - expected
-    if extra:
-        raise InputError(f"unknown column(s) {sorted(extra)}; expected {sorted(expected)}")
-    if len(set(names)) != len(names):
-        raise InputError("dataframe_split.columns has duplicates")
+    names = _canonical(split.columns, schema, "dataframe_split.columns")
     if set(map(type, data)) != {list} or any(len(r) != len(names) for r in data):
         i = next(i for i, r in enumerate(data) if not isinstance(r, list) or len(r) != len(names))
         raise InputError(f"dataframe_split.data[{i}]: expected a list of {len(names)} values")
     by_name = dict(zip(names, map(list, zip(*data, strict=True)), strict=True))
     nones = [None] * len(data)
-    return {c.name: _column(c, by_name.get(c.name, nones)) for c in columns}
+    return {c.name: _column(c, by_name.get(c.name, nones)) for c in schema.columns}
 
 
 def _first(values: list, bad) -> int:
@@ -304,3 +392,72 @@ def _encodes(s: str) -> bool:
         return True
     except UnicodeEncodeError:
         return False
+
+
+# --------------------------------------------------------------------------- the contract
+@dataclass(frozen=True)
+class Violation:
+    """A value the ETL would quarantine: an unknown category or a number out of range."""
+
+    row: int
+    column: str
+    reason: str  # tarn.core.schema.UNKNOWN_CATEGORY | OUT_OF_RANGE
+    detail: str  # "workclass: unknown category 'Spaceship'" (the ETL's wording)
+
+    def as_dict(self) -> dict:
+        return {"row": self.row, "column": self.column, "reason": self.reason,
+                "detail": self.detail}
+
+
+def contract_violations(values: dict[str, np.ndarray],
+                        columns: list[Column] | InputSchema) -> list[Violation]:
+    """Every value outside the contract's categories or range, in row order per column
+    (missing values are the required/nullable check's business, not this one's)."""
+    from tarn.core.schema import OUT_OF_RANGE, UNKNOWN_CATEGORY
+
+    out: list[Violation] = []
+    for c in as_schema(columns).checked:
+        arr = values[c.name]
+        if c.categories is not None:
+            cats = c.categories
+            bad = [i for i, v in enumerate(arr.tolist()) if v is not None and v not in cats]
+            out.extend(Violation(i, c.name, UNKNOWN_CATEGORY,
+                                 f"{c.name}: unknown category {arr[i]!r}") for i in bad)
+        else:
+            lo = -np.inf if c.min is None else c.min
+            hi = np.inf if c.max is None else c.max
+            if len(arr) == 1:  # scalar comparisons: no array temporaries for one row
+                v = float(arr[0])
+                idx = [0] if (v < lo or v > hi) else []
+            else:
+                with np.errstate(invalid="ignore"):
+                    idx = np.flatnonzero((arr < lo) | (arr > hi)).tolist()
+            out.extend(Violation(i, c.name, OUT_OF_RANGE,
+                                 f"{c.name}: {_num(arr[i])} outside [{_num(c.min)}, "
+                                 f"{_num(c.max)}]") for i in idx)
+    out.sort(key=lambda v: v.row)
+    return out
+
+
+def refusal(violations: list[Violation], columns: list[Column] | InputSchema) -> InputError:
+    """The 422 for a request with values the contract refuses: the first one named, with what
+    the contract allows, and how many more there are."""
+    v = violations[0]
+    col = next(c for c in as_schema(columns).columns if c.name == v.column)
+    if col.categories is not None and v.reason == "unknown_category":
+        known = sorted(col.categories)
+        allowed = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+        hint = f"; the contract's categories: {allowed}"
+    else:
+        hint = ""
+    more = f" ({len(violations) - 1} more value(s) outside the contract)" \
+        if len(violations) > 1 else ""
+    return InputError(f"row {v.row}: column {v.column!r}: {v.detail.split(': ', 1)[1]}"
+                      f"{hint}{more}")
+
+
+def _num(x) -> str:
+    if x is None:
+        return "None"
+    f = float(x)
+    return str(int(f)) if f.is_integer() and abs(f) < 2 ** 53 else repr(f)

@@ -3,9 +3,11 @@ rolling files by a background thread, off the request path.
 
 How a row travels, and why nothing acknowledged is lost:
 
-1. ``append`` (request thread) queues the request's columns. The queue is bounded in *rows*
-   (``max_pending_rows``, queued + not yet written): past it, rows are counted as dropped
-   (``tarn_predlog_dropped_rows_total``); requests never wait.
+1. ``append`` (request thread) queues the request's columns, with the response's request id
+   (column ``request_id``) and what the contract flagged per row (column ``violations``).
+   The queue is bounded in *rows* (``max_pending_rows``, queued + not yet written): past
+   it, rows are counted as dropped (``tarn_predlog_dropped_rows_total``); requests never
+   wait.
 2. Every ``flush_interval_s`` (or ``flush_rows``) the writer thread turns the queued entries into
    one Arrow table. A value that cannot be converted isolates its own row (counted as bad), not
    the batch.
@@ -44,7 +46,10 @@ import numpy as np
 
 log = logging.getLogger("tarn.serve")
 _SEGMENT = re.compile(r"\.(preds-\d{8}T\d{6}-(\d+)-\d+)\.arrows")
-_TMP = re.compile(r"\.preds-\d{8}T\d{6}-(\d+)-\d+\.parquet\.tmp")
+# a dead process's segment, claimed (renamed) by the process converting it: with several
+# server workers starting at once, exactly one of them converts each one
+_CLAIMED = re.compile(r"\.(preds-\d{8}T\d{6}-\d+-\d+)\.arrows\.claim-(\d+)")
+_TMP = re.compile(r"\.preds-\d{8}T\d{6}-(\d+)-\d+\.parquet\.tmp(?:-(\d+))?")
 ROW_GROUP_ROWS = 100_000  # Parquet row groups when a segment is converted
 
 
@@ -54,6 +59,8 @@ class Entry:
     proba: np.ndarray
     version: str
     at: float
+    request_id: str = ""  # the response's X-Request-Id: ties a response to its rows
+    violations: list[str | None] | None = None  # per row: what the contract flagged, if any
 
 
 class _Segment:
@@ -149,13 +156,17 @@ class PredictionLog:
         self._thread.start()
         return self
 
-    def append(self, columns: dict[str, np.ndarray], proba: np.ndarray, version: str) -> None:
+    def append(self, columns: dict[str, np.ndarray], proba: np.ndarray, version: str,
+               request_id: str = "", violations: list[str | None] | None = None) -> None:
+        """Queue one request's rows (``violations``: per row, the contract values the server
+        flagged and scored, or None)."""
         n = len(proba)
         with self._cv:
             if self._closing or self._held_rows + n > self.max_pending_rows:
                 self.counts["dropped_rows"] += n
                 return
-            self._queue.append(Entry(columns, proba, version, time.time()))
+            self._queue.append(Entry(columns, proba, version, time.time(), request_id,
+                                     violations))
             self._queued_rows += n
             self._held_rows += n
             if self._queued_rows >= self.flush_rows:
@@ -332,16 +343,22 @@ class PredictionLog:
                     self.counts["retention_deleted_files"] += 1
 
     def _recover(self) -> None:
-        """Segments (and temp files) left by a process that is gone: convert, remove."""
+        """Segments (and temp files) left by a process that is gone: claimed (renamed, so
+        another worker starting at the same time leaves them), converted, removed. Names carry
+        the writer's pid, so workers of one server never write the same file."""
         for p in self.dir.iterdir():
-            m = _SEGMENT.fullmatch(p.name)
+            m = _SEGMENT.fullmatch(p.name) or _CLAIMED.fullmatch(p.name)
             t = _TMP.fullmatch(p.name)
-            pid = int((m or t).group(2 if m else 1)) if (m or t) else None
-            if pid is None or _alive(pid):
-                continue
             if m:
-                self._unpublished.append((p, m.group(1)))
-            else:
+                if _alive(int(m.group(2))):
+                    continue
+                claimed = p.with_name(f".{m.group(1)}.arrows.claim-{os.getpid()}")
+                try:
+                    os.rename(p, claimed)
+                except OSError:  # another worker claimed it first
+                    continue
+                self._unpublished.append((claimed, m.group(1)))
+            elif t and not _alive(int(t.group(2) or t.group(1))):
                 with contextlib.suppress(OSError):
                     p.unlink()
 
@@ -371,6 +388,9 @@ def _entry_table(e: Entry):
     cols["proba"] = pa.array(np.asarray(e.proba, dtype=np.float64))
     cols["model_version"] = pa.array([e.version] * n, pa.string())
     cols["ts"] = pa.array(np.full(n, int(e.at * 1e6)), pa.timestamp("us", "UTC"))
+    cols["request_id"] = pa.array([e.request_id] * n, pa.string())
+    cols["violations"] = (pa.array(e.violations, pa.string()) if e.violations is not None
+                          else pa.nulls(n, pa.string()))
     return pa.table(cols)
 
 
@@ -388,7 +408,8 @@ def _to_table(entries: list[Entry]):
             pass
         for i in range(len(e.proba)):
             row = Entry({k: v[i:i + 1] for k, v in e.columns.items()}, e.proba[i:i + 1],
-                        e.version, e.at)
+                        e.version, e.at, e.request_id,
+                        None if e.violations is None else e.violations[i:i + 1])
             try:
                 tables.append(_entry_table(row))
             except Exception:  # noqa: BLE001
@@ -434,7 +455,7 @@ def _publish(segment: Path, target: Path) -> bool:
     import pyarrow.parquet as pq
 
     schema, batches = segment_batches(segment)
-    tmp = target.with_name(f".{target.name}.tmp")
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     rows = 0
     if schema is not None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -1,12 +1,30 @@
 """Process wiring for ``tarn serve``: prediction log, reconciler, uvicorn, and the process
-settings a long-running server needs (redacted logs, no death on a file size limit)."""
+settings a long-running server needs (redacted logs, no death on a file size limit).
+
+``serve.workers: N`` (N > 1) runs a pre-fork server of our own rather than uvicorn's
+``--workers``: the parent binds the port once, then starts N worker processes (spawned, so no
+thread or lock state is inherited) that all accept on that one listening socket and run the
+whole server each: prediction log, reconciler (every worker follows the production alias and
+swaps on its own), uvicorn. uvicorn's own multi-process mode would need the app as an import
+string configured from the environment and gives no hook to tell workers apart; here each
+worker knows its index: worker 0 is the leader that publishes the client bundle and records
+the deployment, the others load the bundle it wrote. A nudge (admin call, webhook) reaching
+one worker is passed to all through a shared counter, so every worker swaps at once rather than
+at its next poll. The parent restarts a worker that dies and stops them all on SIGTERM/SIGINT.
+One shared socket rather than ``SO_REUSEPORT`` per worker: connections queued on a worker that
+dies are not lost, and the kernel hands each new connection to whichever worker is waiting.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
+import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 from tarn.config import Params
@@ -17,9 +35,10 @@ from tarn.serve.predlog import PredictionLog
 
 
 def build_state(params: Params, root: Path, *, admin_secret: str = "", webhook_secret: str = "",
-                server_url: str = "", log_predictions: bool = True) -> ServerState:
+                server_url: str = "", log_predictions: bool = True, worker: int = 0,
+                workers: int = 1) -> ServerState:
     holder = ModelHolder()
-    reconciler = Reconciler(params, root, holder, server_url)
+    reconciler = Reconciler(params, root, holder, server_url, leader=worker == 0)
     cfg = params.serve
     predlog = PredictionLog(
         root / cfg.prediction_log, cfg.log_flush_rows, cfg.log_flush_interval_s,
@@ -27,7 +46,8 @@ def build_state(params: Params, root: Path, *, admin_secret: str = "", webhook_s
         file_idle_s=cfg.log_file_idle_s, retention_bytes=cfg.log_retention_bytes,
         retention_days=cfg.log_retention_days,
         max_pending_rows=cfg.log_queue_rows) if log_predictions else None
-    return ServerState(params, root, holder, reconciler, predlog, admin_secret, webhook_secret)
+    return ServerState(params, root, holder, reconciler, predlog, admin_secret, webhook_secret,
+                       worker=worker, workers=workers)
 
 
 class RedactFilter(logging.Filter):
@@ -76,21 +96,127 @@ def _exit_on_sigterm(signum, frame) -> None:
 
 
 def run(params: Params, root: Path, host: str, port: int, admin_secret: str,
-        webhook_secret: str) -> None:
+        webhook_secret: str, workers: int = 1) -> None:
+    if workers <= 1:
+        _serve(params, root, host, port, admin_secret, webhook_secret)
+    else:
+        _supervise(params, root, host, port, admin_secret, webhook_secret, workers)
+
+
+def _serve(params: Params, root: Path, host: str, port: int, admin_secret: str,
+           webhook_secret: str, *, worker: int = 0, workers: int = 1,
+           sock: socket.socket | None = None, nudges=None) -> None:
+    """One server process: log, reconciler, uvicorn (on ``sock`` when the parent bound it)."""
     import uvicorn
 
     setup_process()
     state = build_state(params, root, admin_secret=admin_secret, webhook_secret=webhook_secret,
-                        server_url=f"http://{host}:{port}")
+                        server_url=f"http://{host}:{port}", worker=worker, workers=workers)
+    if nudges is not None:
+        state.nudge_all = nudges.send
+        nudges.listen(state.reconciler.nudge)
     if state.predlog is not None:
         state.predlog.start()
     state.reconciler.reconcile()  # serve the production model from the first request on
     state.reconciler.start()
+    config = uvicorn.Config(create_app(state), host=host, port=port, log_level="warning",
+                            access_log=False, server_header=False)
     try:
-        uvicorn.run(create_app(state), host=host, port=port, log_level="warning",
-                    access_log=False)
+        uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
     finally:
         state.reconciler.stop()
         if state.predlog is not None:
             with contextlib.suppress(Exception):
                 state.predlog.close()
+
+
+class Nudges:
+    """A counter all workers share: a nudge increments it, every worker's listener thread
+    sees the change and nudges its own reconciler."""
+
+    def __init__(self, ctx) -> None:
+        self.counter = ctx.Value("Q", 0)
+        self.cond = ctx.Condition()
+
+    def send(self) -> None:
+        with self.cond:
+            self.counter.value += 1
+            self.cond.notify_all()
+
+    def listen(self, nudge) -> None:
+        def loop() -> None:
+            seen = self.counter.value
+            while True:
+                with self.cond:
+                    self.cond.wait_for(lambda s=seen: self.counter.value != s, timeout=5)
+                    now = self.counter.value
+                if now != seen:
+                    seen = now
+                    nudge()
+
+        threading.Thread(target=loop, name="nudges", daemon=True).start()
+
+
+def _worker(params, root, host, port, admin_secret, webhook_secret, index, workers, sock,
+            nudges) -> None:
+    _serve(params, root, host, port, admin_secret, webhook_secret, worker=index,
+           workers=workers, sock=sock, nudges=nudges)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _supervise(params: Params, root: Path, host: str, port: int, admin_secret: str,
+               webhook_secret: str, workers: int) -> None:
+    """Bind once, start the workers, restart one that dies, stop all on SIGTERM/SIGINT."""
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+
+    setup_process()
+    log = logging.getLogger("tarn.serve")
+    ctx = mp.get_context("spawn")
+    sock = _bind(host, port)
+    nudges = Nudges(ctx)
+    stopping = threading.Event()
+
+    def start(i: int):
+        p = ctx.Process(target=_worker, name=f"tarn-serve-{i}", args=(
+            params, root, host, port, admin_secret, webhook_secret, i, workers, sock, nudges))
+        p.start()
+        return p
+
+    def stop(signum, frame) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    procs = {i: start(i) for i in range(workers)}
+    log.info("serving with %d workers (pids %s)", workers,
+             ", ".join(str(p.pid) for p in procs.values()))
+    try:
+        while not stopping.is_set():
+            wait([p.sentinel for p in procs.values()], timeout=0.5)
+            for i, p in list(procs.items()):
+                if not p.is_alive() and not stopping.is_set():
+                    log.error("worker %d (pid %s) exited with %s; starting it again", i, p.pid,
+                              p.exitcode)
+                    time.sleep(1)  # a worker that cannot start must not spin
+                    procs[i] = start(i)
+    finally:
+        for p in procs.values():
+            if p.is_alive():
+                with contextlib.suppress(OSError):
+                    os.kill(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for p in procs.values():
+            p.join(max(0.1, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+        sock.close()

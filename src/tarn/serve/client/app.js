@@ -7,7 +7,14 @@
  *   strings  -> string  [n, 1], the bundle's missing category (schema.json
  *               missing.onnx_string_feed, "missing") when missing: the graph has no string
  *               imputer, the Python pipeline imputes that same category.
- * CSV cells are read like tarn.edge_runner.read_csv_columns: an empty cell or "?" is missing.
+ * CSV cells are read like tarn.edge_runner.read_csv_columns: an empty cell or "?" (the
+ * contract's missing markers, schema.json missing_values) is missing.
+ *
+ * One vocabulary with the ETL and the server: a CSV header or a record key may be a column's
+ * name or one of its aliases (schema.json columns[].aliases), compared after the ETL's
+ * normalization (lower case, runs of spaces and "-" read as "_"): "education-num" is
+ * education_num. A value the ETL would quarantine (a category schema.json does not list, a
+ * number outside the column's min/max) is refused with its line (or row) and column named.
  *
  * For tests and scripts: window.tarnReady (true once the session is loaded), window.tarnError
  * (a message when loading failed), window.tarn.predict(records) and window.tarnResults; every
@@ -27,7 +34,61 @@
   const state = {
     session: null, metadata: null, schema: null, fields: [], missing: DEFAULT_MISSING,
     threshold: DEFAULT_THRESHOLD, queue: Promise.resolve(), formRuns: 0, csvRuns: 0,
+    lookup: new Map(), csvMissing: CSV_MISSING, rules: [],
   };
+
+  /** The ETL's header rule (tarn.core.schema.normalize_name). */
+  function normalizeName(name) {
+    return String(name).trim().toLowerCase().replace(/[\s-]+/g, "_");
+  }
+
+  /** Names, aliases, categories and ranges from schema.json. */
+  function readContract(schema) {
+    state.lookup = new Map();
+    state.rules = [];
+    const checkCategories = schema.unknown_categories !== "keep";
+    for (const c of schema.columns) {
+      for (const alias of [c.name, ...(Array.isArray(c.aliases) ? c.aliases : [])]) {
+        const key = normalizeName(alias);
+        if (!state.lookup.has(key)) state.lookup.set(key, c.name);
+      }
+      const cats = checkCategories && Array.isArray(c.categories) ? new Set(c.categories) : null;
+      const min = typeof c.min === "number" ? c.min : null;
+      const max = typeof c.max === "number" ? c.max : null;
+      if (cats || min !== null || max !== null) state.rules.push({ name: c.name, cats, min, max });
+    }
+    state.csvMissing = Array.isArray(schema.missing_values) ? new Set(schema.missing_values)
+      : CSV_MISSING;
+  }
+
+  /** The column a header name or record key means, or undefined. */
+  function resolveName(name) {
+    return state.lookup.get(normalizeName(name));
+  }
+
+  function fmt(x) {
+    return x === null ? "None" : String(x);
+  }
+
+  /** The first value the contract refuses, as text, or null. `where(i)` names row i. */
+  function contractProblem(columns, n, where) {
+    for (let i = 0; i < n; i++) {
+      for (const r of state.rules) {
+        const values = columns[r.name];
+        if (!values) continue;
+        const v = values[i];
+        if (isMissing(v)) continue;
+        if (r.cats && !r.cats.has(v)) {
+          return `${where(i)}: column ${r.name}: unknown category ${JSON.stringify(v)} ` +
+            "(the contract does not list it)";
+        }
+        if (!r.cats && ((r.min !== null && v < r.min) || (r.max !== null && v > r.max))) {
+          return `${where(i)}: column ${r.name}: ${v} outside [${fmt(r.min)}, ${fmt(r.max)}]`;
+        }
+      }
+    }
+    return null;
+  }
   window.tarnReady = false;
   window.tarnError = null;
   window.tarnResults = { form: null, csv: null };
@@ -72,6 +133,7 @@
     state.schema = schema;
     state.threshold = Number.isFinite(metadata.threshold) ? metadata.threshold : DEFAULT_THRESHOLD;
     state.missing = (schema.missing && schema.missing.onnx_string_feed) || DEFAULT_MISSING;
+    readContract(schema);
     $("model-name").textContent = metadata.name || "?";
     $("model-version").textContent = String(metadata.version);
     document.body.dataset.modelVersion = String(metadata.version);
@@ -163,16 +225,30 @@
 
   function columnsFromRecords(records) {
     const columns = {};
-    for (const f of state.fields) {
-      columns[f.name] = records.map((r) => (r[f.name] === undefined ? null : r[f.name]));
-    }
+    for (const f of state.fields) columns[f.name] = new Array(records.length).fill(null);
+    records.forEach((r, i) => {
+      const seen = new Set();
+      for (const [key, v] of Object.entries(r)) {
+        const name = resolveName(key);
+        if (name === undefined || !(name in columns)) {
+          throw new Error(`row ${i}: unknown column ${JSON.stringify(key)}`);
+        }
+        if (seen.has(name)) throw new Error(`row ${i}: two names for column ${name}`);
+        seen.add(name);
+        columns[name][i] = v === undefined ? null : v;
+      }
+    });
     return columns;
   }
 
-  /** For scripts: records are objects of column values, null (or NaN) for missing. */
+  /** For scripts: records are objects of column values (names or the contract's aliases),
+   * null (or NaN) for missing; a value outside the contract is refused, naming it. */
   async function predict(records) {
     if (!state.session) throw new Error("the model is not loaded yet");
-    return predictColumns(columnsFromRecords(records), records.length);
+    const columns = columnsFromRecords(records);
+    const problem = contractProblem(columns, records.length, (i) => `row ${i}`);
+    if (problem) throw new Error(problem);
+    return predictColumns(columns, records.length);
   }
 
   // ------------------------------------------------------------------ the form
@@ -199,6 +275,8 @@
         input = document.createElement("input");
         input.type = "number";
         input.step = "any";
+        if (typeof c.min === "number") input.min = String(c.min);
+        if (typeof c.max === "number") input.max = String(c.max);
         input.placeholder = "empty = missing";
       }
       input.name = c.name;
@@ -300,10 +378,20 @@
     const rows = parseCsv(text);
     if (!rows.length) throw new Error("empty file (expected a header row of column names)");
     const header = rows[0].cells.map((h) => h.trim());
-    const absent = state.fields.map((f) => f.name).filter((name) => !header.includes(name));
+    const wanted = new Set(state.fields.map((f) => f.name));
+    const index = {};
+    header.forEach((h, i) => {
+      const name = wanted.has(h) ? h : resolveName(h);
+      if (!wanted.has(name)) return;  // an id, the label: not an input
+      if (name in index) {
+        throw new Error(`columns ${header[index[name]]} and ${h} both name ${name}`);
+      }
+      index[name] = i;
+    });
+    const absent = state.fields.map((f) => f.name).filter((name) => !(name in index));
     if (absent.length) throw new Error(`missing column(s) ${absent.join(", ")}`);
-    const index = Object.fromEntries(state.fields.map((f) => [f.name, header.indexOf(f.name)]));
     const columns = Object.fromEntries(state.fields.map((f) => [f.name, []]));
+    const lines = [];
     for (const { cells, line } of rows.slice(1)) {
       if (cells.length !== header.length) {
         throw new Error(`line ${line}: ${cells.length} fields, the header has ${header.length}`);
@@ -311,7 +399,7 @@
       for (const f of state.fields) {
         const cell = cells[index[f.name]].trim();
         let value;
-        if (CSV_MISSING.has(cell)) value = f.isString ? null : NaN;
+        if (state.csvMissing.has(cell)) value = f.isString ? null : NaN;
         else if (f.isString) value = cell;
         else {
           value = parseNumber(cell);
@@ -322,7 +410,10 @@
         }
         columns[f.name].push(value);
       }
+      lines.push(line);
     }
+    const problem = contractProblem(columns, rows.length - 1, (i) => `line ${lines[i]}`);
+    if (problem) throw new Error(problem);
     return { columns, n: rows.length - 1 };
   }
 
