@@ -200,14 +200,24 @@ class Dimension(_Strict):
 
 
 class TuneConfig(_Strict):
-    max_evals: int = Field(40, ge=1)
+    max_evals: int = Field(50, ge=1)
     timeout_s: float = Field(900, gt=0)
     parallelism: int = Field(1, ge=1)
     seed: int = 42
-    n_estimators: int = Field(2000, ge=1)  # upper bound; early stopping picks the number
+    n_estimators: int = Field(1500, ge=1)  # upper bound; early stopping picks the number
     early_stopping_rounds: int = Field(50, ge=1)
     n_jobs: int = Field(2, ge=1)  # threads per fit when trials run one at a time
     space: dict[str, Dimension]
+    # stop a trial whose best val logloss so far is worse than this quantile of the finished
+    # trials' where they had come as far (checked every stop_interval rounds from
+    # stop_warmup_rounds, once stop_min_trials trials have finished); "none": no stopping
+    stop_rule: Literal["none", "quantile"] = "quantile"
+    stop_quantile: float = Field(0.5, gt=0, le=1)
+    stop_warmup_rounds: int = Field(50, ge=1)
+    stop_interval: int = Field(10, ge=1)
+    stop_min_trials: int = Field(5, ge=1)
+    # compare at the same round, or at the same rounds x learning rate (fair to slow rates)
+    stop_align: Literal["rounds", "learning_rate"] = "learning_rate"
 
     @field_validator("space")
     @classmethod

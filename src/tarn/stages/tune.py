@@ -6,6 +6,13 @@ validation split. ``tune.parallelism: 1`` runs plain sequential ``fmin`` (unless
 ``compute.scheduler`` names a cluster); ``N > 1`` asks TPE for one suggestion at a time until N
 trials are in flight on the Dask cluster, feeding results back as they finish. The data is
 scattered to the workers once, not shipped with every trial.
+
+A trial whose validation curve falls behind stops before early stopping would end it
+(``tune.stop_rule``, :func:`stop_reason`): every ``stop_interval`` rounds after
+``stop_warmup_rounds``, its best validation logloss so far is compared with the finished trials'
+best at the same round, and it stops when worse than their ``stop_quantile`` (0.5: the median
+rule). The reason is kept with the trial (an MLflow tag), its loss so far goes to TPE, and a
+stopped trial is never the chosen one.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import json
 import math
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +65,89 @@ def clean_hparams(raw: dict) -> dict:
     return {k: int(round(v)) if k in INTEGER_PARAMS else v for k, v in raw.items()}
 
 
+@dataclass(frozen=True)
+class StopRule:
+    """When a trial stops early (see the module docstring); built from ``tune.stop_*``."""
+
+    quantile: float = 0.5
+    warmup_rounds: int = 50
+    interval: int = 10
+    min_trials: int = 5
+    align: str = "rounds"  # "rounds" | "learning_rate": compare at the same rounds x rate
+
+    @classmethod
+    def from_config(cls, cfg: TuneConfig) -> StopRule | None:
+        if cfg.stop_rule == "none":
+            return None
+        return cls(cfg.stop_quantile, cfg.stop_warmup_rounds, cfg.stop_interval,
+                   cfg.stop_min_trials, cfg.stop_align)
+
+
+DEFAULT_LEARNING_RATE = 0.3  # XGBoost's, for a space that does not tune it
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A finished trial's best validation logloss so far after each round."""
+
+    best: np.ndarray
+    learning_rate: float = DEFAULT_LEARNING_RATE
+
+
+def best_so_far(curve: Sequence[float]) -> np.ndarray:
+    """A validation curve as its running minimum (what early stopping would keep)."""
+    return np.minimum.accumulate(np.asarray(curve, dtype=np.float64))
+
+
+def stop_reason(rule: StopRule | None, curve: Sequence[float], references: Sequence[Reference],
+                learning_rate: float = DEFAULT_LEARNING_RATE) -> str:
+    """Why a trial should stop now, or "" to go on. Pure: no fits.
+
+    ``curve`` is the trial's validation logloss after each round so far (round r = len(curve));
+    ``references`` are the finished (not stopped) trials. Each is read at the same round r
+    (``align: rounds``) or at the round where it had come as far, rounds x learning rate, as
+    this trial (``align: learning_rate``: a slow rate is not stopped for being slow); a
+    reference shorter than that counts with its final value. The trial stops at a checked round
+    when its best so far is worse than the ``quantile`` of the references' values there.
+    """
+    r = len(curve)
+    if (rule is None or r < rule.warmup_rounds or r % rule.interval
+            or len(references) < max(1, rule.min_trials)):
+        return ""
+    own = float(np.min(curve))
+    at = []
+    for ref in references:
+        if not len(ref.best):
+            continue
+        rr = r if rule.align == "rounds" else round(r * learning_rate / ref.learning_rate)
+        at.append(ref.best[min(max(rr, 1), len(ref.best)) - 1])
+    if not at:
+        return ""
+    bar = float(np.quantile(at, rule.quantile))
+    if own <= bar:
+        return ""
+    where = "that round" if rule.align == "rounds" else "the same rounds x learning rate"
+    return (f"round {r}: best val logloss {own:.5f} > {rule.quantile:g} quantile of "
+            f"{len(at)} finished trials at {where} ({bar:.5f})")
+
+
+def _stop_callback(rule: StopRule | None, references: Sequence[Reference],
+                   learning_rate: float):
+    """An XGBoost callback applying :func:`stop_reason` after each round; ``.reason`` says why
+    it stopped the fit ("" if it did not)."""
+    from xgboost.callback import TrainingCallback
+
+    class StopBehind(TrainingCallback):
+        reason = ""
+
+        def after_iteration(self, model, epoch, evals_log) -> bool:
+            curve = evals_log["validation_0"]["logloss"]
+            self.reason = stop_reason(rule, curve, references, learning_rate)
+            return bool(self.reason)
+
+    return StopBehind()
+
+
 @dataclass
 class Matrices:
     """Normalized training and validation data, shared by every trial."""
@@ -78,27 +169,39 @@ class TrialResult:
     best_iteration: int = -1
     duration_s: float = 0.0
     error: str = ""
+    rounds: int = 0  # boosting rounds fitted
+    stopped: str = ""  # why the stop rule ended it early ("" = it ran to early stopping or cap)
+    reference: Reference | None = None  # a finished trial's curve, for the stop rule
 
 
 def fit_trial(tid: int, hparams: dict, data: Matrices, n_estimators: int,
-              early_stopping_rounds: int, n_jobs: int, seed: int) -> TrialResult:
-    """Fit one configuration with early stopping; never raises (a failure is a result)."""
+              early_stopping_rounds: int, n_jobs: int, seed: int,
+              rule: StopRule | None = None,
+              references: Sequence[Reference] = ()) -> TrialResult:
+    """Fit one configuration with early stopping (and the stop rule against ``references``);
+    never raises (a failure is a result)."""
     from sklearn.metrics import log_loss, roc_auc_score
     from xgboost import XGBClassifier
 
     start = time.perf_counter()
     try:
+        lr = float(hparams.get("learning_rate", DEFAULT_LEARNING_RATE))
+        stopper = _stop_callback(rule, references, lr)
         model = XGBClassifier(
             n_estimators=n_estimators, early_stopping_rounds=early_stopping_rounds,
             eval_metric="logloss", tree_method="hist", n_jobs=n_jobs, random_state=seed,
-            **hparams,
+            callbacks=[stopper], **hparams,
         )
         model.fit(data.z_train, data.y_train, sample_weight=data.w_train,
                   eval_set=[(data.z_valid, data.y_valid)], verbose=False)
         proba = model.predict_proba(data.z_valid)[:, 1]
+        curve = model.evals_result()["validation_0"]["logloss"]
         return TrialResult(tid, hparams, "ok", float(log_loss(data.y_valid, proba)),
                            float(roc_auc_score(data.y_valid, proba)),
-                           int(model.best_iteration), time.perf_counter() - start)
+                           int(model.best_iteration), time.perf_counter() - start,
+                           rounds=len(curve), stopped=stopper.reason,
+                           reference=None if stopper.reason else Reference(
+                               best_so_far(curve).astype(np.float32), lr))
     except Exception as e:  # noqa: BLE001 - a failed trial is recorded, the search goes on
         return TrialResult(tid, hparams, "fail", duration_s=time.perf_counter() - start,
                            error=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
@@ -134,10 +237,13 @@ class _TrialLogger:
         metrics = [Metric("duration_s", r.duration_s, now, 0)]
         if r.status == "ok":
             metrics += [Metric("val_logloss", r.loss, now, 0), Metric("val_auc", r.auc, now, 0),
-                        Metric("best_iteration", r.best_iteration, now, 0)]
+                        Metric("best_iteration", r.best_iteration, now, 0),
+                        Metric("rounds", r.rounds, now, 0)]
         tags = [Tag(RunTag.STATUS, r.status)]
         if r.error:
             tags.append(Tag(RunTag.ERROR, r.error[:5000]))
+        if r.stopped:
+            tags.append(Tag(RunTag.STOPPED_EARLY, r.stopped))
         self.client.log_batch(run.info.run_id, metrics=metrics,
                               params=[Param(k, str(v)) for k, v in r.params.items()], tags=tags)
         self.client.set_terminated(run.info.run_id, "FINISHED" if r.status == "ok" else "FAILED",
@@ -152,6 +258,15 @@ class TuneResult:
     parent_run_id: str
 
 
+def _describe_rule(cfg: TuneConfig) -> str:
+    if cfg.stop_rule == "none":
+        return "none"
+    at = "round" if cfg.stop_align == "rounds" else "rounds x learning rate"
+    return (f"behind the {cfg.stop_quantile:g} quantile of finished trials at the same {at} "
+            f"(every {cfg.stop_interval} rounds from round {cfg.stop_warmup_rounds}, once "
+            f"{cfg.stop_min_trials} trials finished)")
+
+
 def _describe(best: float) -> str:
     return "tuning" if math.isinf(best) else f"tuning (best val logloss {best:.4f})"
 
@@ -162,6 +277,8 @@ def search(params: Params, data: Matrices, on_trial, progress: Progress = silent
     cfg = params.tune
     space = build_space(cfg)
     results: list[TrialResult] = []
+    references: list[Reference] = []  # finished trials' curves, for the stop rule
+    rule = StopRule.from_config(cfg)
     best = [math.inf]
     deadline = time.monotonic() + cfg.timeout_s
 
@@ -169,6 +286,8 @@ def search(params: Params, data: Matrices, on_trial, progress: Progress = silent
         results.append(r)
         if r.status == "ok":
             best[0] = min(best[0], r.loss)
+        if r.reference is not None:
+            references.append(r.reference)
         on_trial(r, started_ms)
         progress("tune", _describe(best[0]), 1, cfg.max_evals)
 
@@ -177,7 +296,8 @@ def search(params: Params, data: Matrices, on_trial, progress: Progress = silent
         def objective(raw: dict) -> dict:
             started = int(time.time() * 1000)
             r = fit_trial(len(results), clean_hparams(raw), data, cfg.n_estimators,
-                          cfg.early_stopping_rounds, cfg.n_jobs, cfg.seed)
+                          cfg.early_stopping_rounds, cfg.n_jobs, cfg.seed, rule,
+                          tuple(references))
             finished(r, started)
             if r.status != "ok":
                 return {"status": STATUS_FAIL, "error": r.error}
@@ -187,12 +307,13 @@ def search(params: Params, data: Matrices, on_trial, progress: Progress = silent
              rstate=np.random.default_rng(cfg.seed), timeout=cfg.timeout_s,
              show_progressbar=False)
         return results
-    _search_parallel(params, space, data, client, finished, deadline)
+    _search_parallel(params, space, data, client, finished, deadline, rule, references)
     return sorted(results, key=lambda r: r.tid)
 
 
 def _search_parallel(params: Params, space: dict, data: Matrices, client, finished,
-                     deadline: float) -> None:
+                     deadline: float, rule: StopRule | None,
+                     references: list[Reference]) -> None:
     """Ask/tell: keep ``parallelism`` trials in flight, one TPE suggestion at a time."""
     from distributed import wait
 
@@ -219,8 +340,10 @@ def _search_parallel(params: Params, space: dict, data: Matrices, client, finish
             hparams = clean_hparams(space_eval(space, vals))
             if shared.status != "finished":  # every worker holding the data died: send again
                 shared = watch.scatter(data)
+            # the stop rule compares with the trials finished so far (a snapshot)
             fut = client.submit(fit_trial, started, hparams, shared, cfg.n_estimators,
-                                cfg.early_stopping_rounds, threads, cfg.seed, pure=False)
+                                cfg.early_stopping_rounds, threads, cfg.seed, rule,
+                                tuple(references), pure=False)
             in_flight[fut] = (doc, int(time.time() * 1000))
             started += 1
         if not in_flight:
@@ -265,7 +388,9 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
             "schema", "etl", "prepare", "bias", "tune"))})
         mlflow.log_params({"max_evals": cfg.max_evals, "parallelism": cfg.parallelism,
                            "timeout_s": cfg.timeout_s, "seed": cfg.seed,
+                           "n_estimators": cfg.n_estimators,
                            "early_stopping_rounds": cfg.early_stopping_rounds,
+                           "stop_rule": _describe_rule(cfg),
                            "mitigation": params.bias.mitigation,
                            "space": json.dumps({k: v.model_dump(exclude_none=True)
                                                 for k, v in cfg.space.items()})[:6000]})
@@ -283,10 +408,12 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
             raise TarnError(f"all {len(results)} trials failed; first error: "
                             f"{results[0].error.splitlines()[0] if results else 'none run'}",
                             "check the search space and the prepared data")
-        best = min(ok, key=lambda r: (r.loss, r.tid))
+        stopped = [r for r in ok if r.stopped]
+        # a stopped trial's best_iteration is cut short: the choice is among finished ones
+        best = min([r for r in ok if not r.stopped] or ok, key=lambda r: (r.loss, r.tid))
         mlflow.log_metrics({"best_val_logloss": best.loss, "best_val_auc": best.auc,
                             "n_trials": len(results), "n_failed": len(results) - len(ok),
-                            "duration_s": elapsed})
+                            "n_stopped_early": len(stopped), "duration_s": elapsed})
         mlflow.set_tag(RunTag.BEST_TRIAL, str(best.tid))
     summary = {
         "params": best.params,
@@ -296,6 +423,7 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
         "trial": best.tid,
         "n_trials": len(results),
         "n_failed": len(results) - len(ok),
+        "n_stopped_early": len(stopped),
         "parent_run_id": parent.info.run_id,
         "duration_s": elapsed,
     }
@@ -304,7 +432,8 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
     with staged() as st:
         st.json(models / BEST, summary)
         st.json(reports / TUNE_REPORT, {k: summary[k] for k in (
-            "val_logloss", "val_auc", "best_iteration", "n_trials", "n_failed", "duration_s")})
+            "val_logloss", "val_auc", "best_iteration", "n_trials", "n_failed",
+            "n_stopped_early", "duration_s")})
         st.text(reports / TUNE_TRIALS, "trial,val_logloss,best_so_far\n" + "".join(
             f"{r.tid},{r.loss},{b}\n" for r, b in _running_best(results)))
     return TuneResult(summary, results, parent.info.run_id)
