@@ -220,6 +220,45 @@ def test_csv_errors_name_the_problem(client):
     assert "missing column(s)" in page.text_content("#csv-status")
 
 
+def _lake_csv(rows: list[dict]) -> bytes:
+    """The rows under the lake's own header (education-num, capital-gain, ...)."""
+    out = io.StringIO()
+    names = list(rows[0])
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow([n.replace("_", "-") for n in names])
+    for r in rows:
+        w.writerow(["" if r[c] is None else r[c] for c in names])
+    return out.getvalue().encode()
+
+
+def test_csv_in_the_lakes_format_and_the_contract(client, deployed, served_project):
+    """One vocabulary: the lake's header is read through the contract's aliases, and a value
+    the ETL would quarantine is refused naming its line and column."""
+    _, root = served_project
+    rows = sample_rows(root, 6)
+    want, _ = backend(deployed, rows)
+    page = client.page
+    page.set_input_files("#csv", files=[{"name": "lake.csv", "mimeType": "text/csv",
+                                         "buffer": _lake_csv(rows)}])
+    page.wait_for_selector("#csv-status[data-run='3']")
+    assert page.get_attribute("#csv-status", "data-state") == "done", \
+        page.text_content("#csv-status")
+    shown = page.eval_on_selector_all("#csv-results tbody tr",
+                                      "trs => trs.map(t => t.dataset.probability)")
+    assert float(np.abs(np.array([float(p) for p in shown]) - want).max()) <= TOLERANCE
+    rows[2]["workclass"] = "Spaceship"
+    page.set_input_files("#csv", files=[{"name": "bad.csv", "mimeType": "text/csv",
+                                         "buffer": _lake_csv(rows)}])
+    page.wait_for_selector("#csv-status[data-run='4']")
+    text = page.text_content("#csv-status")
+    assert page.get_attribute("#csv-status", "data-state") == "error"
+    assert "line 4" in text and "workclass" in text and "Spaceship" in text, text
+    err = page.evaluate("""async (row) => { try { await window.tarn.predict(
+        [{...row, "age": 150}]); return ""; } catch (e) { return e.message; } }""",
+                        sample_rows(root, 1)[0])
+    assert "age" in err and "150" in err, err
+
+
 def test_nothing_is_fetched_elsewhere_and_nothing_failed(client):
     assert client.outside == []  # no CDN: onnxruntime-web and its wasm come from the server
     assert client.errors == []

@@ -121,14 +121,19 @@ def build_feeds(columns: Mapping[str, Any], fields: Sequence[tuple[str, bool]],
 
 
 def _number_feed(values: Any) -> np.ndarray:
-    arr = np.asarray(values)
+    arr = values if type(values) is np.ndarray else np.asarray(values)
     if arr.dtype == object:  # None from JSON null means missing, as NaN does
         arr = np.array([np.nan if v is None else v for v in arr], dtype=np.float64)
-    return arr.astype(np.float32, copy=False).reshape(-1, 1)
+    return arr.astype(np.float32).reshape(-1, 1)
 
 
 def _string_feed(values: Any, missing: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=object)
+    arr = values if type(values) is np.ndarray else np.asarray(values, dtype=object)
+    if arr.size == 1:  # one row (the common request): no list building
+        v = arr.flat[0]
+        out = np.empty((1, 1), dtype=object)
+        out[0, 0] = missing if v is None or v != v else v
+        return out
     out = np.array([missing if v is None or v != v else v for v in arr.ravel()], dtype=object)
     return out.reshape(-1, 1)
 

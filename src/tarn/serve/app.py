@@ -19,6 +19,12 @@ The hot path: ``POST /predict`` and ``POST /invocations`` are answered by :class
 plain ASGI callable in front of FastAPI (no routing, request objects or response classes per
 call); a body small enough to score in well under a millisecond is scored on the event loop,
 a larger one in a worker thread. Everything else goes to the FastAPI app.
+
+With ``serve.workers`` > 1, ``/metrics`` describes the worker that answered the scrape (the
+one that accepted the connection): ``tarn_worker_info{worker, pid, workers}`` says which, and
+every response names its worker in ``X-Tarn-Worker`` (``/version`` in ``worker``). Counters
+are that process's own; they are not summed across workers (prometheus_client's multiprocess
+mode would do that, at the price of files written per sample and gauges per pid).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import logging
 import os
 import re
@@ -194,14 +201,27 @@ def _err(status: int, message: str, request: Request | None = None) -> Response:
                     media_type="application/json")
 
 
+_ID_PREFIX = uuid.uuid4().hex[:16]  # per process: ids from two workers never collide
+_ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
+def _reseed_ids() -> None:  # a forked child must not repeat its parent's ids
+    global _ID_PREFIX
+    _ID_PREFIX = uuid.uuid4().hex[:16]
+
+
+os.register_at_fork(after_in_child=_reseed_ids)
+
+
 def request_id(headers) -> str:
-    """The client's X-Request-Id when it is a short safe token, else a new one."""
+    """The client's X-Request-Id when it is a short safe token, else a new one: 32 hex
+    characters, a random per-process prefix and a counter (no system call per request)."""
     for k, v in headers:
         if k == b"x-request-id":
             if _SAFE_ID.fullmatch(v):
                 return v.decode()
             break
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def _endpoint(path: str) -> str:

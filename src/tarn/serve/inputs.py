@@ -16,6 +16,7 @@ bounded nesting, integers and strings, and no parser that can recurse without li
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -338,7 +339,47 @@ def _first(values: list, bad) -> int:
     return next(i for i, v in enumerate(values) if bad(v))
 
 
+def _one(c: Column, v) -> np.ndarray:
+    """:func:`_column` for one row (the common request): scalar checks, one small array, the
+    same errors word for word."""
+    t = type(v)
+    if v is None:
+        if c.required:
+            raise InputError(f"row 0: column {c.name!r} is required")
+        if c.kind == "string":
+            out = np.empty(1, dtype=object)
+            return out  # holds None
+        return np.array([np.nan])
+    if c.kind == "string":
+        if t is not str:
+            raise InputError(f"row 0: column {c.name!r} must be a string, got {t.__name__}")
+        if not _encodes(v):
+            raise InputError(f"row 0: column {c.name!r} is not valid Unicode (lone "
+                             "surrogate)")
+        out = np.empty(1, dtype=object)
+        out[0] = v
+        return out
+    if t is not int and t is not float:
+        raise InputError(f"row 0: column {c.name!r} must be a number, got {t.__name__}")
+    try:
+        f = float(v)
+    except OverflowError:
+        raise InputError(f"row 0: column {c.name!r} is out of range (an integer of "
+                         f"{len(str(abs(v)))} digits)") from None
+    if not math.isfinite(f):
+        raise InputError(f"row 0: column {c.name!r} must be finite, got {v}")
+    if c.kind == "long":
+        if abs(f) >= LONG_LIMIT:
+            raise InputError(f"row 0: column {c.name!r} is beyond the 64-bit integer range, "
+                             f"got {f:.4g}")
+        if not f.is_integer():
+            raise InputError(f"row 0: column {c.name!r} must be an integer, got {v}")
+    return np.array([f])
+
+
 def _column(c: Column, values: list) -> np.ndarray:
+    if len(values) == 1:
+        return _one(c, values[0])
     types = set(map(type, values))
     has_none = type(None) in types
     if has_none and c.required:
@@ -416,7 +457,19 @@ def contract_violations(values: dict[str, np.ndarray],
     from tarn.core.schema import OUT_OF_RANGE, UNKNOWN_CATEGORY
 
     out: list[Violation] = []
-    for c in as_schema(columns).checked:
+    checked = as_schema(columns).checked
+    if len(next(iter(values.values()), ())) == 1:  # one row: scalar checks only
+        for c in checked:
+            v = values[c.name][0]
+            if c.categories is not None:
+                if v is not None and v not in c.categories:
+                    out.append(Violation(0, c.name, UNKNOWN_CATEGORY,
+                                         f"{c.name}: unknown category {v!r}"))
+            elif (c.min is not None and v < c.min) or (c.max is not None and v > c.max):
+                out.append(Violation(0, c.name, OUT_OF_RANGE, f"{c.name}: {_num(v)} outside "
+                                     f"[{_num(c.min)}, {_num(c.max)}]"))
+        return out
+    for c in checked:
         arr = values[c.name]
         if c.categories is not None:
             cats = c.categories
@@ -426,12 +479,8 @@ def contract_violations(values: dict[str, np.ndarray],
         else:
             lo = -np.inf if c.min is None else c.min
             hi = np.inf if c.max is None else c.max
-            if len(arr) == 1:  # scalar comparisons: no array temporaries for one row
-                v = float(arr[0])
-                idx = [0] if (v < lo or v > hi) else []
-            else:
-                with np.errstate(invalid="ignore"):
-                    idx = np.flatnonzero((arr < lo) | (arr > hi)).tolist()
+            with np.errstate(invalid="ignore"):
+                idx = np.flatnonzero((arr < lo) | (arr > hi)).tolist()
             out.extend(Violation(i, c.name, OUT_OF_RANGE,
                                  f"{c.name}: {_num(arr[i])} outside [{_num(c.min)}, "
                                  f"{_num(c.max)}]") for i in idx)

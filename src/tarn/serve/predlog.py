@@ -61,6 +61,10 @@ class Entry:
     at: float
     request_id: str = ""  # the response's X-Request-Id: ties a response to its rows
     violations: list[str | None] | None = None  # per row: what the contract flagged, if any
+    # per row, when several requests' entries are merged into one for conversion
+    versions: np.ndarray | None = None
+    ids: np.ndarray | None = None
+    stamps: np.ndarray | None = None
 
 
 class _Segment:
@@ -386,36 +390,71 @@ def _entry_table(e: Entry):
         else:
             cols[k] = pa.array(np.asarray(v, dtype=np.float64))
     cols["proba"] = pa.array(np.asarray(e.proba, dtype=np.float64))
-    cols["model_version"] = pa.array([e.version] * n, pa.string())
-    cols["ts"] = pa.array(np.full(n, int(e.at * 1e6)), pa.timestamp("us", "UTC"))
-    cols["request_id"] = pa.array([e.request_id] * n, pa.string())
+    merged = e.versions is not None  # several requests (see _merged)
+    cols["model_version"] = pa.array(e.versions if merged else [e.version] * n, pa.string())
+    cols["ts"] = pa.array(e.stamps if merged else np.full(n, int(e.at * 1e6)),
+                          pa.timestamp("us", "UTC"))
+    cols["request_id"] = pa.array(e.ids if merged else [e.request_id] * n, pa.string())
     cols["violations"] = (pa.array(e.violations, pa.string()) if e.violations is not None
                           else pa.nulls(n, pa.string()))
     return pa.table(cols)
 
 
+def _merged(entries: list[Entry]) -> Entry:
+    """Entries with the same columns as one entry (one array per column): the table is then
+    built with one Arrow conversion per column, not one per column per request."""
+    if len(entries) == 1:
+        return entries[0]
+    lengths = np.fromiter((len(e.proba) for e in entries), dtype=np.int64, count=len(entries))
+    columns = {k: np.concatenate([e.columns[k] for e in entries]) for k in entries[0].columns}
+    violations = None
+    if any(e.violations is not None for e in entries):
+        violations = []
+        for e, n in zip(entries, lengths.tolist(), strict=True):
+            violations.extend(e.violations if e.violations is not None else [None] * n)
+    merged = Entry(columns, np.concatenate([e.proba for e in entries]), "", 0.0, "",
+                   violations)
+    merged.versions = np.repeat(np.array([e.version for e in entries], dtype=object), lengths)
+    merged.ids = np.repeat(np.array([e.request_id for e in entries], dtype=object), lengths)
+    merged.stamps = np.repeat(np.array([int(e.at * 1e6) for e in entries], dtype=np.int64),
+                              lengths)
+    return merged
+
+
 def _to_table(entries: list[Entry]):
-    """(one table for the entries, rows that could not be converted). A value Arrow refuses
-    isolates its own row: the entry is converted row by row."""
+    """(one table for the entries, rows that could not be converted). Entries with the same
+    columns are converted together; if that fails, entry by entry, and a value Arrow refuses
+    isolates its own row (that entry is converted row by row)."""
     import pyarrow as pa
 
-    tables, bad = [], 0
+    groups: dict[tuple, list[Entry]] = {}
     for e in entries:
+        groups.setdefault(tuple((k, v.dtype.kind) for k, v in e.columns.items()), []).append(e)
+    tables, bad = [], 0
+    for group in groups.values():
         try:
-            tables.append(_entry_table(e))
+            tables.append(_entry_table(_merged(group)))
             continue
-        except Exception:  # noqa: BLE001 - find the row(s) at fault
+        except Exception:  # noqa: BLE001 - find the entry (and row) at fault
             pass
-        for i in range(len(e.proba)):
-            row = Entry({k: v[i:i + 1] for k, v in e.columns.items()}, e.proba[i:i + 1],
-                        e.version, e.at, e.request_id,
-                        None if e.violations is None else e.violations[i:i + 1])
+        for e in group:
             try:
-                tables.append(_entry_table(row))
-            except Exception:  # noqa: BLE001
-                bad += 1
+                tables.append(_entry_table(e))
+                continue
+            except Exception:  # noqa: BLE001 - find the row(s) at fault
+                pass
+            for i in range(len(e.proba)):
+                row = Entry({k: v[i:i + 1] for k, v in e.columns.items()}, e.proba[i:i + 1],
+                            e.version, e.at, e.request_id,
+                            None if e.violations is None else e.violations[i:i + 1])
+                try:
+                    tables.append(_entry_table(row))
+                except Exception:  # noqa: BLE001
+                    bad += 1
     if not tables:
         return None, bad
+    if len(tables) == 1:
+        return tables[0], bad
     return pa.concat_tables(tables, promote_options="permissive").combine_chunks(), bad
 
 
