@@ -212,7 +212,7 @@ class TuneConfig(_Strict):
     # trials' where they had come as far (checked every stop_interval rounds from
     # stop_warmup_rounds, once stop_min_trials trials have finished); "none": no stopping
     stop_rule: Literal["none", "quantile"] = "quantile"
-    stop_quantile: float = Field(0.5, gt=0, le=1)
+    stop_quantile: float = Field(0.75, gt=0, le=1)
     stop_warmup_rounds: int = Field(50, ge=1)
     stop_interval: int = Field(10, ge=1)
     stop_min_trials: int = Field(5, ge=1)

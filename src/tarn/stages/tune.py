@@ -69,7 +69,7 @@ def clean_hparams(raw: dict) -> dict:
 class StopRule:
     """When a trial stops early (see the module docstring); built from ``tune.stop_*``."""
 
-    quantile: float = 0.5
+    quantile: float = 0.75
     warmup_rounds: int = 50
     interval: int = 10
     min_trials: int = 5
