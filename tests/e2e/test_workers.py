@@ -137,10 +137,11 @@ def test_prediction_logs_do_not_collide(server, project):
     deadline = time.monotonic() + 15
     mine = pd.DataFrame()
     while time.monotonic() < deadline and len(mine) < 80:
-        files = list((root / "data" / "predictions").glob("preds-*.parquet"))
-        log = pd.concat([pd.read_parquet(f) for f in files])
-        mine = log[log["fnlwgt"] == marker]
         time.sleep(0.2)
+        files = list((root / "data" / "predictions").glob("preds-*.parquet"))
+        if files:
+            log = pd.concat([pd.read_parquet(f) for f in files])
+            mine = log[log["fnlwgt"] == marker]
     assert len(mine) == 80 and set(mine["request_id"]) == set(ids)
     assert mine.groupby("request_id").size().eq(2).all()
     pids = {f.name.split("-")[2] for f in files}

@@ -162,7 +162,7 @@ class Reconciler:
             self.status.last_check = time.time()
             try:
                 reg = self.registry()
-                target = reg.production_intent()  # alias or stage, whichever moved last
+                target = self._intent(reg)
             except Exception as e:  # noqa: BLE001 - unreachable registry: keep serving
                 self.status.registry_errors += 1
                 self.status.last_error = f"registry unreachable: {first_line(e)}"
@@ -190,6 +190,24 @@ class Reconciler:
             if self.leader:
                 self._record(reg, deployed)
             return target
+
+    def _intent(self, reg) -> str | None:
+        """The version to serve: the alias when alias and stage agree (plain reads, nothing
+        written). When they disagree, a promotion may be halfway (alias moved, stage not yet):
+        read again a moment later; only a disagreement that lasts is someone moving one of them
+        by hand, and only the leader settles it (``production_intent``: alias or stage,
+        whichever moved last, the other follows). Followers follow the alias."""
+        for attempt in range(3):
+            alias, staged = reg.production(), reg.stage_versions()
+            if alias is not None and staged == [alias]:
+                return alias
+            if alias is None and not staged:
+                return None  # nothing promoted yet
+            if not self.leader:
+                return alias
+            if attempt < 2:
+                self._stop.wait(0.3)
+        return reg.production_intent()
 
     def _failed(self, version: str, error: str, before: _Failure | None) -> None:
         attempts = before.attempts + 1 if before else 1
