@@ -17,6 +17,22 @@ from tests.support.servers import Postgres, S3Server, SharedStack, start_shared_
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
+# MLflow writes these into os.environ (set_tracking_uri, set_experiment, mlflow run): a test
+# must not inherit another test's store, experiment or run through them
+_MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID",
+               "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+
+
+@pytest.fixture(autouse=True)
+def _no_mlflow_env_leaks() -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in _MLFLOW_ENV}
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
 
 @pytest.fixture
 def lake_project(tmp_path: Path) -> tuple[Params, Path]:

@@ -16,7 +16,8 @@ def test_mlflow_run_entry_points_join_the_projects_run(tmp_path):
     params = small_project(tmp_path)
     shutil.copy(REPO / "MLproject", tmp_path / "MLproject")
     uri = f"sqlite:///{tmp_path / '.mlflow' / 'mlflow.db'}"
-    res = sh(tmp_path, "env", f"MLFLOW_TRACKING_URI={uri}", "mlflow", "run", ".", "-e", "tune",
+    res = sh(tmp_path, "env", "-u", "MLFLOW_EXPERIMENT_ID", "-u", "MLFLOW_RUN_ID",
+             f"MLFLOW_TRACKING_URI={uri}", "mlflow", "run", ".", "-e", "tune",
              "--env-manager", "local", "--experiment-name", params.mlflow.experiment)
     out = res.stdout + res.stderr
     assert "Traceback" not in out and "succeeded" in out
@@ -29,6 +30,7 @@ def test_mlflow_run_entry_points_join_the_projects_run(tmp_path):
     trials = client.search_runs([exp.experiment_id],
                                 f"tags.mlflow.parentRunId = '{project_run.info.run_id}'")
     assert len(trials) == params.tune.max_evals
-    sh(tmp_path, "env", f"MLFLOW_TRACKING_URI={uri}", "mlflow", "run", ".", "-e", "train",
+    sh(tmp_path, "env", "-u", "MLFLOW_EXPERIMENT_ID", "-u", "MLFLOW_RUN_ID",
+       f"MLFLOW_TRACKING_URI={uri}", "mlflow", "run", ".", "-e", "train",
        "--env-manager", "local", "--experiment-name", params.mlflow.experiment)
     assert client.search_model_versions("name = 'tarn-test'")

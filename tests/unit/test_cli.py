@@ -67,6 +67,7 @@ def test_an_unexpected_error_is_one_line_and_points_to_its_traceback(tmp_path, m
 
 
 def test_reset_lists_asks_and_keeps_the_lake(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # a local store: reset lists it
     write_params(tmp_path)
     monkeypatch.chdir(tmp_path)
     for d in ("data/lake/0001-a", "data/curated", "bundles/x", ".mlflow", "data/predictions"):

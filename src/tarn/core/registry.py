@@ -402,16 +402,22 @@ class Registry:
             return alias
         if not staged and alias is None:
             return None
-        tags = self.client.get_registered_model(self.name).tags
-        agreed = tags.get(AGREED_PRODUCTION)
-        entered = [v for v in staged if v != agreed and v != alias]
-        if entered and (alias is None or alias == agreed):  # the stage moved: alias follows
-            newest = max(entered, key=lambda v: self.version(v).last_updated_timestamp or 0)
-            self.promote(newest, None, actor=STAGE_PROMOTION_ACTOR,
-                         reason="stage set to Production in the MLflow registry: gates skipped")
-            return newest
-        self.sync_stage()  # the alias moved (or the stage was archived): stage follows
-        return self.production()
+        # a disagreement: decide under the promotion lock, so a read halfway through someone
+        # else's promotion (alias moved, stage not yet) is never taken for an intent
+        with self._lock() as owner:
+            alias, staged = self.production(), self.stage_versions()
+            if (alias is not None and staged == [alias]) or (not staged and alias is None):
+                return alias
+            agreed = self.client.get_registered_model(self.name).tags.get(AGREED_PRODUCTION)
+            entered = [v for v in staged if v != agreed and v != alias]
+            if entered and (alias is None or alias == agreed):  # the stage moved: alias follows
+                newest = max(entered, key=lambda v: self.version(v).last_updated_timestamp or 0)
+                self._promote_locked(owner, newest, None, "stage set to Production in the "
+                                     "MLflow registry: gates skipped", STAGE_PROMOTION_ACTOR)
+                return newest
+            if alias is not None:  # the alias moved (or the stage was archived): stage follows
+                self._set_production(alias)
+            return alias
 
     def state(self) -> tuple[str | None, list[str]]:
         """(alias target, versions in stage Production), read together under the promotion
