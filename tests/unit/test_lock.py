@@ -64,7 +64,7 @@ def test_requested_extras_are_locked(req):
     try:
         requires = metadata.requires(req.name) or []
     except metadata.PackageNotFoundError:
-        pytest.skip(f"{req.name} not installed")
+        pytest.fail(f"{req.name} is not installed: the venv is not the lock's (run `make venv`)")
     env = default_environment()
     for extra in req.extras:
         for dep in map(Requirement, requires):
