@@ -23,15 +23,23 @@ _MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_
                "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
 
 
-@pytest.fixture(autouse=True)
-def _no_mlflow_env_leaks() -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in _MLFLOW_ENV}
-    yield
-    for k, v in saved.items():
+_PRISTINE = {k: os.environ.get(k) for k in _MLFLOW_ENV}  # as the session started
+
+
+def _restore_mlflow_env() -> None:
+    for k, v in _PRISTINE.items():
         if v is None:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(autouse=True)
+def _no_mlflow_env_leaks() -> Iterator[None]:
+    """Before and after every test (module and session fixtures may have set them)."""
+    _restore_mlflow_env()
+    yield
+    _restore_mlflow_env()
 
 
 @pytest.fixture
