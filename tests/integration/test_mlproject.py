@@ -37,3 +37,9 @@ def test_mlflow_run_entry_points_join_the_projects_run(tmp_path):
        f"MLFLOW_TRACKING_URI={uri}", "mlflow", "run", ".", "-e", "train",
        "--env-manager", "local", "--experiment-name", params.mlflow.experiment)
     assert client.search_model_versions("name = 'tarn-test'")
+    sh(tmp_path, *CLEAN_ENV, f"MLFLOW_TRACKING_URI={uri}", "mlflow", "run", ".", "-e",
+       "evaluate", "--env-manager", "local", "--experiment-name", params.mlflow.experiment)
+    sh(tmp_path, *CLEAN_ENV, f"MLFLOW_TRACKING_URI={uri}", "tarn", "promote", "--latest")
+    res = sh(tmp_path, *CLEAN_ENV, f"MLFLOW_TRACKING_URI={uri}", "mlflow", "run", ".", "-e",
+             "monitor", "--env-manager", "local", "--experiment-name", params.mlflow.experiment)
+    assert "decision:" in res.stdout + res.stderr and "Traceback" not in res.stdout + res.stderr
