@@ -14,15 +14,15 @@ import pytest
 
 from tarn.lifecycle.promote import promote, rollback
 from tests.support.project import make_version, small_project
-from tests.support.servers import free_port
-from tests.support.serving import Server, sample_rows, server_env
+from tests.support.serving import sample_rows
 
 pytestmark = pytest.mark.slow
 WORKERS = 2
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def served_project(tmp_path_factory):
+    """Overrides conftest's: two workers, version 1 promoted (conftest's `server` starts it)."""
     root = tmp_path_factory.mktemp("workers")
     params = small_project(root, **{
         "serve.poll_interval_s": 0.5, "serve.notify_url": "", "serve.workers": WORKERS,
@@ -31,14 +31,6 @@ def project(tmp_path_factory):
     make_version(params, root)
     promote(params, root, "1")
     return params, root
-
-
-@pytest.fixture(scope="module")
-def server(project):
-    _, root = project
-    s = Server(root, root / "params.yaml", free_port(), server_env())
-    yield s
-    s.stop()
 
 
 def _by_worker(server, path: str = "/version", tries: int = 200) -> dict[str, dict]:
@@ -53,8 +45,8 @@ def _by_worker(server, path: str = "/version", tries: int = 200) -> dict[str, di
     return seen
 
 
-def test_every_worker_serves_and_says_which_it_is(server, project):
-    _, root = project
+def test_every_worker_serves_and_says_which_it_is(server, served_project):
+    _, root = served_project
     answers = _by_worker(server)
     assert sorted(answers) == ["0", "1"], answers
     assert {a["version"] for a in answers.values()} == {"1"}
@@ -72,8 +64,8 @@ def test_every_worker_serves_and_says_which_it_is(server, project):
     assert "tarn_worker_info{" in metrics and f'workers="{WORKERS}"' in metrics
 
 
-def test_two_promotions_under_load_fail_no_request_and_every_worker_swaps(server, project):
-    params, root = project
+def test_two_promotions_under_load_fail_no_request_and_every_worker_swaps(server, served_project):
+    params, root = served_project
     v_new = make_version(params, root, rounds=40, depth=3)
     rows = sample_rows(root, 2)
     results: list[tuple[float, int, str, str]] = []  # (answered, status, version, worker)
@@ -125,8 +117,8 @@ def test_two_promotions_under_load_fail_no_request_and_every_worker_swaps(server
     assert not list((root / "bundles").glob(".*.tmp"))  # no bundle folder half-written
 
 
-def test_prediction_logs_do_not_collide(server, project):
-    _, root = project
+def test_prediction_logs_do_not_collide(server, served_project):
+    _, root = served_project
     marker = 3_000_000 + time.time_ns() % 1_000_000
     ids = []
     for _ in range(40):
