@@ -78,25 +78,35 @@ class ColumnSpec(_Strict):
 
 
 class TargetSpec(_Strict):
+    """The column the model predicts. Classification (``schema.task`` binary or multiclass):
+    ``mapping`` maps each raw label to its class index (binary: 0/1, multiclass: 0..K-1; several
+    raw spellings may share an index; the first spelling names the class). Regression: no
+    mapping, the raw value is a number, optionally checked against ``min``/``max``."""
+
     name: str
     aliases: list[str] = Field(default_factory=list)
-    mapping: dict[str, int]
+    mapping: dict[str, int] = Field(default_factory=dict)
+    min: float | None = None
+    max: float | None = None
 
-    @field_validator("mapping")
-    @classmethod
-    def _binary(cls, v: dict[str, int]) -> dict[str, int]:
-        if not v or set(v.values()) - {0, 1}:
-            raise ValueError("target mapping must map raw labels to 0 or 1")
-        if set(v.values()) != {0, 1}:
-            raise ValueError(f"target mapping has one class only ({sorted(set(v.values()))}): "
-                             "map some raw labels to 0 and some to 1")
-        return v
+
+TASKS = ("binary", "multiclass", "regression")
+# quality figures each task reports (and may gate on); the first is the one tuning minimizes
+# and the default gate: lower is better except roc_auc, accuracy, f1_macro and r2
+METRICS_BY_TASK = {
+    "binary": ("logloss", "roc_auc", "accuracy", "f1_macro"),
+    "multiclass": ("logloss", "accuracy", "f1_macro"),
+    "regression": ("rmse", "mae", "r2"),
+}
+HIGHER_IS_BETTER = frozenset({"roc_auc", "accuracy", "f1_macro", "r2"})
 
 
 class SchemaConfig(_Strict):
     """The dataset contract the ETL enforces."""
 
     name: str = "dataset"
+    # what the model predicts: a yes/no label, one of K classes, or a number
+    task: Literal["binary", "multiclass", "regression"] = "binary"
     missing_values: list[str] = Field(default_factory=lambda: ["?", ""])
     extra_columns: Literal["error", "ignore"] = "error"
     unknown_categories: Literal["quarantine", "keep"] = "quarantine"
@@ -121,7 +131,43 @@ class SchemaConfig(_Strict):
             raise ValueError(f"key columns not among columns: {sorted(unknown)}")
         if self.target.name in names:
             raise ValueError(f"target {self.target.name!r} must not also be a feature column")
+        self._check_target()
         return self
+
+    def _check_target(self) -> None:
+        t, codes = self.target, set(self.target.mapping.values())
+        if self.task == "regression":
+            if t.mapping:
+                raise ValueError("schema.target.mapping: a regression target is a number, not "
+                                 "a label: remove the mapping, or set schema.task to binary or "
+                                 "multiclass")
+            if t.min is not None and t.max is not None and t.min > t.max:
+                raise ValueError(f"schema.target: min {t.min} > max {t.max}")
+            return
+        if t.min is not None or t.max is not None:
+            raise ValueError("schema.target.min/max apply to a regression target only")
+        if not t.mapping:
+            raise ValueError(f"schema.target.mapping is empty: a {self.task} target maps each "
+                             "raw label to a class index")
+        if self.task == "binary":
+            if codes - {0, 1}:
+                raise ValueError("schema.target.mapping must map raw labels to 0 or 1 for a "
+                                 "binary task (schema.task: multiclass for more classes)")
+            if codes != {0, 1}:
+                raise ValueError(f"schema.target.mapping has one class only ({sorted(codes)}): "
+                                 "map some raw labels to 0 and some to 1")
+            return
+        if codes != set(range(len(codes))) or len(codes) < 3:
+            raise ValueError(f"schema.target.mapping must map raw labels to the class indexes "
+                             f"0..K-1 with K >= 3 for a multiclass task (got {sorted(codes)})")
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names by index (the first raw label mapped to each); [] for regression."""
+        names: dict[int, str] = {}
+        for raw, code in self.target.mapping.items():
+            names.setdefault(code, raw)
+        return [names[i] for i in sorted(names)]
 
     @property
     def feature_names(self) -> list[str]:
@@ -232,6 +278,9 @@ class TuneConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    # binary tasks: a row is labelled positive when its probability is at or above this; stored
+    # with the version, so the server, the browser, the edge runner and monitoring all use it
+    threshold: float = Field(0.5, gt=0, lt=1)
     distributed: bool = False  # fit the final model with xgboost.dask on the compute cluster
     n_jobs: int = Field(2, ge=1)
     refit_rounds_scale: float = Field(1.0, gt=0)  # rounds = best_iteration * scale on train+valid
@@ -256,7 +305,6 @@ class MlflowConfig(_Strict):
 
 
 class EvaluateConfig(_Strict):
-    threshold: float = Field(0.5, gt=0, lt=1)
     calibration_bins: int = Field(10, ge=2)
     evidently: bool = True
 
@@ -265,11 +313,15 @@ class PromoteConfig(_Strict):
     """Quality gates a version must pass to become production (``tarn promote``)."""
 
     alias: str = "production"
-    metric: Literal["logloss", "roc_auc"] = "logloss"
+    # the gate metric; "" = the task's own (logloss for classification, rmse for regression)
+    metric: Literal["", "logloss", "roc_auc", "accuracy", "f1_macro", "rmse", "mae", "r2"] = ""
     tolerance: float = Field(0.002, ge=0)  # how much worse than the champion is still fine
     fairness_feature: str | None = None  # None: no fairness gate (recorded as skipped)
+    # the largest gap between groups the fairness gate allows: for classification the
+    # demographic parity difference (selection rates; multiclass: the largest over classes,
+    # one class against the rest), for regression the gap in mean prediction between groups
+    # as a share of the target's standard deviation
     max_demographic_parity_difference: float = Field(0.15, gt=0, le=1)
-    threshold: float = Field(0.5, gt=0, lt=1)
 
 
 class ServeConfig(_Strict):
@@ -386,6 +438,10 @@ class Params(_Strict):
             if bad:
                 raise ValueError(f"{key}: unknown columns {sorted(bad)}; the schema's columns "
                                  f"are {sorted(names)}")
+        task = self.schema_.task
+        if self.promote.metric and self.promote.metric not in METRICS_BY_TASK[task]:
+            raise ValueError(f"promote.metric: {self.promote.metric!r} does not apply to a "
+                             f"{task} task; use one of {list(METRICS_BY_TASK[task])}")
         for col, group in self.bias.privileged.items():
             cats = self.schema_.column(col).categories
             if cats is not None and group not in cats:

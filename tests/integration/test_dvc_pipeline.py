@@ -52,7 +52,7 @@ def test_repro_builds_every_stage_and_reruns_only_downstream(repo):
     set_param(repo, "bias.disparate_impact_threshold", 0.75)  # reports only: splits unchanged
     assert ran(sh(repo, "dvc", "repro")) == {"prepare"}
 
-    set_param(repo, "evaluate.threshold", 0.4)
+    set_param(repo, "evaluate.calibration_bins", 5)
     assert ran(sh(repo, "dvc", "repro")) == {"evaluate"}
 
     set_param(repo, "etl.dedup", "off")  # no duplicates in this lake: same table

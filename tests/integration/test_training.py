@@ -116,7 +116,7 @@ def test_group_metrics_match_a_hand_computation(trained):
     params, root, _, _, ev = trained
     split = load_split(params, root, "test")
     proba = load_local(root / "models" / "model").predict_proba(split.X)[:, 1]
-    pred = proba >= params.evaluate.threshold
+    pred = proba >= params.train.threshold
     female = (split.frame["sex"] == "Female").to_numpy()
     y = split.y
     tpr = (pred & female & (y == 1)).sum() / (female & (y == 1)).sum()

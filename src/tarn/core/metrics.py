@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from tarn.core.task import calibration_curve
+
 
 def quality(y: np.ndarray, proba: np.ndarray, threshold: float, bins: int) -> dict:
     """Pure: the test-set quality figures of one model."""
@@ -28,20 +30,6 @@ def quality(y: np.ndarray, proba: np.ndarray, threshold: float, bins: int) -> di
         "positive_rate_predicted": float(pred.mean()),
         "rows": int(len(y)),
     }
-
-
-def calibration_curve(y: np.ndarray, proba: np.ndarray, bins: int) -> tuple[np.ndarray,
-                                                                             np.ndarray]:
-    """(fraction of positives, mean predicted) per non-empty uniform bin."""
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(proba, edges[1:-1]), 0, bins - 1)
-    frac, mean = [], []
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            frac.append(y[m].mean())
-            mean.append(proba[m].mean())
-    return np.array(frac), np.array(mean)
 
 
 def fairness(y: np.ndarray, pred: np.ndarray, frame: pd.DataFrame, features: list[str]) -> dict:

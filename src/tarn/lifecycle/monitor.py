@@ -124,7 +124,7 @@ def analyse(name: str, current: pd.DataFrame, reference: pd.DataFrame, params: P
     rep.html = str(out / f"{name}_drift.html")
     if labelled and proba_cur is not None and current[params.schema.target.name].nunique() > 1:
         rep.quality = quality(current[params.schema.target.name].to_numpy().astype(int),
-                              proba_cur, params.evaluate.threshold,
+                              proba_cur, params.train.threshold,
                               params.evaluate.calibration_bins)
     return rep
 

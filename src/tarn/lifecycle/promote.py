@@ -27,7 +27,7 @@ def measure(reg: Registry, params: Params, root: Path, candidate: str,
                     if champion and not problems else None)
     dpd = None  # no fairness feature declared: the gate is skipped, and says so
     if cfg.fairness_feature:
-        pred = (cand_proba >= cfg.threshold).astype(int)
+        pred = (cand_proba >= params.train.threshold).astype(int)
         dpd = fairness(test.y, pred, test.frame, [cfg.fairness_feature])[
             cfg.fairness_feature]["demographic_parity_difference"]
     return Figures(candidate, champion, primary(cfg.metric, test.y, cand_proba), champ_metric,

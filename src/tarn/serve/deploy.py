@@ -290,7 +290,7 @@ class Reconciler:
             raise ValueError("warm-up predictions are not finite")
         deployed = Deployed(reg.name, version, predictor, columns, source,
                             datetime.now(UTC).isoformat(timespec="milliseconds"),
-                            str(bundle.path) if bundle else None, self.params.promote.threshold)
+                            str(bundle.path) if bundle else None, self.params.train.threshold)
         return deployed, bundle
 
     def _leaders_bundle(self, name: str, version: str):

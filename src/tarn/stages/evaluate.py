@@ -36,7 +36,7 @@ from tarn.core.metrics import calibration_curve, fairness, quality
 from tarn.core.model import load_local
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both)
-READS = ("schema", "evaluate", "bias.mitigation", *FEATURES)
+READS = ("schema", "evaluate", "train.threshold", "bias.mitigation", *FEATURES)
 # keys that only say where work runs or lands: read, but not DVC params
 AMBIENT = ("paths", "mlflow")
 
@@ -106,9 +106,9 @@ def run(params: Params, root: Path) -> EvaluateResult:
     probas = {}
     for name, folder in (("model", MODEL_DIR), ("comparator", COMPARATOR_DIR)):
         proba = load_local(models / folder).predict_proba(test.X)[:, 1]
-        pred = (proba >= cfg.threshold).astype(int)
+        pred = (proba >= params.train.threshold).astype(int)
         probas[name] = proba
-        results[name] = {"quality": quality(test.y, proba, cfg.threshold, cfg.calibration_bins),
+        results[name] = {"quality": quality(test.y, proba, params.train.threshold, cfg.calibration_bins),
                          "fairness": fairness(test.y, pred, test.frame, sensitive)}
     mitigated = params.bias.mitigation == "reweighing"
     comparison = {
@@ -122,7 +122,7 @@ def run(params: Params, root: Path) -> EvaluateResult:
                if k != "groups"}}
     plots_dir = reports / PLOTS_DIR
     plots_dir.mkdir(parents=True, exist_ok=True)
-    _plots(test.y, probas["model"], cfg.threshold, cfg.calibration_bins, plots_dir)
+    _plots(test.y, probas["model"], params.train.threshold, cfg.calibration_bins, plots_dir)
     evidently_paths: dict[str, str] = {}
     with atomic_dir(reports / EVIDENTLY_DIR) as ev:
         if cfg.evidently:
@@ -141,7 +141,7 @@ def _evidently(params: Params, root: Path, test, proba: np.ndarray, out: Path) -
     from tarn.core import evidently_reports as er
 
     cur = test.frame.assign(**{er.PROBA: proba,
-                               er.PREDICTION: (proba >= params.evaluate.threshold).astype(int)})
+                               er.PREDICTION: (proba >= params.train.threshold).astype(int)})
     paths = {}
     er.save(er.classification(cur, params.schema, params.prepare), out, "quality")
     paths["classification quality"] = "evidently/quality.html"
