@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,13 @@ from sklearn.pipeline import Pipeline
 
 from tarn.config import PrepareConfig, SchemaConfig
 from tarn.core.features import input_schema
+from tarn.core.task import Task
 from tarn.errors import TarnError
 
 # skops (MLflow's safe default format) must be told these types are expected in the file;
 # this list is also the allow-list enforced at load time (skops trusts scikit-learn's own).
-TRUSTED_TYPES = ["numpy.dtype", "xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"]
+TRUSTED_TYPES = ["numpy.dtype", "xgboost.core.Booster", "xgboost.sklearn.XGBClassifier",
+                 "xgboost.sklearn.XGBRegressor"]
 
 
 class UntrustedModel(TarnError):
@@ -43,15 +46,60 @@ def schema_hash(schema: SchemaConfig, prepare: PrepareConfig) -> str:
     return hashlib.sha256(json.dumps(s.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def signature(schema: SchemaConfig, prepare: PrepareConfig, pipe: Pipeline,
-              sample: pd.DataFrame):
+@dataclass(frozen=True)
+class Packaging:
+    """What travels with a model besides its weights: the input/output signature, the card
+    (task, classes, decision threshold, the dataset contract it was trained on; read back by
+    :func:`read_card`) and the method MLflow's pyfunc calls."""
+
+    signature: object  # mlflow.models.ModelSignature
+    card: dict
+    predict_fn: str  # "predict_proba" (classification) | "predict" (regression)
+
+    @property
+    def metadata(self) -> dict:
+        return {CARD_KEY: self.card}
+
+
+CARD_KEY = "tarn"
+
+
+def packaging(schema: SchemaConfig, prepare: PrepareConfig, task: Task, pipe: Pipeline,
+              sample: pd.DataFrame) -> Packaging:
     """Inputs from the contract; outputs from what the Pipeline really returns."""
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    proba = np.asarray(pipe.predict_proba(sample))
-    out = Schema([TensorSpec(proba.dtype, (-1, proba.shape[1]))])
-    return ModelSignature(inputs=input_schema(schema, prepare), outputs=out)
+    if task.classification:
+        out = np.asarray(pipe.predict_proba(sample))
+        outputs = Schema([TensorSpec(out.dtype, (-1, out.shape[1]))])
+    else:
+        out = np.asarray(pipe.predict(sample))
+        outputs = Schema([TensorSpec(out.dtype, (-1,))])
+    card = {**task.card(), "schema": schema.model_dump(mode="json", by_alias=True),
+            "prepare": {k: getattr(prepare, k) for k in
+                        ("exclude_features", "numeric_scaler", "max_categories")},
+            "schema_hash": schema_hash(schema, prepare)}
+    return Packaging(ModelSignature(inputs=input_schema(schema, prepare), outputs=outputs),
+                     card, "predict_proba" if task.classification else "predict")
+
+
+def read_card(model_dir: Path) -> dict:
+    """The card a model folder carries (``{}`` for a version from before cards): read from
+    the ``MLmodel`` YAML, nothing executed."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load((model_dir / "MLmodel").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return {}
+    card = (doc.get("metadata") or {}).get(CARD_KEY) if isinstance(doc, dict) else None
+    return card if isinstance(card, dict) else {}
+
+
+def task_of(model_dir: Path) -> Task:
+    """The task a model folder was trained for (binary for a version from before cards)."""
+    return Task.from_card(read_card(model_dir))
 
 
 def pip_requirements() -> list[str]:
@@ -63,12 +111,13 @@ def pip_requirements() -> list[str]:
             f"skops=={skops.__version__}", f"pandas=={pd.__version__}"]
 
 
-def save_local(pipe: Pipeline, path: Path, sig, example: pd.DataFrame) -> None:
+def save_local(pipe: Pipeline, path: Path, pack: Packaging, example: pd.DataFrame) -> None:
     """An MLflow model folder (skops format) that later stages load without the registry."""
     import mlflow.sklearn
 
-    mlflow.sklearn.save_model(pipe, str(path), signature=sig, input_example=example,
-                              pyfunc_predict_fn="predict_proba", skops_trusted_types=TRUSTED_TYPES,
+    mlflow.sklearn.save_model(pipe, str(path), signature=pack.signature, input_example=example,
+                              pyfunc_predict_fn=pack.predict_fn, metadata=pack.metadata,
+                              skops_trusted_types=TRUSTED_TYPES,
                               pip_requirements=pip_requirements())
 
 

@@ -225,7 +225,7 @@ class Registry:
 
     # ------------------------------------------------------------------ writing
     def register(self, pipe, lineage: Lineage, run_name: str, logged_params: dict,
-                 metrics: dict, sig, documents: dict[str, object] | None = None) -> Registered:
+                 metrics: dict, pack, documents: dict[str, object] | None = None) -> Registered:
         """Log the Pipeline as an MLflow model in a new run and register it as a new version
         carrying its lineage (one call: no version without its lineage). Training and
         retraining both register through here."""
@@ -246,7 +246,8 @@ class Registry:
             # loader, which tarn switches off (pickle); the signature carries the contract,
             # and tarn's loader and the server's warm-up check the model
             info = mlflow.sklearn.log_model(
-                pipe, name="model", signature=sig, pyfunc_predict_fn="predict_proba",
+                pipe, name="model", signature=pack.signature, pyfunc_predict_fn=pack.predict_fn,
+                metadata=pack.metadata,
                 skops_trusted_types=TRUSTED_TYPES, pip_requirements=pip_requirements())
             mv = mlflow.register_model(info.model_uri, self.name, tags=tags)
         return Registered(run.info.run_id, info.model_uri, self.name, str(mv.version))

@@ -77,9 +77,10 @@ def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainRe
     from tarn.core import bias
     from tarn.core.features import to_model_frame
     from tarn.core.ingest import read_batches
-    from tarn.core.model import schema_hash, signature
+    from tarn.core.model import packaging, schema_hash
     from tarn.core.registry import Registry
     from tarn.core.tags import Lineage
+    from tarn.core.task import Task
     from tarn.core.tracking import git_commit, params_hash
 
     start = time.perf_counter()
@@ -138,7 +139,8 @@ def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainRe
                        {"parent_version": parent, "new_trees": trees -
                         pipe.steps[-1][1].get_booster().num_boosted_rounds(),
                         "new_rows": len(y)}, flat,
-                       signature(params.schema, params.prepare, new_pipe, X),
+                       packaging(params.schema, params.prepare,
+                                 Task.of(params.schema, params.train.threshold), new_pipe, X),
                        {NEW_DATA_MANIFEST: {"files": manifest}})
     return RetrainResult("incremental", parent, out.version, metrics=metrics,
                          duration_s=time.perf_counter() - start)

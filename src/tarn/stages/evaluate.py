@@ -108,7 +108,8 @@ def run(params: Params, root: Path) -> EvaluateResult:
         proba = load_local(models / folder).predict_proba(test.X)[:, 1]
         pred = (proba >= params.train.threshold).astype(int)
         probas[name] = proba
-        results[name] = {"quality": quality(test.y, proba, params.train.threshold, cfg.calibration_bins),
+        results[name] = {"quality": quality(test.y, proba, params.train.threshold,
+                                            cfg.calibration_bins),
                          "fairness": fairness(test.y, pred, test.frame, sensitive)}
     mitigated = params.bias.mitigation == "reweighing"
     comparison = {

@@ -27,9 +27,10 @@ from tarn.core.catalog import (
 )
 from tarn.core.features import FEATURES, build_preprocessor, to_model_frame
 from tarn.core.files import atomic_dir, staged
-from tarn.core.model import save_local, schema_hash, signature
+from tarn.core.model import packaging, save_local, schema_hash
 from tarn.core.progress import Progress, Step, no_steps, silent
 from tarn.core.tags import Lineage
+from tarn.core.task import Task
 from tarn.errors import TarnError
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both)
@@ -137,7 +138,8 @@ def run(params: Params, root: Path, progress: Progress = silent,
     step("logging and registering the model")
 
     example = data.X.head(5)
-    sig = signature(params.schema, params.prepare, pipe, data.X.head(200))
+    sig = packaging(params.schema, params.prepare, Task.of(params.schema, params.train.threshold),
+                    pipe, data.X.head(200))
     manifest = load_manifest(root / params.paths.snapshot)
     lineage = Lineage(
         kind="full", git_commit=git_commit(root), snapshot_hash=manifest["hash"],
