@@ -181,22 +181,43 @@ class Registry:
         :func:`tarn.core.model.load_trusted` (skops only, no bundled code, allow-listed
         types) and never handed to MLflow's own loader. A refusal is recorded on the version.
         """
+        return self.load_with_card(version)[0]
+
+    def load_with_card(self, version: str) -> tuple[object, dict]:
+        """(Pipeline, card) of a version from one download: what it predicts (task, classes,
+        threshold) and the contract it was trained on travel with it (``{}`` for a version
+        from before cards; see :func:`tarn.core.model.read_card`)."""
         import tempfile
 
         import mlflow.artifacts
 
-        from tarn.core.model import UntrustedModel, load_trusted
+        from tarn.core.model import UntrustedModel, load_trusted, read_card
 
         with tempfile.TemporaryDirectory(prefix="tarn-model-") as tmp:
             local = mlflow.artifacts.download_artifacts(artifact_uri=self.uri(version),
                                                         dst_path=tmp)
             try:
-                return load_trusted(Path(local))
+                return load_trusted(Path(local)), read_card(Path(local))
             except UntrustedModel as e:
                 e.message = f"{self.name} version {version} refused: {e.message}"
                 with contextlib.suppress(Exception):  # recording must not hide the refusal
                     self._tag(version, LoadRefusal(e.message).to_tags())
                 raise
+
+    def card(self, version: str) -> dict:
+        """The card the version carries in its ``MLmodel`` metadata (task, classes, threshold,
+        contract; see :func:`tarn.core.model.packaging`); ``{}`` for a version from before
+        cards. Only the ``MLmodel`` YAML is downloaded and read: nothing is executed."""
+        import tempfile
+
+        import mlflow.artifacts
+
+        from tarn.core.model import read_card
+
+        with tempfile.TemporaryDirectory(prefix="tarn-card-") as tmp:
+            mlflow.artifacts.download_artifacts(artifact_uri=f"{self.uri(version)}/MLmodel",
+                                                dst_path=tmp)
+            return read_card(Path(tmp))
 
     def predict_proba(self, version: str, X: pd.DataFrame) -> np.ndarray:
         return np.asarray(self.load_model(version).predict_proba(X))[:, 1]
