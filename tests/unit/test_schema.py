@@ -223,3 +223,18 @@ def test_raw_json_is_json_dumps_column_wise():
     want = [json.dumps(dict(zip(df.columns, r, strict=True)), ensure_ascii=False)
             for r in df.itertuples(index=False, name=None)]
     assert got == want
+
+
+def test_regression_target_is_a_number_within_its_range():
+    raw = repo_params_dict()
+    raw["schema"]["task"] = "regression"
+    raw["schema"]["target"] = {"name": "income", "min": 0, "max": 100}
+    raw["promote"]["metric"] = ""
+    schema = params_from_dict(raw).schema
+    df = frame(with_(14, "12.5"), with_(14, "rich"), with_(14, "150"), with_(14, "inf"),
+               with_(14, "?"))
+    res = sc.conform(df, schema, sc.resolve_columns(list(df.columns), schema, "f.csv"))
+    assert res.rows["income"].tolist() == [12.5]
+    assert str(res.rows["income"].dtype) == "float64"
+    assert sorted(res.rejects["reason"]) == sorted(
+        [sc.NOT_NUMBER, sc.OUT_OF_RANGE, sc.NOT_NUMBER, sc.MISSING])

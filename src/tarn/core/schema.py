@@ -89,7 +89,9 @@ def arrow_schema(schema: SchemaConfig, extra: dict[str, pa.DataType] | None = No
     kinds = {"int": pa.int64(), "float": pa.float64(), "category": pa.string(),
              "string": pa.string()}
     fields = [pa.field(c.name, kinds[c.dtype], nullable=True) for c in schema.columns]
-    fields.append(pa.field(schema.target.name, pa.int8(), nullable=False))
+    # class index for classification, the measured value for regression
+    fields.append(pa.field(schema.target.name, pa.float64() if schema.task == "regression"
+                           else pa.int8(), nullable=False))
     for k, v in (extra or {}).items():
         fields.append(pa.field(k, v))
     return pa.schema(fields)
@@ -255,14 +257,26 @@ def conform_arrow(raw: pa.Table, schema: SchemaConfig, mapping: dict[str, str]) 
             columns.append(s)
     target = schema.target
     t, t_absent = clean(target.name)
-    keys = pa.array(list(target.mapping), type=pa.string())
-    codes = pa.array(list(target.mapping.values()), type=pa.int8())
-    pos = pc.index_in(t, value_set=keys)
-    label = pc.take(codes, pos)
     checks.flag(t_absent, MISSING, f"{target.name}: missing label")
-    checks.flag(~t_absent & _np(pc.is_null(pos)), UNKNOWN_LABEL,
-                lambda i: [f"{target.name}: unknown label {v!r}" for v in _texts(t, i)])
-    columns.append(label)
+    if schema.task == "regression":  # a number, optionally within [min, max]
+        num = _numbers(t)
+        checks.flag(~t_absent & ~np.isfinite(num), NOT_NUMBER,
+                    lambda i: [f"{target.name}: {v!r} is not a number" for v in _texts(t, i)])
+        lo = target.min if target.min is not None else -np.inf
+        hi = target.max if target.max is not None else np.inf
+        with np.errstate(invalid="ignore"):
+            oor = np.isfinite(num) & ((num < lo) | (num > hi))
+        checks.flag(oor, OUT_OF_RANGE,
+                    lambda i: [f"{target.name}: {v} outside [{target.min}, {target.max}]"
+                               for v in _texts(t, i)])
+        columns.append(pa.array(np.where(np.isfinite(num), num, 0.0), type=pa.float64()))
+    else:
+        keys = pa.array(list(target.mapping), type=pa.string())
+        codes = pa.array(list(target.mapping.values()), type=pa.int8())
+        pos = pc.index_in(t, value_set=keys)
+        checks.flag(~t_absent & _np(pc.is_null(pos)), UNKNOWN_LABEL,
+                    lambda i: [f"{target.name}: unknown label {v!r}" for v in _texts(t, i)])
+        columns.append(pc.take(codes, pos))
     kept, rejected, reasons, details = checks.outcome()
     table = pa.Table.from_arrays(columns, schema=arrow_schema(schema)) if len(columns) else None
     rows = table.take(pa.array(kept)) if len(rejected) else table
