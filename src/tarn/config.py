@@ -370,6 +370,9 @@ class MonitorConfig(_Strict):
     drift_share_full: float = Field(0.5, gt=0, le=1)
     logloss_increase_incremental: float = Field(0.02, ge=0)
     logloss_increase_full: float = Field(0.10, ge=0)
+    # regression: RMSE on labelled new batches vs the version's test RMSE, as a relative rise
+    rmse_increase_incremental: float = Field(0.1, ge=0)
+    rmse_increase_full: float = Field(0.3, ge=0)
     prediction_drift_triggers: bool = True
     max_incremental_in_a_row: int = Field(3, ge=1)
     max_log_rows: int = Field(100_000, ge=1)
@@ -383,7 +386,7 @@ class MonitorConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> MonitorConfig:
-        for what in ("drift_share", "logloss_increase"):
+        for what in ("drift_share", "logloss_increase", "rmse_increase"):
             inc, full = getattr(self, f"{what}_incremental"), getattr(self, f"{what}_full")
             if full < inc:
                 raise ValueError(f"monitor.{what}_full ({full}) is below "
