@@ -35,18 +35,19 @@ def _definition(schema: SchemaConfig, cfg: PrepareConfig, df: pd.DataFrame,
 
 
 def _dataset(df: pd.DataFrame, schema: SchemaConfig, cfg: PrepareConfig, classification: bool,
-             extra_numeric: tuple[str, ...] = ()):
+             extra_numeric: tuple[str, ...] = (), extra_categorical: tuple[str, ...] = ()):
     from evidently import DataDefinition, Dataset
 
     num, cat = feature_columns(schema, cfg)
-    if extra_numeric:  # drift of model outputs: plain numeric columns, no classification role
-        keep = [c for c in [*num, *cat, *extra_numeric] if c in df]
+    if extra_numeric or extra_categorical:  # drift of model outputs: plain columns, no
+        num, cat = [*num, *extra_numeric], [*cat, *extra_categorical]  # classification role
+        keep = [c for c in [*num, *cat] if c in df]
         data = df[keep].copy()
-        for c in [*num, *extra_numeric]:
+        for c in num:
             if c in data:
                 data[c] = data[c].astype("float64")
         return Dataset.from_pandas(data, data_definition=DataDefinition(
-            numerical_columns=[c for c in [*num, *extra_numeric] if c in data],
+            numerical_columns=[c for c in num if c in data],
             categorical_columns=[c for c in cat if c in data]))
     keep = [c for c in [*num, *cat, schema.target.name, PREDICTION, PROBA] if c in df]
     data = df[keep].copy()
@@ -78,16 +79,19 @@ def classification(current: pd.DataFrame, schema: SchemaConfig, cfg: PrepareConf
 
 
 def drift(current: pd.DataFrame, reference: pd.DataFrame, schema: SchemaConfig,
-          cfg: PrepareConfig, extra_numeric: tuple[str, ...] = (), methods: dict | None = None):
-    """Data drift of every model feature (and of ``extra_numeric`` columns such as the
-    predicted probability) between reference and current. ``methods`` takes DataDriftPreset's
+          cfg: PrepareConfig, extra_numeric: tuple[str, ...] = (), methods: dict | None = None,
+          extra_categorical: tuple[str, ...] = ()):
+    """Data drift of every model feature (and of model outputs: ``extra_numeric`` columns
+    such as a predicted probability or value, ``extra_categorical`` ones such as the predicted
+    class) between reference and current. ``methods`` takes DataDriftPreset's
     num_method / cat_method / num_threshold / cat_threshold; by default Evidently picks."""
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
+    extra = (extra_numeric, extra_categorical)
     return Report([DataDriftPreset(**(methods or {}))]).run(
-        current_data=_dataset(current, schema, cfg, False, extra_numeric),
-        reference_data=_dataset(reference, schema, cfg, False, extra_numeric))
+        current_data=_dataset(current, schema, cfg, False, *extra),
+        reference_data=_dataset(reference, schema, cfg, False, *extra))
 
 
 def summary(current: pd.DataFrame, reference: pd.DataFrame, schema: SchemaConfig,
