@@ -149,7 +149,9 @@ def _write_trace(e: BaseException) -> Path:
 def init(
     files: Annotated[list[Path], typer.Argument(help="CSV, JSON Lines or Parquet files.")],
     target: Annotated[str, typer.Option(help="The column to predict.")],
-    task: Annotated[str, typer.Option(help="auto or binary.")] = "auto",
+    task: Annotated[str, typer.Option(help=(
+        "auto (from the target: 2 values binary; labels or at most 20 distinct integers "
+        "multiclass; other numbers regression), binary, multiclass or regression."))] = "auto",
     sensitive: Annotated[list[str] | None, typer.Option(
         help="A column to measure bias on (repeatable).")] = None,
     time: Annotated[str | None, typer.Option(
