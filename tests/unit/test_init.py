@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from tarn.cli import app
 from tarn.config import params_from_dict
+from tarn.core.infer import InitError, propose
 from tests.support.project import REPO
 
 runner = CliRunner()
@@ -89,8 +90,6 @@ def test_an_existing_contract_is_kept_unless_forced(tmp_path, monkeypatch):
     (lambda p: survey().assign(Income=["1.5"] * 390 + ["n/k"] * 10).to_csv(p, index=False),
      "Bought", "mixes numbers"),
     (lambda p: p.write_bytes(b"PAR1 not a csv"), "Bought", "the content is Parquet"),
-    (lambda p: survey().assign(Bought=[str(i) for i in range(400)]).to_csv(p, index=False),
-     "Bought", "regression"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, write, target,
                                                   needle):
@@ -104,3 +103,101 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, write, 
     assert "Traceback" not in res.output and "unexpected" not in res.output
     assert (tmp_path / "params.yaml").read_text() == before
     assert not (tmp_path / "data").exists()
+
+
+# ------------------------------------------------------------------ tasks (pure: frames in)
+def _with_target(values) -> pd.DataFrame:
+    df = survey(len(values))
+    return df.assign(Bought=[str(v) for v in values])
+
+
+def _validates(schema: dict) -> None:
+    """The proposed ``schema:`` section is a valid contract in the repo's params.yaml."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["schema"] = schema
+    raw["promote"]["metric"] = ""
+    raw["bias"].update(privileged={}, mitigation="none", reweighing_features=[])
+    raw["promote"]["fairness_feature"] = None
+    params_from_dict(raw)
+
+
+def test_text_labels_are_a_multiclass_contract_in_sorted_order():
+    rng = np.random.default_rng(1)
+    p = propose(_with_target(rng.choice(["Gentoo", "Adelie", "Chinstrap"], 300)), "Bought")
+    assert p.task == "multiclass" and p.schema["task"] == "multiclass"
+    assert p.schema["target"]["mapping"] == {"Adelie": 0, "Chinstrap": 1, "Gentoo": 2}
+    assert "min" not in p.schema["target"]
+    assert "task: multiclass (target 'Bought', auto: 3 distinct labels" in p.notes[0]
+    _validates(p.schema)
+
+
+def test_a_rating_is_multiclass_by_default_with_classes_in_numeric_order():
+    ratings = np.random.default_rng(2).integers(1, 13, 600)  # 1..12: "10" sorts after "9"
+    p = propose(_with_target(ratings), "Bought")
+    assert p.task == "multiclass"
+    assert p.schema["target"]["mapping"] == {str(i): i - 1 for i in range(1, 13)}
+    assert "12 distinct integers (at most 20)" in p.notes[0] and "--task regression" in p.notes[0]
+    _validates(p.schema)
+
+
+def test_task_regression_overrides_auto_on_a_rating():
+    ratings = np.random.default_rng(3).integers(1, 6, 300)
+    p = propose(_with_target(ratings), "Bought", task="regression")
+    target = p.schema["target"]
+    assert p.task == "regression" and p.schema["task"] == "regression"
+    assert "mapping" not in target and (target["min"], target["max"]) == (0.0, 6.0)  # margin
+    assert "--task; auto would pick multiclass" in p.notes[0]
+    _validates(p.schema)
+
+
+@pytest.mark.parametrize(("values", "why"), [
+    (np.round(np.random.default_rng(4).normal(150, 40, 300), 1), "not all integers"),
+    (np.random.default_rng(5).integers(25, 347, 300), "(more than 20)"),
+])
+def test_numbers_are_regression_with_a_widened_range(values, why):
+    p = propose(_with_target(values), "Bought", sensitive=["Gender"])
+    target = p.schema["target"]
+    lo, hi = float(values.min()), float(values.max())
+    assert p.task == "regression" and why in p.notes[0]
+    assert target["min"] < lo and target["max"] > hi  # a margin, as for features
+    assert target["min"] >= lo - 0.11 * (hi - lo) and target["max"] <= hi + 0.11 * (hi - lo)
+    # a target unique per row pairs with any unique column: no leakage warning for that
+    assert not [w for w in p.warnings if "determines the target" in w]
+    _validates(p.schema)
+
+
+@pytest.mark.parametrize(("values", "task", "needle"), [
+    (["a"] * 10 + ["b"] * 10 + ["c"], "auto", "target class 'c' has 1 row(s)"),
+    (["a"] * 10 + ["b"] * 10 + ["c"] * 5, "binary", "a binary target has 2 values"),
+    (["a"] * 10 + ["b"] * 10, "multiclass", "a multiclass target has 3 or more classes"),
+    (["a"] * 10 + ["b"] * 10 + ["c"] * 5, "regression", "must be a number"),
+    (["a"] * 10 + ["b"] * 10, "ordinal", "unknown task 'ordinal'"),
+])
+def test_a_task_that_does_not_fit_the_target_is_refused_with_a_fix(values, task, needle):
+    with pytest.raises(InitError) as err:
+        propose(_with_target(values), "Bought", task=task)
+    assert needle in err.value.message and err.value.hint
+
+
+@pytest.mark.parametrize(("values", "task", "mitigation"), [
+    (np.random.default_rng(6).choice(["x", "y", "z"], 400), "multiclass", "reweighing"),
+    (np.round(np.random.default_rng(7).normal(10, 3, 400), 2), "regression", "none"),
+])
+def test_init_writes_params_that_fit_the_task(tmp_path, monkeypatch, values, task, mitigation):
+    f = project(tmp_path, _with_target(values), name="shop-2024.csv")
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["init", str(f), "--target", "Bought", "--sensitive", "Gender",
+                              "--force"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert f"task: {task} (target 'Bought', auto:" in res.output
+    text = (tmp_path / "params.yaml").read_text()
+    params = params_from_dict(yaml.safe_load(text))
+    assert params.schema.task == task and params.schema.name == "shop"
+    assert params.promote.metric == "" and params.promote.fairness_feature == "gender"
+    assert params.bias.mitigation == mitigation
+    assert params.mlflow.registered_model == "tarn-shop"  # not the demo's tarn-adult
+    assert "threshold applies to binary tasks only" in text
+    if task == "regression":
+        assert "a regression target has none" in text and not params.schema.target.mapping
+    else:
+        assert params.schema.classes == ["x", "y", "z"]

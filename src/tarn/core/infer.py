@@ -5,7 +5,9 @@ Values are read as text, exactly as the ETL sees them, so the proposed contract 
 row of the sample: a column is ``int`` when every present value is an integer, ``float`` when
 every one is a number, ``category`` when it has few distinct values, ``string`` otherwise;
 markers such as ``?`` or ``NA`` that stand for "missing" become ``missing_values``; numeric
-ranges get a margin so that new data a little outside the sample is not quarantined.
+ranges get a margin so that new data a little outside the sample is not quarantined. The
+target decides the task (two values: binary; labels or a few integers: multiclass; other
+numbers: regression) unless the user names it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ class Proposal:
     task: str
     notes: list[str] = field(default_factory=list)  # what was decided and why
     warnings: list[str] = field(default_factory=list)  # identifiers, leakage
+
+    @property
+    def classification(self) -> bool:
+        return self.task != "regression"
 
 
 def contract_name(raw: str) -> str:
@@ -95,24 +101,93 @@ def infer_column(raw: str, values: pd.Series, markers: set[str]) -> tuple[dict, 
     return spec, why
 
 
-def infer_task(target: pd.Series, markers: set[str]) -> str:
-    present = target.astype(str).str.strip()
-    present = present[~present.isin(markers)]
+MAX_CLASSES = 20  # a numeric target with at most this many distinct integers: classes
+TASKS = ("binary", "multiclass", "regression")
+
+
+def _labels(target: pd.Series, markers: set[str]) -> pd.Series:
+    """The target's present values, as text (rows without a label are quarantined)."""
+    text = target.astype(str).str.strip()
+    return text[~text.isin(markers)]
+
+
+def infer_task(target: pd.Series, markers: set[str]) -> tuple[str, str]:
+    """(task, why) for a target column of text values: two values are a yes/no label, text or
+    at most ``MAX_CLASSES`` distinct integers (a 1-5 rating) are classes, other numbers a
+    quantity."""
+    present = _labels(target, markers)
     distinct = present.nunique()
     if distinct < 2:
         raise InitError(f"the target is constant ({present.unique().tolist()[:1]})",
                         "a model needs at least two target values")
     if distinct == 2:
-        return "binary"
+        return "binary", "2 distinct values"
     nums = _numbers(present)
-    if nums.notna().all() and (distinct > 20 or not present.str.fullmatch(_INT).all()):
-        return "regression"
-    return "multiclass"
+    if not nums.notna().all():
+        return "multiclass", f"{distinct} distinct labels, not all numbers"
+    if not present.str.fullmatch(_INT).all():
+        return "regression", f"{distinct:,} distinct numbers, not all integers"
+    if distinct > MAX_CLASSES:
+        return "regression", f"{distinct:,} distinct integers (more than {MAX_CLASSES})"
+    return "multiclass", (f"{distinct} distinct integers (at most {MAX_CLASSES}); pass --task "
+                          "regression if they measure an amount")
+
+
+def _class_order(labels: list[str]) -> list[str]:
+    """Labels in a stable order: numerically when they are all numbers (``2`` before ``10``),
+    else alphabetically."""
+    nums = pd.to_numeric(pd.Series(labels, dtype=object), errors="coerce")
+    if nums.notna().all():
+        return [labels[i] for i in np.argsort(nums.to_numpy(), kind="stable")]
+    return sorted(labels)
+
+
+def target_contract(name: str, labels: pd.Series, task: str) -> tuple[dict, str]:
+    """(the ``schema.target`` spec, why) for the present target values under ``task``.
+    Classification: every raw label maps to a class index (binary: the rarer value is 1, the
+    class of interest as usual; multiclass: 0..K-1 in label order), and every class needs
+    rows to learn from and to test on. Regression: a number, within the observed range widened
+    like a feature's."""
+    spec: dict = {"name": contract_name(name)}
+    if spec["name"] != name:
+        spec["aliases"] = [name]
+    distinct = labels.nunique()
+    if task == "regression":
+        nums = _numbers(labels)
+        if not (nums.notna().all() and np.isfinite(nums).all()):
+            bad = labels[nums.isna()].unique()[:3].tolist()
+            raise InitError(f"a regression target must be a number; {name!r} holds {bad}",
+                            "pass --task multiclass (or binary) for labels, or clean those "
+                            "values")
+        integer = bool(labels.str.fullmatch(_INT).all())
+        lo, hi = _widen(float(nums.min()), float(nums.max()), integer)
+        spec.update(min=lo, max=hi)
+        return spec, f"numbers {nums.min():g}..{nums.max():g}, allowed {lo:g}..{hi:g}"
+    counts = labels.value_counts()
+    if counts.min() < 2:
+        raise InitError(f"target class {counts.idxmin()!r} has {counts.min()} row(s)",
+                        "a class needs rows to learn from and to test on")
+    if task == "binary":
+        if distinct != 2:
+            raise InitError(f"a binary target has 2 values; {name!r} has {distinct}",
+                            "pass --task multiclass (or --task auto)")
+        positive = counts.idxmin()  # the rarer class is the one of interest, as usual
+        spec["mapping"] = {str(v): int(v == positive) for v in counts.index}
+        return spec, f"mapping {spec['mapping']} (the rarer value, {positive!r}, is 1)"
+    if distinct < 3:
+        raise InitError(f"a multiclass target has 3 or more classes; {name!r} has {distinct}",
+                        "pass --task binary (or --task auto)")
+    spec["mapping"] = {v: i for i, v in enumerate(_class_order(counts.index.tolist()))}
+    sizes = ", ".join(f"{v} {counts[v]:,}" for v in spec["mapping"])
+    return spec, f"mapping {spec['mapping']} (rows per class: {sizes})"
 
 
 def propose(frame: pd.DataFrame, target: str, task: str = "auto",
-            sensitive: list[str] | None = None, key: list[str] | None = None) -> Proposal:
-    """The contract for ``frame`` (text values, one column per raw header)."""
+            sensitive: list[str] | None = None, key: list[str] | None = None,
+            name: str = "dataset") -> Proposal:
+    """The contract for ``frame`` (text values, one column per raw header), named ``name``."""
+    if task not in ("auto", *TASKS):
+        raise InitError(f"unknown task {task!r}", f"use auto or one of {', '.join(TASKS)}")
     if frame.empty:
         raise InitError("the sample has no rows", "give files that hold data rows")
     if target not in frame.columns:
@@ -121,21 +196,14 @@ def propose(frame: pd.DataFrame, target: str, task: str = "auto",
     text = frame.astype(str).apply(lambda s: s.str.strip())
     markers = sorted({m for m in MISSING_MARKERS if (text == m).to_numpy().any()})
     found = set(markers) or {""}
-    inferred = infer_task(frame[target], found)
-    task = inferred if task == "auto" else task
-    notes = [f"task: {task} (target {target!r}: {text[target].nunique()} distinct values)"]
-    if task != "binary":
-        raise InitError(f"the target {target!r} looks like a {task} task; this tarn version "
-                        "trains binary classifiers only",
-                        "pick a yes/no target, or map the target to two classes first")
-    labels = text[target][~text[target].isin(found)]
-    counts = labels.value_counts()
-    if counts.min() < 2:
-        raise InitError(f"target class {counts.idxmin()!r} has {counts.min()} row(s)",
-                        "a class needs rows to learn from and to test on")
-    positive = counts.idxmin()  # the rarer class is the one of interest, as usual
-    mapping = {str(v): int(v == positive) for v in counts.index}
-    notes.append(f"target mapping {mapping} (the rarer value, {positive!r}, is 1)")
+    inferred, why = infer_task(frame[target], found)
+    if task == "auto":
+        task, how = inferred, f"auto: {why}"
+    else:
+        how = f"--task; auto would pick {inferred} ({why})"
+    notes = [f"task: {task} (target {target!r}, {how})"]
+    target_spec, why = target_contract(target, _labels(frame[target], found), task)
+    notes.append(f"target {target_spec['name']}: {why}")
     columns, warnings = [], []
     n = len(frame)
     for raw in frame.columns:
@@ -149,13 +217,13 @@ def propose(frame: pd.DataFrame, target: str, task: str = "auto",
             warnings.append(f"{spec['name']} looks like an identifier ({col.nunique():,} "
                             f"distinct in {n:,} rows): list it under prepare.exclude_features, "
                             "or as schema.key")
-        if (col.groupby(text[target]).nunique() <= 1).all() and \
+        # one value per target value and back; a target unique per row (a measured quantity)
+        # pairs that way with any unique column, which says nothing
+        if text[target].nunique() <= 0.5 * n and \
+                (col.groupby(text[target]).nunique() <= 1).all() and \
                 col.nunique() == text[target].nunique():
             warnings.append(f"{spec['name']} determines the target exactly: leakage? list it "
                             "under prepare.exclude_features")
-    target_spec: dict = {"name": contract_name(target), "mapping": mapping}
-    if target_spec["name"] != target:
-        target_spec["aliases"] = [target]
     names = {c["name"]: c for c in columns}
     by_raw = {c.get("aliases", [c["name"]])[0]: c["name"] for c in columns}
     sens = [by_raw.get(s, contract_name(s)) for s in (sensitive or [])]
@@ -164,7 +232,7 @@ def propose(frame: pd.DataFrame, target: str, task: str = "auto",
         if s not in names:
             raise InitError(f"column {s!r} is not among the feature columns",
                             f"use one of {sorted(names)}")
-    schema = {"name": "dataset", "missing_values": markers or [""],
+    schema = {"name": name, "task": task, "missing_values": markers or [""],
               "extra_columns": "error", "unknown_categories": "quarantine",
               "target": target_spec, "sensitive": sens, "key": keys, "columns": columns}
     return Proposal(schema, task, notes, warnings)

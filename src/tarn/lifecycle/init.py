@@ -4,6 +4,7 @@ its first batches, the latest one held out as the test split."""
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from tarn.core.infer import InitError, Proposal, propose
+from tarn.core.infer import InitError, Proposal, contract_name, propose
 from tarn.core.lake import Lake
 from tarn.core.readers import file_format, supported_help
 
@@ -55,6 +56,14 @@ def read_text(path: Path, nrows: int | None = SAMPLE_ROWS) -> pd.DataFrame:
     return df.astype(object).where(df.notna(), "").astype(str)
 
 
+def dataset_name(files: list[Path]) -> str:
+    """The files' common stem (``penguins-2007.csv``, ``penguins-2008.csv`` -> ``penguins``):
+    names the contract and the registered model, instead of the demo's."""
+    stems = [f.name.split(".")[0] for f in files]
+    common = os.path.commonprefix(stems).rstrip("-_ .0123456789") or stems[0]
+    return contract_name(common)
+
+
 def _replace_block(text: str, key: str, body: str) -> str:
     """``text`` with the top-level ``key:`` block replaced by ``body`` (comments elsewhere
     kept), or ``body`` appended."""
@@ -82,7 +91,8 @@ def init(params_path: Path, files: list[Path], target: str, task: str = "auto",
     headers = {tuple(f.columns) for f in frames}
     if len(headers) > 1:
         raise InitError("the files do not share one header", "give files of one dataset")
-    proposal = propose(pd.concat(frames, ignore_index=True), target, task, sensitive, key)
+    name = dataset_name(files)
+    proposal = propose(pd.concat(frames, ignore_index=True), target, task, sensitive, key, name)
     root = params_path.parent
     lake = Lake(str(root / ((raw.get("lake") or {}).get("url") or "data/lake")), root)
     if lake.exists() and lake.batches():
@@ -94,14 +104,29 @@ def init(params_path: Path, files: list[Path], target: str, task: str = "auto",
     text = _replace_block(text, "schema", _dump("schema", proposal.schema,
                                                 "proposed by `tarn init`; review it"))
     test_name = parts[-1][0]
+    mitigate = bool(sens) and proposal.task != "regression"
     updates = {
-        "prepare": {**(raw.get("prepare") or {}), "test_batches": [f"*-{test_name}"]},
-        "bias": {**(raw.get("bias") or {}), "mitigation": "reweighing" if sens else "none",
-                 "reweighing_features": sens[:1], "privileged": {}},
-        "promote": {**(raw.get("promote") or {}), "fairness_feature": sens[0] if sens else None},
+        "prepare": ({**(raw.get("prepare") or {}), "test_batches": [f"*-{test_name}"]},
+                    "set by `tarn init`"),
+        "bias": ({**(raw.get("bias") or {}), "mitigation": "reweighing" if mitigate else "none",
+                  "reweighing_features": sens[:1] if mitigate else [], "privileged": {}},
+                 "set by `tarn init`" + ("" if mitigate or not sens else
+                                         "; reweighing balances classes per group, a "
+                                         "regression target has none")),
+        # "": the task's own loss (logloss or rmse), the one metric valid for every task
+        "promote": ({**(raw.get("promote") or {}), "metric": "",
+                     "fairness_feature": sens[0] if sens else None},
+                    "set by `tarn init`; metric \"\" = the task's loss"),
+        "mlflow": ({**(raw.get("mlflow") or {}), "registered_model": f"tarn-{name}"},
+                   "set by `tarn init`"),
     }
-    for section, value in updates.items():
-        text = _replace_block(text, section, _dump(section, value, "set by `tarn init`"))
+    if proposal.task != "binary":
+        decides = "the most probable class" if proposal.classification else "a value"
+        updates["train"] = ({**(raw.get("train") or {})},
+                            f"set by `tarn init`; threshold applies to binary tasks only (a "
+                            f"{proposal.task} model predicts {decides})")
+    for section, (value, comment) in updates.items():
+        text = _replace_block(text, section, _dump(section, value, comment))
     # the whole file must validate before anything is written
     from tarn.config import params_from_dict
 
