@@ -60,11 +60,34 @@ def split(df: pd.DataFrame, params: Params) -> dict[str, pd.DataFrame]:
     if rest.empty:
         raise TarnError("every batch is a test batch: nothing left to train on",
                         "narrow prepare.test_batches in params.yaml")
-    strat = rest[target] if rest[target].value_counts().min() >= 2 else None
+    strat = strata(rest[target], params.schema.task)
     train, valid = train_test_split(rest, test_size=cfg.valid_fraction, random_state=cfg.seed,
                                     stratify=strat)
     return {"train": train.reset_index(drop=True), "valid": valid.reset_index(drop=True),
             "test": test.reset_index(drop=True)}
+
+
+def strata(y: pd.Series, task: str, bins: int = 10) -> pd.Series | None:
+    """Pure: what the validation split is stratified by: the label (classification), the
+    target's quantile bin (regression, so both splits span its range), or nothing when a
+    stratum would hold fewer than two rows."""
+    if task == "regression":
+        y = pd.qcut(y.astype(np.float64), q=min(bins, max(1, len(y) // 10)), labels=False,
+                    duplicates="drop")
+    return y if len(y) and y.value_counts().min() >= 2 else None
+
+
+def target_summary(parts: dict[str, pd.DataFrame], target: str, task: str,
+                   classes: list[str]) -> dict:
+    """Pure: the target per split: positive rate (binary; today's key), class shares
+    (multiclass) or mean (regression)."""
+    if task == "binary":
+        return {"positive_rate": {s: float(parts[s][target].mean()) for s in SPLITS}}
+    if task == "multiclass":
+        return {"class_shares": {s: {c: float((parts[s][target] == i).mean())
+                                     for i, c in enumerate(classes)} for s in SPLITS}}
+    return {"target_mean": {s: float(parts[s][target].mean()) for s in SPLITS},
+            "target_std": {s: float(parts[s][target].std(ddof=0)) for s in SPLITS}}
 
 
 def run(params: Params, root: Path) -> PrepareResult:
@@ -74,25 +97,28 @@ def run(params: Params, root: Path) -> PrepareResult:
     target = params.schema.target.name
     bcfg = params.bias
     features = bcfg.reweighing_features
-    if features:  # weights for the mitigated model (and its comparison without them)
+    task = params.schema.task
+    note = bias.reweighing_note(task, features)
+    if not note:  # weights for the mitigated model (and its comparison without them)
         table = bias.reweighing_table(parts["train"], features, target)
         weights = {s: bias.apply_weights(parts[s], table, features, target)
                    for s in ("train", "valid")}
-    else:  # no sensitive feature to reweigh by: every row weighs 1, and the report says so
+    else:  # nothing to reweigh by, or a numeric target: every row weighs 1, the report says why
         table = pd.DataFrame()
         weights = {s: np.ones(len(parts[s])) for s in ("train", "valid")}
     report = {
+        "task": task,
         "mitigation": bcfg.mitigation,
+        "mitigation_applied": bcfg.mitigation == "reweighing" and not note,
         "threshold": bcfg.disparate_impact_threshold,
-        "reweighing": {"features": features, "table": table.to_dict("records"),
-                       "note": "" if features else "no reweighing feature declared "
-                                                   "(bias.reweighing_features): weights are 1"},
+        "reweighing": {"features": features, "table": table.to_dict("records"), "note": note},
         "splits": {s: bias.data_bias(parts[s], params.schema, bcfg) for s in SPLITS},
         "train_reweighed": bias.data_bias(parts["train"], params.schema, bcfg, weights["train"]),
     }
     summary = {
+        "task": task,
         "rows": {s: len(parts[s]) for s in SPLITS},
-        "positive_rate": {s: float(parts[s][target].mean()) for s in SPLITS},
+        **target_summary(parts, target, task, params.schema.classes),
         "batches": {s: sorted(parts[s]["batch"].unique().tolist()) for s in SPLITS},
     }
     out = root / params.paths.prepared
@@ -115,12 +141,19 @@ def _metrics(report: dict) -> dict:
     out: dict = {}
     for name, data in [*report["splits"].items(), ("train_reweighed", report["train_reweighed"])]:
         for feat, f in data["features"].items():
-            out.setdefault(name, {})[feat] = {
-                "disparate_impact_min": f["disparate_impact_min"],
-                "statistical_parity_difference": f["statistical_parity_difference"],
-                "positive_rate": {g: v["positive_rate"] for g, v in f["groups"].items()},
-                "share": {g: v["share"] for g, v in f["groups"].items()},
-            }
+            groups = f["groups"].items()
+            if "mean_gap" in f:  # regression
+                figures = {"mean_gap": f["mean_gap"],
+                           "mean": {g: v["mean"] for g, v in groups}}
+            else:
+                figures = {"disparate_impact_min": f["disparate_impact_min"],
+                           "statistical_parity_difference": f["statistical_parity_difference"]}
+                if "positive_rate" in data:  # binary
+                    figures["positive_rate"] = {g: v["positive_rate"] for g, v in groups}
+                else:
+                    figures["class_shares"] = {g: v["class_shares"] for g, v in groups}
+            out.setdefault(name, {})[feat] = {**figures, "gap": f["gap"],
+                                              "share": {g: v["share"] for g, v in groups}}
     return out
 
 
@@ -141,14 +174,96 @@ def _rate_chart(split_data: dict, reweighed: dict, feature: str) -> str:
     return html.figure(fig)
 
 
+def _shares_chart(split_data: dict, feature: str) -> str:
+    """Multiclass: each group's class shares as one stacked bar."""
+    groups = split_data["features"][feature]["groups"]
+    names = list(groups)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
+    left = np.zeros(len(names))
+    for c in split_data["class_shares"]:
+        share = np.array([groups[g]["class_shares"][c] for g in names])
+        ax.barh(names, share, left=left, label=c)
+        left += share
+    ax.set_xlabel("class share (train)")
+    ax.legend(loc="lower right", fontsize=8)
+    return html.figure(fig)
+
+
+def _target_chart(split_data: dict, feature: str) -> str:
+    """Regression: each group's target median, quartiles and 10-90 % range."""
+    groups = split_data["features"][feature]["groups"]
+    names = list(groups)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
+    y = np.arange(len(names))
+    for i, g in enumerate(names):
+        v = groups[g]
+        ax.plot([v["q10"], v["q90"]], [i, i], color="grey", lw=1)
+        ax.plot([v["q25"], v["q75"]], [i, i], color="C0", lw=6)
+        ax.plot([v["mean"]], [i], "k|", ms=14)
+    ax.axvline(split_data["mean"], color="k", ls="--", lw=1, label="overall mean")
+    ax.set_yticks(y, names)
+    ax.set_xlabel("target (train): 10-90 % range, quartiles, mean")
+    ax.legend(loc="lower right", fontsize=8)
+    return html.figure(fig)
+
+
+def _feature_section(report: dict, feat: str) -> list[str]:
+    """One sensitive feature's tables and chart, per task."""
+    train = report["splits"]["train"]
+    f = train["features"][feat]
+    rw = report["train_reweighed"]["features"][feat]["groups"]
+    out = [f"<h2>{html.esc(feat)} (reference: {html.esc(f['reference_group'])})</h2>"]
+    rows, classes = [], []
+    if "mean_gap" in f:  # regression
+        for g, v in f["groups"].items():
+            rows.append([g, v["count"], v["share"], v["mean"], v["std"], v["q10"], v["q50"],
+                         v["q90"], v["mean_difference"], v["missing_rate"]])
+        out.append(html.table(["group", "rows", "share", "target mean", "target std", "10 %",
+                               "median", "90 %", "mean difference (std)",
+                               "rows with a missing value"], rows))
+        out.append(f"<p>Gap between group means: {f['mean_gap']:.3f} standard deviations of "
+                   "the target.</p>")
+        out.append(_target_chart(train, feat))
+        return out
+    names = list(train.get("class_shares", {}))
+    for g, v in f["groups"].items():
+        figures = ([v["positive_rate"], rw[g]["positive_rate"]] if not names
+                   else [v["class_shares"][c] for c in names])
+        rows.append([g, v["count"], v["share"], *figures, v["disparate_impact"],
+                     v["missing_rate"]])
+        classes.append("bad" if v["disparate_impact"] < report["threshold"] else None)
+    figure_cols = (["positive rate", "positive rate (reweighed)"] if not names
+                   else [f"share {c}" for c in names])
+    out.append(html.table(["group", "rows", "share", *figure_cols, "disparate impact",
+                           "rows with a missing value"], rows, classes))
+    out.append(f"<p>Min/max disparate impact: {f['disparate_impact_min']:.3f} (after "
+               f"reweighing: "
+               f"{report['train_reweighed']['features'][feat]['disparate_impact_min']:.3f})</p>")
+    out.append(_rate_chart(train, report["train_reweighed"], feat) if not names
+               else _shares_chart(train, feat))
+    return out
+
+
+def _target_cells(summary: dict, s: str) -> list:
+    if "positive_rate" in summary:
+        return [summary["positive_rate"][s]]
+    if "class_shares" in summary:
+        return [", ".join(f"{k}: {v:.3f}" for k, v in summary["class_shares"][s].items())]
+    return [summary["target_mean"][s], summary["target_std"][s]]
+
+
 def render_html(report: dict, summary: dict) -> str:
+    target_cols = {"binary": ["positive rate"], "multiclass": ["class shares"],
+                   "regression": ["target mean", "target std"]}[report.get("task", "binary")]
     sections = [
         "<p class='note'>Data bias per sensitive feature. Disparate impact = a group's positive "
-        "rate / the reference group's; under the threshold (four-fifths rule) is flagged. "
-        "Reweighing (Kamiran &amp; Calders) weights each (group, label) by P(g)P(y)/P(g,y).</p>",
+        "rate (multiclass: the smallest ratio of its class shares) / the reference group's; "
+        "under the threshold (four-fifths rule) is flagged. For a numeric target: the target's "
+        "mean and spread per group. Reweighing (Kamiran &amp; Calders) weights each "
+        "(group, label) by P(g)P(y)/P(g,y).</p>",
         "<h2>Splits</h2>",
-        html.table(["split", "rows", "positive rate", "batches"],
-                   [[s, summary["rows"][s], summary["positive_rate"][s],
+        html.table(["split", "rows", *target_cols, "batches"],
+                   [[s, summary["rows"][s], *_target_cells(summary, s),
                      ", ".join(summary["batches"][s])] for s in SPLITS]),
     ]
     train = report["splits"]["train"]
@@ -157,20 +272,6 @@ def render_html(report: dict, summary: dict) -> str:
                         "there is no group to measure bias for.</p>")
     if report["reweighing"].get("note"):
         sections.append(f"<p class='note'>{html.esc(report['reweighing']['note'])}</p>")
-    for feat, f in train["features"].items():
-        sections.append(f"<h2>{html.esc(feat)} (reference: {html.esc(f['reference_group'])})</h2>")
-        rows, classes = [], []
-        rw = report["train_reweighed"]["features"][feat]["groups"]
-        for g, v in f["groups"].items():
-            rows.append([g, v["count"], v["share"], v["positive_rate"], v["disparate_impact"],
-                         rw[g]["positive_rate"], v["missing_rate"]])
-            classes.append("bad" if v["disparate_impact"] < report["threshold"] else None)
-        sections.append(html.table(
-            ["group", "rows", "share", "positive rate", "disparate impact",
-             "positive rate (reweighed)", "rows with a missing value"], rows, classes))
-        sections.append(f"<p>Min/max disparate impact: {f['disparate_impact_min']:.3f} "
-                        f"(after reweighing: "
-                        f"{report['train_reweighed']['features'][feat]['disparate_impact_min']:.3f})"
-                        "</p>")
-        sections.append(_rate_chart(train, report["train_reweighed"], feat))
+    for feat in train["features"]:
+        sections.extend(_feature_section(report, feat))
     return html.page("tarn: data bias report", sections)
