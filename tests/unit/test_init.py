@@ -201,3 +201,15 @@ def test_init_writes_params_that_fit_the_task(tmp_path, monkeypatch, values, tas
         assert "a regression target has none" in text and not params.schema.target.mapping
     else:
         assert params.schema.classes == ["x", "y", "z"]
+
+
+def test_numeric_codes_of_a_sensitive_feature_are_groups_not_a_range():
+    df = _with_target(np.random.default_rng(8).normal(10, 3, 200).round(2))
+    df["Sex"] = np.random.default_rng(9).choice(["1.0", "2.0"], 200)
+    df["Visits"] = np.random.default_rng(10).choice(["1", "2", "10"], 200)
+    p = propose(df, "Bought", sensitive=["Sex"])
+    cols = {c["name"]: c for c in p.schema["columns"]}
+    assert cols["sex"]["dtype"] == "category" and cols["sex"]["categories"] == ["1.0", "2.0"]
+    assert cols["visits"]["dtype"] == "int"  # not sensitive: a number as before
+    assert "numeric codes of a sensitive feature" in " ".join(p.notes)
+    _validates(p.schema)

@@ -64,8 +64,10 @@ def _widen(lo: float, hi: float, integer: bool) -> tuple[float, float]:
     return float(f"{new_lo:.6g}"), float(f"{new_hi:.6g}")
 
 
-def infer_column(raw: str, values: pd.Series, markers: set[str]) -> tuple[dict, str]:
-    """(column spec, why) for one feature column of text values."""
+def infer_column(raw: str, values: pd.Series, markers: set[str],
+                 groups: bool = False) -> tuple[dict, str]:
+    """(column spec, why) for one feature column of text values. ``groups``: a sensitive
+    feature, whose few numeric codes (sex as 1/2) are groups to compare, not a range."""
     stripped = values.astype(str).str.strip()
     present = stripped[~stripped.isin(markers)]
     spec: dict = {"name": contract_name(raw)}
@@ -82,16 +84,18 @@ def infer_column(raw: str, values: pd.Series, markers: set[str]) -> tuple[dict, 
                         f"{bad}", "clean those values, or list them as missing markers in the "
                                   "file, then run tarn init again")
     distinct = present.nunique()
-    if numeric_share == 1.0 and np.isfinite(nums).all():
+    numeric = numeric_share == 1.0 and bool(np.isfinite(nums).all())
+    if numeric and not (groups and distinct <= 12):
         integer = bool(present.str.fullmatch(_INT).all())
         lo, hi = _widen(float(nums.min()), float(nums.max()), integer)
         spec.update(dtype="int" if integer else "float", min=lo, max=hi)
         why = (f"{'integers' if integer else 'numbers'} {nums.min():g}..{nums.max():g}, "
                f"allowed {lo:g}..{hi:g}")
     elif distinct <= 12 or (distinct <= MAX_CATEGORIES and distinct <= 0.05 * len(present)):
-        cats = sorted(present.unique().tolist())
+        cats = _class_order(present.unique().tolist())
         spec.update(dtype="category", categories=cats)
-        why = f"{distinct} categories"
+        why = f"{distinct} categories" + (" (numeric codes of a sensitive feature: groups)"
+                                          if numeric else "")
     else:
         spec.update(dtype="string")
         why = f"free text ({distinct:,} distinct values)"
@@ -209,7 +213,8 @@ def propose(frame: pd.DataFrame, target: str, task: str = "auto",
     for raw in frame.columns:
         if raw == target:
             continue
-        spec, why = infer_column(raw, frame[raw], found)
+        spec, why = infer_column(raw, frame[raw], found,
+                                 groups=bool({raw, contract_name(raw)} & set(sensitive or [])))
         columns.append(spec)
         notes.append(f"{spec['name']}: {spec['dtype']} ({why})")
         col = text[raw]
