@@ -16,6 +16,7 @@ import pytest
 
 from tarn.core.catalog import load_split
 from tarn.core.features import feature_columns
+from tarn.core.task import Task
 from tarn.edge import export as edge
 from tarn.edge.runner import (
     BundleError,
@@ -51,7 +52,8 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="module")
 def onnx_bytes(trained) -> bytes:
     params, pipe, _, _ = trained
-    return edge.export_onnx(pipe, params.schema, params.prepare).SerializeToString()
+    return edge.export_onnx(pipe, params.schema, params.prepare,
+                            task(params)).SerializeToString()
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,11 @@ def publish(trained, out_root: Path, version: str) -> edge.Bundle:
     return edge.publish_bundle(
         pipe, name="tarn-adult", version=version, tags={"tarn.git_commit": "abc123"},
         metrics={"roc_auc": 0.91}, X_holdout=test.X, schema_cfg=params.schema,
-        prepare_cfg=params.prepare, edge_cfg=params.edge, out_root=out_root)
+        prepare_cfg=params.prepare, task=task(params), edge_cfg=params.edge, out_root=out_root)
+
+
+def task(params) -> Task:
+    return Task.of(params.schema, params.train.threshold)
 
 
 def python_proba(pipe, X: pd.DataFrame) -> np.ndarray:
@@ -80,7 +86,8 @@ def onnx_proba(onnx_bytes: bytes, X: pd.DataFrame) -> np.ndarray:
 def test_parity_on_heldout_rows_with_missing_values(trained, onnx_bytes):
     params, pipe, _, test = trained
     assert test.X["workclass"].isna().any() and test.X["occupation"].isna().any()
-    parity = edge.check_parity(pipe, onnx_bytes, test.X, params.edge.parity_tolerance)
+    parity = edge.check_parity(pipe, onnx_bytes, test.X, params.edge.parity_tolerance,
+                               task(params))
     print(f"\nparity on {parity.rows} held-out rows: max |diff| {parity.max_abs_diff:.3g}")
     assert parity.rows == len(test.X)
     assert parity.max_abs_diff <= 1e-4
@@ -125,8 +132,9 @@ def test_feed_builder_maps_none_and_nan_to_the_imputed_category():
 def test_other_models_graph_fails_parity(trained):
     params, pipe, train, test = trained
     other = fit_pipeline(train, None, {**MPARAMS, "n_estimators": 5, "random_state": 1}, params)
-    other_bytes = edge.export_onnx(other, params.schema, params.prepare).SerializeToString()
-    parity = edge.check_parity(pipe, other_bytes, test.X, 1e-4)
+    other_bytes = edge.export_onnx(other, params.schema, params.prepare,
+                                   task(params)).SerializeToString()
+    parity = edge.check_parity(pipe, other_bytes, test.X, 1e-4, task(params))
     assert parity.max_abs_diff > 0.01 and parity.rows_over > 0 and not parity.ok
 
 
@@ -149,6 +157,8 @@ def test_published_bundle_files_metadata_and_current(trained, published):
     assert meta["parity"]["labels_equal"] and meta["parity"]["max_abs_diff"] <= 1e-4
     assert meta["parity"]["rows"] == len(test.X)
     assert meta["outputs"]["probabilities"] == "probabilities"
+    assert meta["task"] == "binary" and meta["classes"] == list(params.schema.classes)
+    assert meta["target"] == params.schema.target.name
 
     schema = json.loads((published.path / "schema.json").read_text())
     num, cat = feature_columns(params.schema, params.prepare)
@@ -184,7 +194,7 @@ def test_parity_failure_publishes_nothing(trained, tmp_path, monkeypatch):
     good = publish(trained, tmp_path, "1")
     before = {p.name for p in tmp_path.iterdir()}
     other = fit_pipeline(train, None, {**MPARAMS, "n_estimators": 5, "random_state": 1}, params)
-    other_model = edge.export_onnx(other, params.schema, params.prepare)
+    other_model = edge.export_onnx(other, params.schema, params.prepare, task(params))
     monkeypatch.setattr(edge, "export_onnx", lambda *a, **k: other_model)
     with pytest.raises(edge.ParityError, match="parity failed") as err:
         publish(trained, tmp_path, "2")
@@ -202,7 +212,8 @@ def test_unsafe_bundle_name_is_refused(trained, tmp_path):
     with pytest.raises(TarnError, match="safe folder name"):
         edge.publish_bundle(pipe, name="../evil", version="1", tags={}, metrics={},
                             X_holdout=test.X, schema_cfg=params.schema,
-                            prepare_cfg=params.prepare, edge_cfg=params.edge, out_root=tmp_path)
+                            prepare_cfg=params.prepare, task=task(params), edge_cfg=params.edge,
+                            out_root=tmp_path)
     assert not any(tmp_path.iterdir())
 
 

@@ -191,7 +191,7 @@ class _Predictor:
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
 
-    def predict_proba(self, columns):
+    def scores(self, columns):
         if self.fail:
             raise RuntimeError("boom at postgresql://bob:hunter2@db/mlflow")
         return np.full(len(columns["age"]), 0.25)
@@ -203,6 +203,7 @@ def _client(tmp_path, fail: bool = False, last_error: str = "", columns=None, **
     from fastapi.testclient import TestClient
 
     from tarn.config import params_from_dict
+    from tarn.core.task import Task
     from tarn.serve.app import ServerState, create_app
     from tarn.serve.deploy import Deployed, ModelHolder, Status
     from tarn.serve.predlog import PredictionLog
@@ -210,7 +211,7 @@ def _client(tmp_path, fail: bool = False, last_error: str = "", columns=None, **
 
     holder = ModelHolder()
     holder.current = Deployed("m", "3", _Predictor(fail), columns or COLS, "onnx", "now",
-                              str(tmp_path / "bundles" / "m-v3"))
+                              str(tmp_path / "bundles" / "m-v3"), Task("binary", ("no", "yes")))
     recon = SimpleNamespace(status=Status(last_error=last_error))
     log = PredictionLog(tmp_path / "log", 1, 0.05, file_idle_s=0.1).start()
     raw = repo_params_dict()

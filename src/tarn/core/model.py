@@ -172,3 +172,28 @@ def load_local(path: Path) -> Pipeline:
     if not (path / "MLmodel").is_file():
         raise TarnError(f"{path}: no trained model", "run `tarn train` (or dvc repro)")
     return load_trusted(path)
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a loaded version predicts and the contract its requests are checked against."""
+
+    task: Task
+    schema: SchemaConfig
+    prepare: PrepareConfig
+    from_card: bool  # False: a version from before cards, described by today's params.yaml
+
+
+def served_contract(card: dict, schema: SchemaConfig, prepare: PrepareConfig,
+                    threshold: float) -> Served:
+    """The task and contract a version carries in its card; a version without a card (from
+    before cards: binary) falls back to the given ones (today's params.yaml), which the caller
+    should say in its log. ``prepare`` keys the card does not hold keep the given values."""
+    if card.get("schema"):
+        merged = prepare.model_copy(update={k: v for k, v in (card.get("prepare") or {}).items()
+                                            if k in PrepareConfig.model_fields})
+        return Served(Task.from_card(card), SchemaConfig.model_validate(card["schema"]),
+                      PrepareConfig.model_validate(merged.model_dump()), True)
+    task = (Task.of(schema, threshold) if schema.task == "binary"
+            else Task("binary", ("0", "1"), float(threshold), schema.target.name))
+    return Served(task, schema, prepare, False)

@@ -1,8 +1,11 @@
 """The client bundle: export the model Pipeline to ONNX, prove parity, publish atomically.
 
-A bundle is published only when the ONNX graph gives the Python Pipeline's probabilities
-(within ``edge.parity_tolerance``) and labels on held-out rows, so a client never runs a model
-that disagrees with the backend. Layout under ``edge.bundle_dir``::
+A bundle is published only when the ONNX graph gives the Python Pipeline's scores (within
+``edge.parity_tolerance``) and labels on held-out rows, so a client never runs a model that
+disagrees with the backend. Scores per task: binary, P(class 1); multiclass, every class's
+probability (the largest difference over all classes counts); regression, the predicted value,
+compared relatively: ``|onnx - python| / max(1, |python|)``, since the graph computes in
+float32 (a value near 1,000 is only exact to about 1e-4 there). Layout under ``edge.bundle_dir``::
 
     <name>-v<version>/model.onnx, schema.json, metadata.json, SHA256SUMS
     current.json      {"name", "version", "path", "sha256"}: the bundle clients should use
@@ -34,14 +37,15 @@ from sklearn.pipeline import Pipeline
 from tarn.config import EdgeConfig, PrepareConfig, SchemaConfig
 from tarn.core.features import MISSING_CATEGORY, feature_columns, input_schema
 from tarn.core.files import atomic_dir, write_json
+from tarn.core.task import Task
 from tarn.edge.runner import (
-    DEFAULT_THRESHOLD,
     METADATA,
     MISSING_KEY,
     MODEL,
     PROBA_OUTPUT,
     SCHEMA,
     SUMS,
+    VALUE_OUTPUT,
     EdgeModel,
     OnnxScorer,
     sha256_bytes,
@@ -63,7 +67,8 @@ class Parity:
     labels_equal: bool
     rows: int
     tolerance: float
-    rows_over: int  # rows whose |p_onnx - p_python| exceeds the tolerance
+    rows_over: int  # rows whose difference exceeds the tolerance
+    measure: str = "absolute"  # "absolute" (probabilities) | "relative" (regression values)
 
     @property
     def ok(self) -> bool:
@@ -80,15 +85,21 @@ class Bundle:
 # --------------------------------------------------------------------------- export
 @functools.cache
 def _register_xgboost() -> None:
-    """skl2onnx has no XGBoost converter of its own; onnxmltools' must be registered once."""
+    """skl2onnx has no XGBoost converter of its own; onnxmltools' must be registered once
+    (the classifier's serves binary:logistic and multi:softprob, the regressor's values)."""
     from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
     from skl2onnx import update_registered_converter
-    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
-    from xgboost import XGBClassifier
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+    from xgboost import XGBClassifier, XGBRegressor
 
     update_registered_converter(
         XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes,
         convert_xgboost, options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
+    update_registered_converter(XGBRegressor, "XGBoostXGBRegressor",
+                                calculate_linear_regressor_output_shapes, convert_xgboost)
 
 
 def _is_missing_imputer(step) -> bool:
@@ -118,7 +129,7 @@ def exportable_pipeline(pipe: Pipeline, cat: list[str]) -> Pipeline:
     """An equivalent Pipeline skl2onnx can convert (the input Pipeline is not modified)."""
     pre, model = pipe.steps[0][1], pipe.steps[-1][1]
     if len(pipe.steps) != 2 or not isinstance(pre, ColumnTransformer):
-        raise TarnError("the model is not Pipeline([ColumnTransformer, classifier])",
+        raise TarnError("the model is not Pipeline([ColumnTransformer, XGBoost model])",
                         "export a model trained by `tarn train`")
     pre = copy.deepcopy(pre)
     new = []
@@ -130,10 +141,11 @@ def exportable_pipeline(pipe: Pipeline, cat: list[str]) -> Pipeline:
     return Pipeline([("pre", pre), ("model", model)])
 
 
-def export_onnx(pipe: Pipeline, schema_cfg: SchemaConfig,
-                prepare_cfg: PrepareConfig) -> onnx.ModelProto:
+def export_onnx(pipe: Pipeline, schema_cfg: SchemaConfig, prepare_cfg: PrepareConfig,
+                task: Task) -> onnx.ModelProto:
     """The Pipeline as one ONNX graph: one (n, 1) input per feature column (float32 numbers,
-    strings), outputs ``label`` and ``probabilities`` (n, 2)."""
+    strings); outputs ``label`` and ``probabilities`` (n, K) for classification (no zipmap:
+    a plain tensor), ``variable`` (n, 1) for regression."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
@@ -144,14 +156,16 @@ def export_onnx(pipe: Pipeline, schema_cfg: SchemaConfig,
     types += [(c, StringTensorType([None, 1])) for c in cat]
     try:
         model = convert_sklearn(exported, initial_types=types,
-                                options={id(exported): {"zipmap": False}},
+                                options=({id(exported): {"zipmap": False}}
+                                         if task.classification else None),
                                 target_opset=TARGET_OPSET)
     except Exception as e:  # skl2onnx raises many types; all mean "not convertible"
         raise TarnError(f"ONNX export failed: {type(e).__name__}: {e}",
-                        "keep the model to imputation + one-hot + XGBClassifier "
+                        "keep the model to imputation + one-hot + XGBClassifier or "
+                        "XGBRegressor "
                         "(see docs/facts.md, onnxmltools)") from e
     onnx.helper.set_model_props(model, {MISSING_KEY: MISSING_CATEGORY})
-    model.doc_string = "tarn model: Pipeline(ColumnTransformer, XGBClassifier)"
+    model.doc_string = f"tarn model ({task.kind}): Pipeline(ColumnTransformer, XGBoost)"
     return model
 
 
@@ -169,20 +183,36 @@ def frame_columns(X: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
-def check_parity(pipe: Pipeline, onnx_bytes: bytes, X: pd.DataFrame,
-                 tolerance: float) -> Parity:
+def parity_of(task: Task, onnx_scores: np.ndarray, python_scores: np.ndarray,
+              tolerance: float) -> Parity:
+    """Pure: how far the graph's scores are from the Python model's, per task (see the
+    module docstring: absolute for probabilities, over every class; relative for values),
+    and whether the labels (the version's threshold, the most probable class) agree."""
+    a = np.asarray(onnx_scores, dtype=np.float64)
+    b = np.asarray(python_scores, dtype=np.float64)
+    if a.shape != b.shape:
+        return Parity(math.inf, False, len(b), tolerance, len(b),
+                      "relative" if task.kind == "regression" else "absolute")
+    diff = np.abs(a - b)
+    if task.kind == "regression":
+        diff = diff / np.maximum(1.0, np.abs(b))
+    if diff.ndim == 2:  # multiclass: a row is as far off as its worst class
+        diff = diff.max(axis=1, initial=0.0)
+    max_diff = float(np.max(diff, initial=0.0)) if np.all(np.isfinite(diff)) else math.inf
+    labels = task.kind == "regression" or bool(np.array_equal(task.decide(a), task.decide(b)))
+    return Parity(max_diff, labels, len(b), tolerance, int(np.sum(~(diff <= tolerance))),
+                  "relative" if task.kind == "regression" else "absolute")
+
+
+def check_parity(pipe: Pipeline, onnx_bytes: bytes, X: pd.DataFrame, tolerance: float,
+                 task: Task) -> Parity:
     """Compare the Python Pipeline with the ONNX graph, fed by the runner's own feed
     builder, on the same rows (``X`` in the model-frame format)."""
     if X.empty:
         raise TarnError("no rows to check ONNX parity on", "prepare a test split first")
     scorer = OnnxScorer(onnx_bytes)
-    p_onnx = np.asarray(scorer.predict_proba(frame_columns(X, scorer.input_names)),
-                        dtype=np.float64)
-    p_py = np.asarray(pipe.predict_proba(X)[:, 1], dtype=np.float64)
-    diff = np.abs(p_onnx - p_py)
-    max_diff = float(np.max(diff)) if np.all(np.isfinite(diff)) else math.inf
-    labels = bool(np.array_equal(p_onnx >= DEFAULT_THRESHOLD, p_py >= DEFAULT_THRESHOLD))
-    return Parity(max_diff, labels, len(X), tolerance, int(np.sum(~(diff <= tolerance))))
+    onnx_scores = scorer.scores(frame_columns(X, scorer.input_names))
+    return parity_of(task, onnx_scores, task.scores(pipe, X), tolerance)
 
 
 def parity_rows(X: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -215,15 +245,16 @@ def bundle_schema(schema_cfg: SchemaConfig, prepare_cfg: PrepareConfig) -> dict:
 
 # what a client is told about the model: quality figures it may show, never who promoted the
 # version, why, or where it was built and deployed (those stay in the registry)
-PUBLIC_METRICS = ("roc_auc", "logloss", "accuracy", "f1", "precision", "recall", "brier")
+PUBLIC_METRICS = ("roc_auc", "logloss", "accuracy", "f1", "f1_macro", "precision", "recall",
+                  "brier", "rmse", "mae", "r2")
 
 
 def _metadata(*, name: str, version: str, tags: dict, metrics: dict, parity: Parity,
-              checksum: str, model: onnx.ModelProto) -> dict:
-    """metadata.json: what the page and the edge runner need (name, version, created,
-    threshold, checksum, inputs/outputs, opset, parity, headline quality figures) and the code
-    version; promotion records (who, why, previous), deployment notes and the other tags are
-    left out: the bundle is public."""
+              checksum: str, model: onnx.ModelProto, task: Task) -> dict:
+    """metadata.json: what the page and the edge runner need (name, version, created, the
+    task with its classes, decision threshold and target name, checksum, inputs/outputs,
+    opset, parity, headline quality figures) and the code version; promotion records (who,
+    why, previous), deployment notes and the other tags are left out: the bundle is public."""
     from tarn.core.tags import Lineage
 
     public_tags = (Lineage.key("git_commit"),)
@@ -234,9 +265,11 @@ def _metadata(*, name: str, version: str, tags: dict, metrics: dict, parity: Par
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "tags": {k: str(tags[k]) for k in public_tags if k in tags},
         "metrics": quality,
-        "parity": asdict(parity), "threshold": DEFAULT_THRESHOLD, "sha256": checksum,
+        "task": task.kind, "classes": list(task.classes), "target": task.target,
+        "parity": asdict(parity), "threshold": task.threshold, "sha256": checksum,
         "inputs": [i.name for i in model.graph.input],
-        "outputs": {"label": "label", "probabilities": PROBA_OUTPUT},
+        "outputs": ({"label": "label", "probabilities": PROBA_OUTPUT} if task.classification
+                    else {"prediction": VALUE_OUTPUT}),
         "opset": TARGET_OPSET,
     }
 
@@ -260,27 +293,29 @@ def _write_bundle(tmp: Path, onnx_bytes: bytes, schema: dict, metadata: dict) ->
 
 def publish_bundle(pipe: Pipeline, *, name: str, version: str, tags: dict, metrics: dict,
                    X_holdout: pd.DataFrame, schema_cfg: SchemaConfig,
-                   prepare_cfg: PrepareConfig, edge_cfg: EdgeConfig, out_root: Path,
-                   point: bool = True) -> Bundle:
+                   prepare_cfg: PrepareConfig, task: Task, edge_cfg: EdgeConfig,
+                   out_root: Path, point: bool = True) -> Bundle:
     """Export, prove parity on held-out rows, then write the bundle and (``point``) point
     current.json at it, both atomically. Raises ParityError, publishing nothing, when parity
     fails. The server passes ``point=False`` and points only after it serves the version, so
-    browsers never get a version the server has not taken."""
+    browsers never get a version the server has not taken. ``schema_cfg``, ``prepare_cfg``
+    and ``task`` are the version's own (its card: :func:`tarn.core.model.served_contract`)."""
     folder = _dir_name(name, str(version))
-    model = export_onnx(pipe, schema_cfg, prepare_cfg)
+    model = export_onnx(pipe, schema_cfg, prepare_cfg, task)
     onnx_bytes = model.SerializeToString()
     parity = check_parity(pipe, onnx_bytes, parity_rows(X_holdout, edge_cfg.parity_rows),
-                          edge_cfg.parity_tolerance)
+                          edge_cfg.parity_tolerance, task)
     if not parity.ok:
         raise ParityError(
-            f"ONNX parity failed for {name} v{version}: max |diff| {parity.max_abs_diff:.3g} "
+            f"ONNX parity failed for {name} v{version}: max {parity.measure} difference "
+            f"{parity.max_abs_diff:.3g} "
             f"(tolerance {parity.tolerance:g}, {parity.rows_over} of {parity.rows} rows over), "
             f"labels {'equal' if parity.labels_equal else 'differ'}; nothing published",
             "serve the Python model; fix the export (a scaler in front of trees is the known "
             "cause, docs/facts.md)")
     checksum = sha256_bytes(onnx_bytes)
     metadata = _metadata(name=name, version=version, tags=tags, metrics=metrics,
-                         parity=parity, checksum=checksum, model=model)
+                         parity=parity, checksum=checksum, model=model, task=task)
     out_root = Path(out_root)
     with atomic_dir(out_root / folder) as tmp:
         _write_bundle(tmp, onnx_bytes, bundle_schema(schema_cfg, prepare_cfg), metadata)

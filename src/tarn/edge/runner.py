@@ -18,8 +18,14 @@ value the ETL would quarantine (an unknown category, a number outside the column
 refused with its line and column named, or, with ``--unknown-values flag``, scored and listed
 in a third output column.
 
+What a row's output is depends on the task the bundle's model was trained for
+(``metadata.json``: ``task``, ``classes``, ``threshold``): binary, the probability of class 1
+and the label (1 when the probability reaches the version's threshold); multiclass, one
+probability per class and the most probable class; regression, the predicted value.
+
 Usage: ``python -m tarn.edge.runner BUNDLE_DIR FILE.csv [--unknown-values refuse|flag]``
-prints ``proba,label`` (and ``violations`` when flagging) per row.
+prints per row ``proba,label`` (binary), ``proba_0,...,proba_<K-1>,label,class``
+(multiclass) or ``prediction`` (regression), and ``violations`` when flagging.
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ SUMS = "SHA256SUMS"
 MISSING_KEY = "tarn.missing_category"  # ONNX metadata_props key: what a missing string becomes
 DEFAULT_MISSING = "missing"
 DEFAULT_THRESHOLD = 0.5
-PROBA_OUTPUT = "probabilities"
+PROBA_OUTPUT = "probabilities"  # classification graphs: (n, K) class probabilities
+VALUE_OUTPUT = "variable"  # regression graphs: (n, 1) predicted values (skl2onnx's name)
 CSV_MISSING = frozenset({"", "?"})
 
 
@@ -81,10 +88,17 @@ class OnnxScorer:
             (i.name, i.type == "tensor(string)") for i in self.session.get_inputs()]
         meta = self.session.get_modelmeta().custom_metadata_map
         self.missing = meta.get(MISSING_KEY, DEFAULT_MISSING)
-        outputs = [o.name for o in self.session.get_outputs()]
-        if PROBA_OUTPUT not in outputs:
-            raise BundleError(f"the ONNX graph has no {PROBA_OUTPUT!r} output (has {outputs})")
-        self._outputs = [PROBA_OUTPUT]
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if PROBA_OUTPUT in outputs:  # a classifier: binary when it has two classes
+            width = outputs[PROBA_OUTPUT].shape[-1]
+            self.kind = "binary" if width == 2 else "multiclass"
+            self._outputs = [PROBA_OUTPUT]
+        elif VALUE_OUTPUT in outputs:
+            self.kind = "regression"
+            self._outputs = [VALUE_OUTPUT]
+        else:
+            raise BundleError(f"the ONNX graph has neither a {PROBA_OUTPUT!r} nor a "
+                              f"{VALUE_OUTPUT!r} output (has {sorted(outputs)})")
 
     @property
     def input_names(self) -> list[str]:
@@ -94,12 +108,22 @@ class OnnxScorer:
         """(n, 1) float32 tensors for numbers, (n, 1) string tensors for categories."""
         return build_feeds(columns, self.fields, self.missing)
 
-    def predict_proba(self, columns: Mapping[str, Any]) -> np.ndarray:
-        """Positive-class probability per row, shape (n,)."""
+    def scores(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """Per row, as the Python model's scores: binary, P(class 1) (n,); multiclass, the
+        class probabilities (n, K); regression, the predicted value (n,)."""
         feeds = self.feeds(columns)
         if not feeds or next(iter(feeds.values())).shape[0] == 0:
-            return np.empty(0, dtype=np.float32)
-        return self.session.run(self._outputs, feeds)[0][:, 1]
+            return np.empty((0, 0) if self.kind == "multiclass" else 0, dtype=np.float32)
+        out = self.session.run(self._outputs, feeds)[0]
+        if self.kind == "binary":
+            return out[:, 1]
+        return out if self.kind == "multiclass" else out.reshape(-1)
+
+    def predict_proba(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """Class probabilities: binary P(class 1) (n,), multiclass (n, K)."""
+        if self.kind == "regression":
+            raise TypeError("a regression model has no probabilities: use scores()")
+        return self.scores(columns)
 
 
 def build_feeds(columns: Mapping[str, Any], fields: Sequence[tuple[str, bool]],
@@ -187,24 +211,64 @@ class EdgeModel:
         _check_sums(self.path)
         self.version = str(self.metadata.get("version", ""))
         self.threshold = float(self.metadata.get("threshold", DEFAULT_THRESHOLD))
+        self.task = str(self.metadata.get("task") or "binary")  # bundles before tasks: binary
         try:
             self._scorer = OnnxScorer(model_bytes, threads)  # the bytes checked above
         except BundleError:
             raise
         except Exception as e:  # onnxruntime raises its own types on a bad graph
             raise BundleError(f"{self.path / MODEL}: onnxruntime cannot load it ({e})") from None
+        if self._scorer.kind != self.task:
+            raise BundleError(f"{self.path / METADATA} says the task is {self.task!r}, the "
+                              f"graph's outputs are a {self._scorer.kind} model's")
+        classes = self.metadata.get("classes")
+        self.classes = ([str(c) for c in classes] if isinstance(classes, list) and classes
+                        else [] if self.task == "regression" else ["0", "1"])
         self.input_fields = self._scorer.fields
 
     @property
     def input_names(self) -> list[str]:
         return self._scorer.input_names
 
+    def scores(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """The Python model's scores (see :meth:`OnnxScorer.scores`), within the bundle's
+        parity tolerance."""
+        return self._scorer.scores(columns)
+
     def predict_proba(self, columns: Mapping[str, Any]) -> np.ndarray:
-        """Positive-class probability per row, shape (n,): the Python model's, within 1e-4."""
+        """Class probabilities: binary P(class 1) (n,), multiclass (n, K)."""
         return self._scorer.predict_proba(columns)
 
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        """Labels (class indexes) from scores, as the server decides; regression: the values."""
+        if self.task == "binary":
+            return (np.asarray(scores) >= self.threshold).astype(np.int64)
+        if self.task == "multiclass":
+            return np.argmax(scores, axis=1).astype(np.int64)
+        return np.asarray(scores, dtype=np.float64)
+
     def predict(self, columns: Mapping[str, Any]) -> np.ndarray:
-        return (self.predict_proba(columns) >= self.threshold).astype(np.int64)
+        return self.decide(self.scores(columns))
+
+    def rows(self, scores: np.ndarray) -> list[dict]:
+        """Pure: one output row per score, in the CSV's columns (:func:`output_header`)."""
+        labels = self.decide(scores)
+        if self.task == "binary":
+            return [{"proba": float(p), "label": int(k)} for p, k in zip(scores, labels,
+                                                                          strict=True)]
+        if self.task == "multiclass":
+            return [{**{f"proba_{i}": float(p) for i, p in enumerate(row)}, "label": int(k),
+                     "class": self.classes[int(k)]} for row, k in zip(scores, labels,
+                                                                       strict=True)]
+        return [{"prediction": float(v)} for v in scores]
+
+    def output_header(self) -> list[str]:
+        """The output columns per row, by task."""
+        if self.task == "binary":
+            return ["proba", "label"]
+        if self.task == "multiclass":
+            return [*(f"proba_{i}" for i in range(len(self.classes))), "label", "class"]
+        return ["prediction"]
 
 
 # --------------------------------------------------------------------------- the contract
@@ -335,7 +399,9 @@ def _cell(cell: str, is_string: bool, name: str, path: Path, line: int,
 
 def predict_csv(bundle_dir: str | Path, csv_path: str | Path,
                 unknown_values: str = "refuse") -> list[dict]:
-    """Score every row of a CSV: ``[{"proba": p, "label": 0|1}, ...]`` in file order.
+    """Score every row of a CSV, in file order: binary ``{"proba": p, "label": 0|1}``,
+    multiclass ``{"proba_0": p0, ..., "label": i, "class": name}``, regression
+    ``{"prediction": v}`` (:meth:`EdgeModel.rows`).
 
     A value outside the contract (unknown category, number out of range) raises ValueError
     naming its line and column (``unknown_values="refuse"``), or is scored and listed under
@@ -353,8 +419,7 @@ def predict_csv(bundle_dir: str | Path, csv_path: str | Path,
         raise ValueError(f"{csv_path}, line {lines[row]}: column {name!r}: "
                          f"{detail.split(': ', 1)[1]}{more} (--unknown-values flag scores "
                          "such rows and lists them)")
-    proba = model.predict_proba(columns)
-    rows = [{"proba": float(p), "label": int(p >= model.threshold)} for p in proba]
+    rows = model.rows(model.scores(columns))
     if unknown_values == "flag":
         for r in rows:
             r["violations"] = []
@@ -376,15 +441,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         rows = predict_csv(args.bundle, args.csv, args.unknown_values)
+        header = EdgeModel(args.bundle).output_header() if not rows else list(rows[0])
     except (BundleError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = csv.writer(sys.stdout, lineterminator="\n")
-    flag = args.unknown_values == "flag"
-    out.writerow(["proba", "label", "violations"] if flag else ["proba", "label"])
-    out.writerows([format(r["proba"], ".9g"), r["label"], *(
-        ["; ".join(r["violations"])] if flag else [])] for r in rows)
+    out.writerow(header)
+    out.writerows([_cell_text(r[k]) for k in header] for r in rows)
     return 0
+
+
+def _cell_text(v: Any) -> str:
+    if isinstance(v, float):
+        return format(v, ".9g")
+    if isinstance(v, list):  # violations
+        return "; ".join(v)
+    return str(v)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from tarn.config import Params
 from tarn.core.catalog import load_split
+from tarn.core.features import to_model_frame
+from tarn.core.model import served_contract
 from tarn.core.registry import Registry, RegistryError
 from tarn.edge import export as edge
 
@@ -18,9 +20,12 @@ def publish(params: Params, root: Path, version: str | None = None) -> edge.Bund
     if version is None:
         raise RegistryError("nothing is in production", "promote a version first")
     mv = reg.version(version)
-    holdout = load_split(params, root, "test").X  # parity is proven on held-out rows
+    pipe, card = reg.load_with_card(version)  # the version's own task and contract
+    served = served_contract(card, params.schema, params.prepare, params.train.threshold)
+    frame = load_split(params, root, "test").frame  # parity is proven on held-out rows
     return edge.publish_bundle(
-        reg.load_model(version), name=reg.name, version=version, tags=dict(mv.tags),
-        metrics=reg.run_metrics(version, mv), X_holdout=holdout, schema_cfg=params.schema,
-        prepare_cfg=params.prepare, edge_cfg=params.edge,
-        out_root=root / params.edge.bundle_dir)
+        pipe, name=reg.name, version=version, tags=dict(mv.tags),
+        metrics=reg.run_metrics(version, mv),
+        X_holdout=to_model_frame(frame, served.schema, served.prepare),
+        schema_cfg=served.schema, prepare_cfg=served.prepare, task=served.task,
+        edge_cfg=params.edge, out_root=root / params.edge.bundle_dir)

@@ -43,7 +43,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
@@ -52,6 +51,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tarn.config import Params
+from tarn.core.predictions import log_columns
 from tarn.core.tracking import redact
 from tarn.serve.deploy import ModelHolder, Reconciler
 from tarn.serve.inputs import (
@@ -63,6 +63,7 @@ from tarn.serve.inputs import (
     to_columns,
 )
 from tarn.serve.predlog import PredictionLog
+from tarn.serve.responses import invocations_body, predict_body
 
 CLIENT_DIR = Path(__file__).parent / "client"
 WEBHOOK_MAX_AGE_S = 300
@@ -425,8 +426,8 @@ def create_app(state: ServerState) -> Front:
                 m.violations.labels(v.column, v.reason, action).inc()
             if refuse:
                 raise refusal(found, inputs)
-        proba = np.asarray(d.predictor.predict_proba(columns), dtype=np.float64)
-        n = len(proba)
+        scores = d.predictor.scores(columns)
+        n = len(scores)
         per_row = None
         if found:
             per_row = [None] * n
@@ -434,21 +435,12 @@ def create_app(state: ServerState) -> Front:
                 per_row[v.row] = f"{per_row[v.row]}; {v.detail}" if per_row[v.row] \
                     else v.detail
         if state.predlog is not None:
-            state.predlog.append(columns, proba, d.version, rid, per_row)
+            state.predlog.append(columns, log_columns(d.task, scores), d.version, rid, per_row)
         m.rows.inc(n)
-        values = proba.tolist()
         if endpoint == "predict":
-            thr = d.threshold
-            preds = [{"probability": p, "label": 1 if p >= thr else 0} for p in values]
-            if found:
-                for v in found:
-                    preds[v.row].setdefault("violations", []).append(v.detail)
-            out = {"model_version": d.version, "request_id": rid, "predictions": preds}
+            out = predict_body(d.task, scores, d.version, rid, found)
         else:
-            out = {"predictions": [[1.0 - p, p] for p in values] if n <= 64
-                   else np.column_stack([1 - proba, proba]), "request_id": rid}
-            if found:
-                out["violations"] = [v.as_dict() for v in found]
+            out = invocations_body(d.task, scores, rid, found)
         return (orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY), d.version,
                 len(found))
 
@@ -548,6 +540,9 @@ def create_app(state: ServerState) -> Front:
         return {"worker": state.worker, "workers": state.workers,
                 "name": d.name if d else state.params.mlflow.registered_model,
                 "version": d.version if d else None, "source": d.source if d else None,
+                "task": d.task.kind if d else None,
+                "classes": list(d.task.classes) if d else None,
+                "threshold": d.task.threshold if d and d.task.kind == "binary" else None,
                 "loaded_at": d.loaded_at if d else None, "bundle": bundle,
                 "alias": state.params.promote.alias, "last_error": redact(last_error),
                 "swaps": st.swaps, "history": st.history[-10:]}

@@ -31,6 +31,7 @@ import pandas as pd
 
 from tarn.config import Params
 from tarn.core.tags import DeploymentRecord
+from tarn.core.task import Task
 from tarn.errors import first_line
 from tarn.serve.inputs import Column, InputSchema
 
@@ -38,18 +39,22 @@ log = logging.getLogger("tarn.serve")
 
 
 class Predictor(Protocol):
-    def predict_proba(self, columns: dict[str, np.ndarray]) -> np.ndarray: ...
+    def scores(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        """The model's scores per row, as :meth:`tarn.core.task.Task.scores` defines them
+        (binary: P(class 1); multiclass: (n, K) probabilities; regression: values)."""
+        ...
 
 
 class PythonPredictor:
     """The registered sklearn Pipeline itself (the fallback when no verified bundle exists)."""
 
-    def __init__(self, pipe, columns: list[Column]) -> None:
+    def __init__(self, pipe, columns: list[Column], task: Task) -> None:
         self.pipe = pipe
+        self.task = task
         self.names = [c.name for c in columns]
 
-    def predict_proba(self, columns: dict[str, np.ndarray]) -> np.ndarray:
-        return self.pipe.predict_proba(pd.DataFrame(columns, columns=self.names))[:, 1]
+    def scores(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        return self.task.scores(self.pipe, pd.DataFrame(columns, columns=self.names))
 
 
 class HybridPredictor:
@@ -60,9 +65,9 @@ class HybridPredictor:
     def __init__(self, onnx: Predictor, python: Predictor, max_onnx_rows: int) -> None:
         self.onnx, self.python, self.cutoff = onnx, python, max_onnx_rows
 
-    def predict_proba(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+    def scores(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         n = len(next(iter(columns.values())))
-        return (self.onnx if n <= self.cutoff else self.python).predict_proba(columns)
+        return (self.onnx if n <= self.cutoff else self.python).scores(columns)
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ class Deployed:
     source: str  # "onnx" | "python"
     loaded_at: str
     bundle: str | None
-    threshold: float = 0.5
+    task: Task  # what the version predicts, from its own card (classes, threshold)
     inputs: InputSchema = field(init=False, repr=False, compare=False)  # names + contract
 
     def __post_init__(self) -> None:
@@ -240,30 +245,48 @@ class Reconciler:
             self._wake.wait(self.params.serve.poll_interval_s)
 
     def holdout(self) -> pd.DataFrame | None:
+        """The prepared test split's curated rows (parity data), read once; each version
+        takes its own input columns from it (:func:`holdout_for`)."""
         if self._holdout is None:
             from tarn.core.catalog import load_split
 
             try:
-                self._holdout = load_split(self.params, self.root, "test").X
+                self._holdout = load_split(self.params, self.root, "test").frame
             except Exception:  # noqa: BLE001 - no prepared data here: no parity data
                 return None
         return self._holdout
 
+    def served(self, version: str, card: dict):
+        """The task and contract of the version being loaded: from its card; a version from
+        before cards is described by today's params.yaml, and the log says so."""
+        from tarn.core.model import served_contract
+
+        p = self.params
+        served = served_contract(card, p.schema, p.prepare, p.train.threshold)
+        if not served.from_card:
+            log.warning("version %s carries no card (registered before tasks): its requests "
+                        "are checked against today's params.yaml schema", version)
+        return served
+
     def load(self, version: str):
         """Load (trusted), build the parity-checked client bundle (not yet pointed at), pick
-        the predictor, warm it. Returns (Deployed, bundle or None). Raises on any failure."""
+        the predictor, warm it. Returns (Deployed, bundle or None). Raises on any failure.
+
+        Requests are validated against the version's own contract (its card), so a version
+        trained on other columns or categories than today's params.yaml is served as trained."""
         from tarn.core.features import input_schema
         from tarn.serve.inputs import columns_from_signature
 
         reg = self.registry()
         mv = reg.version(version)
-        pipe = reg.load_model(version)
-        columns = columns_from_signature(input_schema(self.params.schema,
-                                                      self.params.prepare).to_dict(),
-                                         self.params.schema)
-        predictor: Predictor = PythonPredictor(pipe, columns)
+        pipe, card = reg.load_with_card(version)
+        served = self.served(version, card)
+        task = served.task
+        columns = columns_from_signature(input_schema(served.schema, served.prepare).to_dict(),
+                                         served.schema)
+        predictor: Predictor = PythonPredictor(pipe, columns, task)
         source, bundle = "python", None
-        holdout = self.holdout()
+        holdout = holdout_for(self.holdout(), served)
         if holdout is not None:  # no held-out rows here: no parity proof, Python serves
             from tarn.edge import export as edge
             from tarn.edge.runner import EdgeModel
@@ -272,7 +295,7 @@ class Reconciler:
                 bundle = edge.publish_bundle(
                     pipe, name=reg.name, version=version, tags=dict(mv.tags),
                     metrics=reg.run_metrics(version, mv), X_holdout=holdout,
-                    schema_cfg=self.params.schema, prepare_cfg=self.params.prepare,
+                    schema_cfg=served.schema, prepare_cfg=served.prepare, task=task,
                     edge_cfg=self.params.edge, out_root=self.root / self.params.edge.bundle_dir,
                     point=False)  # ParityError: a deployment failure, nothing moves
                 model = EdgeModel(bundle.path)
@@ -285,12 +308,12 @@ class Reconciler:
                 for c in columns}
         if holdout is not None and len(holdout):
             warm = {c.name: _column(holdout.head(8), c) for c in columns}
-        proba = predictor.predict_proba(warm)
-        if not np.all(np.isfinite(proba)):
+        scores = np.asarray(predictor.scores(warm), dtype=np.float64)
+        if not np.all(np.isfinite(scores)):
             raise ValueError("warm-up predictions are not finite")
         deployed = Deployed(reg.name, version, predictor, columns, source,
                             datetime.now(UTC).isoformat(timespec="milliseconds"),
-                            str(bundle.path) if bundle else None, self.params.train.threshold)
+                            str(bundle.path) if bundle else None, task)
         return deployed, bundle
 
     def _leaders_bundle(self, name: str, version: str):
@@ -327,6 +350,20 @@ class Reconciler:
             reg.sync_stage()
         except Exception as e:  # noqa: BLE001 - bookkeeping must not undo a deployment
             self.status.last_error = f"deployed {d.version} but could not tag it: {first_line(e)}"
+
+
+def holdout_for(frame: pd.DataFrame | None, served) -> pd.DataFrame | None:
+    """The held-out rows as the served version's model frame, or None when they lack one of
+    its input columns (a version trained on another contract: no parity data here)."""
+    if frame is None:
+        return None
+    from tarn.core.features import to_model_frame
+
+    try:
+        return to_model_frame(frame, served.schema, served.prepare)
+    except KeyError as e:
+        log.warning("no parity rows for this version (%s): the Python model serves", e)
+        return None
 
 
 def _column(df: pd.DataFrame, c: Column) -> np.ndarray:

@@ -1,5 +1,9 @@
-"""The prediction log: every scored row (inputs, probability, model version, time) appended to
-rolling files by a background thread, off the request path.
+"""The prediction log: every scored row (inputs, what the model said, model version, time)
+appended to rolling files by a background thread, off the request path.
+
+What the model said is logged per task in the columns :mod:`tarn.core.predictions` names (the
+names monitoring reads): binary ``proba``; multiclass ``proba_<i>`` per class and ``label``;
+regression ``prediction`` (:func:`tarn.core.predictions.log_columns` builds them from scores).
 
 How a row travels, and why nothing acknowledged is lost:
 
@@ -44,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tarn.core.predictions import PROBA
+
 log = logging.getLogger("tarn.serve")
 _SEGMENT = re.compile(r"\.(preds-\d{8}T\d{6}-(\d+)-\d+)\.arrows")
 # a dead process's segment, claimed (renamed) by the process converting it: with several
@@ -56,7 +62,7 @@ ROW_GROUP_ROWS = 100_000  # Parquet row groups when a segment is converted
 @dataclass
 class Entry:
     columns: dict[str, np.ndarray]
-    proba: np.ndarray
+    outputs: dict[str, np.ndarray]  # what the model said, per log column (core.predictions)
     version: str
     at: float
     request_id: str = ""  # the response's X-Request-Id: ties a response to its rows
@@ -160,16 +166,21 @@ class PredictionLog:
         self._thread.start()
         return self
 
-    def append(self, columns: dict[str, np.ndarray], proba: np.ndarray, version: str,
-               request_id: str = "", violations: list[str | None] | None = None) -> None:
-        """Queue one request's rows (``violations``: per row, the contract values the server
-        flagged and scored, or None)."""
-        n = len(proba)
+    def append(self, columns: dict[str, np.ndarray], outputs: dict[str, np.ndarray] | np.ndarray,
+               version: str, request_id: str = "",
+               violations: list[str | None] | None = None) -> None:
+        """Queue one request's rows: its input columns and the model's outputs as log columns
+        (:func:`tarn.core.predictions.log_columns`; a bare array is a binary model's
+        probabilities). ``violations``: per row, the contract values the server flagged and
+        scored, or None."""
+        if not isinstance(outputs, dict):
+            outputs = {PROBA: outputs}
+        n = _rows(outputs)
         with self._cv:
             if self._closing or self._held_rows + n > self.max_pending_rows:
                 self.counts["dropped_rows"] += n
                 return
-            self._queue.append(Entry(columns, proba, version, time.time(), request_id,
+            self._queue.append(Entry(columns, outputs, version, time.time(), request_id,
                                      violations))
             self._queued_rows += n
             self._held_rows += n
@@ -379,17 +390,23 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _rows(outputs: dict[str, np.ndarray]) -> int:
+    return len(next(iter(outputs.values())))
+
+
 def _entry_table(e: Entry):
     import pyarrow as pa
 
-    n = len(e.proba)
+    n = _rows(e.outputs)
     cols = {}
     for k, v in e.columns.items():
         if v.dtype == object:
             cols[k] = pa.array(v, type=pa.string(), from_pandas=True)
         else:
             cols[k] = pa.array(np.asarray(v, dtype=np.float64))
-    cols["proba"] = pa.array(np.asarray(e.proba, dtype=np.float64))
+    for k, v in e.outputs.items():  # class indexes stay integers, the rest float64
+        v = np.asarray(v)
+        cols[k] = pa.array(v if v.dtype.kind in "iu" else v.astype(np.float64))
     merged = e.versions is not None  # several requests (see _merged)
     cols["model_version"] = pa.array(e.versions if merged else [e.version] * n, pa.string())
     cols["ts"] = pa.array(e.stamps if merged else np.full(n, int(e.at * 1e6)),
@@ -405,15 +422,16 @@ def _merged(entries: list[Entry]) -> Entry:
     built with one Arrow conversion per column, not one per column per request."""
     if len(entries) == 1:
         return entries[0]
-    lengths = np.fromiter((len(e.proba) for e in entries), dtype=np.int64, count=len(entries))
+    lengths = np.fromiter((_rows(e.outputs) for e in entries), dtype=np.int64,
+                          count=len(entries))
     columns = {k: np.concatenate([e.columns[k] for e in entries]) for k in entries[0].columns}
+    outputs = {k: np.concatenate([e.outputs[k] for e in entries]) for k in entries[0].outputs}
     violations = None
     if any(e.violations is not None for e in entries):
         violations = []
         for e, n in zip(entries, lengths.tolist(), strict=True):
             violations.extend(e.violations if e.violations is not None else [None] * n)
-    merged = Entry(columns, np.concatenate([e.proba for e in entries]), "", 0.0, "",
-                   violations)
+    merged = Entry(columns, outputs, "", 0.0, "", violations)
     merged.versions = np.repeat(np.array([e.version for e in entries], dtype=object), lengths)
     merged.ids = np.repeat(np.array([e.request_id for e in entries], dtype=object), lengths)
     merged.stamps = np.repeat(np.array([int(e.at * 1e6) for e in entries], dtype=np.int64),
@@ -429,7 +447,8 @@ def _to_table(entries: list[Entry]):
 
     groups: dict[tuple, list[Entry]] = {}
     for e in entries:
-        groups.setdefault(tuple((k, v.dtype.kind) for k, v in e.columns.items()), []).append(e)
+        key = tuple((k, v.dtype.kind) for d in (e.columns, e.outputs) for k, v in d.items())
+        groups.setdefault(key, []).append(e)
     tables, bad = [], 0
     for group in groups.values():
         try:
@@ -443,8 +462,9 @@ def _to_table(entries: list[Entry]):
                 continue
             except Exception:  # noqa: BLE001 - find the row(s) at fault
                 pass
-            for i in range(len(e.proba)):
-                row = Entry({k: v[i:i + 1] for k, v in e.columns.items()}, e.proba[i:i + 1],
+            for i in range(_rows(e.outputs)):
+                row = Entry({k: v[i:i + 1] for k, v in e.columns.items()},
+                            {k: v[i:i + 1] for k, v in e.outputs.items()},
                             e.version, e.at, e.request_id,
                             None if e.violations is None else e.violations[i:i + 1])
                 try:
