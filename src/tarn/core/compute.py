@@ -93,27 +93,33 @@ class WorkerWatch:
             raise self.lost() from e
 
 
-def fit_xgb_dask(client, z, y, weight, model_params: dict):
+def fit_xgb_dask(client, z, y, weight, model_params: dict, task=None):
     """Fit XGBoost with ``xgboost.dask`` across the cluster's workers and return a plain
-    ``XGBClassifier`` holding the same booster (so it fits in a sklearn Pipeline and exports to
-    ONNX like a locally trained one)."""
+    ``XGBClassifier`` / ``XGBRegressor`` (``task``: a :class:`tarn.core.task.Task`, binary when
+    None) holding the same booster (so it fits in a sklearn Pipeline and exports to ONNX like
+    a locally trained one)."""
     import tempfile
     from pathlib import Path
 
     import dask.array as da
     import numpy as np
-    import xgboost as xgb
     from xgboost import dask as dxgb
+
+    from tarn.core.task import Task
+
+    task = task or Task("binary", ("0", "1"))
 
     n_workers = max(1, len(client.scheduler_info()["workers"]))
     rows = max(1, -(-len(y) // n_workers))
     X = da.from_array(np.asarray(z, dtype=np.float32), chunks=(rows, z.shape[1]))
     Y = da.from_array(np.asarray(y), chunks=rows)
     W = None if weight is None else da.from_array(np.asarray(weight), chunks=rows)
-    dm = dxgb.DaskXGBClassifier(**model_params)
+    params = {"objective": task.objective, "eval_metric": task.eval_metric, **model_params}
+    dask_type = dxgb.DaskXGBRegressor if task.kind == "regression" else dxgb.DaskXGBClassifier
+    dm = dask_type(**params)
     dm.client = client
     dm.fit(X, Y, sample_weight=W)
-    local = xgb.XGBClassifier(**model_params)
+    local = task.estimator(**params)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "model.json"
         dm.save_model(path)

@@ -1,8 +1,11 @@
 """The train stage: refit the best configuration on train + validation, log the whole sklearn
-Pipeline (normalization + XGBClassifier) to MLflow, register it with lineage tags.
+Pipeline (normalization + the task's XGBoost estimator) to MLflow, register it with lineage tags
+and its card (task, classes, decision threshold, contract).
 
 The model with the other mitigation setting is fitted too (same hyperparameters) and saved
-beside it, so the evaluate stage can show the cost and gain of mitigation side by side.
+beside it, so the evaluate stage can show the cost and gain of mitigation side by side. A
+regression target is not reweighed (there is no label to balance): the comparator is then the
+model itself, and the run records why (``mitigation_note``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from tarn.config import Params, stage_view
+from tarn.core.bias import reweighing_note
 from tarn.core.catalog import (
     COMPARATOR_DIR,
     MODEL_DIR,
@@ -52,9 +56,10 @@ class TrainResult:
 
 def model_params(best: dict, params: Params) -> dict:
     rounds = max(1, round((best["best_iteration"] + 1) * params.train.refit_rounds_scale))
+    task = Task.of(params.schema)
     return {**best["params"], "n_estimators": rounds, "tree_method": "hist",
             "n_jobs": params.train.n_jobs, "random_state": params.tune.seed,
-            "eval_metric": "logloss"}
+            "objective": task.objective, "eval_metric": task.eval_metric}
 
 
 def _rounds(progress: Progress, key: str, description: str, total: int):
@@ -73,18 +78,17 @@ def fit_pipeline(data: SplitData, weight: np.ndarray | None, mparams: dict, para
                  client=None, progress: Progress = silent, label: str = "model") -> Pipeline:
     """Fit normalization then XGBoost (locally, or with xgboost.dask when a client is given)
     and assemble the fitted Pipeline that ships as one model."""
-    from xgboost import XGBClassifier
-
     from tarn.core.compute import fit_xgb_dask
 
+    task = Task.of(params.schema)
     pre = build_preprocessor(params.schema, params.prepare).fit(data.X)
     z = pre.transform(data.X)
     if client is not None:  # rounds run on the workers: the caller shows a spinner
-        clf = fit_xgb_dask(client, z, data.y, weight, mparams)
+        clf = fit_xgb_dask(client, z, data.y, weight, mparams, task)
     else:
         n = mparams["n_estimators"]
-        clf = XGBClassifier(**mparams, callbacks=[_rounds(progress, label, f"fitting {label}",
-                                                          n)])
+        clf = task.estimator(**mparams, callbacks=[_rounds(progress, label, f"fitting {label}",
+                                                           n)])
         clf.fit(z, data.y, sample_weight=weight)
         clf.set_params(callbacks=None)  # not part of the model: skops would refuse it
     return Pipeline([("pre", pre), ("model", clf)])
@@ -110,10 +114,13 @@ def run(params: Params, root: Path, progress: Progress = silent,
     best = load_best(params, root)
     data = training_data(params, root)
     mparams = model_params(best, params)
-    mitigated = params.bias.mitigation == "reweighing"
+    task = Task.of(params.schema, params.train.threshold)
+    # why rows all weigh 1 ("" when reweighing weights exist): recorded with the run
+    note = reweighing_note(task.kind, params.bias.reweighing_features)
+    mitigated = params.bias.mitigation == "reweighing" and not note
     if data.weight is None:
         raise TarnError("reweighing weights missing beside the splits", "run `tarn prepare`")
-    comparable = bool(params.bias.reweighing_features)  # else both models would be one
+    comparable = not note  # else both models would be one
 
     def fit_both(client=None) -> tuple[Pipeline, Pipeline]:
         names = ("model", "comparator")  # the comparator: the other mitigation setting
@@ -138,17 +145,20 @@ def run(params: Params, root: Path, progress: Progress = silent,
     step("logging and registering the model")
 
     example = data.X.head(5)
-    sig = packaging(params.schema, params.prepare, Task.of(params.schema, params.train.threshold),
-                    pipe, data.X.head(200))
+    sig = packaging(params.schema, params.prepare, task, pipe, data.X.head(200))
     manifest = load_manifest(root / params.paths.snapshot)
     lineage = Lineage(
         kind="full", git_commit=git_commit(root), snapshot_hash=manifest["hash"],
         params_hash=params_hash(params, ("schema", "etl", "prepare", "bias", "tune", "train")),
         schema_hash=schema_hash(params.schema, params.prepare), train_rows=len(data.y),
-        tune_run_id=best["parent_run_id"], mitigation=params.bias.mitigation,
+        tune_run_id=best["parent_run_id"], mitigation="reweighing" if mitigated else "none",
         batches=tuple(sorted(data.frame["batch"].unique())))
     registry = Registry(params.mlflow, root)
-    reg = registry.register(pipe, lineage, "train", mparams, {"train_rows": len(data.y)}, sig)
+    logged = {**mparams, "task": task.kind, "mitigation": params.bias.mitigation,
+              "mitigation_applied": mitigated,
+              **({"mitigation_note": note} if params.bias.mitigation == "reweighing" and note
+                 else {})}
+    reg = registry.register(pipe, lineage, "train", logged, {"train_rows": len(data.y)}, sig)
     tags = lineage.to_tags()
     result = {**reg.as_dict(), "tags": tags, "params": mparams}
     with atomic_dir(models / MODEL_DIR) as tmp:

@@ -9,10 +9,11 @@ scattered to the workers once, not shipped with every trial.
 
 A trial whose validation curve falls behind stops before early stopping would end it
 (``tune.stop_rule``, :func:`stop_reason`): every ``stop_interval`` rounds after
-``stop_warmup_rounds``, its best validation logloss so far is compared with the finished trials'
-best at the same round, and it stops when worse than their ``stop_quantile`` (0.5: the median
-rule). The reason is kept with the trial (an MLflow tag), its loss so far goes to TPE, and a
-stopped trial is never the chosen one.
+``stop_warmup_rounds``, its best validation loss so far (the task's: logloss, multiclass
+logloss or RMSE, :class:`tarn.core.task.Task`) is compared with the finished trials' best at
+the same round, and it stops when worse than their ``stop_quantile`` (0.5: the median rule).
+The reason is kept with the trial (an MLflow tag), its loss so far goes to TPE, and a stopped
+trial is never the chosen one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import math
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from tarn.core.features import FEATURES, build_preprocessor
 from tarn.core.files import staged
 from tarn.core.progress import Progress, silent
 from tarn.core.tags import RunTag
+from tarn.core.task import Task
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both)
 READS = ("schema", "tune", "bias.mitigation", *FEATURES)
@@ -88,7 +90,7 @@ DEFAULT_LEARNING_RATE = 0.3  # XGBoost's, for a space that does not tune it
 
 @dataclass(frozen=True)
 class Reference:
-    """A finished trial's best validation logloss so far after each round."""
+    """A finished trial's best validation loss so far after each round."""
 
     best: np.ndarray
     learning_rate: float = DEFAULT_LEARNING_RATE
@@ -100,10 +102,10 @@ def best_so_far(curve: Sequence[float]) -> np.ndarray:
 
 
 def stop_reason(rule: StopRule | None, curve: Sequence[float], references: Sequence[Reference],
-                learning_rate: float = DEFAULT_LEARNING_RATE) -> str:
+                learning_rate: float = DEFAULT_LEARNING_RATE, loss: str = "logloss") -> str:
     """Why a trial should stop now, or "" to go on. Pure: no fits.
 
-    ``curve`` is the trial's validation logloss after each round so far (round r = len(curve));
+    ``curve`` is the trial's validation loss after each round so far (round r = len(curve));
     ``references`` are the finished (not stopped) trials. Each is read at the same round r
     (``align: rounds``) or at the round where it had come as far, rounds x learning rate, as
     this trial (``align: learning_rate``: a slow rate is not stopped for being slow); a
@@ -127,12 +129,12 @@ def stop_reason(rule: StopRule | None, curve: Sequence[float], references: Seque
     if own <= bar:
         return ""
     where = "that round" if rule.align == "rounds" else "the same rounds x learning rate"
-    return (f"round {r}: best val logloss {own:.5f} > {rule.quantile:g} quantile of "
+    return (f"round {r}: best val {loss} {own:.5f} > {rule.quantile:g} quantile of "
             f"{len(at)} finished trials at {where} ({bar:.5f})")
 
 
 def _stop_callback(rule: StopRule | None, references: Sequence[Reference],
-                   learning_rate: float):
+                   learning_rate: float, task: Task):
     """An XGBoost callback applying :func:`stop_reason` after each round; ``.reason`` says why
     it stopped the fit ("" if it did not)."""
     from xgboost.callback import TrainingCallback
@@ -141,8 +143,8 @@ def _stop_callback(rule: StopRule | None, references: Sequence[Reference],
         reason = ""
 
         def after_iteration(self, model, epoch, evals_log) -> bool:
-            curve = evals_log["validation_0"]["logloss"]
-            self.reason = stop_reason(rule, curve, references, learning_rate)
+            curve = evals_log["validation_0"][task.eval_metric]
+            self.reason = stop_reason(rule, curve, references, learning_rate, task.loss)
             return bool(self.reason)
 
     return StopBehind()
@@ -157,6 +159,7 @@ class Matrices:
     w_train: np.ndarray | None
     z_valid: np.ndarray
     y_valid: np.ndarray
+    task: Task = Task("binary", ("0", "1"))
 
 
 @dataclass
@@ -164,8 +167,8 @@ class TrialResult:
     tid: int
     params: dict
     status: str  # "ok" | "fail"
-    loss: float = float("nan")  # validation logloss
-    auc: float = float("nan")
+    loss: float = float("nan")  # the task's validation loss (logloss or RMSE)
+    figures: dict = field(default_factory=dict)  # other val figures: auc | accuracy | mae, r2
     best_iteration: int = -1
     duration_s: float = 0.0
     error: str = ""
@@ -180,24 +183,22 @@ def fit_trial(tid: int, hparams: dict, data: Matrices, n_estimators: int,
               references: Sequence[Reference] = ()) -> TrialResult:
     """Fit one configuration with early stopping (and the stop rule against ``references``);
     never raises (a failure is a result)."""
-    from sklearn.metrics import log_loss, roc_auc_score
-    from xgboost import XGBClassifier
-
+    task = data.task
     start = time.perf_counter()
     try:
         lr = float(hparams.get("learning_rate", DEFAULT_LEARNING_RATE))
-        stopper = _stop_callback(rule, references, lr)
-        model = XGBClassifier(
+        stopper = _stop_callback(rule, references, lr, task)
+        model = task.estimator(
             n_estimators=n_estimators, early_stopping_rounds=early_stopping_rounds,
-            eval_metric="logloss", tree_method="hist", n_jobs=n_jobs, random_state=seed,
-            callbacks=[stopper], **hparams,
+            tree_method="hist", n_jobs=n_jobs, random_state=seed, callbacks=[stopper],
+            **hparams,
         )
         model.fit(data.z_train, data.y_train, sample_weight=data.w_train,
                   eval_set=[(data.z_valid, data.y_valid)], verbose=False)
-        proba = model.predict_proba(data.z_valid)[:, 1]
-        curve = model.evals_result()["validation_0"]["logloss"]
-        return TrialResult(tid, hparams, "ok", float(log_loss(data.y_valid, proba)),
-                           float(roc_auc_score(data.y_valid, proba)),
+        scores = task.scores(model, data.z_valid)
+        curve = model.evals_result()["validation_0"][task.eval_metric]
+        return TrialResult(tid, hparams, "ok", task.metric(task.loss, data.y_valid, scores),
+                           trial_figures(task, data.y_valid, scores),
                            int(model.best_iteration), time.perf_counter() - start,
                            rounds=len(curve), stopped=stopper.reason,
                            reference=None if stopper.reason else Reference(
@@ -207,21 +208,34 @@ def fit_trial(tid: int, hparams: dict, data: Matrices, n_estimators: int,
                            error=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
 
 
+# the validation figures a trial reports besides its loss (MLflow `val_<name>`), per task
+TRIAL_FIGURES = {"binary": {"auc": "roc_auc"}, "multiclass": {"accuracy": "accuracy"},
+                 "regression": {"mae": "mae", "r2": "r2"}}
+
+
+def trial_figures(task: Task, y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Pure: a trial's validation figures besides the loss (binary: AUC; multiclass: accuracy;
+    regression: MAE and R2)."""
+    return {k: task.metric(m, y, scores) for k, m in TRIAL_FIGURES[task.kind].items()}
+
+
 def matrices(params: Params, root: Path) -> Matrices:
     train, valid = load_split(params, root, "train"), load_split(params, root, "valid")
     pre = build_preprocessor(params.schema, params.prepare).fit(train.X)
     weighted = params.bias.mitigation == "reweighing"
+    # the threshold does not change a loss: tuning does not read train.threshold
     return Matrices(pre.transform(train.X), train.y, train.weight if weighted else None,
-                    pre.transform(valid.X), valid.y)
+                    pre.transform(valid.X), valid.y, Task.of(params.schema))
 
 
 class _TrialLogger:
     """Writes each finished trial as an MLflow child run of the tuning run (from this process,
     so workers need no access to the tracking store)."""
 
-    def __init__(self, parent_run_id: str, experiment_id: str) -> None:
+    def __init__(self, parent_run_id: str, experiment_id: str, loss: str = "logloss") -> None:
         import mlflow
 
+        self.loss = loss
         self.client = mlflow.MlflowClient()
         self.parent = parent_run_id
         self.exp = experiment_id
@@ -236,7 +250,8 @@ class _TrialLogger:
         now = int(time.time() * 1000)
         metrics = [Metric("duration_s", r.duration_s, now, 0)]
         if r.status == "ok":
-            metrics += [Metric("val_logloss", r.loss, now, 0), Metric("val_auc", r.auc, now, 0),
+            metrics += [Metric(f"val_{self.loss}", r.loss, now, 0),
+                        *(Metric(f"val_{k}", v, now, 0) for k, v in r.figures.items()),
                         Metric("best_iteration", r.best_iteration, now, 0),
                         Metric("rounds", r.rounds, now, 0)]
         tags = [Tag(RunTag.STATUS, r.status)]
@@ -267,8 +282,8 @@ def _describe_rule(cfg: TuneConfig) -> str:
             f"{cfg.stop_min_trials} trials finished)")
 
 
-def _describe(best: float) -> str:
-    return "tuning" if math.isinf(best) else f"tuning (best val logloss {best:.4f})"
+def _describe(best: float, loss: str = "logloss") -> str:
+    return "tuning" if math.isinf(best) else f"tuning (best val {loss} {best:.4f})"
 
 
 def search(params: Params, data: Matrices, on_trial, progress: Progress = silent,
@@ -289,7 +304,7 @@ def search(params: Params, data: Matrices, on_trial, progress: Progress = silent
         if r.reference is not None:
             references.append(r.reference)
         on_trial(r, started_ms)
-        progress("tune", _describe(best[0]), 1, cfg.max_evals)
+        progress("tune", _describe(best[0], data.task.loss), 1, cfg.max_evals)
 
     progress("tune", _describe(math.inf), 0, cfg.max_evals)
     if client is None:
@@ -394,7 +409,9 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
                            "mitigation": params.bias.mitigation,
                            "space": json.dumps({k: v.model_dump(exclude_none=True)
                                                 for k, v in cfg.space.items()})[:6000]})
-        logger = _TrialLogger(parent.info.run_id, tracking.experiment_id)
+        task = data.task
+        mlflow.log_params({"task": task.kind, "loss": f"val_{task.loss}"})
+        logger = _TrialLogger(parent.info.run_id, tracking.experiment_id, task.loss)
         start = time.perf_counter()
         if cfg.parallelism > 1 or params.compute.scheduler:  # a named cluster is always used
             with dask_client(params.compute, n_workers=cfg.parallelism) as client:
@@ -411,15 +428,18 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
         stopped = [r for r in ok if r.stopped]
         # a stopped trial's best_iteration is cut short: the choice is among finished ones
         best = min([r for r in ok if not r.stopped] or ok, key=lambda r: (r.loss, r.tid))
-        mlflow.log_metrics({"best_val_logloss": best.loss, "best_val_auc": best.auc,
+        mlflow.log_metrics({f"best_val_{task.loss}": best.loss,
+                            **{f"best_val_{k}": v for k, v in best.figures.items()},
                             "n_trials": len(results), "n_failed": len(results) - len(ok),
                             "n_stopped_early": len(stopped), "duration_s": elapsed})
         mlflow.set_tag(RunTag.BEST_TRIAL, str(best.tid))
     summary = {
         "params": best.params,
         "best_iteration": best.best_iteration,
-        "val_logloss": best.loss,
-        "val_auc": best.auc,
+        "task": task.kind,
+        "loss": f"val_{task.loss}",  # the key below that the search minimized
+        f"val_{task.loss}": best.loss,
+        **{f"val_{k}": v for k, v in best.figures.items()},
         "trial": best.tid,
         "n_trials": len(results),
         "n_failed": len(results) - len(ok),
@@ -432,9 +452,9 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
     with staged() as st:
         st.json(models / BEST, summary)
         st.json(reports / TUNE_REPORT, {k: summary[k] for k in (
-            "val_logloss", "val_auc", "best_iteration", "n_trials", "n_failed",
-            "n_stopped_early", "duration_s")})
-        st.text(reports / TUNE_TRIALS, "trial,val_logloss,best_so_far\n" + "".join(
+            "task", "loss", f"val_{task.loss}", *(f"val_{k}" for k in best.figures),
+            "best_iteration", "n_trials", "n_failed", "n_stopped_early", "duration_s")})
+        st.text(reports / TUNE_TRIALS, f"trial,val_{task.loss},best_so_far\n" + "".join(
             f"{r.tid},{r.loss},{b}\n" for r, b in _running_best(results)))
     return TuneResult(summary, results, parent.info.run_id)
 
