@@ -1,8 +1,13 @@
 """Every Evidently call in one module (its API broke in 0.7; the next break is one file).
 
-Reports: classification quality, quality per sensitive group (one classification report per
-segment: Evidently's ``GroupBy`` returns overall figures for classification metrics), and data
-drift between a reference and a current dataset. Each is saved as self-contained HTML + JSON.
+Reports: model quality per task (binary or multiclass classification, regression), quality per
+sensitive group (one report per segment: Evidently's ``GroupBy`` returns overall figures for
+classification metrics), and data drift between a reference and a current dataset. Each is
+saved as self-contained HTML + JSON.
+
+Columns a quality report reads beside the features and the target: binary, ``prediction``
+(0/1) and ``proba`` (P(class 1)); multiclass, ``prediction`` (class index) and ``proba_<i>``
+per class (:func:`model_columns`); regression, ``prediction`` (the value).
 """
 
 from __future__ import annotations
@@ -15,26 +20,72 @@ import pandas as pd
 
 from tarn.config import PrepareConfig, SchemaConfig
 from tarn.core.features import feature_columns
+from tarn.core.task import Task
 
 PREDICTION = "prediction"
 PROBA = "proba"
 
 
+def proba_columns(task: Task) -> list[str]:
+    """The probability columns of a multiclass report: ``proba_<i>`` per class index."""
+    return [f"{PROBA}_{i}" for i in range(task.n_classes)]
+
+
+def model_columns(task: Task, scores) -> dict:
+    """The columns a quality report reads (see the module docstring), from a task's scores."""
+    import numpy as np
+
+    if task.kind == "binary":
+        return {PROBA: scores, PREDICTION: task.decide(scores)}
+    if task.kind == "multiclass":
+        scores = np.asarray(scores)
+        return {PREDICTION: task.decide(scores),
+                **{c: scores[:, i] for i, c in enumerate(proba_columns(task))}}
+    return {PREDICTION: np.asarray(scores, dtype=np.float64)}
+
+
 def _definition(schema: SchemaConfig, cfg: PrepareConfig, df: pd.DataFrame,
-                classification: bool):
-    from evidently import BinaryClassification, DataDefinition
+                task: Task | None):
+    from evidently import (
+        BinaryClassification,
+        DataDefinition,
+        MulticlassClassification,
+        Regression,
+    )
 
     num, cat = feature_columns(schema, cfg)
     kwargs: dict = {"numerical_columns": [c for c in num if c in df],
                     "categorical_columns": [c for c in cat if c in df]}
-    if classification:
+    target = schema.target.name
+    if task is None:  # data only
+        pass
+    elif task.kind == "binary":
         kwargs["classification"] = [BinaryClassification(
-            target=schema.target.name, prediction_labels=PREDICTION, prediction_probas=PROBA,
-            pos_label=1)]
+            target=target, prediction_labels=PREDICTION, prediction_probas=PROBA, pos_label=1)]
+    elif task.kind == "multiclass":  # labels and probability columns named by class
+        kwargs["classification"] = [MulticlassClassification(
+            target=target, prediction_labels=PREDICTION, prediction_probas=list(task.classes))]
+    else:
+        kwargs["regression"] = [Regression(target=target, prediction=PREDICTION)]
     return DataDefinition(**kwargs)
 
 
-def _dataset(df: pd.DataFrame, schema: SchemaConfig, cfg: PrepareConfig, classification: bool,
+def _model_frame(data: pd.DataFrame, df: pd.DataFrame, schema: SchemaConfig,
+                 task: Task | None) -> pd.DataFrame:
+    """Multiclass: target and prediction as class names, one probability column named by each
+    class (Evidently matches probability columns to label values by name)."""
+    if task is None or task.kind != "multiclass":
+        return data
+    target = schema.target.name
+    names = dict(enumerate(task.classes))
+    data = data.assign(**{target: data[target].map(names),
+                          PREDICTION: data[PREDICTION].map(names)})
+    for name, col in zip(task.classes, proba_columns(task), strict=True):
+        data[name] = df[col].to_numpy()
+    return data
+
+
+def _dataset(df: pd.DataFrame, schema: SchemaConfig, cfg: PrepareConfig, task: Task | None,
              extra_numeric: tuple[str, ...] = (), extra_categorical: tuple[str, ...] = ()):
     from evidently import DataDefinition, Dataset
 
@@ -54,8 +105,8 @@ def _dataset(df: pd.DataFrame, schema: SchemaConfig, cfg: PrepareConfig, classif
     for c in num:  # Evidently wants plain numpy dtypes, not pandas' nullable ones
         if c in data:
             data[c] = data[c].astype("float64")
-    return Dataset.from_pandas(data, data_definition=_definition(schema, cfg, data,
-                                                                  classification))
+    data = _model_frame(data, df, schema, task)
+    return Dataset.from_pandas(data, data_definition=_definition(schema, cfg, data, task))
 
 
 def save(snapshot, out: Path, name: str) -> dict:
@@ -67,15 +118,23 @@ def save(snapshot, out: Path, name: str) -> dict:
     return data
 
 
+def quality(current: pd.DataFrame, schema: SchemaConfig, cfg: PrepareConfig, task: Task,
+            reference: pd.DataFrame | None = None):
+    """Model quality for the task (Evidently's classification or regression preset);
+    ``current`` holds the target and the :func:`model_columns`."""
+    from evidently import Report
+    from evidently.presets import ClassificationPreset, RegressionPreset
+
+    cur = _dataset(current, schema, cfg, task)
+    ref = None if reference is None else _dataset(reference, schema, cfg, task)
+    preset = ClassificationPreset() if task.classification else RegressionPreset()
+    return Report([preset]).run(current_data=cur, reference_data=ref)
+
+
 def classification(current: pd.DataFrame, schema: SchemaConfig, cfg: PrepareConfig,
                    reference: pd.DataFrame | None = None):
-    """Classification quality; ``current`` holds the target, ``prediction`` and ``proba``."""
-    from evidently import Report
-    from evidently.presets import ClassificationPreset
-
-    cur = _dataset(current, schema, cfg, True)
-    ref = None if reference is None else _dataset(reference, schema, cfg, True)
-    return Report([ClassificationPreset()]).run(current_data=cur, reference_data=ref)
+    """Binary classification quality; ``current`` holds the target, ``prediction``, ``proba``."""
+    return quality(current, schema, cfg, Task("binary", ("0", "1")), reference)
 
 
 def drift(current: pd.DataFrame, reference: pd.DataFrame, schema: SchemaConfig,
@@ -90,8 +149,8 @@ def drift(current: pd.DataFrame, reference: pd.DataFrame, schema: SchemaConfig,
 
     extra = (extra_numeric, extra_categorical)
     return Report([DataDriftPreset(**(methods or {}))]).run(
-        current_data=_dataset(current, schema, cfg, False, *extra),
-        reference_data=_dataset(reference, schema, cfg, False, *extra))
+        current_data=_dataset(current, schema, cfg, None, *extra),
+        reference_data=_dataset(reference, schema, cfg, None, *extra))
 
 
 def summary(current: pd.DataFrame, reference: pd.DataFrame, schema: SchemaConfig,
@@ -101,8 +160,8 @@ def summary(current: pd.DataFrame, reference: pd.DataFrame, schema: SchemaConfig
     from evidently.presets import DataSummaryPreset
 
     return Report([DataSummaryPreset()]).run(
-        current_data=_dataset(current, schema, cfg, False),
-        reference_data=_dataset(reference, schema, cfg, False))
+        current_data=_dataset(current, schema, cfg, None),
+        reference_data=_dataset(reference, schema, cfg, None))
 
 
 def drifted_columns(report_json: dict) -> dict[str, dict]:
@@ -124,15 +183,16 @@ def drifted_columns(report_json: dict) -> dict[str, dict]:
 
 
 def per_group(current: pd.DataFrame, feature: str, schema: SchemaConfig, cfg: PrepareConfig,
-              out: Path, min_rows: int = 30) -> dict[str, Path]:
-    """One classification report per group of ``feature`` (groups under ``min_rows`` skipped:
-    their figures would be noise)."""
+              out: Path, min_rows: int = 30, task: Task | None = None) -> dict[str, Path]:
+    """One quality report per group of ``feature`` (groups under ``min_rows`` skipped: their
+    figures would be noise; a binary task unless ``task`` says otherwise)."""
+    task = task or Task("binary", ("0", "1"))
     written = {}
     for group, part in current.groupby(feature, dropna=False):
         if len(part) < min_rows or part[schema.target.name].nunique() < 2:
             continue
         slug = re.sub(r"[^A-Za-z0-9]+", "-", str(group)).strip("-").lower()
         name = f"quality_{feature}_{slug}"
-        save(classification(part, schema, cfg), out, name)
+        save(quality(part, schema, cfg, task), out, name)
         written[str(group)] = out / f"{name}.html"
     return written
