@@ -1,10 +1,15 @@
 """The evaluate stage: the registered model on the held-out test split.
 
-Quality (logloss, ROC AUC, accuracy, F1, Brier, calibration error), fairness per sensitive
-group (fairlearn: selection rate, TPR, FPR, accuracy; demographic parity and equalized odds
-differences), the same for the model trained with the other mitigation setting so the cost and
-gain of mitigation sit side by side, DVC plots, Evidently reports. Everything is written as DVC
-metrics/plots and logged to the registered version's MLflow run.
+The task and the decision threshold come from the model's own card (``task_of``), not from
+params. Quality per task (:meth:`Task.quality`: binary logloss, ROC AUC, accuracy, F1, Brier,
+calibration error; multiclass logloss, accuracy, macro F1 and per-class figures; regression
+RMSE, MAE, R2), fairness per sensitive group (:meth:`Task.fairness`, fairlearn's MetricFrame),
+the same for the model trained with the other mitigation setting so the cost and gain of
+mitigation sit side by side (classification; a regression target is not reweighed), plots per
+task (binary: ROC, PR, calibration, confusion; multiclass: confusion matrix and per-class
+figures; regression: residuals vs prediction, predicted vs actual, residual histogram),
+Evidently reports. Everything is written as DVC metrics/plots and logged to the registered
+version's MLflow run.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from sklearn import metrics as skm
 
 from tarn.config import Params, stage_view
 from tarn.core import html_report as html
+from tarn.core.bias import reweighing_note
 from tarn.core.catalog import (
     COMPARATOR_DIR,
     EVALUATE_REPORT,
@@ -32,11 +38,12 @@ from tarn.core.catalog import (
 )
 from tarn.core.features import FEATURES
 from tarn.core.files import atomic_dir, staged
-from tarn.core.metrics import calibration_curve, fairness, quality
-from tarn.core.model import load_local
+from tarn.core.model import load_local, task_of
+from tarn.core.task import Task, calibration_curve
 
-# params keys this stage reads (each is in its dvc.yaml params; tests check both)
-READS = ("schema", "evaluate", "train.threshold", "bias.mitigation", *FEATURES)
+# params keys this stage reads (each is in its dvc.yaml params; tests check both); the
+# decision threshold is the model's own (its card), so train.threshold is not among them
+READS = ("schema", "evaluate", "bias.mitigation", "bias.reweighing_features", *FEATURES)
 # keys that only say where work runs or lands: read, but not DVC params
 AMBIENT = ("paths", "mlflow")
 
@@ -48,7 +55,21 @@ class EvaluateResult:
     comparison: dict
 
 
-def _plots(y: np.ndarray, proba: np.ndarray, threshold: float, bins: int, out: Path) -> None:
+# the plot files dvc.yaml declares: every task writes them (header only where a curve does not
+# apply), so `dvc repro` finds its outputs whatever the task
+DVC_PLOTS = {"roc.csv": ["fpr", "tpr"], "pr.csv": ["recall", "precision"],
+             "calibration.csv": ["mean_predicted", "fraction_positive"],
+             "confusion.csv": ["actual", "predicted"]}
+
+
+def _plots(task: Task, y: np.ndarray, scores: np.ndarray, bins: int, out: Path) -> None:
+    for name, cols in DVC_PLOTS.items():
+        pd.DataFrame(columns=cols).to_csv(out / name, index=False)
+    {"binary": _binary_plots, "multiclass": _multiclass_plots,
+     "regression": _regression_plots}[task.kind](task, y, scores, bins, out)
+
+
+def _binary_plots(task: Task, y: np.ndarray, proba: np.ndarray, bins: int, out: Path) -> None:
     fpr, tpr, _ = skm.roc_curve(y, proba)
     pd.DataFrame({"fpr": fpr, "tpr": tpr}).to_csv(out / "roc.csv", index=False)
     prec, rec, _ = skm.precision_recall_curve(y, proba)
@@ -58,7 +79,7 @@ def _plots(y: np.ndarray, proba: np.ndarray, threshold: float, bins: int, out: P
     frac, mean = calibration_curve(y, proba, bins)
     pd.DataFrame({"mean_predicted": mean, "fraction_positive": frac}).to_csv(
         out / "calibration.csv", index=False)
-    pred = (proba >= threshold).astype(int)
+    pred = task.decide(proba)
     pd.DataFrame({"actual": y, "predicted": pred}).to_csv(out / "confusion.csv", index=False)
     fig, ax = plt.subplots(1, 4, figsize=(18, 4.2))
     ax[0].plot(fpr, tpr)
@@ -69,29 +90,98 @@ def _plots(y: np.ndarray, proba: np.ndarray, threshold: float, bins: int, out: P
     ax[2].plot(mean, frac, "o-")
     ax[2].plot([0, 1], [0, 1], "k:", lw=1)
     ax[2].set(title="Calibration", xlabel="mean predicted", ylabel="fraction positive")
-    cm = skm.confusion_matrix(y, pred)
-    ax[3].imshow(cm, cmap="Blues")
+    _confusion_axes(ax[3], task.confusion(y, proba), ["0", "1"])
+    _save(fig, out)
+
+
+def _confusion_axes(ax, cm: np.ndarray, names: list[str]) -> None:
+    ax.imshow(cm, cmap="Blues")
     for (i, j), v in np.ndenumerate(cm):
-        ax[3].text(j, i, f"{v:,}", ha="center", va="center")
-    ax[3].set(title="Confusion matrix", xlabel="predicted", ylabel="actual", xticks=[0, 1],
-              yticks=[0, 1])
+        ax.text(j, i, f"{v:,}", ha="center", va="center")
+    ticks = list(range(len(names)))
+    ax.set(title="Confusion matrix", xlabel="predicted", ylabel="actual", xticks=ticks,
+           yticks=ticks)
+    ax.set_xticklabels(names, rotation=30, ha="right")
+    ax.set_yticklabels(names)
+
+
+def _save(fig, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "evaluation.png", dpi=80)
     plt.close(fig)
 
 
-def compare(main: dict, other: dict, mitigated: bool, features: list[str]) -> dict:
-    """Mitigation's cost (AUC, logloss) and gain (parity) between the two models."""
+def _multiclass_plots(task: Task, y: np.ndarray, proba: np.ndarray, bins: int,
+                      out: Path) -> None:
+    """Confusion matrix (counts, class names) and per-class precision / recall / F1."""
+    names = list(task.classes)
+    pred = task.decide(proba)
+    pd.DataFrame({"actual": task.label_names(y), "predicted": task.label_names(pred)}).to_csv(
+        out / "confusion.csv", index=False)
+    per_class = task.quality(y, proba, bins)["per_class"]
+    pd.DataFrame([{"class": c, **v} for c, v in per_class.items()]).to_csv(
+        out / "per_class.csv", index=False)
+    fig, ax = plt.subplots(1, 2, figsize=(6 + 0.8 * len(names), 4.5))
+    _confusion_axes(ax[0], task.confusion(y, proba), names)
+    x = np.arange(len(names))
+    for k, what in enumerate(("precision", "recall", "f1")):
+        ax[1].bar(x + (k - 1) * 0.27, [per_class[c][what] for c in names], width=0.27,
+                  label=what)
+    ax[1].set_xticks(x, names, rotation=30, ha="right")
+    ax[1].set(title="Per class", ylim=(0, 1.05))
+    ax[1].legend(fontsize=8)
+    _save(fig, out)
+
+
+def _regression_plots(task: Task, y: np.ndarray, pred: np.ndarray, bins: int,
+                      out: Path) -> None:
+    """Residuals against the prediction, predicted against actual, the residuals' histogram."""
+    resid = np.asarray(y, dtype=np.float64) - pred
+    pd.DataFrame({"actual": y, "predicted": pred, "residual": resid}).to_csv(
+        out / "residuals.csv", index=False)
+    fig, ax = plt.subplots(1, 3, figsize=(16, 4.5))
+    ax[0].scatter(pred, resid, s=8, alpha=0.6)
+    ax[0].axhline(0, color="k", lw=1)
+    ax[0].set(title="Residuals vs prediction", xlabel="predicted", ylabel="actual - predicted")
+    lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
+    ax[1].scatter(y, pred, s=8, alpha=0.6)
+    ax[1].plot([lo, hi], [lo, hi], "k:", lw=1)
+    ax[1].set(title=f"Predicted vs actual (R2 {task.metric('r2', y, pred):.3f})",
+              xlabel="actual", ylabel="predicted")
+    ax[2].hist(resid, bins=max(10, bins * 2))
+    ax[2].set(title=f"Residuals (RMSE {task.metric('rmse', y, pred):.3f})",
+              xlabel="actual - predicted", ylabel="rows")
+    _save(fig, out)
+
+
+def compare(main: dict, other: dict, mitigated: bool, features: list[str],
+            task: Task | None = None) -> dict:
+    """Mitigation's cost (the task's loss; binary also AUC) and gain (the fairness gap; binary
+    also demographic parity and equalized odds) between the two models."""
+    task = task or Task("binary", ("0", "1"))
     with_m, without_m = (main, other) if mitigated else (other, main)
-    out = {"auc_cost": without_m["quality"]["roc_auc"] - with_m["quality"]["roc_auc"],
-           "logloss_cost": with_m["quality"]["logloss"] - without_m["quality"]["logloss"]}
+    qa, qb = with_m["quality"], without_m["quality"]
+    out = {f"{task.loss}_cost": qa[task.loss] - qb[task.loss]}
+    if task.kind == "binary":
+        out["auc_cost"] = qb["roc_auc"] - qa["roc_auc"]
+    elif task.kind == "multiclass":
+        out["accuracy_cost"] = qb["accuracy"] - qa["accuracy"]
     for f in features:
-        a = without_m["fairness"][f]["demographic_parity_difference"]
-        b = with_m["fairness"][f]["demographic_parity_difference"]
-        out[f"dpd_reduction_{f}"] = (a - b) / a if a > 0 else 0.0
-        out[f"eod_change_{f}"] = (with_m["fairness"][f]["equalized_odds_difference"]
-                                  - without_m["fairness"][f]["equalized_odds_difference"])
+        fa, fb = with_m["fairness"][f], without_m["fairness"][f]
+        a, b = fb["gap"], fa["gap"]
+        out[f"gap_reduction_{f}"] = (a - b) / a if a > 0 else 0.0
+        if task.kind == "binary":
+            out[f"dpd_reduction_{f}"] = out[f"gap_reduction_{f}"]
+            out[f"eod_change_{f}"] = (fa["equalized_odds_difference"]
+                                      - fb["equalized_odds_difference"])
     return out
+
+
+def flat_figures(quality: dict, fairness: dict) -> dict:
+    """The figures of evaluate.json's ``model``: quality, then ``<feature>_<figure>`` per
+    sensitive feature (groups stay in fairness.json)."""
+    return {**quality, **{f"{f}_{k}": v for f, d in fairness.items() for k, v in d.items()
+                          if k != "groups"}}
 
 
 def run(params: Params, root: Path) -> EvaluateResult:
@@ -102,55 +192,60 @@ def run(params: Params, root: Path) -> EvaluateResult:
     test = load_split(params, root, "test")
     cfg = params.evaluate
     sensitive = params.schema.sensitive
+    task = task_of(models / MODEL_DIR)  # the model's own task, classes and threshold
     results = {}
-    probas = {}
+    scores = {}
     for name, folder in (("model", MODEL_DIR), ("comparator", COMPARATOR_DIR)):
-        proba = load_local(models / folder).predict_proba(test.X)[:, 1]
-        pred = (proba >= params.train.threshold).astype(int)
-        probas[name] = proba
-        results[name] = {"quality": quality(test.y, proba, params.train.threshold,
-                                            cfg.calibration_bins),
-                         "fairness": fairness(test.y, pred, test.frame, sensitive)}
-    mitigated = params.bias.mitigation == "reweighing"
+        s = task.scores(load_local(models / folder), test.X)
+        scores[name] = s
+        results[name] = {"quality": task.quality(test.y, s, cfg.calibration_bins),
+                         "fairness": task.fairness(test.y, s, test.frame, sensitive)}
+    note = reweighing_note(task.kind, params.bias.reweighing_features)
+    mitigated = params.bias.mitigation == "reweighing" and not note
     comparison = {
+        "task": task.kind,
         "with_mitigation" if mitigated else "without_mitigation": results["model"],
         "without_mitigation" if mitigated else "with_mitigation": results["comparator"],
-        "effect": compare(results["model"], results["comparator"], mitigated, sensitive),
+        # no comparison when nothing was reweighed: the two models are one
+        "effect": {} if note else compare(results["model"], results["comparator"], mitigated,
+                                          sensitive, task),
+        "mitigation_note": note,
     }
     main = results["model"]
-    flat = {**main["quality"],
-            **{f"{f}_{k}": v for f, d in main["fairness"].items() for k, v in d.items()
-               if k != "groups"}}
+    flat = flat_figures(main["quality"], main["fairness"])
     plots_dir = reports / PLOTS_DIR
     plots_dir.mkdir(parents=True, exist_ok=True)
-    _plots(test.y, probas["model"], params.train.threshold, cfg.calibration_bins, plots_dir)
+    _plots(task, test.y, scores["model"], cfg.calibration_bins, plots_dir)
     evidently_paths: dict[str, str] = {}
     with atomic_dir(reports / EVIDENTLY_DIR) as ev:
         if cfg.evidently:
-            evidently_paths = _evidently(params, root, test, probas["model"], ev)
+            evidently_paths = _evidently(params, root, test, task, scores["model"], ev)
     with staged() as st:
-        st.json(reports / EVALUATE_REPORT, {"model": flat, "effect": comparison["effect"],
+        st.json(reports / EVALUATE_REPORT, {"task": task.kind, "model": flat,
+                                            "effect": comparison["effect"],
                                             "version": train_info["version"]})
         st.json(reports / FAIRNESS_REPORT, comparison)
         st.text(reports / EVALUATION_HTML,
-                render_html(comparison, mitigated, train_info, evidently_paths))
+                render_html(comparison, mitigated, train_info, evidently_paths, task))
     _log_to_mlflow(params, root, train_info["run_id"], flat, comparison, reports)
     return EvaluateResult(flat, comparison)
 
 
-def _evidently(params: Params, root: Path, test, proba: np.ndarray, out: Path) -> dict[str, str]:
+def _evidently(params: Params, root: Path, test, task: Task, scores: np.ndarray,
+               out: Path) -> dict[str, str]:
     from tarn.core import evidently_reports as er
 
-    cur = test.frame.assign(**{er.PROBA: proba,
-                               er.PREDICTION: (proba >= params.train.threshold).astype(int)})
+    cur = test.frame.assign(**er.model_columns(task, scores))
     paths = {}
-    er.save(er.classification(cur, params.schema, params.prepare), out, "quality")
-    paths["classification quality"] = "evidently/quality.html"
+    er.save(er.quality(cur, params.schema, params.prepare, task), out, "quality")
+    paths[f"{'classification' if task.classification else 'regression'} quality"] = \
+        "evidently/quality.html"
     reference = load_split(params, root, "train").frame
     er.save(er.drift(test.frame, reference, params.schema, params.prepare), out, "drift")
     paths["data drift (train -> test)"] = "evidently/drift.html"
     for feat in params.schema.sensitive:
-        for group, p in er.per_group(cur, feat, params.schema, params.prepare, out).items():
+        for group, p in er.per_group(cur, feat, params.schema, params.prepare, out,
+                                     task=task).items():
             paths[f"quality for {feat} = {group}"] = f"evidently/{p.name}"
     return paths
 
@@ -165,10 +260,12 @@ def _log_to_mlflow(params: Params, root: Path, run_id: str, flat: dict, comparis
     with quiet_mlflow():
         client = mlflow.MlflowClient()
         for k, v in flat.items():
-            if isinstance(v, (int, float)) and np.isfinite(v):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v):
                 client.log_metric(run_id, f"test_{k}", float(v))
         for k, v in comparison["effect"].items():
             client.log_metric(run_id, f"mitigation_{k}", float(v))
+        if comparison["mitigation_note"]:
+            client.set_tag(run_id, "mitigation_note", comparison["mitigation_note"])
         for path, dest in ((reports / EVALUATION_HTML, None),
                            (reports / FAIRNESS_REPORT, None), (reports / PLOTS_DIR, PLOTS_DIR),
                            (reports / EVIDENTLY_DIR, EVIDENTLY_DIR)):
@@ -178,36 +275,77 @@ def _log_to_mlflow(params: Params, root: Path, run_id: str, flat: dict, comparis
                 client.log_artifact(run_id, str(path))
 
 
+# the quality rows of the report page, per task (binary: today's)
+HTML_QUALITY = {
+    "binary": ["logloss", "roc_auc", "accuracy", "f1", "brier", "calibration_error",
+               "positive_rate_predicted"],
+    "multiclass": ["logloss", "accuracy", "f1_macro"],
+    "regression": ["rmse", "mae", "r2", "mean_prediction", "mean_target"],
+}
+# per-group columns of the fairness tables, per task: (MetricFrame key, heading)
+HTML_GROUPS = {
+    "binary": [("selection_rate", "selection rate"), ("tpr", "TPR"), ("fpr", "FPR"),
+               ("accuracy", "accuracy")],
+    "multiclass": [("accuracy", "accuracy")],
+    "regression": [("mean_prediction", "mean prediction"), ("mean_target", "mean target"),
+                   ("mae", "MAE")],
+}
+GAP_MEANING = {
+    "binary": "demographic parity difference (selection rates)",
+    "multiclass": "largest demographic parity difference over classes (one against the rest)",
+    "regression": "spread of group mean predictions, in standard deviations of the target",
+}
+
+
 def render_html(comparison: dict, mitigated: bool, train_info: dict,
-                evidently_paths: dict[str, str]) -> str:
+                evidently_paths: dict[str, str], task: Task | None = None) -> str:
+    task = task or Task("binary", ("0", "1"))
     a, b = comparison["with_mitigation"], comparison["without_mitigation"]
-    keys = ["logloss", "roc_auc", "accuracy", "f1", "brier", "calibration_error",
-            "positive_rate_predicted"]
+    keys = HTML_QUALITY[task.kind]
+    note = comparison.get("mitigation_note", "")
     sections = [
         f"<p>Registered model <b>{html.esc(train_info['registered_model'])}</b> version "
-        f"<b>{html.esc(train_info['version'])}</b> (trained "
+        f"<b>{html.esc(train_info['version'])}</b> ({task.kind}, trained "
         f"{'with' if mitigated else 'without'} reweighing), on the held-out test split.</p>",
-        "<h2>Quality: with vs without mitigation</h2>",
-        html.table(["metric", "with reweighing", "without", "difference"],
-                   [[k, a["quality"][k], b["quality"][k], a["quality"][k] - b["quality"][k]]
-                    for k in keys]),
-        "<h2>Fairness</h2>",
     ]
+    if note:  # one model: no with/without columns
+        sections += [f"<p class='note'>{html.esc(note)}</p>", "<h2>Quality</h2>",
+                     html.table(["metric", "value"], [[k, a["quality"][k]] for k in keys])]
+    else:
+        sections += ["<h2>Quality: with vs without mitigation</h2>",
+                     html.table(["metric", "with reweighing", "without", "difference"],
+                                [[k, a["quality"][k], b["quality"][k],
+                                  a["quality"][k] - b["quality"][k]] for k in keys])]
+    if task.kind == "multiclass":
+        main = comparison["with_mitigation" if mitigated else "without_mitigation"]
+        sections += ["<h2>Per class</h2>", html.table(
+            ["class", "precision", "recall", "F1", "support", "predicted share"],
+            [[c, v["precision"], v["recall"], v["f1"], v["support"], v["predicted_share"]]
+             for c, v in main["quality"]["per_class"].items()])]
+    sections.append(f"<h2>Fairness</h2><p class='note'>gap = {GAP_MEANING[task.kind]} (the "
+                    "number the fairness gate reads).</p>")
+    cols = HTML_GROUPS[task.kind]
     for feat in a["fairness"]:
         fa, fb = a["fairness"][feat], b["fairness"][feat]
         sections.append(f"<h3>{html.esc(feat)}</h3>")
-        sections.append(html.table(
-            ["", "with reweighing", "without"],
-            [["demographic parity difference", fa["demographic_parity_difference"],
-              fb["demographic_parity_difference"]],
-             ["equalized odds difference", fa["equalized_odds_difference"],
-              fb["equalized_odds_difference"]]]))
-        rows = [[g, v["count"], v["selection_rate"], fb["groups"].get(g, {}).get(
-            "selection_rate", float("nan")), v["tpr"], v["fpr"], v["accuracy"]]
-            for g, v in fa["groups"].items()]
-        sections.append(html.table(["group", "rows", "selection rate", "selection rate (without)",
-                                    "TPR", "FPR", "accuracy"], rows))
-    sections.append("<h2>Curves</h2><img src='plots/evaluation.png' alt='evaluation plots'>")
+        figures = [k for k, v in fa.items() if k != "groups" and isinstance(v, (int, float))]
+        sections.append(html.table(["", "value"], [[k.replace("_", " "), fa[k]]
+                                                   for k in figures]) if note else
+                        html.table(["", "with reweighing", "without"],
+                                   [[k.replace("_", " "), fa[k], fb[k]] for k in figures]))
+        rows = [[g, v["count"], *(v[k] for k, _ in cols),
+                 *([fb["groups"].get(g, {}).get("selection_rate", float("nan"))]
+                   if task.kind == "binary" else [])]
+                for g, v in fa["groups"].items()]
+        heads = [h for _, h in cols] + (["selection rate (without)"] if task.kind == "binary"
+                                        else [])
+        sections.append(html.table(["group", "rows", *heads], rows))
+        if task.kind == "multiclass":
+            shares = [[g, *(v[f"share_{c}"] for c in task.classes)]
+                      for g, v in fa["groups"].items()]
+            sections.append(html.table(["group", *(f"predicted {c}" for c in task.classes)],
+                                       shares))
+    sections.append("<h2>Plots</h2><img src='plots/evaluation.png' alt='evaluation plots'>")
     if evidently_paths:
         sections.append("<h2>Evidently reports</h2><ul>" + "".join(
             f"<li><a href='{html.esc(p)}'>{html.esc(k)}</a></li>"
