@@ -96,7 +96,11 @@ def test_evaluation_outputs_and_mlflow_artifacts(trained):
         assert k in m
     assert 0.5 < m["roc_auc"] <= 1
     fair = json.loads((root / "reports" / "fairness.json").read_text())
-    assert set(fair) == {"with_mitigation", "without_mitigation", "effect"}
+    assert set(fair) == {"task", "with_mitigation", "without_mitigation", "effect",
+                         "mitigation_note"}
+    assert fair["task"] == "binary" and fair["mitigation_note"] == ""
+    assert fair["with_mitigation"]["fairness"]["sex"]["gap"] == pytest.approx(
+        m["sex_demographic_parity_difference"])
     groups = fair["with_mitigation"]["fairness"]["sex"]["groups"]
     test = pd.read_parquet(root / "data" / "prepared" / "test.parquet")
     assert groups["Female"]["count"] == (test["sex"] == "Female").sum()

@@ -219,7 +219,23 @@ class Registry:
                                                 dst_path=tmp)
             return read_card(Path(tmp))
 
+    def task(self, version: str):
+        """The :class:`tarn.core.task.Task` the version was trained for (from its card)."""
+        from tarn.core.task import Task
+
+        return Task.from_card(self.card(version))
+
+    def scores(self, version: str, X: pd.DataFrame):
+        """(task, scores): the version's own task and its scores for ``X`` (binary: P(class 1);
+        multiclass: (n, K) probabilities; regression: values)."""
+        from tarn.core.task import Task
+
+        pipe, card = self.load_with_card(version)
+        task = Task.from_card(card)
+        return task, task.scores(pipe, X)
+
     def predict_proba(self, version: str, X: pd.DataFrame) -> np.ndarray:
+        """P(class 1) of a binary version."""
         return np.asarray(self.load_model(version).predict_proba(X))[:, 1]
 
     def input_schema(self, version: str) -> dict[str, tuple[str, bool]]:
@@ -231,9 +247,18 @@ class Registry:
         return {c.name: (c.type.name, c.required) for c in info.signature.inputs.inputs}
 
     def schema_problems(self, candidate: str, champion: str) -> list[str]:
-        """Why the candidate cannot take the champion's requests (empty = compatible)."""
+        """Why the candidate cannot take the champion's requests or answer them the same way
+        (empty = compatible): its columns, and its task and classes (from the cards: a
+        binary model's clients read a probability, a regression model's a value)."""
         cand, champ = self.input_schema(candidate), self.input_schema(champion)
         problems = []
+        t_cand, t_champ = self.task(candidate), self.task(champion)
+        if t_cand.kind != t_champ.kind:
+            problems.append(f"task {t_cand.kind}, the champion's {t_champ.kind}: responses "
+                            "change shape and no metric compares the two")
+        elif t_cand.kind == "multiclass" and t_cand.classes != t_champ.classes:
+            problems.append(f"classes {list(t_cand.classes)}, the champion's "
+                            f"{list(t_champ.classes)}: no metric compares the two")
         for col, (kind, _required) in champ.items():
             if col not in cand:
                 problems.append(f"column {col!r} missing")

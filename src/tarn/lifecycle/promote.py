@@ -7,9 +7,8 @@ from pathlib import Path
 
 from tarn.config import Params
 from tarn.core.catalog import load_split
-from tarn.core.metrics import fairness, primary
 from tarn.core.registry import Promotion, Registry
-from tarn.lifecycle.gates import Figures, Gates, judge
+from tarn.lifecycle.gates import Figures, Gates, gate_metric, judge
 
 
 def registry(params: Params, root: Path) -> Registry:
@@ -18,20 +17,24 @@ def registry(params: Params, root: Path) -> Registry:
 
 def measure(reg: Registry, params: Params, root: Path, candidate: str,
             champion: str | None) -> Figures:
-    """Score candidate and champion on the same held-out rows (the prepared test split)."""
+    """Score candidate and champion on the same held-out rows (the prepared test split), each
+    with its own task and threshold (from its card); the gate metric and the fairness gap are
+    the candidate's task's."""
     cfg = params.promote
     test = load_split(params, root, "test")
     problems = reg.schema_problems(candidate, champion) if champion else []
-    cand_proba = reg.predict_proba(candidate, test.X)
-    champ_metric = (primary(cfg.metric, test.y, reg.predict_proba(champion, test.X))
-                    if champion and not problems else None)
-    dpd = None  # no fairness feature declared: the gate is skipped, and says so
+    task, cand_scores = reg.scores(candidate, test.X)
+    metric = gate_metric(cfg, task.kind)
+    champ_metric = None  # no champion, or one no metric compares (the problems say why)
+    if champion and not problems:
+        champ_task, champ_scores = reg.scores(champion, test.X)
+        champ_metric = champ_task.metric(metric, test.y, champ_scores)
+    gap = None  # no fairness feature declared: the gate is skipped, and says so
     if cfg.fairness_feature:
-        pred = (cand_proba >= params.train.threshold).astype(int)
-        dpd = fairness(test.y, pred, test.frame, [cfg.fairness_feature])[
-            cfg.fairness_feature]["demographic_parity_difference"]
-    return Figures(candidate, champion, primary(cfg.metric, test.y, cand_proba), champ_metric,
-                   dpd, problems)
+        gap = task.fairness(test.y, cand_scores, test.frame, [cfg.fairness_feature])[
+            cfg.fairness_feature]["gap"]
+    return Figures(candidate, champion, task.metric(metric, test.y, cand_scores), champ_metric,
+                   gap, problems, task.kind, metric)
 
 
 def promote(params: Params, root: Path, version: str | None = None, *, latest: bool = False,
