@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from tarn.serve.jsonslices import parse_sliced
+
 MAX_DEPTH = 32  # a scoring payload is 3 levels deep; orjson itself stops at 1024
 MAX_INT_DIGITS = 4300  # Python's own str->int limit; larger ones are malformed JSON
 LONG_LIMIT = 2.0 ** 63  # "long" columns hold 64-bit integers
@@ -47,7 +49,7 @@ def parse_json(body: bytes) -> Any:
     if not body:
         raise InputError("empty body: send JSON", 400)
     try:
-        return orjson.loads(body)
+        return parse_sliced(body)  # a large body in slices: the event loop keeps answering
     except orjson.JSONDecodeError as e:
         first = e
     depth = nesting_depth(body)
