@@ -27,3 +27,28 @@ def test_report_prints_each_figure_and_names_missing_files(tmp_path, monkeypatch
     assert "unknown_category: 7" in res.output and "1,000" in res.output
     assert "0.2812" in res.output and "412" in res.output  # rounds = best iteration + 1
     assert "prepare.json" in res.output and "evaluate.json" in res.output  # not found
+
+
+def test_report_shows_the_figures_of_a_regression_run(tmp_path):
+    from tarn.lifecycle.report import report
+    from tests.support.tasks import task_params
+
+    params = write_params(tmp_path, task_params("regression"))
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "tune.json").write_text(json.dumps(
+        {"task": "regression", "loss": "val_rmse", "val_rmse": 58.8081, "val_mae": 47.36,
+         "val_r2": 0.4095, "best_iteration": 38, "n_trials": 4, "n_failed": 0,
+         "duration_s": 0.5}))
+    (reports / "evaluate.json").write_text(json.dumps(
+        {"task": "regression", "version": "3", "effect": {},
+         "model": {"rmse": 54.63, "mae": 44.69, "r2": 0.5475, "sex_gap": 0.2693}}))
+    sections, missing = report(params, tmp_path)
+    by_title = {s.title: s for s in sections}
+    assert by_title["tuning"].columns[2] == "best val rmse"
+    assert by_title["tuning"].rows == [["4", "0", "58.8081", "47.3600", "0.4095", "39", "0.5"]]
+    test = by_title["test split, version 3 (regression)"]
+    assert test.columns == ["rmse", "mae", "r2"] and test.rows == [["54.6300", "44.6900",
+                                                                    "0.5475"]]
+    assert by_title["fairness on the test split"].rows == [["sex", "0.2693", "not applied"]]
+    assert "prepare.json" in missing

@@ -61,38 +61,100 @@ def report(params: Params, root: Path) -> tuple[list[Section], list[str]]:
         sections.append(Section("ETL (read = written + rejected + duplicates)",
                                 ["batch", *cols, "rejected by reason"], rows))
     if prep := load(PREPARE_REPORT):
-        sections.append(Section("splits", ["split", "rows", "positive rate"],
-                                [[s, _f(n), _f(prep["positive_rate"][s], 3)]
-                                 for s, n in prep["rows"].items()]))
+        sections.append(_splits(prep))
     if bias := load(BIAS_REPORT):
-        rows = []
-        for feat, f in bias.get("train", {}).items():
-            after = bias.get("train_reweighed", {}).get(feat, {})
-            rows.append([feat, _f(f["disparate_impact_min"], 3),
-                         _f(after.get("disparate_impact_min"), 3),
-                         _f(f["statistical_parity_difference"], 3)])
-        sections.append(Section("data bias (train split)", [
-            "feature", "disparate impact (min/max)", "after reweighing",
-            "statistical parity difference"], rows))
+        sections.append(_bias(bias))
     if tune := load(TUNE_REPORT):
-        sections.append(Section("tuning", ["trials", "failed", "best val logloss",
-                                           "best val AUC", "rounds", "seconds"],
-                                [[_f(tune["n_trials"]), _f(tune["n_failed"]),
-                                  _f(tune["val_logloss"]), _f(tune["val_auc"]),
-                                  _f(tune["best_iteration"] + 1), _f(tune["duration_s"], 1)]]))
+        sections.append(_tuning(tune))
     if ev := load(EVALUATE_REPORT):
-        m = ev["model"]
-        keys = [k for k in ("logloss", "roc_auc", "accuracy", "f1", "brier",
-                            "calibration_error") if k in m]
-        sections.append(Section(f"test split, version {ev.get('version')}", keys,
-                                [[_f(m[k]) for k in keys]]))
+        sections.extend(_evaluation(ev, params.schema.sensitive))
+    return sections, missing
+
+
+def _splits(prep: dict) -> Section:
+    """Rows per split and the target per split: positive rate (binary), class shares
+    (multiclass), mean and std (regression)."""
+    rows = prep["rows"]
+    if "class_shares" in prep:
+        return Section("splits", ["split", "rows", "class shares"],
+                       [[s, _f(n), ", ".join(f"{c} {_f(v, 3)}" for c, v in
+                                             prep["class_shares"][s].items())]
+                        for s, n in rows.items()])
+    if "target_mean" in prep:
+        return Section("splits", ["split", "rows", "target mean", "target std"],
+                       [[s, _f(n), _f(prep["target_mean"][s], 3), _f(prep["target_std"][s], 3)]
+                        for s, n in rows.items()])
+    return Section("splits", ["split", "rows", "positive rate"],
+                   [[s, _f(n), _f(prep["positive_rate"][s], 3)] for s, n in rows.items()])
+
+
+def _bias(bias: dict) -> Section:
+    """Data bias on the train split: disparate impact and parity difference (classification),
+    the gap between group means of the target (regression)."""
+    train, after = bias.get("train", {}), bias.get("train_reweighed", {})
+    if any("mean_gap" in f for f in train.values()):
+        return Section("data bias (train split)", [
+            "feature", "gap between group target means (std)", "group means"],
+            [[feat, _f(f["mean_gap"], 3),
+              ", ".join(f"{g} {_f(v, 1)}" for g, v in f["mean"].items())]
+             for feat, f in train.items()])
+    rows = [[feat, _f(f["disparate_impact_min"], 3),
+             _f(after.get(feat, {}).get("disparate_impact_min"), 3),
+             _f(f["statistical_parity_difference"], 3)] for feat, f in train.items()]
+    return Section("data bias (train split)", [
+        "feature", "disparate impact (min/max)", "after reweighing",
+        "statistical parity difference"], rows)
+
+
+# the validation figures tuning reports beside its loss (tune.json keys), by heading
+TUNE_FIGURES = {"val_auc": "best val AUC", "val_accuracy": "best val accuracy",
+                "val_mae": "best val MAE", "val_r2": "best val R2"}
+
+
+def _tuning(tune: dict) -> Section:
+    loss = tune.get("loss", "val_logloss")  # tune.json before tasks: logloss
+    extra = [k for k in TUNE_FIGURES if k in tune]
+    return Section("tuning", ["trials", "failed", f"best {loss.replace('_', ' ')}",
+                              *(TUNE_FIGURES[k] for k in extra), "rounds", "seconds"],
+                   [[_f(tune["n_trials"]), _f(tune["n_failed"]), _f(tune[loss]),
+                     *(_f(tune[k]) for k in extra), _f(tune["best_iteration"] + 1),
+                     _f(tune["duration_s"], 1)]])
+
+
+# the test figures shown per task (evaluate.json's `model`); a file without `task` is binary
+TEST_FIGURES = {
+    "binary": ("logloss", "roc_auc", "accuracy", "f1", "brier", "calibration_error"),
+    "multiclass": ("logloss", "accuracy", "f1_macro"),
+    "regression": ("rmse", "mae", "r2"),
+}
+
+
+def _evaluation(ev: dict, sensitive: list[str]) -> list[Section]:
+    m, task = ev["model"], ev.get("task", "binary")
+    keys = [k for k in TEST_FIGURES.get(task, ()) if k in m]
+    out = [Section(f"test split, version {ev.get('version')} ({task})", keys,
+                   [[_f(m[k]) for k in keys]])]
+    if isinstance(m.get("per_class"), dict):
+        out.append(Section("per class (test split)",
+                           ["class", "precision", "recall", "F1", "support"],
+                           [[c, _f(v["precision"]), _f(v["recall"]), _f(v["f1"]),
+                             _f(v["support"])] for c, v in m["per_class"].items()]))
+    effect = ev.get("effect", {})
+    if task == "binary":
         fair = [[feat, _f(m[f"{feat}_demographic_parity_difference"]),
                  _f(m.get(f"{feat}_equalized_odds_difference")),
-                 _f(ev["effect"].get(f"dpd_reduction_{feat}", 0.0) * 100, 0) + " %"]
-                for feat in params.schema.sensitive
-                if f"{feat}_demographic_parity_difference" in m]
-        if fair:
-            sections.append(Section("fairness on the test split", [
-                "feature", "demographic parity difference", "equalized odds difference",
-                "reduced by mitigation"], fair))
-    return sections, missing
+                 _f(effect.get(f"dpd_reduction_{feat}", 0.0) * 100, 0) + " %"]
+                for feat in sensitive if f"{feat}_demographic_parity_difference" in m]
+        columns = ["feature", "demographic parity difference", "equalized odds difference",
+                   "reduced by mitigation"]
+    else:
+        what = ("largest demographic parity difference over classes" if task == "multiclass"
+                else "gap in mean prediction (target std)")
+        fair = [[feat, _f(m[f"{feat}_gap"]),
+                 (_f(effect[f"gap_reduction_{feat}"] * 100, 0) + " %"
+                  if f"gap_reduction_{feat}" in effect else "not applied")]
+                for feat in sensitive if f"{feat}_gap" in m]
+        columns = ["feature", what, "reduced by mitigation"]
+    if fair:
+        out.append(Section("fairness on the test split", columns, fair))
+    return out
