@@ -187,11 +187,10 @@ def lake_seed(
         "--if-empty", help="Do nothing if the lake already has batches.")]
     = False,
 ) -> None:
-    """Write the bundled raw UCI Adult data (the demo dataset) into the lake as ordered
-    batches.
+    """Seed the lake with the bundled demo dataset (raw UCI Adult) as ordered batches.
 
-    adult.data becomes the first batches and adult.test the latest ones, raw (`?`, stray spaces,
-    `>50K.` labels), so the default `prepare.test_batches` reproduces the official split.
+    Seeded batches: adult.data first, adult.test the latest ones, raw (`?`, stray spaces,
+    `>50K.` labels), so the default `prepare.test_batches` reproduces the seed's official split.
     """
     from tarn.core.lake import Lake
     from tarn.datasets import seed_adult
@@ -274,28 +273,33 @@ def lake_simulate(
     rows: Annotated[int, typer.Option(help="Rows in the new batch.")] = 2000,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 42,
     columns: Annotated[str, typer.Option(
-        help="Comma-separated columns to shift (covariate: default age,hours_per_week; "
-             "new-category: one column, default workclass).")] = "",
+        help="Comma-separated columns to shift (covariate: default the first two numeric "
+             "features; new-category: one column, default the first with a category "
+             "list).")] = "",
     strength: Annotated[float, typer.Option(
-        help="Covariate tilt; negative shifts the other way, 0 is none.")] = 1.0,
-    positive_rate: Annotated[float, typer.Option(help="Prior: target share of >50K.")] = 0.5,
+        help="Covariate (and regression prior) tilt; negative shifts the other way, 0 is "
+             "none.")] = 1.0,
+    positive_rate: Annotated[float, typer.Option(
+        help="Prior (classification): share of class index 1, the positive class of a "
+             "binary task.")] = 0.5,
     share: Annotated[float, typer.Option(
         help="New-category: share of the column's values replaced.")] = 0.3,
     batch: Annotated[str, typer.Option(
         help="Batch name (default sim-<drift>); a sequence number is prefixed.")] = "",
     source: Annotated[str, typer.Option(
-        help="Bundled rows to draw from: train (default) or test.")] = "train",
+        help="Curated rows to draw from: train (default) or test batches.")] = "train",
 ) -> None:
-    """Write a realistic new batch, drawn from the bundled raw Adult rows, with a chosen drift.
+    """Write a realistic new batch, drawn from the project's curated rows, with a chosen drift.
 
     none: a plain random sample. covariate: rows resampled with weights that tilt the chosen
     columns (numeric: towards higher values; categorical: towards the rarest half of values),
-    labels kept, so P(y|x) is unchanged. prior: the share of >50K becomes --positive-rate.
+    labels kept, so P(y|x) is unchanged. prior: the share of class index 1 becomes
+    --positive-rate (regression: rows tilted towards higher targets by --strength).
     new-category: --share of one column's values become a category the schema does not know
-    (the ETL quarantines those rows). The batch has the raw format of `tarn lake seed`.
-    Rows come from adult.data by default (adult.test rows are the held-out test split: drawing
-    them would leak it into retraining); each row's fnlwgt is jittered by up to 2 %, so rows are
-    new people, not duplicates of the seeded batches.
+    (the ETL quarantines those rows). The batch is a raw CSV with the contract's column names
+    and raw labels. Rows come from the training batches by default (the held-out test batches,
+    prepare.test_batches, would leak into retraining); with schema.key each row gets a new key,
+    so rows are new, not duplicates.
     """
     from tarn.lifecycle.simulate import simulate
 
@@ -590,12 +594,12 @@ def monitor(
 
 def _print_monitor(res) -> None:
     t = _table(f"drift vs the training reference (production version {res.production})",
-               ["source", "rows", "drifted features", "share", "prediction drift", "logloss",
+               ["source", "rows", "drifted features", "share", "prediction drift", "loss",
                 "notes"])
     for s in res.sources:
         t.add_row(s.name, f"{s.rows:,}", ", ".join(s.drifted) or "-", f"{s.drift_share:.0%}",
                   "yes" if s.prediction_drift else "no",
-                  f"{s.quality['logloss']:.4f}" if s.quality else "-",
+                  f"{s.loss} {s.quality[s.loss]:.4g}" if s.quality else "-",
                   "; ".join([s.schema_change, *s.problems]).strip("; "))
     console.print(t)
     console.print(f"decision: [bold]{res.decision.mode}[/] - " + "; ".join(res.decision.reasons))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tarn.core.registry import Registry
+from tarn.core.task import Task
 from tarn.datasets import ADULT_COLUMNS, adult_lines
 from tarn.lifecycle import monitor, retrain
 from tarn.lifecycle.promote import promote
@@ -106,9 +107,11 @@ def test_drift_is_detected_and_incremental_retraining_helps(served):
         reg.load_model("1"), test_x.head(600), test.y[:600],
         None, test_x.tail(300), test.y[-300:], 3, 2)
     assert few.steps[-1][1].get_booster().num_boosted_rounds() <= 44 + 3
+    task = Task.from_card(reg.card(r.version))  # inherited from the parent
+    assert task == Task.of(params.schema, params.train.threshold)
     for model in (continued, few):
-        onnx = edge.export_onnx(model, params.schema, params.prepare).SerializeToString()
-        parity = edge.check_parity(model, onnx, test_x, 1e-4)
+        onnx = edge.export_onnx(model, params.schema, params.prepare, task).SerializeToString()
+        parity = edge.check_parity(model, onnx, test_x, 1e-4, task)
         assert parity.ok, parity
 
 

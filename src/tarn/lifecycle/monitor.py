@@ -4,6 +4,12 @@ Two sources are compared with the training reference (the prepared train split):
 (a) the lake batches the production model has not seen (they carry labels, so performance is
 measured too), and (b) the server's prediction log. The decision (``none`` | ``incremental``
 | ``full``) follows the thresholds in ``params.monitor``; every reason is spelled out.
+
+What is measured follows the production version's own task (read from its card, never from
+today's params.yaml): the loss is logloss for classification (an absolute rise) and RMSE for
+regression (a relative rise: its scale is the target's); the model outputs watched for drift
+are the probability of class 1 (binary), the predicted class and each class's probability
+(multiclass), or the predicted value (regression).
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tarn.config import Params
+from tarn.config import MonitorConfig, Params
 from tarn.core.progress import Step, no_steps
+from tarn.core.task import Task
 from tarn.errors import EtlError, TarnError
 
 MODES = ("none", "incremental", "full")
+PREDICTED = "predicted"  # prefix of the model-output columns in the drift reports
 
 
 @dataclass
@@ -30,8 +38,10 @@ class SourceReport:
     drift_share: float = 0.0
     drifted: list[str] = field(default_factory=list)
     prediction_drift: bool = False
+    prediction_drifted: list[str] = field(default_factory=list)  # which model outputs
     quality: dict | None = None  # on labelled data
-    reference_logloss: float | None = None
+    loss: str = "logloss"  # the task's loss: "logloss" | "rmse"
+    reference_loss: float | None = None  # the version's test_<loss>
     problems: list[str] = field(default_factory=list)  # skipped files, schema changes
     schema_change: str = ""
     html: str = ""
@@ -96,37 +106,116 @@ def read_prediction_log(directory: Path, max_rows: int) -> tuple[pd.DataFrame, l
 
 
 # ----------------------------------------------------------------------------- analysis
-def analyse(name: str, current: pd.DataFrame, reference: pd.DataFrame, params: Params,
-            out: Path, proba_cur: np.ndarray | None, proba_ref: np.ndarray | None,
-            labelled: bool, reference_logloss: float | None) -> SourceReport:
-    """Evidently drift (features + predicted probability) and, with labels, quality."""
-    from tarn.core import evidently_reports as er
-    from tarn.core.metrics import quality
+def prediction_columns(task: Task, scores: np.ndarray) -> tuple[dict[str, np.ndarray],
+                                                                 tuple[str, ...], tuple[str, ...]]:
+    """Pure: the model outputs watched for drift, as (columns, numeric names, categorical
+    names). Binary: the probability of class 1; multiclass: the predicted class (its mix) and
+    each class's probability; regression: the predicted value."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if task.kind == "binary":
+        cols = {f"{PREDICTED}_proba": scores}
+        return cols, tuple(cols), ()
+    if task.kind == "regression":
+        cols = {f"{PREDICTED}_value": scores}
+        return cols, tuple(cols), ()
+    cols = {f"{PREDICTED}_proba_{name}": scores[:, i] for i, name in enumerate(task.classes)}
+    numeric = tuple(cols)
+    cols[f"{PREDICTED}_class"] = np.asarray(task.label_names(task.decide(scores)), dtype=object)
+    return cols, numeric, (f"{PREDICTED}_class",)
 
-    rep = SourceReport(name, rows=len(current), reference_logloss=reference_logloss)
+
+def logged_scores(task: Task, log: pd.DataFrame) -> np.ndarray | None:
+    """The scores (:meth:`Task.scores` shape) the server logged with each row, or None when
+    the log lacks the task's columns (see :mod:`tarn.core.predictions`)."""
+    from tarn.core.predictions import PREDICTION, PROBA, proba_column
+
+    if task.kind == "binary":
+        names = [PROBA]
+    elif task.kind == "multiclass":
+        names = [proba_column(i) for i in range(task.n_classes)]
+    else:
+        names = [PREDICTION]
+    if any(n not in log.columns for n in names):
+        return None
+    values = log[names].to_numpy(dtype=np.float64)
+    return values if task.kind == "multiclass" else values[:, 0]
+
+
+def analyse(name: str, current: pd.DataFrame, reference: pd.DataFrame, params: Params,
+            out: Path, task: Task, scores_cur: np.ndarray | None,
+            scores_ref: np.ndarray | None, labelled: bool,
+            reference_loss: float | None) -> SourceReport:
+    """Evidently drift (features + the model's outputs) and, with labels, quality."""
+    from tarn.core import evidently_reports as er
+
+    rep = SourceReport(name, rows=len(current), loss=task.loss, reference_loss=reference_loss)
     cur, ref = current.copy(), reference.copy()
-    extra: tuple[str, ...] = ()
-    if proba_cur is not None and proba_ref is not None:
-        cur["predicted_proba"], ref["predicted_proba"] = proba_cur, proba_ref
-        extra = ("predicted_proba",)
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    if scores_cur is not None and scores_ref is not None:
+        cols, numeric, categorical = prediction_columns(task, scores_cur)
+        for k, v in cols.items():
+            cur[k] = v
+        for k, v in prediction_columns(task, scores_ref)[0].items():
+            ref[k] = v
     m = params.monitor
-    snap = er.drift(cur, ref, params.schema, params.prepare, extra, {
+    snap = er.drift(cur, ref, params.schema, params.prepare, numeric, {
         "num_method": m.num_method, "cat_method": m.cat_method,
-        "num_threshold": m.num_threshold, "cat_threshold": m.cat_threshold})
+        "num_threshold": m.num_threshold, "cat_threshold": m.cat_threshold}, categorical)
     data = er.save(snap, out, f"{name}_drift")
     cols = er.drifted_columns(data)
-    features = {k: v for k, v in cols.items() if k != "predicted_proba"}
+    outputs = set(numeric) | set(categorical)
+    features = {k: v for k, v in cols.items() if k not in outputs}
     rep.drifted = sorted(k for k, v in features.items() if v["drifted"])
     rep.drift_share = len(rep.drifted) / max(1, len(features))
-    rep.prediction_drift = bool(cols.get("predicted_proba", {}).get("drifted", False))
+    rep.prediction_drifted = sorted(k for k in outputs if cols.get(k, {}).get("drifted"))
+    rep.prediction_drift = bool(rep.prediction_drifted)
     er.save(er.summary(current, reference, params.schema, params.prepare), out,
             f"{name}_quality")
     rep.html = str(out / f"{name}_drift.html")
-    if labelled and proba_cur is not None and current[params.schema.target.name].nunique() > 1:
-        rep.quality = quality(current[params.schema.target.name].to_numpy().astype(int),
-                              proba_cur, params.train.threshold,
-                              params.evaluate.calibration_bins)
+    y = current[params.schema.target.name] if labelled else None
+    if y is not None and scores_cur is not None and (task.kind != "binary" or y.nunique() > 1):
+        y = y.to_numpy().astype(np.float64 if task.kind == "regression" else np.int64)
+        rep.quality = task.quality(y, scores_cur, params.evaluate.calibration_bins)
     return rep
+
+
+def loss_verdict(loss: str, current: float, reference: float,
+                 cfg: MonitorConfig) -> tuple[str, str]:
+    """Pure: ("none" | "incremental" | "full", the reason) for the loss on new labelled data
+    against the version's test loss. Logloss: the absolute rise (``logloss_increase_*``);
+    RMSE: the rise relative to the test RMSE (``rmse_increase_*``), as the target's scale is
+    the dataset's."""
+    if loss == "rmse":
+        rise = (current - reference) / reference if reference > 0 else (
+            float("inf") if current > reference else 0.0)
+        inc, full = cfg.rmse_increase_incremental, cfg.rmse_increase_full
+        text = f"rmse {current:.4g} vs {reference:.4g} on test ({rise:+.1%})"
+    else:
+        rise = current - reference
+        inc, full = cfg.logloss_increase_incremental, cfg.logloss_increase_full
+        text = f"logloss {current:.4f} vs {reference:.4f} on test ({rise:+.4f})"
+    if rise >= full:
+        return "full", text
+    if rise >= inc:
+        return "incremental", text
+    return "none", text
+
+
+def _drifted_outputs(names: list[str]) -> str:
+    """How a report names the model outputs that drifted."""
+    parts = []
+    if f"{PREDICTED}_proba" in names:
+        parts.append("the predicted probability")
+    if f"{PREDICTED}_value" in names:
+        parts.append("the predicted value")
+    if f"{PREDICTED}_class" in names:
+        parts.append("the predicted class mix")
+    per_class = [n.removeprefix(f"{PREDICTED}_proba_") for n in names
+                 if n.startswith(f"{PREDICTED}_proba_")]
+    if per_class:
+        parts.append(f"the probability of {', '.join(per_class)}")
+    return " and ".join(parts) or "the predictions"
 
 
 def decide(sources: list[SourceReport], params: Params, streak: int) -> Decision:
@@ -147,15 +236,10 @@ def decide(sources: list[SourceReport], params: Params, streak: int) -> Decision
             incr.append(f"{s.name}: {s.drift_share:.0%} of features drifted "
                         f"(>= {cfg.drift_share_incremental:.0%}): {', '.join(s.drifted)}")
         if s.prediction_drift and cfg.prediction_drift_triggers:
-            incr.append(f"{s.name}: the predicted probability drifted")
-        if s.quality and s.reference_logloss is not None:
-            rise = s.quality["logloss"] - s.reference_logloss
-            if rise >= cfg.logloss_increase_full:
-                full.append(f"{s.name}: logloss {s.quality['logloss']:.4f} vs "
-                            f"{s.reference_logloss:.4f} on test (+{rise:.4f})")
-            elif rise >= cfg.logloss_increase_incremental:
-                incr.append(f"{s.name}: logloss {s.quality['logloss']:.4f} vs "
-                            f"{s.reference_logloss:.4f} on test (+{rise:.4f})")
+            incr.append(f"{s.name}: {_drifted_outputs(s.prediction_drifted)} drifted")
+        if s.quality and s.reference_loss is not None and s.loss in s.quality:
+            mode, text = loss_verdict(s.loss, s.quality[s.loss], s.reference_loss, cfg)
+            {"full": full, "incremental": incr}.get(mode, []).append(f"{s.name}: {text}")
     if incr and not full and streak >= cfg.max_incremental_in_a_row:
         full.append(f"{streak} incremental retrainings in a row (limit "
                     f"{cfg.max_incremental_in_a_row}): time for a full one")
@@ -179,11 +263,12 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log"),
         raise TarnError("nothing in production to monitor", "promote a version first")
     lineage = reg.lineage(production)
     step(f"loading production version {production}")
-    model = reg.load_model(production)
+    model, card = reg.load_with_card(production)
+    task = Task.from_card(card)  # what the version predicts, with its own threshold
     train = load_split(params, root, "train")
     reference = train.frame
-    ref_proba = model.predict_proba(train.X)[:, 1]
-    ref_logloss = reg.run_metrics(production).get("test_logloss")
+    ref_scores = task.scores(model, train.X)
+    ref_loss = reg.run_metrics(production).get(f"test_{task.loss}")
     out = root / params.monitor.reports
     out.mkdir(parents=True, exist_ok=True)
     seen = set(lineage.batches)
@@ -191,11 +276,12 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log"),
     reports: list[SourceReport] = []
     if "lake" in sources:
         step(f"drift on {len(fresh)} new lake batch(es)")
-        reports.append(_lake_source(params, root, fresh, reference, ref_proba, model, out,
-                                    ref_logloss))
+        reports.append(_lake_source(params, root, fresh, reference, ref_scores, model, task,
+                                    out, ref_loss))
     if "log" in sources:
         step("drift on the prediction log")
-        reports.append(_log_source(params, root, reference, ref_proba, out, production))
+        reports.append(_log_source(params, root, reference, ref_scores, task, out,
+                                   production))
     result = MonitorResult(production, fresh, reports,
                            decide(reports, params, lineage.incremental_streak))
     (out / "monitor.json").write_text(json.dumps(result.as_dict(), indent=2, default=float))
@@ -204,26 +290,29 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log"),
     return result
 
 
-def _lake_source(params, root, fresh, reference, ref_proba, model, out,
-                 ref_logloss) -> SourceReport:
+def _lake_source(params, root, fresh, reference, ref_scores, model, task: Task, out,
+                 ref_loss) -> SourceReport:
     from tarn.core.features import to_model_frame
     from tarn.core.ingest import read_batches
 
     if not fresh:
-        return SourceReport("lake", problems=["no new lake batches"])
+        return SourceReport("lake", loss=task.loss, problems=["no new lake batches"])
     try:
         current, notes = read_batches(params, root, fresh)  # the ETL's own code path
     except EtlError as e:
-        return SourceReport("lake", schema_change=e.message, problems=[str(e)])
+        return SourceReport("lake", loss=task.loss, schema_change=e.message, problems=[str(e)])
     if current.empty:
-        return SourceReport("lake", problems=notes + ["no usable rows in the new batches"])
-    proba = model.predict_proba(to_model_frame(current, params.schema, params.prepare))[:, 1]
-    rep = analyse("lake", current, reference, params, out, proba, ref_proba, True, ref_logloss)
+        return SourceReport("lake", loss=task.loss,
+                            problems=notes + ["no usable rows in the new batches"])
+    scores = task.scores(model, to_model_frame(current, params.schema, params.prepare))
+    rep = analyse("lake", current, reference, params, out, task, scores, ref_scores, True,
+                  ref_loss)
     rep.problems = notes
     return rep
 
 
-def _log_source(params, root, reference, ref_proba, out, version: str) -> SourceReport:
+def _log_source(params, root, reference, ref_scores, task: Task, out,
+                version: str) -> SourceReport:
     """Drift of the inputs the production version itself scored: rows logged by earlier
     versions describe another model's traffic and are skipped (and counted)."""
     log, problems = read_prediction_log(root / params.serve.prediction_log,
@@ -235,14 +324,19 @@ def _log_source(params, root, reference, ref_proba, out, version: str) -> Source
                                    f"other versions than {version}"]
         log = log[mine].reset_index(drop=True)
     if log.empty:
-        return SourceReport("log", problems=problems + [f"no logged rows scored by version "
-                                                        f"{version} yet"])
+        return SourceReport("log", loss=task.loss,
+                            problems=problems + [f"no logged rows scored by version "
+                                                 f"{version} yet"])
     missing = [c for c in params.schema.feature_names if c not in log.columns]
     if missing:
-        return SourceReport("log", schema_change=f"logged inputs lack {missing}",
+        return SourceReport("log", loss=task.loss, schema_change=f"logged inputs lack {missing}",
                             problems=problems)
-    rep = analyse("log", log, reference, params, out, log["proba"].to_numpy(), ref_proba,
-                  False, None)
+    scores = logged_scores(task, log)
+    if scores is None:
+        problems = [*problems, f"the log holds no {task.kind} predictions: only the inputs "
+                               "were compared"]
+    rep = analyse("log", log, reference, params, out, task, scores,
+                  ref_scores if scores is not None else None, False, None)
     rep.problems = problems
     return rep
 
@@ -261,6 +355,7 @@ def _log_mlflow(params: Params, root: Path, result: MonitorResult, out: Path) ->
         for s in result.sources:
             mlflow.log_metrics({f"{s.name}_rows": s.rows, f"{s.name}_drift_share": s.drift_share,
                                 f"{s.name}_prediction_drift": float(s.prediction_drift)})
-            if s.quality:
-                mlflow.log_metrics({f"{s.name}_{k}": v for k, v in s.quality.items()})
+            if s.quality:  # the figures (multiclass per-class tables stay in monitor.json)
+                mlflow.log_metrics({f"{s.name}_{k}": v for k, v in s.quality.items()
+                                    if isinstance(v, int | float)})
         mlflow.log_artifacts(str(out), "monitor")

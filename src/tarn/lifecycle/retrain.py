@@ -2,6 +2,10 @@
 (the whole DVC pipeline on a fresh snapshot), chosen by the monitor's decision, then promoted
 through the same gates as any other version.
 
+Every task is continued the same way: the parent's own estimator (XGBClassifier for binary and
+multiclass, XGBRegressor for regression) with its objective, and the new version inherits the
+parent's card (task, classes, decision threshold, contract), not today's params.yaml.
+
 Incremental keeps the production normalization frozen (refitting it under the old trees would
 silently change what every old tree sees) and adds trees with ``xgb_model=``. The number of
 new trees is found by early stopping on a slice of the new data, then the continuation is
@@ -23,8 +27,9 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from tarn.config import Params
+from tarn.config import Params, PrepareConfig, SchemaConfig
 from tarn.core.progress import Step, no_steps
+from tarn.core.task import Task
 from tarn.errors import TarnError
 
 NEW_DATA_MANIFEST = "lineage/new_data_manifest.json"  # in the run of an incremental version
@@ -48,10 +53,12 @@ class RetrainResult:
 def incremental_fit(pipe: Pipeline, X: pd.DataFrame, y: np.ndarray, w: np.ndarray | None,
                     X_hold: pd.DataFrame, y_hold: np.ndarray, rounds: int,
                     early_stopping: int, n_jobs: int = 2, lr_scale: float = 1.0) -> Pipeline:
-    """Continue boosting ``pipe`` on (X, y); the normalization step stays as fitted."""
-    from xgboost import XGBClassifier
-
+    """Continue boosting ``pipe`` on (X, y); the normalization step stays as fitted. The
+    continuation is the parent's own estimator type with its own parameters (objective and
+    eval metric included): XGBClassifier for binary and multiclass, XGBRegressor for
+    regression."""
     pre, old = pipe.steps[0][1], pipe.steps[-1][1]
+    estimator = type(old)
     booster = old.get_booster()
     start = booster.num_boosted_rounds()
     params = {k: v for k, v in old.get_params().items()
@@ -59,18 +66,30 @@ def incremental_fit(pipe: Pipeline, X: pd.DataFrame, y: np.ndarray, w: np.ndarra
     params["n_jobs"] = n_jobs
     params["learning_rate"] = (params.get("learning_rate") or 0.3) * lr_scale
     z, z_hold = pre.transform(X), pre.transform(X_hold)
-    probe = XGBClassifier(**params, n_estimators=rounds, early_stopping_rounds=early_stopping)
+    probe = estimator(**params, n_estimators=rounds, early_stopping_rounds=early_stopping)
     probe.fit(z, y, sample_weight=w, eval_set=[(z_hold, y_hold)], xgb_model=booster,
               verbose=False)
     # keep the probe's trees up to its best round (at least one new one): exactly the trees
     # early stopping validated, and no second fit
     total = start + max(1, int(probe.best_iteration) + 1 - start)
-    final = XGBClassifier(**params, n_estimators=total)
+    final = estimator(**params, n_estimators=total)
     final.load_model(bytearray(probe.get_booster()[:total].save_raw("json")))
     # n_estimators is metadata after fitting; make it the whole booster's size, which the
     # ONNX converter relies on (it divides tree count by it to count classes)
     final.set_params(n_estimators=final.get_booster().num_boosted_rounds())
     return Pipeline([(pipe.steps[0][0], pre), (pipe.steps[-1][0], final)])
+
+
+def parent_contract(card: dict, params: Params) -> tuple[Task, SchemaConfig, PrepareConfig]:
+    """What the parent version predicts and the contract it was trained on, from its card: a
+    continuation inherits them (task, classes, threshold), whatever params.yaml says today. A
+    version from before cards is binary, on today's contract."""
+    task = Task.from_card(card)
+    if not card.get("schema"):
+        return task, params.schema, params.prepare
+    schema = SchemaConfig.model_validate(card["schema"])
+    prepare = PrepareConfig(**(card.get("prepare") or {}))
+    return task, schema, prepare
 
 
 def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainResult:
@@ -80,7 +99,6 @@ def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainRe
     from tarn.core.model import packaging, schema_hash
     from tarn.core.registry import Registry
     from tarn.core.tags import Lineage
-    from tarn.core.task import Task
     from tarn.core.tracking import git_commit, params_hash
 
     start = time.perf_counter()
@@ -98,24 +116,35 @@ def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainRe
                            "run a full retraining (`tarn retrain --mode full`)")
     if not batches:
         raise RetrainError("no new batches to learn from", "add one with `tarn lake add`")
+    pipe, card = reg.load_with_card(parent)
+    task, schema, prepare = parent_contract(card, params)
+    if task.kind != params.schema.task:
+        raise RetrainError(f"version {parent} is a {task.kind} model, params.yaml says "
+                           f"schema.task: {params.schema.task}",
+                           "run a full retraining (`tarn retrain --mode full`)")
     manifest: list[dict] = []
     data, _ = read_batches(params, root, batches, manifest)
     target = params.schema.target.name
     if len(data) < 20 or data[target].nunique() < 2:
         raise RetrainError(f"only {len(data)} usable new rows", "wait for more data")
     fit, hold = train_test_split(data, test_size=cfg.holdout_fraction, random_state=cfg.seed,
-                                 stratify=data[target])
+                                 stratify=data[target] if task.classification else None)
     fit = pd.concat([fit, replay(params, root, len(fit))], ignore_index=True)
     w = None
-    if params.bias.mitigation == "reweighing":
+    if params.bias.mitigation == "reweighing" and task.classification:  # no groups x labels
         table = bias.reweighing_table(fit, params.bias.reweighing_features, target)
         w = bias.apply_weights(fit, table, params.bias.reweighing_features, target)
-    pipe = reg.load_model(parent)
 
     def xy(df):
-        return to_model_frame(df, params.schema, params.prepare), df[target].to_numpy().astype(int)
+        return to_model_frame(df, schema, prepare), targets(task, df[target])
 
     (X, y), (Xh, yh) = xy(fit), xy(hold)
+    if task.kind == "multiclass" and set(np.unique(y)) != set(range(task.n_classes)):
+        missing = sorted(set(task.classes) - set(task.label_names(np.unique(y))))
+        raise RetrainError(f"the new data (with replayed rows) has no rows of class(es) "
+                           f"{missing}: boosting cannot continue a {task.n_classes}-class "
+                           "model on fewer classes", "raise retrain.replay_ratio, or wait "
+                           "for more data")
     new_pipe = incremental_fit(pipe, X, y, w, Xh, yh, cfg.incremental_rounds,
                                cfg.early_stopping_rounds, params.train.n_jobs,
                                cfg.learning_rate_scale)
@@ -128,22 +157,31 @@ def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainRe
         snapshot_hash=parent_lineage.snapshot_hash,
         params_hash=params_hash(params, ("schema", "prepare", "bias", "retrain")),
         git_commit=git_commit(root), train_rows=len(y), mitigation=params.bias.mitigation)
-    metrics = _compare(params, root, pipe, new_pipe, Xh, yh)
-    flat = {f"{k}_{s}_{m}": v for k, d in metrics.items() for s, q in d.items()
-            for m, v in q.items() if m in ("logloss", "roc_auc")}
-    # the same names the evaluate stage logs for a full version: monitoring compares new
-    # data with them, `tarn status` shows them
-    flat.update({f"test_{m}": v for m, v in metrics["new"]["test"].items()
-                 if isinstance(v, float)})
+    metrics = _compare(params, root, task, pipe, new_pipe, Xh, yh)
     out = reg.register(new_pipe, lineage, "retrain-incremental",
                        {"parent_version": parent, "new_trees": trees -
                         pipe.steps[-1][1].get_booster().num_boosted_rounds(),
-                        "new_rows": len(y)}, flat,
-                       packaging(params.schema, params.prepare,
-                                 Task.of(params.schema, params.train.threshold), new_pipe, X),
+                        "new_rows": len(y)}, flat_metrics(task, metrics),
+                       packaging(schema, prepare, task, new_pipe, X),
                        {NEW_DATA_MANIFEST: {"files": manifest}})
     return RetrainResult("incremental", parent, out.version, metrics=metrics,
                          duration_s=time.perf_counter() - start)
+
+
+def targets(task: Task, values: pd.Series) -> np.ndarray:
+    """Curated target values as the model learns them: class indexes, or numbers."""
+    return values.to_numpy().astype(np.int64 if task.classification else np.float64)
+
+
+def flat_metrics(task: Task, metrics: dict) -> dict[str, float]:
+    """Pure: the figures logged with an incremental version. ``test_<metric>`` are the names
+    the evaluate stage logs for a full version (monitoring reads ``test_<loss>``, `tarn status`
+    shows them); ``<old|new>_<test|new_data>_<metric>`` compare parent and continuation."""
+    flat = {f"{k}_{s}_{m}": float(v) for k, d in metrics.items() for s, q in d.items()
+            for m, v in q.items() if m in task.metrics}
+    flat.update({f"test_{m}": float(v) for m, v in metrics["new"]["test"].items()
+                 if isinstance(v, int | float) and not isinstance(v, bool)})
+    return flat
 
 
 def replay(params: Params, root: Path, n_new: int) -> pd.DataFrame:
@@ -158,20 +196,18 @@ def replay(params: Params, root: Path, n_new: int) -> pd.DataFrame:
     return train.sample(n=min(n, len(train)), random_state=params.retrain.seed)
 
 
-def _compare(params: Params, root: Path, old: Pipeline, new: Pipeline, Xh: pd.DataFrame,
-             yh: np.ndarray) -> dict:
-    """Old vs new model on the original test split and on the new data's held-out slice."""
+def _compare(params: Params, root: Path, task: Task, old: Pipeline, new: Pipeline,
+             Xh: pd.DataFrame, yh: np.ndarray) -> dict:
+    """Old vs new model on the original test split and on the new data's held-out slice, with
+    the task's figures (the threshold is the versions' own)."""
     from tarn.core.catalog import load_split
-    from tarn.core.metrics import quality
 
     test = load_split(params, root, "test")
-    out = {}
-    for name, m in (("old", old), ("new", new)):
-        out[name] = {
-            "test": quality(test.y, m.predict_proba(test.X)[:, 1], 0.5, 10),
-            "new_data": quality(yh, m.predict_proba(Xh)[:, 1], 0.5, 10),
-        }
-    return out
+    bins = params.evaluate.calibration_bins
+    y_test = targets(task, pd.Series(test.y))
+    return {name: {"test": task.quality(y_test, task.scores(m, test.X), bins),
+                   "new_data": task.quality(yh, task.scores(m, Xh), bins)}
+            for name, m in (("old", old), ("new", new))}
 
 
 def _dvc() -> str:
@@ -192,12 +228,17 @@ def _compare_versions(params: Params, root: Path, old: str, new: str,
     from tarn.core.registry import Registry
 
     reg = Registry(params.mlflow, root, params.promote.alias)
+    new_pipe, card = reg.load_with_card(new)
+    old_pipe, old_card = reg.load_with_card(old)
+    task = Task.from_card(card)
+    if Task.from_card(old_card).kind != task.kind:
+        return {}  # a change of task: no figure compares the two
     data, _ = read_batches(params, root, batches)
     if data.empty:
         return {}
     X = to_model_frame(data, params.schema, params.prepare)
-    y = data[params.schema.target.name].to_numpy().astype(int)
-    return _compare(params, root, reg.load_model(old), reg.load_model(new), X, y)
+    y = targets(task, data[params.schema.target.name])
+    return _compare(params, root, task, old_pipe, new_pipe, X, y)
 
 
 def run_full(params: Params, root: Path, dvc: str | None = None,
