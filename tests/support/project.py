@@ -34,8 +34,8 @@ def repo_params_dict() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
-def write_params(root: Path, overrides: dict | None = None) -> Params:
-    """params.yaml in ``root``: the repo's, with nested ``overrides`` applied."""
+def params_dict(overrides: dict | None = None) -> dict:
+    """The repo's params.yaml as a dict, with ``overrides`` (dotted keys) applied."""
     raw = repo_params_dict()
     for dotted, value in (overrides or {}).items():
         node = raw
@@ -43,6 +43,12 @@ def write_params(root: Path, overrides: dict | None = None) -> Params:
         for k in parents:
             node = node.setdefault(k, {})
         node[leaf] = value
+    return raw
+
+
+def write_params(root: Path, overrides: dict | None = None) -> Params:
+    """params.yaml in ``root``: the repo's, with nested ``overrides`` applied."""
+    raw = params_dict(overrides)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return params_from_dict(raw)
 

@@ -63,3 +63,46 @@ def test_data_bias_covers_every_sensitive_feature():
     rates = {g: v["positive_rate"] for g, v in sex["groups"].items()}
     assert sex["disparate_impact_min"] == pytest.approx(rates["Female"] / rates["Male"])
     assert sex["passes_four_fifths"] is False
+
+
+def _schema(task_kind: str):
+    from tests.support.project import params_dict
+    from tests.support.tasks import task_params
+
+    return params_from_dict(params_dict(task_params(task_kind)))
+
+
+def test_multiclass_reweighing_makes_class_shares_equal_across_groups():
+    params = _schema("multiclass")
+    # group A: classes 0,0,0,1,2 ; group B: 0,1,1,2,2,2 (every cell seen)
+    df = pd.DataFrame({c: [1.0] * 11 for c in params.schema.feature_names})
+    df["group"] = ["A"] * 5 + ["B"] * 6
+    df["species"] = [0, 0, 0, 1, 2, 0, 1, 1, 2, 2, 2]
+    t = bias.reweighing_table(df, ["group"], "species").set_index(["group", "label"])["weight"]
+    # P(A)=5/11, P(class 0)=4/11, P(A, 0)=3/11
+    assert t[("A", 0)] == pytest.approx((5 / 11) * (4 / 11) / (3 / 11))
+    w = bias.apply_weights(df, bias.reweighing_table(df, ["group"], "species"), ["group"],
+                           "species")
+    rep = bias.data_bias(df, params.schema, params.bias, w)["features"]["group"]
+    assert rep["statistical_parity_difference"] == pytest.approx(0.0, abs=1e-12)
+    raw = bias.data_bias(df, params.schema, params.bias)["features"]["group"]
+    # class 0: A .6, B 1/6 is the largest share difference (class 2: .2 vs .5)
+    assert raw["gap"] == pytest.approx(0.6 - 1 / 6)
+    assert raw["groups"]["B"]["class_shares"]["virginica"] == pytest.approx(0.5)
+
+
+def test_regression_bias_is_the_target_per_group_and_it_is_not_reweighed():
+    params = _schema("regression")
+    df = pd.DataFrame({c: [1.0] * 6 for c in params.schema.feature_names})
+    df["sex"] = ["one"] * 3 + ["two"] * 3
+    df["progression"] = [1.0, 2.0, 3.0, 3.0, 4.0, 5.0]
+    rep = bias.data_bias(df, params.schema, params.bias)
+    f = rep["features"]["sex"]
+    assert f["groups"]["one"]["mean"] == 2.0 and f["groups"]["two"]["q50"] == 4.0
+    std = float(np.std(df["progression"]))
+    assert f["gap"] == f["mean_gap"] == pytest.approx(2.0 / std)
+    assert f["groups"]["two"]["mean_difference"] == pytest.approx(2.0 / std)
+    assert "disparate_impact_min" not in f  # no label: no impact ratio to pretend
+    assert bias.reweighing_note("regression", ["sex"]) == bias.REWEIGHING_NOT_APPLICABLE
+    assert bias.reweighing_note("multiclass", ["group"]) == ""
+    assert "no reweighing feature" in bias.reweighing_note("binary", [])
