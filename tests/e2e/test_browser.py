@@ -262,3 +262,76 @@ def test_csv_in_the_lakes_format_and_the_contract(client, deployed, served_proje
 def test_nothing_is_fetched_elsewhere_and_nothing_failed(client):
     assert client.outside == []  # no CDN: onnxruntime-web and its wasm come from the server
     assert client.errors == []
+
+
+# --------------------------------------------------------------------------- other tasks
+@pytest.fixture(scope="module")
+def multiclass_page(browser, tmp_path_factory):
+    """(params, root, server, Page): a multiclass version served, its page loaded."""
+    from tests.support.task_models import served_task_project
+
+    root = tmp_path_factory.mktemp("browser-multiclass")
+    # a contract whose missing marker is not the demo's "?": the page must read it
+    params, server = served_task_project(root, "multiclass",
+                                         **{"schema.missing_values": ["NA", ""]})
+    context = browser.new_context()
+    page = Page(context, server.url)
+    page.page.goto(f"{server.url}/client")
+    page.page.wait_for_function("window.tarnReady === true || window.tarnError !== null",
+                                timeout=120_000)
+    yield params, root, server, page
+    context.close()
+    server.stop()
+
+
+def test_multiclass_page_gives_every_class_like_the_backend(multiclass_page):
+    """Every class's probability and the most probable class's name, from a CSV whose missing
+    cells use the contract's own marker ("NA": the page reads it from schema.json)."""
+    import pandas as pd
+
+    from tarn.core.catalog import load_split
+
+    params, root, server, client = multiclass_page
+    page = client.page
+    assert page.evaluate("window.tarnError") is None
+    assert page.get_attribute("body", "data-task") == "multiclass"
+    assert '"NA"' in page.text_content("#csv-missing")
+    header = "sepal_length,sepal_width,petal_length,petal_width,group"
+    read = page.evaluate("""(text) => { try { const c = window.tarn.csvColumns(text);
+        return Number.isNaN(c.columns.sepal_width[0]) ? "missing" : "read"; }
+        catch (e) { return e.message; } }""", f"{header}\n5.1,NA,1.4,0.2,A\n")
+    assert read == "missing"  # this contract's marker
+    read = page.evaluate("""(text) => { try { window.tarn.csvColumns(text); return "read"; }
+        catch (e) { return e.message; } }""", f"{header}\n5.1,?,1.4,0.2,A\n")
+    assert "not a number" in read  # the demo's "?" means nothing here
+    frame = load_split(params, root, "test").frame.head(15)
+    cols = [c.name for c in params.schema.columns]
+    rows = [{k: (None if pd.isna(v) else v) for k, v in r.items()}
+            for r in frame[cols].astype(object).to_dict("records")]
+    answer = server.http.post("/predict", json=rows).json()["predictions"]
+    classes = list(params.schema.classes)
+    want = np.array([[p["probabilities"][c] for c in classes] for p in answer])
+    text = pd.DataFrame(rows).to_csv(index=False, na_rep="NA").encode()
+    page.set_input_files("#csv", files=[{"name": "iris.csv", "mimeType": "text/csv",
+                                         "buffer": text}])
+    page.wait_for_selector("#csv-status[data-run='1']")
+    assert page.get_attribute("#csv-status", "data-state") == "done", \
+        page.text_content("#csv-status")
+    shown = page.eval_on_selector_all(
+        "#csv-results tbody tr",
+        "trs => trs.map(t => [t.dataset.probabilities, t.dataset.label, t.dataset.class])")
+    import json
+
+    got = np.array([[json.loads(p)[c] for c in classes] for p, _, _ in shown])
+    assert got.shape == want.shape and float(np.abs(got - want).max()) <= TOLERANCE
+    assert [int(lab) for _, lab, _ in shown] == [p["label"] for p in answer]
+    assert [name for _, _, name in shown] == [p["class"] for p in answer]
+    # the form: one row, every class named in the result
+    fill_form(page, {k: v for k, v in rows[0].items()})
+    page.click("#predict")
+    page.wait_for_selector("#result[data-run='1']")
+    probs = json.loads(page.get_attribute("#result", "data-probabilities"))
+    assert abs(probs[classes[0]] - want[0, 0]) <= TOLERANCE
+    assert page.get_attribute("#result", "data-class") == answer[0]["class"]
+    assert all(c in page.text_content("#result") for c in classes)
+    assert client.outside == [] and client.errors == []

@@ -17,11 +17,14 @@ from tarn.core.catalog import load_split
 from tarn.core.features import to_model_frame
 from tarn.core.task import Task
 from tarn.edge.runner import predict_csv
-from tarn.stages import etl, prepare, snapshot
-from tests.support.servers import free_port
-from tests.support.serving import Server, server_env, wait_version
-from tests.support.task_models import fit_version, force_production, narrower, registry
-from tests.support.tasks import task_project
+from tests.support.serving import wait_version
+from tests.support.task_models import (
+    fit_version,
+    force_production,
+    narrower,
+    registry,
+    served_task_project,
+)
 
 pytestmark = pytest.mark.slow
 DROPPED = {"multiclass": "sepal_width", "regression": "bp"}  # required in both contracts
@@ -32,17 +35,7 @@ def project(request, tmp_path_factory):
     """(kind, params, root, server) with version 1 (the full contract) in production."""
     kind = request.param
     root = tmp_path_factory.mktemp(f"served-{kind}")
-    params = task_project(root, kind, **{
-        "serve.poll_interval_s": 0.5, "serve.notify_url": "",
-        "serve.log_flush_interval_s": 0.3, "serve.log_file_idle_s": 0.5})
-    snapshot.run(params, root)
-    etl.run(params, root)
-    prepare.run(params, root)
-    assert fit_version(params, root) == "1"
-    server = Server(root, root / "params.yaml", free_port(), server_env())
-    force_production(params, root, "1")
-    server.admin()
-    wait_version(server, "1", timeout=120)
+    params, server = served_task_project(root, kind)
     yield kind, params, root, server
     server.stop()
 

@@ -51,3 +51,29 @@ def registry(params: Params, root: Path) -> Registry:
 def force_production(params: Params, root: Path, version: str) -> None:
     """Make ``version`` production without the gates (the registry applies it)."""
     registry(params, root).promote(version, None, reason="test")
+
+
+def served_task_project(root: Path, kind: str, **overrides):
+    """(params, Server): a ``kind`` project (tests.support.tasks) prepared by the real stages,
+    version 1 fitted here and in production, and a real `tarn serve` serving it."""
+    from tarn.stages import etl, prepare, snapshot
+    from tests.support.servers import free_port
+    from tests.support.serving import Server, server_env, wait_version
+    from tests.support.tasks import task_project
+
+    params = task_project(root, kind, **{
+        "serve.poll_interval_s": 0.5, "serve.notify_url": "",
+        "serve.log_flush_interval_s": 0.3, "serve.log_file_idle_s": 0.5, **overrides})
+    snapshot.run(params, root)
+    etl.run(params, root)
+    prepare.run(params, root)
+    assert fit_version(params, root) == "1"
+    server = Server(root, root / "params.yaml", free_port(), server_env())
+    try:
+        force_production(params, root, "1")
+        server.admin()
+        wait_version(server, "1", timeout=120)
+    except BaseException:
+        server.stop()
+        raise
+    return params, server

@@ -7,8 +7,15 @@
  *   strings  -> string  [n, 1], the bundle's missing category (schema.json
  *               missing.onnx_string_feed, "missing") when missing: the graph has no string
  *               imputer, the Python pipeline imputes that same category.
- * CSV cells are read like tarn.edge_runner.read_csv_columns: an empty cell or "?" (the
- * contract's missing markers, schema.json missing_values) is missing.
+ * CSV cells are read like tarn.edge_runner.read_csv_columns: a cell holding one of the
+ * contract's missing markers (schema.json missing_values; an empty cell when it has none) is
+ * missing.
+ *
+ * What a row gets depends on the task the version was trained for (metadata.json task, classes,
+ * threshold, as the server answers /predict): binary, the probability of class 1 and the label
+ * (1 when it reaches the version's threshold) with its class name; multiclass, every class's
+ * probability and the most probable class; regression, the predicted value (graph output
+ * "variable").
  *
  * One vocabulary with the ETL and the server: a CSV header or a record key may be a column's
  * name or one of its aliases (schema.json columns[].aliases), compared after the ETL's
@@ -18,15 +25,17 @@
  *
  * For tests and scripts: window.tarnReady (true once the session is loaded), window.tarnError
  * (a message when loading failed), window.tarn.predict(records) and window.tarnResults; every
- * shown probability carries its full-precision value in a data-probability attribute.
+ * shown probability carries its full-precision value in a data-probability attribute (binary),
+ * data-probabilities (multiclass, JSON by class name) or data-prediction (regression).
  */
 "use strict";
 
 (function () {
   const PROBA_OUTPUT = "probabilities";
+  const VALUE_OUTPUT = "variable";
   const DEFAULT_MISSING = "missing";
   const DEFAULT_THRESHOLD = 0.5;
-  const CSV_MISSING = new Set(["", "?"]);
+  const CSV_MISSING = new Set([""]);  // a bundle whose contract names no markers
   const CSV_SHOWN_ROWS = 1000;  // every row is scored; the table shows the first ones
   const CHUNK_ROWS = 4096;
 
@@ -34,7 +43,8 @@
   const state = {
     session: null, metadata: null, schema: null, fields: [], missing: DEFAULT_MISSING,
     threshold: DEFAULT_THRESHOLD, queue: Promise.resolve(), formRuns: 0, csvRuns: 0,
-    lookup: new Map(), csvMissing: CSV_MISSING, rules: [],
+    lookup: new Map(), csvMissing: CSV_MISSING, rules: [], task: "binary", classes: ["0", "1"],
+    output: PROBA_OUTPUT,
   };
 
   /** The ETL's header rule (tarn.core.schema.normalize_name). */
@@ -59,6 +69,19 @@
     }
     state.csvMissing = Array.isArray(schema.missing_values) ? new Set(schema.missing_values)
       : CSV_MISSING;
+    const shown = [...state.csvMissing].map((m) => (m === "" ? "an empty cell" : `"${m}"`));
+    $("csv-missing").textContent = shown.join(" or ");
+  }
+
+  /** Task, classes and threshold of the version (bundles before tasks: binary). */
+  function readTask(metadata) {
+    state.task = ["binary", "multiclass", "regression"].includes(metadata.task)
+      ? metadata.task : "binary";
+    state.classes = Array.isArray(metadata.classes) && metadata.classes.length
+      ? metadata.classes.map(String) : (state.task === "regression" ? [] : ["0", "1"]);
+    state.threshold = Number.isFinite(metadata.threshold) ? metadata.threshold : DEFAULT_THRESHOLD;
+    state.output = state.task === "regression" ? VALUE_OUTPUT : PROBA_OUTPUT;
+    document.body.dataset.task = state.task;
   }
 
   /** The column a header name or record key means, or undefined. */
@@ -131,7 +154,7 @@
     ]);
     state.metadata = metadata;
     state.schema = schema;
-    state.threshold = Number.isFinite(metadata.threshold) ? metadata.threshold : DEFAULT_THRESHOLD;
+    readTask(metadata);
     state.missing = (schema.missing && schema.missing.onnx_string_feed) || DEFAULT_MISSING;
     readContract(schema);
     $("model-name").textContent = metadata.name || "?";
@@ -157,8 +180,9 @@
     const session = await ort.InferenceSession.create(bytes, {
       executionProviders: ["wasm"], graphOptimizationLevel: "all", logSeverityLevel: 3,
     });
-    if (!session.outputNames.includes(PROBA_OUTPUT)) {
-      throw new Error(`the model has no ${PROBA_OUTPUT} output (has ${session.outputNames})`);
+    if (!session.outputNames.includes(state.output)) {
+      throw new Error(`the ${state.task} model has no ${state.output} output (has ` +
+                      `${session.outputNames})`);
     }
     state.fields = graphFields(session, schema);
     state.session = session;
@@ -166,7 +190,9 @@
     buildForm(schema);
     $("predict").disabled = false;
     $("csv").disabled = false;
-    setStatus("ready", `Ready: scoring runs in this browser (threshold ${state.threshold}).`);
+    const what = state.task === "binary" ? `threshold ${state.threshold}`
+      : state.task === "multiclass" ? `classes ${state.classes.join(", ")}` : "regression";
+    setStatus("ready", `Ready: scoring runs in this browser (${what}).`);
     document.body.dataset.ready = "true";
     window.tarnReady = true;
   }
@@ -201,23 +227,41 @@
     const n = end - start;
     const part = {};
     for (const f of state.fields) part[f.name] = columns[f.name].slice(start, end);
-    const out = await state.session.run(buildFeeds(part, n), [PROBA_OUTPUT]);
-    const t = out[PROBA_OUTPUT];
-    const width = t.dims[1];
-    const proba = new Array(n);
-    for (let i = 0; i < n; i++) proba[i] = t.data[i * width + 1];  // positive class
-    return proba;
+    const out = await state.session.run(buildFeeds(part, n), [state.output]);
+    const t = out[state.output];
+    const width = t.dims.length > 1 ? t.dims[1] : 1;
+    const scores = new Array(n);
+    for (let i = 0; i < n; i++) {
+      if (state.task === "multiclass") {
+        scores[i] = Array.from(t.data.slice(i * width, (i + 1) * width));
+      } else if (state.task === "binary") scores[i] = t.data[i * width + 1];  // class 1
+      else scores[i] = t.data[i * width];
+    }
+    return scores;
   }
 
-  /** Probability and label per row, from input columns (arrays of equal length). */
+  /** A row's result from its score, as the server's /predict answers it. */
+  function result(score) {
+    if (state.task === "regression") return { prediction: score };
+    if (state.task === "binary") {
+      const label = score >= state.threshold ? 1 : 0;
+      return { probability: score, label, class: state.classes[label] };
+    }
+    let label = 0;
+    for (let k = 1; k < score.length; k++) if (score[k] > score[label]) label = k;
+    const probabilities = Object.fromEntries(state.classes.map((c, k) => [c, score[k]]));
+    return { probabilities, label, class: state.classes[label] };
+  }
+
+  /** One result per row (see result()), from input columns (arrays of equal length). */
   function predictColumns(columns, n) {
     // One run at a time: a wasm session is not reentrant.
     const job = state.queue.then(async () => {
-      const proba = [];
+      const scores = [];
       for (let s = 0; s < n; s += CHUNK_ROWS) {
-        proba.push(...(await runChunk(columns, s, Math.min(n, s + CHUNK_ROWS))));
+        scores.push(...(await runChunk(columns, s, Math.min(n, s + CHUNK_ROWS))));
       }
-      return proba.map((p) => ({ probability: p, label: p >= state.threshold ? 1 : 0 }));
+      return scores.map(result);
     });
     state.queue = job.catch(() => {});
     return job;
@@ -304,18 +348,38 @@
       const [r] = await predict([formRecord()]);
       state.formRuns += 1;
       out.classList.remove("error");
-      out.dataset.probability = String(r.probability);
-      out.dataset.label = String(r.label);
+      for (const k of ["probability", "probabilities", "prediction", "label", "class"]) {
+        delete out.dataset[k];
+      }
+      const version = `model version ${state.metadata.version}`;
+      if (state.task === "regression") {
+        out.dataset.prediction = String(r.prediction);
+        out.title = String(r.prediction);
+        out.textContent = `Prediction ${formatValue(r.prediction)} (${version})`;
+      } else if (state.task === "binary") {
+        out.dataset.probability = String(r.probability);
+        out.title = String(r.probability);
+        out.textContent = `Probability ${r.probability.toFixed(4)}, label ${r.label} ` +
+          `(${r.class}; ${version}, threshold ${state.threshold})`;
+      } else {
+        out.dataset.probabilities = JSON.stringify(r.probabilities);
+        out.title = out.dataset.probabilities;
+        const each = state.classes.map((c) => `${c} ${r.probabilities[c].toFixed(4)}`);
+        out.textContent = `Class ${r.class} (label ${r.label}; ${version}): ${each.join(", ")}`;
+      }
+      if (state.task !== "regression") {
+        out.dataset.label = String(r.label);
+        out.dataset.class = r.class;
+      }
       out.dataset.version = String(state.metadata.version);
       out.dataset.run = String(state.formRuns);
-      out.title = String(r.probability);
-      out.textContent = `Probability ${r.probability.toFixed(4)}, label ${r.label} ` +
-        `(model version ${state.metadata.version}, threshold ${state.threshold})`;
       window.tarnResults.form = { ...r, run: state.formRuns };
     } catch (e) {
       state.formRuns += 1;
       out.classList.add("error");
-      delete out.dataset.probability;
+      for (const k of ["probability", "probabilities", "prediction", "label", "class"]) {
+        delete out.dataset[k];
+      }
       out.dataset.run = String(state.formRuns);
       out.textContent = `Error: ${e.message || e}`;
     }
@@ -421,12 +485,33 @@
     return isMissing(v) ? "(missing)" : String(v);
   }
 
+  function formatValue(v) {
+    return Math.abs(v) >= 1000 ? v.toFixed(1) : v.toPrecision(6);
+  }
+
+  /** The result columns of the table: [header, cell text, class] per task. */
+  function resultCells(r) {
+    if (state.task === "regression") return [[formatValue(r.prediction), "num prediction"]];
+    if (state.task === "binary") {
+      return [[r.probability.toFixed(4), "num proba"], [String(r.label), "num label"],
+              [r.class, "class"]];
+    }
+    return [[String(r.label), "num label"], [r.class, "class"],
+            ...state.classes.map((c) => [r.probabilities[c].toFixed(4), "num proba"])];
+  }
+
+  function resultHeaders() {
+    if (state.task === "regression") return ["prediction"];
+    if (state.task === "binary") return ["probability", "label", "class"];
+    return ["label", "class", ...state.classes.map((c) => `P(${c})`)];
+  }
+
   function renderTable(columns, results) {
     const table = $("csv-results");
     table.textContent = "";
     const names = state.schema.columns.map((c) => c.name).filter((n) => n in columns);
     const head = table.createTHead().insertRow();
-    for (const h of ["row", "probability", "label", ...names]) {
+    for (const h of ["row", ...resultHeaders(), ...names]) {
       const th = document.createElement("th");
       th.textContent = h;
       head.append(th);
@@ -437,10 +522,14 @@
       const r = results[i];
       const tr = body.insertRow();
       tr.dataset.row = String(i);
-      tr.dataset.probability = String(r.probability);
-      tr.dataset.label = String(r.label);
-      const cells = [[String(i + 1), "num"], [r.probability.toFixed(4), "num proba"],
-                     [String(r.label), "num label"]];
+      if (state.task === "binary") tr.dataset.probability = String(r.probability);
+      if (state.task === "multiclass") tr.dataset.probabilities = JSON.stringify(r.probabilities);
+      if (state.task === "regression") tr.dataset.prediction = String(r.prediction);
+      else {
+        tr.dataset.label = String(r.label);
+        tr.dataset.class = r.class;
+      }
+      const cells = [[String(i + 1), "num"], ...resultCells(r)];
       for (const name of names) {
         const v = columns[name][i];
         cells.push([cellText(v), isMissing(v) ? "missing" : ""]);
@@ -450,19 +539,46 @@
         td.textContent = text;
         if (cls) td.className = cls;
       }
-      tr.cells[1].title = String(r.probability);
+      tr.cells[1].title = String(state.task === "regression" ? r.prediction
+        : state.task === "binary" ? r.probability : tr.dataset.probabilities);
     }
     table.dataset.rows = String(results.length);
     table.hidden = false;
   }
 
+  /** The same columns as `tarn edge predict` writes for the task. */
   function downloadLink(results) {
-    const text = "proba,label\n" + results.map((r) => `${r.probability},${r.label}`).join("\n");
+    let header, line;
+    if (state.task === "binary") {
+      header = "proba,label";
+      line = (r) => `${r.probability},${r.label}`;
+    } else if (state.task === "multiclass") {
+      header = [...state.classes.map((_, k) => `proba_${k}`), "label", "class"].join(",");
+      line = (r) => [...state.classes.map((c) => r.probabilities[c]), r.label,
+                     JSON.stringify(r.class)].join(",");
+    } else {
+      header = "prediction";
+      line = (r) => String(r.prediction);
+    }
+    const text = `${header}\n` + results.map(line).join("\n");
     const a = document.createElement("a");
     a.href = URL.createObjectURL(new Blob([text + "\n"], { type: "text/csv" }));
     a.download = "predictions.csv";
-    a.textContent = "download proba,label";
+    a.textContent = `download ${header}`;
     return a;
+  }
+
+  /** One line about a file's results: labels of class 1, rows per class, or the mean. */
+  function summary(results) {
+    if (state.task === "binary") {
+      return `${results.filter((r) => r.label === 1).length} with label 1`;
+    }
+    if (state.task === "multiclass") {
+      const count = (c) => results.filter((r) => r.class === c).length;
+      return state.classes.map((c) => `${count(c)} ${c}`).join(", ");
+    }
+    const mean = results.reduce((a, r) => a + r.prediction, 0) / results.length;
+    return `mean prediction ${formatValue(mean)}`;
   }
 
   async function onCsv() {
@@ -481,9 +597,8 @@
       const results = await predictColumns(columns, n);
       const ms = performance.now() - t0;
       renderTable(columns, results);
-      const positives = results.filter((r) => r.label === 1).length;
       status.textContent = `${file.name}: ${n} row(s) scored in ${ms.toFixed(0)} ms by model ` +
-        `version ${state.metadata.version}; ${positives} with label 1` +
+        `version ${state.metadata.version}; ${summary(results)}` +
         (n > CSV_SHOWN_ROWS ? `; the table shows the first ${CSV_SHOWN_ROWS}. ` : ". ");
       status.append(downloadLink(results));
       window.tarnResults.csv = { file: file.name, results, run: state.csvRuns };
