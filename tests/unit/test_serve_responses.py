@@ -107,3 +107,26 @@ def test_parity_fails_on_nan_and_on_the_wrong_shape():
     assert not wrong.ok and wrong.max_abs_diff == math.inf
     binary = parity_of(BINARY, np.array([0.29995]), np.array([0.30001]), 1e-4)
     assert binary.max_abs_diff < 1e-4 and not binary.labels_equal  # across the threshold
+
+
+def test_the_served_contract_is_the_versions_card_else_params():
+    """A version is checked against the contract in its card (here: one column fewer and a
+    multiclass task); a version from before cards falls back to today's params.yaml."""
+    from tarn.config import params_from_dict
+    from tarn.core.model import served_contract
+    from tests.support.project import repo_params_dict
+
+    params = params_from_dict(repo_params_dict())
+    raw = params.schema.model_dump(mode="json", by_alias=True)
+    raw["columns"] = [c for c in raw["columns"] if c["name"] != "fnlwgt"]
+    card = {**MULTI.card(), "schema": raw, "threshold": 0.7,
+            "prepare": {"exclude_features": ["race"], "numeric_scaler": "none",
+                        "max_categories": None}}
+    served = served_contract(card, params.schema, params.prepare, 0.5)
+    assert served.from_card and served.task.kind == "multiclass"
+    assert served.task.classes == MULTI.classes and served.task.threshold == 0.7
+    assert "fnlwgt" not in [c.name for c in served.schema.columns]
+    assert served.prepare.exclude_features == ["race"]
+    old = served_contract({}, params.schema, params.prepare, 0.4)
+    assert not old.from_card and old.task.kind == "binary" and old.task.threshold == 0.4
+    assert old.schema is params.schema
