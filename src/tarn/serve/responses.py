@@ -27,11 +27,12 @@ def predict_rows(task: Task, scores: np.ndarray) -> list[dict]:
     scores = np.asarray(scores, dtype=np.float64)
     if task.kind == "regression":
         return [{"prediction": v} for v in scores.tolist()]
-    labels = task.decide(scores).tolist()
     names = task.classes
-    if task.kind == "binary":
-        return [{"probability": p, "label": k, "class": names[k]}
-                for p, k in zip(scores.tolist(), labels, strict=True)]
+    if task.kind == "binary":  # Task.decide's rule, without numpy: the hot single-row path
+        thr, no, yes = task.threshold, names[0], names[1]
+        return [{"probability": p, "label": 1, "class": yes} if p >= thr
+                else {"probability": p, "label": 0, "class": no} for p in scores.tolist()]
+    labels = task.decide(scores).tolist()
     return [{"probabilities": dict(zip(names, row, strict=True)), "label": k, "class": names[k]}
             for row, k in zip(scores.tolist(), labels, strict=True)]
 
