@@ -7,7 +7,7 @@ from tarn.config import params_from_dict
 from tarn.core import bias
 from tarn.core.catalog import SplitData
 from tarn.core.features import to_model_frame
-from tarn.core.metrics import fairness
+from tarn.core.task import Task
 from tarn.stages.train import fit_pipeline
 
 
@@ -41,8 +41,8 @@ def test_reweighing_reduces_demographic_parity_difference():
     dpd = {}
     for name, weight in (("plain", None), ("reweighed", w)):
         pipe = fit_pipeline(data, weight, mp, PARAMS)
-        pred = (pipe.predict_proba(x_test)[:, 1] >= 0.5).astype(int)
-        dpd[name] = fairness(test["y"].to_numpy(), pred, test, ["sex"])["sex"][
-            "demographic_parity_difference"]
+        task = Task.of(PARAMS.schema, 0.5)
+        dpd[name] = task.fairness(test["y"].to_numpy(), task.scores(pipe, x_test), test,
+                                  ["sex"])["sex"]["demographic_parity_difference"]
     assert dpd["plain"] > 0.3  # the injected bias is learned
     assert dpd["reweighed"] < 0.6 * dpd["plain"]  # and reweighing removes much of it
