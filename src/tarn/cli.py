@@ -631,10 +631,13 @@ def retrain(
                   f"in {res.duration_s:.1f} s")
     if res.metrics:
         t = _table("old vs new model", ["data", "metric", "old", "new"])
+        from tarn.config import METRICS_BY_TASK
+
+        names = dict.fromkeys(m for ms in METRICS_BY_TASK.values() for m in ms)
         for data in ("test", "new_data"):
-            for m in ("logloss", "roc_auc"):
-                t.add_row(data, m, f"{res.metrics['old'][data][m]:.4f}",
-                          f"{res.metrics['new'][data][m]:.4f}")
+            for m in (m for m in names if m in res.metrics["old"][data]):  # the task's own
+                t.add_row(data, m, f"{res.metrics['old'][data][m]:.4g}",
+                          f"{res.metrics['new'][data][m]:.4g}")
         console.print(t)
         if res.mode == "full":
             console.print("(a full retraining learned from the new batches: its new_data "

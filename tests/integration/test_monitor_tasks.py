@@ -172,3 +172,27 @@ def test_simulated_batches_pass_the_contract_of_a_non_adult_project(project):
     base = curated[curated["batch"].isin(["0001-train", "0002-train"])]
     first = params.schema.feature_names[0]  # the default covariate columns: two numeric ones
     assert cov[first].mean() > base[first].mean() + 0.2 * base[first].std()
+
+
+def test_tarn_retrain_registers_and_promotes_per_task(project, monkeypatch):
+    """`tarn retrain`: monitor, continue boosting, and promote the version it registered
+    through the gates (generous bounds: the gates themselves are tested elsewhere)."""
+    from typer.testing import CliRunner
+
+    from tarn.cli import app
+    from tests.support.project import set_param
+
+    params, root, _ = project
+    set_param(root, "promote.tolerance", 1.0)
+    set_param(root, "promote.max_demographic_parity_difference", 1.0)
+    simulate.simulate(params, root, "prior", 500, seed=3, positive_rate=0.9, strength=3.0)
+    monkeypatch.chdir(root)
+    res = CliRunner().invoke(app, ["retrain", "--mode", "incremental"], terminal_width=200)
+    print(res.output)
+    assert res.exit_code == 0, res.output
+    assert "incremental retraining from version 1 -> version 2" in res.output
+    task = Task.from_card(Registry(params.mlflow, root).card("2"))
+    for m in task.metrics:  # the table shows the task's figures
+        assert f" {m} " in res.output
+    assert "version 2 is production" in res.output
+    assert Registry(params.mlflow, root).production() == "2"
