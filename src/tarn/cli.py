@@ -354,6 +354,10 @@ def prepare() -> None:
     res = stage.run(c.params, c.root)
     console.print("rows: " + ", ".join(f"{k} {v:,}" for k, v in res.rows.items()))
     for feat, f in res.bias["splits"]["train"]["features"].items():
+        if "disparate_impact_min" not in f:  # regression: the gap between group means
+            if "mean_gap" in f:
+                console.print(f"{feat}: gap between group target means {f['mean_gap']:.3f}")
+            continue
         after = res.bias["train_reweighed"]["features"][feat]["disparate_impact_min"]
         console.print(f"{feat}: disparate impact (min/max) {f['disparate_impact_min']:.3f}, "
                       f"after reweighing {after:.3f}")
@@ -370,9 +374,11 @@ def tune() -> None:
     with bars() as progress:
         res = stage.run(c.params, c.root, progress)
     b = res.best
+    loss = b.get("loss", "val_logloss")  # the key the search minimized (val_logloss|val_rmse)
+    auc = f"AUC {b['val_auc']:.4f}, " if "val_auc" in b else ""
     console.print(f"{b['n_trials']} trials ({b['n_failed']} failed) in {b['duration_s']:.1f} s; "
-                  f"best trial {b['trial']}: val logloss {b['val_logloss']:.4f}, "
-                  f"AUC {b['val_auc']:.4f}, {b['best_iteration'] + 1} rounds")
+                  f"best trial {b['trial']}: {loss.replace('_', ' ')} {b[loss]:.4f}, "
+                  f"{auc}{b['best_iteration'] + 1} rounds")
     console.print(f"MLflow parent run {res.parent_run_id}")
 
 
@@ -400,6 +406,13 @@ def evaluate() -> None:
     with steps("evaluating on the test split"):
         res = stage.run(c.params, c.root)
     m = res.metrics
+    if "roc_auc" not in m:  # multiclass, regression: the task's own figures
+        from tarn.config import METRICS_BY_TASK
+
+        names = dict.fromkeys(k for ks in METRICS_BY_TASK.values() for k in ks)
+        console.print("test: " + ", ".join(f"{k} {m[k]:.4g}" for k in names if k in m))
+        console.print(f"report: {c.root / c.params.paths.reports / 'evaluation.html'}")
+        return
     console.print(f"test: logloss {m['logloss']:.4f}, AUC {m['roc_auc']:.4f}, accuracy "
                   f"{m['accuracy']:.4f}, F1 {m['f1']:.4f}, Brier {m['brier']:.4f}")
     e = res.comparison["effect"]

@@ -196,3 +196,29 @@ def test_tarn_retrain_registers_and_promotes_per_task(project, monkeypatch):
         assert f" {m} " in res.output
     assert "version 2 is production" in res.output
     assert Registry(params.mlflow, root).production() == "2"
+
+
+def test_full_retraining_of_a_regression_project(repo_copy):
+    """`dvc repro` on a fresh snapshot for a regression project, compared with its parent on
+    the task's figures, then promoted."""
+    from tests.support.project import set_param, sh
+    from tests.support.tasks import task_project as raw_task_project
+
+    root = repo_copy
+    sh(root, "git", "init", "-q")
+    params = raw_task_project(root, "regression", **{
+        "tune.max_evals": 3, "tune.n_estimators": 30, "evaluate.evidently": False,
+        "monitor.min_rows": 30, "promote.tolerance": 1000.0,
+        "promote.max_demographic_parity_difference": 1.0})
+    sh(root, "dvc", "repro")
+    reg = Registry(params.mlflow, root)
+    reg.promote("1", None, reason="test fixture")
+    _write(root, "0004-more", _more(diabetes_frame(), 200, np.random.default_rng(9)))
+    set_param(root, "tune.max_evals", 3)  # unchanged: no re-tuning (retrain.retune false)
+    mon, r = retrain.run(params, root, "full")
+    assert mon.new_batches == ["0004-more"]
+    assert r.mode == "full" and r.parent == "1" and r.version == "2", r
+    assert r.promoted, r.refused
+    assert reg.production() == "2" and reg.card("2")["task"] == "regression"
+    assert set(r.metrics["new"]["test"]) >= {"rmse", "mae", "r2"}
+    assert reg.run_metrics("2")["test_rmse"] > 0  # what monitoring reads next time
