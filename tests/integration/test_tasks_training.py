@@ -141,3 +141,25 @@ def test_promotion_gates_use_the_tasks_metric_and_fairness_gap(project):
     p = promote.promote(lenient, root, latest=True)
     assert p.version == second and p.previous == first.version
     assert p.gates.champion_metric == pytest.approx(p.gates.candidate_metric, rel=1e-6)
+
+
+def test_distributed_fit_matches_the_local_one(project):
+    from tarn.core.catalog import load_split
+    from tarn.core.compute import dask_client
+    from tarn.core.task import Task
+    from tarn.stages.train import fit_pipeline
+
+    kind, params, root, *_ = project
+    task = Task.of(params.schema)
+    data, test = load_split(params, root, "train"), load_split(params, root, "test")
+    mp = {"n_estimators": 20, "max_depth": 3, "learning_rate": 0.2, "n_jobs": 1,
+          "tree_method": "hist"}
+    local = fit_pipeline(data, None, mp, params)
+    with dask_client(params.compute, n_workers=2) as client:
+        dist = fit_pipeline(data, None, mp, params, client)
+    assert type(dist[-1]).__name__ == ("XGBRegressor" if kind == "regression"
+                                       else "XGBClassifier")
+    a, b = task.scores(local, test.X), task.scores(dist, test.X)
+    assert a.shape == b.shape == ((len(test.y), 3) if kind == "multiclass" else (len(test.y),))
+    assert task.metric(task.loss, test.y, b) == pytest.approx(
+        task.metric(task.loss, test.y, a), rel=1e-3)
