@@ -222,3 +222,19 @@ def test_full_retraining_of_a_regression_project(repo_copy):
     assert reg.production() == "2" and reg.card("2")["task"] == "regression"
     assert set(r.metrics["new"]["test"]) >= {"rmse", "mae", "r2"}
     assert reg.run_metrics("2")["test_rmse"] > 0  # what monitoring reads next time
+
+
+def test_a_changed_task_in_the_contract_asks_for_a_full_retraining(tmp_path):
+    """The version's card, not params.yaml, says what production predicts: a contract that now
+    says binary cannot be judged with the multiclass model's figures."""
+    from tarn.config import load_params
+    from tests.support.project import set_param
+
+    params, root, df = production_project(tmp_path, "multiclass")
+    _write(root, "0004-plain", df.sample(200, random_state=1))
+    set_param(root, "schema.task", "binary")
+    set_param(root, "schema.target.mapping", {"setosa": 0, "versicolor": 1, "virginica": 1})
+    res = monitor.run(load_params(root / "params.yaml"), root, ("lake",))
+    assert res.decision.mode == "full"
+    assert res.decision.reasons == ["lake: schema change (schema.task is binary, production "
+                                    "version 1 is a multiclass model)"]
