@@ -477,6 +477,7 @@ def promote(
     """
     from tarn.core.registry import PromotionRefused
     from tarn.lifecycle import promote as lifecycle
+    from tarn.lifecycle.gates import GAP_MEASURE
 
     c = ctx()
     if (version is None) == (not latest):
@@ -491,7 +492,8 @@ def promote(
     g = p.gates
     figures = (f"{g.metric} {g.candidate_metric:.4f} (champion "
                f"{'none' if g.champion_metric is None else f'{g.champion_metric:.4f}'}), "
-               + (f"DPD {g.candidate_dpd:.4f}" if g.candidate_dpd is not None
+               + (f"{GAP_MEASURE.get(g.task, 'fairness gap')} {g.candidate_dpd:.4f}"
+                  if g.candidate_dpd is not None
                   else "no fairness gate (promote.fairness_feature not set)")
                if g else "gates skipped (--force)")
     console.print(f"version {p.version} is production (was {p.previous or 'none'}): {figures}")

@@ -105,7 +105,11 @@ class Task:
         if self.kind == "regression":
             return np.asarray(model.predict(X), dtype=np.float64)
         proba = np.asarray(model.predict_proba(X), dtype=np.float64)
-        return proba[:, 1] if self.kind == "binary" else proba
+        if self.kind == "binary":
+            return proba[:, 1]
+        # XGBoost's float32 softmax sums to 1 only within float32 rounding: renormalized in
+        # float64, so every consumer (log loss, the server, monitoring) sees a distribution
+        return proba / proba.sum(axis=1, keepdims=True)
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
         """Labels (class indexes) from scores; for regression the values themselves."""
