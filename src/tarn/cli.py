@@ -526,11 +526,12 @@ def status(
     def fig(x: float | None) -> str:
         return "nan" if x is None else f"{x:.4f}"
 
-    t = _table(f"{s.model}: versions", ["version", "stage", "aliases", "test AUC",
-                                         "test logloss", "promoted", "note"])
+    t = _table(f"{s.model}: versions", ["version", "stage", "aliases", "test figures",
+                                         "promoted", "note"])
     for v in s.versions:
-        t.add_row(v.version, v.stage, ",".join(v.aliases), fig(v.test_auc),
-                  fig(v.test_logloss), v.promoted_at, v.note)
+        t.add_row(v.version, v.stage, ",".join(v.aliases),
+                  ", ".join(f"{m} {fig(x)}" for m, x in v.figures.items()) or "nan",
+                  v.promoted_at, v.note)
     console.print(t)
     console.print(f"production: version {s.production or 'none'} (alias {s.alias!r})")
     console.print(f"client bundle: {s.bundle or 'none published'}"

@@ -197,6 +197,12 @@ def test_tarn_retrain_registers_and_promotes_per_task(project, monkeypatch):
     assert "version 2 is production" in res.output
     assert Registry(params.mlflow, root).production() == "2"
 
+    res = CliRunner().invoke(app, ["status"], terminal_width=250)
+    assert res.exit_code == 0, res.output
+    for m in task.metrics:  # both versions show their task's test figures, not "nan"
+        assert res.output.count(f"{m} ") >= 2, res.output
+    assert "production: version 2" in res.output
+
 
 def test_full_retraining_of_a_regression_project(repo_copy):
     """`dvc repro` on a fresh snapshot for a regression project, compared with its parent on

@@ -8,10 +8,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tarn.config import Params
+from tarn.config import METRICS_BY_TASK, Params
 from tarn.core.registry import Registry
 from tarn.core.tags import DeploymentRecord, PromotionRecord
 from tarn.edge.export import current_bundle, current_version
+
+# every task's quality figures, in a stable order (a version logs its own task's as test_<m>)
+TEST_FIGURES = tuple(dict.fromkeys(m for ms in METRICS_BY_TASK.values() for m in ms))
 
 
 @dataclass(frozen=True)
@@ -19,8 +22,7 @@ class VersionRow:
     version: str
     stage: str
     aliases: list[str]
-    test_auc: float | None
-    test_logloss: float | None
+    figures: dict[str, float]  # test figures the version logged (its task's metrics)
     promoted_at: str
     note: str
 
@@ -77,7 +79,7 @@ def status(params: Params, root: Path, server_url: str = "") -> Status:
         rows.append(VersionRow(
             str(v.version), v.current_stage,
             [a for a, n in aliases.items() if n == str(v.version)],
-            mets.get("test_roc_auc"), mets.get("test_logloss"),
+            {m: mets[f"test_{m}"] for m in TEST_FIGURES if f"test_{m}" in mets},
             PromotionRecord.from_tags(tags).promoted_at,
             DeploymentRecord.from_tags(tags).deployment_note))
     url = server_url or params.serve.notify_url
