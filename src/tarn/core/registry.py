@@ -31,7 +31,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import pandas as pd
 
 from tarn.config import MlflowConfig
@@ -233,10 +232,6 @@ class Registry:
         pipe, card = self.load_with_card(version)
         task = Task.from_card(card)
         return task, task.scores(pipe, X)
-
-    def predict_proba(self, version: str, X: pd.DataFrame) -> np.ndarray:
-        """P(class 1) of a binary version."""
-        return np.asarray(self.load_model(version).predict_proba(X))[:, 1]
 
     def input_schema(self, version: str) -> dict[str, tuple[str, bool]]:
         from mlflow.models import get_model_info
