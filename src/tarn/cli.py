@@ -616,7 +616,10 @@ def _print_monitor(res) -> None:
         t.add_row(s.name, f"{s.rows:,}", ", ".join(s.drifted) or "-", f"{s.drift_share:.0%}",
                   "yes" if s.prediction_drift else "no",
                   f"{s.loss} {s.quality[s.loss]:.4g}" if s.quality else "-",
-                  "; ".join([s.schema_change, *s.problems]).strip("; "))
+                  "; ".join([s.schema_change, *s.problems, *(
+                      [f"within sampling noise at {s.rows:,} rows: " + ", ".join(
+                          f"{c} (noise {f:.3g})" for c, f in s.within_noise.items())]
+                      if s.within_noise else [])]).strip("; "))
     console.print(t)
     console.print(f"decision: [bold]{res.decision.mode}[/] - " + "; ".join(res.decision.reasons))
     for s in res.sources:

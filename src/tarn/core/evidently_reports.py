@@ -182,6 +182,39 @@ def drifted_columns(report_json: dict) -> dict[str, dict]:
     return out
 
 
+# drift methods whose score is a distance (drift when at or over the threshold); the others
+# return p-values, which already account for the sample size
+DISTANCES = frozenset({"wasserstein", "jensenshannon", "hellinger", "kl_div", "psi", "ed"})
+
+
+def noise_floor(reference: pd.Series, rows: int, numeric: bool, method: str,
+                threshold: float, draws: int = 30, quantile: float = 0.95,
+                seed: int = 0) -> float:
+    """The distance ``method`` gives ``rows`` rows drawn from the reference itself: its
+    ``quantile`` over ``draws`` draws, i.e. what sampling noise alone scores at this size.
+
+    A distance threshold such as Wasserstein 0.1 is meant for thousands of rows: on 80 rows
+    of the very same distribution the normed Wasserstein distance is often above 0.1, and
+    a small dataset's every new batch would look drifted. Evidently's own test function
+    computes the draws, so the floor is in exactly the report's units."""
+    import numpy as np
+    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
+    from evidently.legacy.core import ColumnType
+
+    kind = ColumnType.Numerical if numeric else ColumnType.Categorical
+    test = get_registered_stattest(method, kind)
+    ref = reference.dropna()
+    if ref.empty or rows < 1:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(draws):
+        idx = rng.choice(len(ref), size=rows, replace=rows > len(ref) // 2)
+        sample = ref.iloc[idx].reset_index(drop=True)
+        scores.append(float(test(ref, sample, kind, threshold).drift_score))
+    return float(np.quantile(scores, quantile))
+
+
 def per_group(current: pd.DataFrame, feature: str, schema: SchemaConfig, cfg: PrepareConfig,
               out: Path, min_rows: int = 30, task: Task | None = None) -> dict[str, Path]:
     """One quality report per group of ``feature`` (groups under ``min_rows`` skipped: their

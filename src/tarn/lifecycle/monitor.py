@@ -43,6 +43,9 @@ class SourceReport:
     loss: str = "logloss"  # the task's loss: "logloss" | "rmse"
     reference_loss: float | None = None  # the version's test_<loss>
     problems: list[str] = field(default_factory=list)  # skipped files, schema changes
+    # columns whose distance crossed the threshold but not what sampling noise alone gives
+    # at this many rows (column -> that noise floor): not counted as drifted
+    within_noise: dict[str, float] = field(default_factory=dict)
     schema_change: str = ""
     html: str = ""
 
@@ -165,6 +168,9 @@ def analyse(name: str, current: pd.DataFrame, reference: pd.DataFrame, params: P
     data = er.save(snap, out, f"{name}_drift")
     cols = er.drifted_columns(data)
     outputs = set(numeric) | set(categorical)
+    rep.within_noise = within_noise(cols, cur, ref, params, set(categorical))
+    for c in rep.within_noise:
+        cols[c]["drifted"] = False
     features = {k: v for k, v in cols.items() if k not in outputs}
     rep.drifted = sorted(k for k, v in features.items() if v["drifted"])
     rep.drift_share = len(rep.drifted) / max(1, len(features))
@@ -178,6 +184,32 @@ def analyse(name: str, current: pd.DataFrame, reference: pd.DataFrame, params: P
         y = y.to_numpy().astype(np.float64 if task.kind == "regression" else np.int64)
         rep.quality = task.quality(y, scores_cur, params.evaluate.calibration_bins)
     return rep
+
+
+NOISE_CHECK_ROWS = 5_000  # from here on sampling noise is far below the usual thresholds
+
+
+def within_noise(cols: dict[str, dict], current: pd.DataFrame, reference: pd.DataFrame,
+                 params: Params, categorical_outputs: set[str]) -> dict[str, float]:
+    """Columns Evidently flagged whose distance is within sampling noise for this many rows
+    (see :func:`tarn.core.evidently_reports.noise_floor`), with that floor."""
+    from tarn.core import evidently_reports as er
+
+    n = len(current)
+    if n >= NOISE_CHECK_ROWS:
+        return {}
+    m = params.monitor
+    out = {}
+    for col, v in cols.items():
+        if not v["drifted"] or col not in reference or v["method"] not in er.DISTANCES:
+            continue
+        numeric = col not in categorical_outputs and (
+            col not in params.schema.feature_names or params.schema.column(col).numeric)
+        floor = er.noise_floor(reference[col], n, numeric, v["method"],
+                               m.num_threshold if numeric else m.cat_threshold)
+        if v["score"] <= floor:
+            out[col] = round(floor, 4)
+    return out
 
 
 def loss_verdict(loss: str, current: float, reference: float,
