@@ -170,16 +170,35 @@ def test_init_writes_the_task_and_the_pipeline_measures_it(project):
     assert card["schema"]["target"]["name"] == data.target
 
 
-def test_promote_then_serve_per_task(project, server):
-    params, data = project.params, project.data
+@dataclass
+class Production:
+    """Version 1 promoted and deployed, and what the server answered for 25 new rows (read
+    by the tests below, so none depends on another having run first)."""
+
+    promote_output: str
+    rows: list[dict]
+    predict: dict
+    invocations: dict
+
+
+@pytest.fixture(scope="module")
+def production(project, server) -> Production:
     out = project.tarn("promote", "--latest")[1]
-    assert "version 1 is production" in out, out
     server.admin()
     wait_version(server, "1")
-    rows = records(project.new_batch.head(25), params)
+    rows = records(project.new_batch.head(25), project.params)
     r = server.http.post("/predict", json=rows)
     assert r.status_code == 200, r.text
-    preds = r.json()["predictions"]
+    inv = server.http.post("/invocations", json={"dataframe_records": rows})
+    assert inv.status_code == 200, inv.text
+    return Production(out, rows, r.json(), inv.json())
+
+
+def test_promote_then_serve_per_task(project, production):
+    params, data = project.params, project.data
+    assert "version 1 is production" in production.promote_output, production.promote_output
+    rows = production.rows
+    preds = production.predict["predictions"]
     assert len(preds) == len(rows)
     want = np.asarray(_native(project, rows))
     if data.task == "multiclass":
@@ -196,9 +215,7 @@ def test_promote_then_serve_per_task(project, server):
         assert all(set(p) >= {"prediction"} and "probability" not in p for p in preds)
         got = np.array([p["prediction"] for p in preds])
     assert np.abs(got - want).max() <= 1e-3 * max(1.0, float(np.abs(want).max()))
-    inv = server.http.post("/invocations", json={"dataframe_records": rows})
-    assert inv.status_code == 200, inv.text
-    inv_preds = np.asarray(inv.json()["predictions"])
+    inv_preds = np.asarray(production.invocations["predictions"])
     assert inv_preds.shape == ((len(rows), 3) if data.task == "multiclass" else (len(rows),))
     assert np.abs(inv_preds - want).max() <= 1e-3 * max(1.0, float(np.abs(want).max()))
 
@@ -212,7 +229,7 @@ def _native(project: Project, rows: list[dict]) -> np.ndarray:
     return pipe.predict_proba(X) if project.data.task == "multiclass" else pipe.predict(X)
 
 
-def test_the_prediction_log_holds_the_task_columns(project, server):
+def test_the_prediction_log_holds_the_task_columns(project, production):
     deadline = time.monotonic() + 30
     log = project.root / project.params.serve.prediction_log
     while not list(log.glob("preds-*.parquet")) and time.monotonic() < deadline:
@@ -228,7 +245,7 @@ def test_the_prediction_log_holds_the_task_columns(project, server):
         assert logged["prediction"].between(0, 500).all()
 
 
-def test_the_bundle_scores_like_the_server_on_the_edge(project, server):
+def test_the_bundle_scores_like_the_server_on_the_edge(project, production):
     params = project.params
     bundles = project.root / params.edge.bundle_dir
     bundle = bundles / f"{params.mlflow.registered_model}-v1"
@@ -241,8 +258,7 @@ def test_the_bundle_scores_like_the_server_on_the_edge(project, server):
     out = sh(project.root, "tarn", "edge", "predict", str(bundle),
              str(project.root / "edge.csv")).stdout  # the scored rows, as CSV
     scored = list(csv.DictReader(io.StringIO(out)))
-    served = server.http.post("/predict", json=records(project.new_batch.head(25),
-                                                       params)).json()["predictions"]
+    served = production.predict["predictions"]  # version 1's answers for the same rows
     assert len(scored) == len(served) == 25
     if project.data.task == "multiclass":
         assert [r["class"] for r in scored] == [p["class"] for p in served]
@@ -255,12 +271,13 @@ def test_the_bundle_scores_like_the_server_on_the_edge(project, server):
     assert np.abs(got - want).max() <= 1e-3 * max(1.0, float(np.abs(want).max()))
 
 
-def test_monitor_then_retrain_on_a_new_batch(project, server):
+def test_monitor_then_retrain_on_a_new_batch(project, production, server):
     data, root = project.data, project.root
     new = root / f"{data.name}-3.csv"
     project.new_batch.to_csv(new, index=False)
     project.tarn("lake", "add", str(new), "--batch", f"{data.name}-new")
     out = project.tarn("monitor")[1]
+    print(out)
     # the lake row counts the new batch's rows (none quarantined); then the decision
     assert re.search(rf"lake\W+{len(project.new_batch)}\b", out) and "decision:" in out, out
     assert ("rmse" if data.task == "regression" else "logloss") in out, out

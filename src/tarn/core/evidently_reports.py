@@ -190,8 +190,9 @@ DISTANCES = frozenset({"wasserstein", "jensenshannon", "hellinger", "kl_div", "p
 def noise_floor(reference: pd.Series, rows: int, numeric: bool, method: str,
                 threshold: float, draws: int = 30, quantile: float = 0.95,
                 seed: int = 0) -> float:
-    """The distance ``method`` gives ``rows`` rows drawn from the reference itself: its
-    ``quantile`` over ``draws`` draws, i.e. what sampling noise alone scores at this size.
+    """The distance ``method`` gives two independent samples of one distribution, sized as
+    the reference and as ``rows``: its ``quantile`` over ``draws`` bootstrap draws (both
+    resampled from the reference, with replacement), i.e. what sampling noise alone scores.
 
     A distance threshold such as Wasserstein 0.1 is meant for thousands of rows: on 80 rows
     of the very same distribution the normed Wasserstein distance is often above 0.1, and
@@ -209,9 +210,9 @@ def noise_floor(reference: pd.Series, rows: int, numeric: bool, method: str,
     rng = np.random.default_rng(seed)
     scores = []
     for _ in range(draws):
-        idx = rng.choice(len(ref), size=rows, replace=rows > len(ref) // 2)
-        sample = ref.iloc[idx].reset_index(drop=True)
-        scores.append(float(test(ref, sample, kind, threshold).drift_score))
+        base = ref.iloc[rng.integers(0, len(ref), len(ref))].reset_index(drop=True)
+        sample = ref.iloc[rng.integers(0, len(ref), rows)].reset_index(drop=True)
+        scores.append(float(test(base, sample, kind, threshold).drift_score))
     return float(np.quantile(scores, quantile))
 
 
