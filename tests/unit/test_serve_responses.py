@@ -93,12 +93,15 @@ def test_parity_is_absolute_over_every_class_and_relative_for_values():
     assert p.labels_equal and p.measure == "absolute"
     swapped = parity_of(MULTI, py[:, [1, 0, 2]], py, 1.0)
     assert not swapped.labels_equal and not swapped.ok  # within tolerance, other labels
-    # regression: 1e-3 off a value near 1,000 is float32 rounding (relative 1e-6): passes;
-    # the same 1e-3 off a value near 0 is not
-    big = parity_of(REG, np.array([1000.001, 0.5]), np.array([1000.0, 0.5]), 1e-4)
-    assert big.ok and big.measure == "relative" and big.max_abs_diff < 2e-6
-    small = parity_of(REG, np.array([1000.0, 0.501]), np.array([1000.0, 0.5]), 1e-4)
-    assert not small.ok and small.rows_over == 1
+    # regression, relative to the predictions' spread: 1e-3 off when rows differ by ~100
+    # (std 50) is float32 rounding, 2e-5 of the spread: passes; 1e-3 off when the rows differ
+    # by 2 (std 1) is 1e-3 of it: fails
+    py_wide = np.array([950.0, 1050.0])
+    wide = parity_of(REG, py_wide + [1e-3, 0], py_wide, 1e-4)
+    assert wide.ok and wide.measure == "relative" and math.isclose(wide.max_abs_diff, 2e-5)
+    py_narrow = np.array([999.0, 1001.0])
+    narrow = parity_of(REG, py_narrow + [1e-3, 0], py_narrow, 1e-4)
+    assert not narrow.ok and narrow.rows_over == 1
 
 
 def test_parity_fails_on_nan_and_on_the_wrong_shape():

@@ -4,8 +4,11 @@ A bundle is published only when the ONNX graph gives the Python Pipeline's score
 ``edge.parity_tolerance``) and labels on held-out rows, so a client never runs a model that
 disagrees with the backend. Scores per task: binary, P(class 1); multiclass, every class's
 probability (the largest difference over all classes counts); regression, the predicted value,
-compared relatively: ``|onnx - python| / max(1, |python|)``, since the graph computes in
-float32 (a value near 1,000 is only exact to about 1e-4 there). Layout under ``edge.bundle_dir``::
+compared relative to their spread: ``|onnx - python| / std(python)`` over the parity rows,
+since the graph computes in float32 (a value near 1,000 is only exact to about 1e-4 there) and
+what matters is the error against the differences the model makes between rows (the spread of
+the predictions is at most the target's, so this is at least as strict as a tolerance relative
+to the target's standard deviation). Layout under ``edge.bundle_dir``::
 
     <name>-v<version>/model.onnx, schema.json, metadata.json, SHA256SUMS
     current.json      {"name", "version", "path", "sha256"}: the bundle clients should use
@@ -68,7 +71,7 @@ class Parity:
     rows: int
     tolerance: float
     rows_over: int  # rows whose difference exceeds the tolerance
-    measure: str = "absolute"  # "absolute" (probabilities) | "relative" (regression values)
+    measure: str = "absolute"  # "absolute" (probabilities) | "relative" (regression: / std)
 
     @property
     def ok(self) -> bool:
@@ -195,7 +198,8 @@ def parity_of(task: Task, onnx_scores: np.ndarray, python_scores: np.ndarray,
                       "relative" if task.kind == "regression" else "absolute")
     diff = np.abs(a - b)
     if task.kind == "regression":
-        diff = diff / np.maximum(1.0, np.abs(b))
+        spread = float(np.std(b)) if len(b) > 1 else 0.0
+        diff = diff / (spread if spread > 0 else max(1.0, float(np.abs(b).max(initial=0.0))))
     if diff.ndim == 2:  # multiclass: a row is as far off as its worst class
         diff = diff.max(axis=1, initial=0.0)
     max_diff = float(np.max(diff, initial=0.0)) if np.all(np.isfinite(diff)) else math.inf
