@@ -335,3 +335,59 @@ def test_multiclass_page_gives_every_class_like_the_backend(multiclass_page):
     assert page.get_attribute("#result", "data-class") == answer[0]["class"]
     assert all(c in page.text_content("#result") for c in classes)
     assert client.outside == [] and client.errors == []
+
+
+@pytest.fixture(scope="module")
+def regression_page(browser, tmp_path_factory):
+    """(params, root, server, Page): a regression version served, its page loaded."""
+    from tests.support.task_models import served_task_project
+
+    root = tmp_path_factory.mktemp("browser-regression")
+    params, server = served_task_project(root, "regression")
+    context = browser.new_context()
+    page = Page(context, server.url)
+    page.page.goto(f"{server.url}/client")
+    page.page.wait_for_function("window.tarnReady === true || window.tarnError !== null",
+                                timeout=120_000)
+    yield params, root, server, page
+    context.close()
+    server.stop()
+
+
+def test_regression_page_gives_the_backends_values(regression_page):
+    """The predicted value of every CSV row and of the form's row, as the backend gives it
+    (relative to the values' spread, as the bundle's parity gate measures)."""
+    import json
+
+    import pandas as pd
+
+    from tarn.core.catalog import load_split
+
+    params, root, server, client = regression_page
+    page = client.page
+    assert page.evaluate("window.tarnError") is None
+    assert page.get_attribute("body", "data-task") == "regression"
+    frame = load_split(params, root, "test").frame.head(15)
+    cols = [c.name for c in params.schema.columns]
+    rows = [{k: (None if pd.isna(v) else v) for k, v in r.items()}
+            for r in frame[cols].astype(object).to_dict("records")]
+    answer = server.http.post("/predict", json=rows).json()["predictions"]
+    want = np.array([p["prediction"] for p in answer])
+    spread = max(float(np.std(want)), 1.0)
+    text = pd.DataFrame(rows).to_csv(index=False).encode()
+    page.set_input_files("#csv", files=[{"name": "rows.csv", "mimeType": "text/csv",
+                                         "buffer": text}])
+    page.wait_for_selector("#csv-status[data-run='1']")
+    assert page.get_attribute("#csv-status", "data-state") == "done", \
+        page.text_content("#csv-status")
+    shown = page.eval_on_selector_all("#csv-results tbody tr",
+                                      "trs => trs.map(t => t.dataset.prediction)")
+    got = np.array([float(v) for v in shown])
+    assert got.shape == want.shape and float(np.abs(got - want).max()) / spread <= 1e-4
+    fill_form(page, dict(rows[0]))
+    page.click("#predict")
+    page.wait_for_selector("#result[data-run='1']")
+    value = float(page.get_attribute("#result", "data-prediction"))
+    assert abs(value - want[0]) / spread <= 1e-4
+    assert json.dumps(page.get_attribute("#result", "data-class")) == "null"  # no class
+    assert client.outside == [] and client.errors == []
