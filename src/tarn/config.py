@@ -202,6 +202,9 @@ class BiasConfig(_Strict):
     mitigation: Literal["none", "reweighing"] = "none"
     reweighing_features: list[str] = Field(default_factory=list)
     disparate_impact_threshold: float = Field(0.8, gt=0, le=1)
+    # groups of the test split smaller than this are shown but do not make the fairness gap
+    # (a handful of rows gives any rate by chance)
+    min_group_rows: int = Field(30, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> BiasConfig:

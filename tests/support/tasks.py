@@ -81,6 +81,8 @@ def task_params(kind: str, **overrides) -> dict:
     return {**SMALL, "schema": schema, "prepare.test_batches": ["*-test*"],
             "bias.privileged": privileged, "bias.reweighing_features": [sens],
             "bias.mitigation": "reweighing", "promote.metric": "",
+            # small test splits: the two groups have a few dozen rows each
+            "bias.min_group_rows": 5,
             "promote.fairness_feature": sens,
             "mlflow.registered_model": f"tarn-{schema['name']}", **overrides}
 

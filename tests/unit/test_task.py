@@ -103,6 +103,19 @@ def test_fairness_gap_per_task_by_hand():
     assert fr["mae_difference"] == pytest.approx(1.0)  # a: 0, b: 1
 
 
+def test_small_groups_are_shown_but_do_not_make_the_gap():
+    # a: 40 rows, 25 % predicted 1; b: 40 rows, 35 %; c: 3 rows, all predicted 1
+    g = ["a"] * 40 + ["b"] * 40 + ["c"] * 3
+    p = np.array([0.9] * 10 + [0.1] * 30 + [0.9] * 14 + [0.1] * 26 + [0.9] * 3)
+    y = (p > 0.5).astype(int)
+    f = BIN.fairness(y, p, pd.DataFrame({"g": g}), ["g"], min_group_rows=30)["g"]
+    assert f["gap"] == pytest.approx(0.10)  # b - a; c's 1.0 would have made it 0.75
+    assert f["demographic_parity_difference"] == pytest.approx(0.75)  # fairlearn: every group
+    assert f["small_groups"] == {"c": 3} and f["groups"]["c"]["selection_rate"] == 1.0
+    only = BIN.fairness(y[40:], p[40:], pd.DataFrame({"g": g[40:]}), ["g"], 30)["g"]
+    assert only["gap"] == 0.0  # one group left: nothing to compare
+
+
 def test_card_round_trip_and_old_versions():
     for task in (BIN, MULTI, REG, Task("binary", ("lo", "hi"), 0.35, "income")):
         assert Task.from_card(task.card()) == task

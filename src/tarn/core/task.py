@@ -182,9 +182,14 @@ class Task:
                                     labels=list(range(max(2, self.n_classes))))
 
     def fairness(self, y: np.ndarray, scores: np.ndarray, frame: pd.DataFrame,
-                 features: list[str]) -> dict:
+                 features: list[str], min_group_rows: int = 1) -> dict:
         """Per sensitive feature: per-group figures (fairlearn's MetricFrame) and ``gap``, the
         one number the fairness gate reads (see ``promote.max_demographic_parity_difference``).
+
+        The gap is taken over the groups with at least ``min_group_rows`` rows
+        (``bias.min_group_rows``): a group of 3 rows has a selection rate of 0, 1/3, 2/3 or 1
+        by chance alone, and would decide the gate. Smaller groups are still shown, and listed
+        under ``small_groups``; the fairlearn differences beside the gap cover every group.
 
         binary: selection rate, TPR, FPR, accuracy; gap = demographic parity difference.
         multiclass: per class the share predicted (one class against the rest), accuracy;
@@ -218,7 +223,7 @@ class Task:
                     "demographic_parity_difference": dpd,
                     "equalized_odds_difference": float(
                         equalized_odds_difference(y, pred, sensitive_features=groups)),
-                    "gap": dpd,
+                    "gap": _spread(mf, ["selection_rate"], min_group_rows),
                     "groups": _by_group(mf)}
             elif self.kind == "multiclass":
                 pred = self.decide(scores)
@@ -231,7 +236,8 @@ class Task:
                 mf = MetricFrame(metrics=metrics, y_true=y, y_pred=pred,
                                  sensitive_features=groups)
                 out[feat] = {"demographic_parity_difference_by_class": gaps,
-                             "gap": max(gaps.values()) if gaps else 0.0,
+                             "gap": _spread(mf, [f"share_{c}" for c in self.classes],
+                                            min_group_rows),
                              "groups": _by_group(mf)}
             else:
                 pred = np.asarray(scores, dtype=np.float64)
@@ -243,9 +249,22 @@ class Task:
                 std = float(np.std(y)) or 1.0
                 out[feat] = {"mean_prediction_gap": float((means.max() - means.min()) / std),
                              "mae_difference": float(mf.difference()["mae"]),
-                             "gap": float((means.max() - means.min()) / std),
+                             "gap": _spread(mf, ["mean_prediction"], min_group_rows) / std,
                              "groups": _by_group(mf)}
+            small = {str(g): int(n) for g, n in mf.by_group["count"].items()
+                     if n < min_group_rows}
+            out[feat]["small_groups"] = small
+            out[feat]["min_group_rows"] = int(min_group_rows)
         return out
+
+
+def _spread(mf, columns: list[str], min_rows: int) -> float:
+    """The largest (max - min over groups) of ``columns``, over groups of ``min_rows`` or
+    more rows (0 when fewer than two such groups)."""
+    big = mf.by_group[mf.by_group["count"] >= min_rows]
+    if len(big) < 2:
+        return 0.0
+    return float(max(big[c].max() - big[c].min() for c in columns))
 
 
 def group_values(col: pd.Series) -> np.ndarray:

@@ -31,8 +31,8 @@ def measure(reg: Registry, params: Params, root: Path, candidate: str,
         champ_metric = champ_task.metric(metric, test.y, champ_scores)
     gap = None  # no fairness feature declared: the gate is skipped, and says so
     if cfg.fairness_feature:
-        gap = task.fairness(test.y, cand_scores, test.frame, [cfg.fairness_feature])[
-            cfg.fairness_feature]["gap"]
+        gap = task.fairness(test.y, cand_scores, test.frame, [cfg.fairness_feature],
+                            params.bias.min_group_rows)[cfg.fairness_feature]["gap"]
     return Figures(candidate, champion, task.metric(metric, test.y, cand_scores), champ_metric,
                    gap, problems, task.kind, metric)
 

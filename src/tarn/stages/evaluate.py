@@ -43,7 +43,8 @@ from tarn.core.task import Task, calibration_curve
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both); the
 # decision threshold is the model's own (its card), so train.threshold is not among them
-READS = ("schema", "evaluate", "bias.mitigation", "bias.reweighing_features", *FEATURES)
+READS = ("schema", "evaluate", "bias.mitigation", "bias.reweighing_features",
+         "bias.min_group_rows", *FEATURES)
 # keys that only say where work runs or lands: read, but not DVC params
 AMBIENT = ("paths", "mlflow")
 
@@ -199,7 +200,8 @@ def run(params: Params, root: Path) -> EvaluateResult:
         s = task.scores(load_local(models / folder), test.X)
         scores[name] = s
         results[name] = {"quality": task.quality(test.y, s, cfg.calibration_bins),
-                         "fairness": task.fairness(test.y, s, test.frame, sensitive)}
+                         "fairness": task.fairness(test.y, s, test.frame, sensitive,
+                                                   params.bias.min_group_rows)}
     note = reweighing_note(task.kind, params.bias.reweighing_features)
     mitigated = params.bias.mitigation == "reweighing" and not note
     comparison = {
