@@ -42,3 +42,15 @@ def test_a_task_change_is_compared_on_no_metric_and_refused():
               PromoteConfig())
     assert g.metric_ok and not g.schema_compatible and not g.passed
     assert g.as_dict()["task"] == "regression" and problem in g.failures()[0]
+
+
+def test_a_declared_fairness_gate_that_cannot_be_measured_is_not_passed():
+    cfg = PromoteConfig(fairness_feature="sex", max_demographic_parity_difference=0.2)
+    why = "fewer than two groups with bias.min_group_rows (30) test rows (female 25, male 42)"
+    g = judge(Figures("1", None, 0.1, None, None, task="multiclass",
+                      fairness_unmeasured=why), cfg)
+    assert not g.passed and not g.fairness_ok
+    assert g.failures() == [f"fairness on sex not measurable: {why}"]
+    # no fairness feature declared: the gate is skipped (and recorded so), not failed
+    assert judge(Figures("1", None, 0.1, None, None, task="multiclass"),
+                 PromoteConfig()).passed

@@ -190,6 +190,7 @@ class Task:
         (``bias.min_group_rows``): a group of 3 rows has a selection rate of 0, 1/3, 2/3 or 1
         by chance alone, and would decide the gate. Smaller groups are still shown, and listed
         under ``small_groups``; the fairlearn differences beside the gap cover every group.
+        With fewer than two groups that large the gap is None: not measurable on these rows.
 
         binary: selection rate, TPR, FPR, accuracy; gap = demographic parity difference.
         multiclass: per class the share predicted (one class against the rest), accuracy;
@@ -249,7 +250,8 @@ class Task:
                 std = float(np.std(y)) or 1.0
                 out[feat] = {"mean_prediction_gap": float((means.max() - means.min()) / std),
                              "mae_difference": float(mf.difference()["mae"]),
-                             "gap": _spread(mf, ["mean_prediction"], min_group_rows) / std,
+                             "gap": _scaled(_spread(mf, ["mean_prediction"], min_group_rows),
+                                            std),
                              "groups": _by_group(mf)}
             small = {str(g): int(n) for g, n in mf.by_group["count"].items()
                      if n < min_group_rows}
@@ -258,13 +260,17 @@ class Task:
         return out
 
 
-def _spread(mf, columns: list[str], min_rows: int) -> float:
+def _spread(mf, columns: list[str], min_rows: int) -> float | None:
     """The largest (max - min over groups) of ``columns``, over groups of ``min_rows`` or
-    more rows (0 when fewer than two such groups)."""
+    more rows; None when fewer than two groups are that large (not measurable)."""
     big = mf.by_group[mf.by_group["count"] >= min_rows]
     if len(big) < 2:
-        return 0.0
+        return None
     return float(max(big[c].max() - big[c].min() for c in columns))
+
+
+def _scaled(value: float | None, scale: float) -> float | None:
+    return None if value is None else value / scale
 
 
 def group_values(col: pd.Series) -> np.ndarray:

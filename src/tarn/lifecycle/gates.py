@@ -35,6 +35,8 @@ class Figures:
     schema_problems: list[str] = field(default_factory=list)
     task: str = "binary"  # the candidate's task (from its card)
     metric: str = ""  # the gate metric measured ("" = the task's loss)
+    # why the fairness gap could not be measured (too few test rows per group), or ""
+    fairness_unmeasured: str = ""
 
 
 def gate_metric(cfg: PromoteConfig, task: str) -> str:
@@ -60,6 +62,7 @@ class Gates:
     schema_compatible: bool
     schema_problems: list[str] = field(default_factory=list)
     task: str = "binary"
+    fairness_unmeasured: str = ""  # a fairness feature is declared but the gap has no value
 
     @property
     def higher_is_better(self) -> bool:
@@ -75,6 +78,8 @@ class Gates:
 
     @property
     def fairness_ok(self) -> bool:
+        if self.fairness_unmeasured:
+            return False  # a declared fairness gate is not passed by default
         return self.candidate_dpd is None or self.candidate_dpd <= self.max_dpd
 
     @property
@@ -88,7 +93,10 @@ class Gates:
             out.append(f"{self.metric} ({self.task}, {way} is better) "
                        f"{self.candidate_metric:.4f} vs champion {self.champion_metric:.4f} "
                        f"(tolerance {self.tolerance})")
-        if not self.fairness_ok:
+        if self.fairness_unmeasured:
+            out.append(f"fairness on {self.fairness_feature} not measurable: "
+                       f"{self.fairness_unmeasured}")
+        elif not self.fairness_ok:
             out.append(f"{GAP_MEASURE.get(self.task, 'fairness gap')} on "
                        f"{self.fairness_feature} {self.candidate_dpd:.4f} > {self.max_dpd} "
                        f"({self.task})")
@@ -106,4 +114,5 @@ def judge(figures: Figures, cfg: PromoteConfig) -> Gates:
                  figures.metric or gate_metric(cfg, figures.task), figures.candidate_metric,
                  figures.champion_metric, cfg.tolerance, cfg.fairness_feature,
                  figures.candidate_dpd, cfg.max_demographic_parity_difference,
-                 not figures.schema_problems, list(figures.schema_problems), figures.task)
+                 not figures.schema_problems, list(figures.schema_problems), figures.task,
+                 figures.fairness_unmeasured)

@@ -29,12 +29,18 @@ def measure(reg: Registry, params: Params, root: Path, candidate: str,
     if champion and not problems:
         champ_task, champ_scores = reg.scores(champion, test.X)
         champ_metric = champ_task.metric(metric, test.y, champ_scores)
-    gap = None  # no fairness feature declared: the gate is skipped, and says so
+    gap, unmeasured = None, ""  # no fairness feature declared: the gate is skipped, says so
     if cfg.fairness_feature:
-        gap = task.fairness(test.y, cand_scores, test.frame, [cfg.fairness_feature],
-                            params.bias.min_group_rows)[cfg.fairness_feature]["gap"]
+        fair = task.fairness(test.y, cand_scores, test.frame, [cfg.fairness_feature],
+                             params.bias.min_group_rows)[cfg.fairness_feature]
+        gap = fair["gap"]
+        if gap is None:
+            sizes = ", ".join(f"{g} {int(v['count'])}" for g, v in fair["groups"].items())
+            unmeasured = (f"fewer than two groups with bias.min_group_rows "
+                          f"({params.bias.min_group_rows}) test rows ({sizes}); lower it or "
+                          "hold out more rows")
     return Figures(candidate, champion, task.metric(metric, test.y, cand_scores), champ_metric,
-                   gap, problems, task.kind, metric)
+                   gap, problems, task.kind, metric, unmeasured)
 
 
 def promote(params: Params, root: Path, version: str | None = None, *, latest: bool = False,

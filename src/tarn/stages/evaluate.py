@@ -169,8 +169,8 @@ def compare(main: dict, other: dict, mitigated: bool, features: list[str],
         out["accuracy_cost"] = qb["accuracy"] - qa["accuracy"]
     for f in features:
         fa, fb = with_m["fairness"][f], without_m["fairness"][f]
-        a, b = fb["gap"], fa["gap"]
-        out[f"gap_reduction_{f}"] = (a - b) / a if a > 0 else 0.0
+        a, b = fb["gap"], fa["gap"]  # None: not measurable (too few rows per group)
+        out[f"gap_reduction_{f}"] = (a - b) / a if a and b is not None else 0.0
         if task.kind == "binary":
             out[f"dpd_reduction_{f}"] = out[f"gap_reduction_{f}"]
             out[f"eod_change_{f}"] = (fa["equalized_odds_difference"]
@@ -182,7 +182,7 @@ def flat_figures(quality: dict, fairness: dict) -> dict:
     """The figures of evaluate.json's ``model``: quality, then ``<feature>_<figure>`` per
     sensitive feature (groups stay in fairness.json)."""
     return {**quality, **{f"{f}_{k}": v for f, d in fairness.items() for k, v in d.items()
-                          if k != "groups"}}
+                          if k not in ("groups", "small_groups", "min_group_rows")}}
 
 
 def run(params: Params, root: Path) -> EvaluateResult:
