@@ -116,6 +116,8 @@ def project(request, tmp_path_factory) -> Project:
                        "tune.early_stopping_rounds": 20, "tune.n_jobs": 1, "train.n_jobs": 1,
                        "promote.tolerance": data.tolerance,
                        "promote.max_demographic_parity_difference": 0.6,
+                       # a test split of 69-88 rows: groups of 20+ make the fairness gap
+                       "bias.min_group_rows": 20,
                        "serve.notify_url": "", "serve.poll_interval_s": 0.5,
                        "serve.log_flush_interval_s": 0.5, "serve.log_file_idle_s": 1,
                        "monitor.min_rows": 30}.items():
