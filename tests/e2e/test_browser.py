@@ -265,15 +265,12 @@ def test_nothing_is_fetched_elsewhere_and_nothing_failed(client):
 
 
 # --------------------------------------------------------------------------- other tasks
-@pytest.fixture(scope="module")
-def multiclass_page(browser, tmp_path_factory):
-    """(params, root, server, Page): a multiclass version served, its page loaded."""
+def _task_page(browser, tmp_path_factory, kind: str, **overrides):
+    """(params, root, server, Page): a ``kind`` version served, its page loaded."""
     from tests.support.task_models import served_task_project
 
-    root = tmp_path_factory.mktemp("browser-multiclass")
-    # a contract whose missing marker is not the demo's "?": the page must read it
-    params, server = served_task_project(root, "multiclass",
-                                         **{"schema.missing_values": ["NA", ""]})
+    root = tmp_path_factory.mktemp(f"browser-{kind}")
+    params, server = served_task_project(root, kind, **overrides)
     context = browser.new_context()
     page = Page(context, server.url)
     page.page.goto(f"{server.url}/client")
@@ -282,6 +279,13 @@ def multiclass_page(browser, tmp_path_factory):
     yield params, root, server, page
     context.close()
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def multiclass_page(browser, tmp_path_factory):
+    # a contract whose missing marker is not the demo's "?": the page must read it
+    yield from _task_page(browser, tmp_path_factory, "multiclass",
+                          **{"schema.missing_values": ["NA", ""]})
 
 
 def test_multiclass_page_gives_every_class_like_the_backend(multiclass_page):
@@ -339,19 +343,7 @@ def test_multiclass_page_gives_every_class_like_the_backend(multiclass_page):
 
 @pytest.fixture(scope="module")
 def regression_page(browser, tmp_path_factory):
-    """(params, root, server, Page): a regression version served, its page loaded."""
-    from tests.support.task_models import served_task_project
-
-    root = tmp_path_factory.mktemp("browser-regression")
-    params, server = served_task_project(root, "regression")
-    context = browser.new_context()
-    page = Page(context, server.url)
-    page.page.goto(f"{server.url}/client")
-    page.page.wait_for_function("window.tarnReady === true || window.tarnError !== null",
-                                timeout=120_000)
-    yield params, root, server, page
-    context.close()
-    server.stop()
+    yield from _task_page(browser, tmp_path_factory, "regression")
 
 
 def test_regression_page_gives_the_backends_values(regression_page):
