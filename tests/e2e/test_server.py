@@ -299,13 +299,21 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(server, served_
 def test_rollback(server, served_project):
     params, root = served_project
     reg = registry(params, root)
+    v1_bundle = root / params.edge.bundle_dir / f"{reg.name}-v1" / "model.onnx"
+    published = v1_bundle.stat().st_mtime_ns
     v = make_version(params, root, rounds=35, depth=3)
     promote(params, root, v, force=True, reason="to roll back")
+    server.admin()
+    wait_version(server, v)
     back = rollback(params, root)
     assert back.version == "1" and reg.production() == "1"
     server.admin()
     wait_version(server, "1")
     assert "rollback" in reg.version("1").tags["tarn.promotion_reason"]
+    # version 1's verified bundle is reused, not exported and parity-checked again
+    assert v1_bundle.stat().st_mtime_ns == published
+    current = json.loads((root / params.edge.bundle_dir / "current.json").read_text())
+    assert current["version"] == "1"
 
 
 def test_cli_promote_notifies_the_server_at_once(server, served_project):

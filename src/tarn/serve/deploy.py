@@ -291,7 +291,10 @@ class Reconciler:
             from tarn.edge import export as edge
             from tarn.edge.runner import EdgeModel
 
-            if self.leader:
+            found = self._published(reg.name, version) if self.leader else None
+            if found is not None:  # published before (a rollback): proved then, reused
+                bundle, model = found
+            elif self.leader:
                 bundle = edge.publish_bundle(
                     pipe, name=reg.name, version=version, tags=dict(mv.tags),
                     metrics=reg.run_metrics(version, mv), X_holdout=holdout,
@@ -321,22 +324,34 @@ class Reconciler:
         folder is on disk and verifies (a folder being replaced is retried). Raises after
         FOLLOWER_WAIT_S (the leader refused the version, e.g. parity failed: nothing moves
         here either)."""
+        deadline = time.monotonic() + FOLLOWER_WAIT_S
+        problem = "not published yet"
+        while time.monotonic() < deadline and not self._stop.is_set():
+            found = self._published(name, version)
+            if isinstance(found, tuple):
+                return found
+            problem = found or problem
+            time.sleep(0.05)
+        raise TimeoutError(f"the leader's bundle of version {version} is not ready ({problem})")
+
+    def _published(self, name: str, version: str):
+        """(Bundle, EdgeModel) of ``version`` when its bundle folder is on disk, verified
+        (checksums, and metadata naming this version: parity was proved when it was
+        published, and a registered version never changes); else None, or for the follower's
+        wait the reason as a string. A rollback then swaps without exporting again."""
         from tarn.edge.export import Bundle, _dir_name
         from tarn.edge.runner import BundleError, EdgeModel
 
         path = self.root / self.params.edge.bundle_dir / _dir_name(name, version)
-        deadline = time.monotonic() + FOLLOWER_WAIT_S
-        problem = "not published yet"
-        while time.monotonic() < deadline and not self._stop.is_set():
-            try:
-                model = EdgeModel(path)
-                if model.version == str(version):  # parity: proved by the leader
-                    return Bundle(path, None, str(model.metadata.get("sha256", ""))), model
-                problem = f"holds version {model.version}"
-            except (BundleError, OSError, TypeError, ValueError) as e:
-                problem = first_line(e)
-            time.sleep(0.05)
-        raise TimeoutError(f"the leader's bundle {path.name} is not ready ({problem})")
+        if not path.is_dir():
+            return None
+        try:
+            model = EdgeModel(path)
+        except (BundleError, OSError, TypeError, ValueError) as e:
+            return first_line(e) if not self.leader else None
+        if model.version != str(version):
+            return f"holds version {model.version}" if not self.leader else None
+        return Bundle(path, None, str(model.metadata.get("sha256", ""))), model
 
     def _record(self, reg, d: Deployed) -> None:
         """Tag the version with where it is deployed; note when gates were skipped."""
