@@ -30,7 +30,7 @@ UV ?= $(UV_BIN)
 DEPS_HASH := $(PYTHON) -c 'import hashlib, json, tomllib; \
   p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
   print(hashlib.sha256(json.dumps([sorted(p["dependencies"]), \
-  sorted(p["optional-dependencies"]["dev"])]).encode()).hexdigest())'
+  sorted(p["optional-dependencies"]["dev"]), sorted(p["optional-dependencies"]["bench"])]).encode()).hexdigest())'
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tarn needs Python 3.11+"'
@@ -49,7 +49,7 @@ $(STAMP): $(LOCK) pyproject.toml | $(VENV)/bin/python $(UV)
 venv: $(STAMP) ## Create or update .venv with the project and its dev tools (from the lock)
 
 lock: | $(UV) ## Re-pin requirements/dev.lock from pyproject.toml (UPGRADE=1: newest)
-	$(UV) pip compile -q pyproject.toml --extra dev --generate-hashes --universal \
+	$(UV) pip compile -q pyproject.toml --extra dev --extra bench --generate-hashes --universal \
 	  --python-version 3.11 --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) \
 	  -o $(LOCK)
 	sed -i "1i # pyproject-deps-sha256: $$($(DEPS_HASH))" $(LOCK)
