@@ -6,6 +6,7 @@ in a key or a bad range fails before any work starts, with the offending key nam
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -195,6 +196,11 @@ class PrepareConfig(_Strict):
     exclude_features: list[str] = Field(default_factory=list)
     numeric_scaler: Literal["none", "standard"] = "none"
     max_categories: int | None = Field(None, ge=2)
+    # a categorical with more distinct training values than this is encoded as one column of
+    # codes ordered by the target, not one-hot (memory: rows x values); see core/features
+    onehot_max_values: int = Field(32, ge=2)
+    # values seen in fewer training rows share the code of unknown values
+    min_category_rows: int = Field(20, ge=1)
 
 
 class BiasConfig(_Strict):
@@ -220,8 +226,11 @@ class BiasConfig(_Strict):
 TUNABLE = {
     "learning_rate", "max_depth", "min_child_weight", "subsample", "colsample_bytree",
     "colsample_bylevel", "reg_alpha", "reg_lambda", "gamma", "max_bin", "max_delta_step",
+    "max_leaves",
 }
-INTEGER_PARAMS = {"max_depth", "max_bin"}
+INTEGER_PARAMS = {"max_depth", "max_bin", "max_leaves"}
+# besides the tunable ones, a warm start may fix how trees grow
+WARM_ONLY = {"grow_policy": ("depthwise", "lossguide")}
 
 
 class Dimension(_Strict):
@@ -248,14 +257,50 @@ class Dimension(_Strict):
         return self
 
 
+DEFAULT_LEARNING_RATE = 0.3  # XGBoost's, for a space that does not tune it
+# XGBoost's defaults for the tunable parameters: the first warm start, and the values a warm
+# start that names only some parameters is completed with
+XGB_DEFAULTS = {"learning_rate": 0.3, "max_depth": 6, "min_child_weight": 1.0, "subsample": 1.0,
+                "colsample_bytree": 1.0, "colsample_bylevel": 1.0, "reg_alpha": 0.0,
+                "reg_lambda": 1.0, "gamma": 0.0, "max_bin": 256, "max_delta_step": 0.0,
+                "max_leaves": 0}
+# rounds x learning rate: a fit's round cap under `n_estimators: auto` is RATE_ROUNDS / rate
+# (0.3 -> 334, 0.03 -> 3,334), several times what early stopping needs on the tables tried;
+# a cap the user sets must allow at least MIN_RATE_ROUNDS / (the lowest rate)
+RATE_ROUNDS = 100.0
+MIN_RATE_ROUNDS = 20.0
+WARM_STARTS: list[dict[str, float | str]] = [
+    {},  # XGBoost's defaults
+    # scikit-learn's HistGradientBoosting defaults, in XGBoost's terms (31 leaves, rate 0.1)
+    {"learning_rate": 0.1, "grow_policy": "lossguide", "max_leaves": 31, "max_depth": 0,
+     "min_child_weight": 3, "reg_lambda": 0},
+    {"learning_rate": 0.1, "max_depth": 6, "min_child_weight": 3, "subsample": 0.8,
+     "colsample_bytree": 0.8},
+    {"learning_rate": 0.05, "max_depth": 8, "min_child_weight": 5, "subsample": 0.8,
+     "colsample_bytree": 0.7, "reg_lambda": 5},
+    {"learning_rate": 0.1, "max_depth": 4, "subsample": 0.9, "colsample_bytree": 0.9},
+]
+
+
 class TuneConfig(_Strict):
-    max_evals: int = Field(50, ge=1)
-    timeout_s: float = Field(900, gt=0)
+    max_evals: int = Field(50, ge=1)  # configurations tried (refits on more rows not counted)
+    # seconds for the whole search, in-flight fits included; auto: from rows x columns and
+    # cores (tarn.core.search_plan.default_budget)
+    timeout_s: Literal["auto"] | float = "auto"
     parallelism: int = Field(1, ge=1)
     seed: int = 42
-    n_estimators: int = Field(1500, ge=1)  # upper bound; early stopping picks the number
+    # round cap per fit; auto: tied to the fit's learning rate (RATE_ROUNDS / rate)
+    n_estimators: Literal["auto"] | int = "auto"
     early_stopping_rounds: int = Field(50, ge=1)
     n_jobs: int = Field(2, ge=1)  # threads per fit when trials run one at a time
+    # multi-fidelity: new configurations fit on a sample of at least this many rows first;
+    # the best 1/fidelity_factor of each rung refit on fidelity_factor times more rows
+    min_fidelity_rows: int = Field(20_000, ge=100)
+    fidelity_factor: int = Field(3, ge=2)
+    # configurations tried first (each completed with XGBoost's defaults, clipped to the space)
+    # its own values are used for its fit; TPE learns from them clipped into the space
+    warm_starts: list[dict[str, float | str]] = Field(
+        default_factory=lambda: [dict(w) for w in WARM_STARTS])
     space: dict[str, Dimension]
     # stop a trial whose best val logloss so far is worse than this quantile of the finished
     # trials' where they had come as far (checked every stop_interval rounds from
@@ -268,6 +313,13 @@ class TuneConfig(_Strict):
     # compare at the same round, or at the same rounds x learning rate (fair to slow rates)
     stop_align: Literal["rounds", "learning_rate"] = "learning_rate"
 
+    @field_validator("timeout_s", "n_estimators")
+    @classmethod
+    def _positive(cls, v):
+        if v != "auto" and v <= 0:
+            raise ValueError("must be > 0 or 'auto'")
+        return v
+
     @field_validator("space")
     @classmethod
     def _known(cls, v: dict[str, Dimension]) -> dict[str, Dimension]:
@@ -278,6 +330,40 @@ class TuneConfig(_Strict):
         if not v:
             raise ValueError("the search space is empty")
         return v
+
+    @field_validator("warm_starts")
+    @classmethod
+    def _warm_known(cls, v: list[dict[str, float | str]]) -> list[dict[str, float | str]]:
+        for start in v:
+            unknown = set(start) - TUNABLE - set(WARM_ONLY)
+            if unknown:
+                raise ValueError(f"warm start {start}: unknown hyperparameter(s) "
+                                 f"{sorted(unknown)}; allowed: {sorted(TUNABLE | set(WARM_ONLY))}")
+            for k, allowed in WARM_ONLY.items():
+                if k in start and start[k] not in allowed:
+                    raise ValueError(f"warm start {start}: {k} must be one of {allowed}")
+            bad = [k for k in set(start) & TUNABLE if isinstance(start[k], str)]
+            if bad:
+                raise ValueError(f"warm start {start}: {bad} must be numbers")
+        return v
+
+    @model_validator(mode="after")
+    def _converges(self) -> TuneConfig:
+        """A cap the user set must let the slowest rate in the space reach early stopping."""
+        if self.n_estimators == "auto":
+            return self
+        lr = self.space.get("learning_rate")
+        low = (min(float(o) for o in lr.options) if lr and lr.dist == "choice"
+               else float(lr.low) if lr else DEFAULT_LEARNING_RATE)
+        if low * self.n_estimators < MIN_RATE_ROUNDS:
+            need = math.ceil(MIN_RATE_ROUNDS / low)
+            raise ValueError(
+                f"tune.n_estimators {self.n_estimators} cannot converge at learning rate "
+                f"{low:g} (rounds x rate {low * self.n_estimators:g} < {MIN_RATE_ROUNDS:g}): "
+                f"fits would end at the round cap, not by early stopping; set "
+                f"tune.n_estimators to at least {need} or 'auto', or raise the lowest "
+                f"learning rate to {MIN_RATE_ROUNDS / self.n_estimators:.3g}")
+        return self
 
 
 class TrainConfig(_Strict):
@@ -295,6 +381,9 @@ class ComputeConfig(_Strict):
     threads_per_worker: int = Field(1, ge=1)
     connect_timeout_s: float = Field(20, gt=0)  # give up on an unreachable scheduler after this
     worker_timeout_s: float = Field(60, gt=0)  # fail, not hang, when no worker is left this long
+    # share of the machine's memory the design matrices and the fits may use: over it, the
+    # search runs fewer fits at once, or tune/train refuse before fitting, naming the column
+    memory_fraction: float = Field(0.6, gt=0, le=1)
 
 
 class MlflowConfig(_Strict):

@@ -25,7 +25,7 @@ import pytest
 
 from tarn.config import Params, load_params
 from tarn.core.registry import Registry
-from tests.support.project import REPO, set_param, sh
+from tests.support.project import FAST_TUNE, REPO, set_param, sh
 from tests.support.servers import free_port
 from tests.support.serving import Server, server_env, wait_version
 
@@ -112,7 +112,7 @@ def project(request, tmp_path_factory) -> Project:
         part.to_csv(files[-1], index=False)
     res = sh(root, "tarn", "init", *map(str, files), "--target", data.target,
              "--sensitive", "sex", "--force")
-    for key, value in {"tune.max_evals": 4, "tune.n_estimators": 300,
+    for key, value in {"tune.max_evals": 4, **FAST_TUNE,
                        "tune.early_stopping_rounds": 20, "tune.n_jobs": 1, "train.n_jobs": 1,
                        "promote.tolerance": data.tolerance,
                        "promote.max_demographic_parity_difference": 0.6,

@@ -51,6 +51,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.project import FAST_TUNE
 from tests.support.servers import free_port, need
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -69,7 +70,7 @@ _FENCE = re.compile(r"^(\s*)```\s*([\w+-]*)\s*$")
 # Settings written into the project's params.yaml before the README's commands run.
 SMALL = {
     "tune.max_evals": 3,
-    "tune.n_estimators": 80,
+    **FAST_TUNE,
     "tune.early_stopping_rounds": 10,
     "edge.parity_rows": 2000,
 }

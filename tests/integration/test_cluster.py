@@ -72,6 +72,7 @@ def test_a_worker_killed_mid_search_loses_no_trial(tmp_path):
     try:
         params = small_project(tmp_path, lake=(3000, 500), **{
             "tune.max_evals": 10, "tune.parallelism": 2, "tune.n_estimators": 300,
+            "tune.space.learning_rate": {"dist": "loguniform", "low": 0.07, "high": 0.3},
             "tune.early_stopping_rounds": 300, "compute.scheduler": cluster.address})
         done: list[int] = []
         out: dict = {}
@@ -107,6 +108,7 @@ def test_losing_every_worker_fails_the_search_in_bounded_time(tmp_path):
     try:
         params = small_project(tmp_path, lake=(3000, 500), **{
             "tune.max_evals": 20, "tune.parallelism": 2, "tune.n_estimators": 300,
+            "tune.space.learning_rate": {"dist": "loguniform", "low": 0.07, "high": 0.3},
             "tune.early_stopping_rounds": 300, "compute.scheduler": cluster.address,
             "compute.worker_timeout_s": 5})
         def kill_on_first_trial(*_):

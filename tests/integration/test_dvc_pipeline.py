@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.support.project import set_param, sh, write_small_lake
+from tests.support.project import FAST_TUNE, set_param, sh, write_small_lake
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -29,7 +29,7 @@ ALL = {"snapshot", "etl", "prepare", "tune", "train", "evaluate"}
 def repo(repo_copy: Path) -> Path:
     sh(repo_copy, "git", "init", "-q")
     write_small_lake(repo_copy / "data" / "lake")
-    for key, value in [("tune.max_evals", 3), ("tune.n_estimators", 30),
+    for key, value in [("tune.max_evals", 3), *FAST_TUNE.items(),
                        ("tune.early_stopping_rounds", 5), ("evaluate.evidently", False)]:
         set_param(repo_copy, key, value)
     return repo_copy

@@ -10,7 +10,7 @@ from tarn.config import load_params
 from tarn.lifecycle.init import init
 from tarn.lifecycle.promote import promote
 from tarn.stages import etl, evaluate, prepare, snapshot, train, tune
-from tests.support.project import REPO, set_param
+from tests.support.project import FAST_TUNE, REPO, set_param
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def test_init_then_the_pipeline_trains_on_every_row(tmp_path):
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     res = init(tmp_path / "params.yaml", [tmp_path / "cancer.csv"], "target", force=True)
     assert res.proposal.task == "binary" and res.batches == ["0001-cancer", "0002-cancer-test"]
-    for key, value in (("tune.max_evals", 3), ("tune.n_estimators", 100),
+    for key, value in (("tune.max_evals", 3), *FAST_TUNE.items(),
                        ("mlflow.registered_model", "tarn-init")):
         set_param(tmp_path, key, value)
     params = load_params(tmp_path / "params.yaml", env={})

@@ -17,7 +17,7 @@ from tarn.core.tags import Lineage
 from tarn.core.task import Task
 from tarn.lifecycle import monitor, retrain, simulate
 from tarn.stages import etl, prepare, snapshot
-from tests.support.project import write_params
+from tests.support.project import FAST_TUNE, write_params
 from tests.support.tasks import diabetes_frame, iris_frame, task_params
 
 pytestmark = pytest.mark.slow
@@ -213,7 +213,7 @@ def test_full_retraining_of_a_regression_project(repo_copy):
     root = repo_copy
     sh(root, "git", "init", "-q")
     params = raw_task_project(root, "regression", **{
-        "tune.max_evals": 3, "tune.n_estimators": 30, "evaluate.evidently": False,
+        "tune.max_evals": 3, **FAST_TUNE, "evaluate.evidently": False,
         "monitor.min_rows": 30, "promote.tolerance": 1000.0,
         "promote.max_demographic_parity_difference": 1.0})
     sh(root, "dvc", "repro")

@@ -143,7 +143,7 @@ def test_parallel_tuning_runs_as_many_trials_as_sequential(tmp_path):
 STOPPING = {"tune.max_evals": 8, "tune.n_estimators": 120, "tune.early_stopping_rounds": 10,
             "tune.stop_rule": "quantile", "tune.stop_min_trials": 2,
             "tune.stop_warmup_rounds": 10, "tune.stop_interval": 5,
-            "tune.space": {"learning_rate": {"dist": "loguniform", "low": 0.01, "high": 0.5},
+            "tune.space": {"learning_rate": {"dist": "loguniform", "low": 0.17, "high": 0.5},
                            "max_depth": {"dist": "quniform", "low": 2, "high": 6, "q": 1}}}
 
 

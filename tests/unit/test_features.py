@@ -88,3 +88,37 @@ def test_none_and_nan_both_mean_missing():
     assert (pre.transform(a) == pre.transform(b)).all()
     names = list(pre.get_feature_names_out())
     assert pre.transform(b)[0, names.index("workclass_missing")] == 1
+
+
+def test_a_wide_categorical_is_one_column_of_codes_ordered_by_the_target():
+    """4,000 values cost one design column, not 4,000; codes follow the target's mean."""
+    raw = repo_params_dict()
+    raw["schema"]["columns"].append({"name": "tail", "dtype": "string", "nullable": True})
+    p = params_from_dict(raw)
+    n = 8000
+    rng = np.random.default_rng(0)
+    df = rows(n).assign(tail=rng.choice([f"t{i}" for i in range(4000)], n).astype(object))
+    df.loc[:99, "tail"] = "hot"  # 100 rows, all positive
+    df.loc[100:199, "tail"] = "cold"  # 100 rows, all negative
+    y = (df["tail"] == "hot").astype(int).to_numpy()
+    X = to_model_frame(df, p.schema, p.prepare)
+    pre = build_preprocessor(p.schema, p.prepare, X).fit(X, y)
+    names = list(pre.get_feature_names_out())
+    assert names.count("tail") == 1 and not any(n.startswith("tail_") for n in names)
+    z = pre.transform(X.iloc[[0, 100, 500]].assign(
+        tail=["hot", "cold", "never-seen"]))
+    col = names.index("tail")
+    assert z[0, col] > z[1, col] >= 0  # hot after cold in the code order
+    assert z[2, col] == -1  # unknown (and rare: fewer than min_category_rows) -> -1
+    rare = X["tail"].iloc[300]  # a value of ~2 rows: below min_category_rows
+    assert pre.transform(X.iloc[[300]])[0, col] == -1, rare
+
+
+def test_few_valued_categoricals_stay_one_hot_and_the_limit_is_a_setting():
+    p = params()
+    X = to_model_frame(rows(200), p.schema, p.prepare)
+    names = list(build_preprocessor(p.schema, p.prepare, X).fit(X).get_feature_names_out())
+    assert "sex_Male" in names and "race_White" in names and "race" not in names
+    p = params(onehot_max_values=4)
+    names = list(build_preprocessor(p.schema, p.prepare, X).fit(X).get_feature_names_out())
+    assert "native_country" in names and "sex_Male" in names  # 2 values stay one-hot

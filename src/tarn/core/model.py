@@ -22,14 +22,14 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from tarn.config import PrepareConfig, SchemaConfig
-from tarn.core.features import input_schema
+from tarn.core.features import OrderedCodes, input_schema
 from tarn.core.task import Task
 from tarn.errors import TarnError
 
 # skops (MLflow's safe default format) must be told these types are expected in the file;
 # this list is also the allow-list enforced at load time (skops trusts scikit-learn's own).
 TRUSTED_TYPES = ["numpy.dtype", "xgboost.core.Booster", "xgboost.sklearn.XGBClassifier",
-                 "xgboost.sklearn.XGBRegressor"]
+                 "xgboost.sklearn.XGBRegressor", f"{OrderedCodes.__module__}.OrderedCodes"]
 
 
 class UntrustedModel(TarnError):
@@ -78,7 +78,8 @@ def packaging(schema: SchemaConfig, prepare: PrepareConfig, task: Task, pipe: Pi
         outputs = Schema([TensorSpec(out.dtype, (-1,))])
     card = {**task.card(), "schema": schema.model_dump(mode="json", by_alias=True),
             "prepare": {k: getattr(prepare, k) for k in
-                        ("exclude_features", "numeric_scaler", "max_categories")},
+                        ("exclude_features", "numeric_scaler", "max_categories",
+                         "onehot_max_values", "min_category_rows")},
             "schema_hash": schema_hash(schema, prepare)}
     return Packaging(ModelSignature(inputs=input_schema(schema, prepare), outputs=outputs),
                      card, "predict_proba" if task.classification else "predict")

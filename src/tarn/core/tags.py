@@ -30,6 +30,8 @@ class RunTag:
     TRIAL = "tarn.trial"
     STATUS = "tarn.status"
     ERROR = "tarn.error"
+    STOP_REASON = "tarn.stop_reason"  # why the search ended: max_evals | time budget
+    REFERENCE_VERDICT = "tarn.reference_verdict"  # did the search beat the default models?
     STOPPED_EARLY = "tarn.stopped_early"  # a trial the stop rule ended, with the reason
     DECISION = "tarn.decision"
     PRODUCTION_VERSION = "tarn.production_version"

@@ -38,7 +38,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 
 from tarn.config import EdgeConfig, PrepareConfig, SchemaConfig
-from tarn.core.features import MISSING_CATEGORY, feature_columns, input_schema
+from tarn.core.features import MISSING_CATEGORY, OrderedCodes, feature_columns, input_schema
 from tarn.core.files import atomic_dir, write_json
 from tarn.core.task import Task
 from tarn.edge.runner import (
@@ -138,7 +138,9 @@ def exportable_pipeline(pipe: Pipeline, cat: list[str]) -> Pipeline:
     new = []
     for name, tr, cols in pre.transformers_:
         if isinstance(tr, Pipeline) and len(cols) > 0 and set(cols) <= set(cat):
-            tr = Pipeline(_strip_string_imputers(tr.steps, name))
+            # OrderedCodes is tarn's own class: its fitted OrdinalEncoder is what converts
+            tr = Pipeline([(n, s.encoder_ if isinstance(s, OrderedCodes) else s)
+                           for n, s in _strip_string_imputers(tr.steps, name)])
         new.append((name, tr, cols))
     pre.transformers_ = new
     return Pipeline([("pre", pre), ("model", model)])

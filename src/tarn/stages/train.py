@@ -16,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 
 from tarn.config import Params, stage_view
+from tarn.core import memory
 from tarn.core.bias import reweighing_note
 from tarn.core.catalog import (
     COMPARATOR_DIR,
@@ -29,7 +31,7 @@ from tarn.core.catalog import (
     load_manifest,
     load_split,
 )
-from tarn.core.features import FEATURES, build_preprocessor, to_model_frame
+from tarn.core.features import FEATURES, build_preprocessor, design_width, encode, to_model_frame
 from tarn.core.files import atomic_dir, staged
 from tarn.core.model import packaging, save_local, schema_hash
 from tarn.core.progress import Progress, Step, no_steps, silent
@@ -74,15 +76,27 @@ def _rounds(progress: Progress, key: str, description: str, total: int):
     return Rounds()
 
 
+def fit_preprocessor(data: SplitData, params: Params,
+                     progress: Progress = silent) -> tuple[ColumnTransformer, np.ndarray]:
+    """Fit the normalization on the training rows and encode them (float32), after checking
+    that the design matrix and one fit fit in memory."""
+    pre = build_preprocessor(params.schema, params.prepare, data.X).fit(data.X, data.y)
+    mem = memory.plan(len(data.y), 0, design_width(pre), 1, False,
+                      params.compute.memory_fraction)
+    memory.refuse_if_over(mem, pre, len(data.y))
+    return pre, encode(pre, data.X, progress)
+
+
 def fit_pipeline(data: SplitData, weight: np.ndarray | None, mparams: dict, params: Params,
-                 client=None, progress: Progress = silent, label: str = "model") -> Pipeline:
-    """Fit normalization then XGBoost (locally, or with xgboost.dask when a client is given)
-    and assemble the fitted Pipeline that ships as one model."""
+                 client=None, progress: Progress = silent, label: str = "model",
+                 encoded: tuple[ColumnTransformer, np.ndarray] | None = None) -> Pipeline:
+    """Fit normalization (unless ``encoded`` gives it, fitted) then XGBoost (locally, or with
+    xgboost.dask when a client is given) and assemble the fitted Pipeline that ships as one
+    model."""
     from tarn.core.compute import fit_xgb_dask
 
     task = Task.of(params.schema)
-    pre = build_preprocessor(params.schema, params.prepare).fit(data.X)
-    z = pre.transform(data.X)
+    pre, z = encoded or fit_preprocessor(data, params, progress)
     if client is not None:  # rounds run on the workers: the caller shows a spinner
         clf = fit_xgb_dask(client, z, data.y, weight, mparams, task)
     else:
@@ -126,14 +140,15 @@ def run(params: Params, root: Path, progress: Progress = silent,
         names = ("model", "comparator")  # the comparator: the other mitigation setting
         if client is not None:
             step(f"fitting the model ({mparams['n_estimators']} rounds) with xgboost.dask")
+        encoded = fit_preprocessor(data, params, progress)
         main = fit_pipeline(data, data.weight if mitigated else None, mparams, params, client,
-                            progress, names[0])
+                            progress, names[0], encoded)
         if not comparable:
             return main, main
         if client is not None:
             step("fitting the comparison model with xgboost.dask")
         other = fit_pipeline(data, None if mitigated else data.weight, mparams, params,
-                             client, progress, names[1])
+                             client, progress, names[1], encoded)
         return main, other
 
     if params.train.distributed:

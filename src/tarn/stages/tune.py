@@ -1,48 +1,69 @@
-"""The tune stage: hyperopt TPE over the search space in params, every trial an MLflow child run.
+"""The tune stage: hyperopt TPE over the search space in params, every fit an MLflow child run.
+
+How the budget is spent (:mod:`tarn.core.search_plan`): the search starts from known-good
+configurations (XGBoost's defaults first), then asks TPE for one configuration at a time. On a
+large table a new configuration is fitted on a row sample first, and only the best third of
+each rung is refitted on three times as many rows, up to every row (asynchronous successive
+halving); TPE learns from the first rung, where every configuration is measured alike. Every
+fit stops early on the validation split, with a round cap tied to its learning rate. The
+search ends when ``max_evals`` configurations were tried and promoted, or when the time budget
+(``tune.timeout_s``, by default from rows x columns and cores) runs out: fits in flight are
+stopped at the deadline, and the report says which ended it.
 
 The normalization is fitted once on the training split (it does not depend on the
-hyperparameters), so a trial only fits XGBoost on ready matrices, with early stopping on the
-validation split. ``tune.parallelism: 1`` runs plain sequential ``fmin`` (unless
-``compute.scheduler`` names a cluster); ``N > 1`` asks TPE for one suggestion at a time until N
-trials are in flight on the Dask cluster, feeding results back as they finish. The data is
-scattered to the workers once, not shipped with every trial.
+hyperparameters), so a fit only runs XGBoost on ready float32 matrices. ``tune.parallelism:
+1`` runs fits in this process (each on ``n_jobs`` threads); ``N > 1`` keeps N fits in flight
+on the Dask cluster, the data scattered to the workers once.
 
-A trial whose validation curve falls behind stops before early stopping would end it
+A fit whose validation curve falls behind stops before early stopping would end it
 (``tune.stop_rule``, :func:`stop_reason`): every ``stop_interval`` rounds after
-``stop_warmup_rounds``, its best validation loss so far (the task's: logloss, multiclass
-logloss or RMSE, :class:`tarn.core.task.Task`) is compared with the finished trials' best at
-the same round, and it stops when worse than their ``stop_quantile`` (0.5: the median rule).
-The reason is kept with the trial (an MLflow tag), its loss so far goes to TPE, and a stopped
-trial is never the chosen one.
+``stop_warmup_rounds``, its best validation loss so far is compared with the finished fits'
+of the same rung at the same round, and it stops when worse than their ``stop_quantile``.
+
+Default reference models (:mod:`tarn.core.reference`) are fitted on the same training rows and
+scored on the same validation rows, so the report says plainly whether the search paid.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp, space_eval, tpe
+from hyperopt import STATUS_FAIL, STATUS_OK, Trials, hp, space_eval, tpe
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, Domain
+from hyperopt.fmin import generate_trial
+from xgboost.callback import TrainingCallback
 
-from tarn.config import INTEGER_PARAMS, Params, TuneConfig, stage_view
+from tarn.config import DEFAULT_LEARNING_RATE, INTEGER_PARAMS, Params, TuneConfig, stage_view
+from tarn.core import memory, reference
 from tarn.core.catalog import BEST, TUNE_REPORT, TUNE_TRIALS, load_split
-from tarn.core.features import FEATURES, build_preprocessor
+from tarn.core.features import FEATURES, build_preprocessor, design_width, encode
 from tarn.core.files import staged
 from tarn.core.progress import Progress, silent
+from tarn.core.search_plan import (
+    Ladder,
+    default_budget,
+    fidelity_rungs,
+    learning_rate_of,
+    round_cap,
+    warm_starts,
+)
 from tarn.core.tags import RunTag
 from tarn.core.task import Task
+from tarn.errors import TarnError
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both)
-READS = ("schema", "tune", "bias.mitigation", *FEATURES)
+READS = ("schema", "tune", *FEATURES)
 # keys that only say where work runs or lands: read, but not DVC params
 AMBIENT = ("paths", "compute", "mlflow")
-
+REPORT_EVERY_S = 5.0  # a line of progress at least this often while a fit runs
 
 
 def build_space(cfg: TuneConfig) -> dict:
@@ -83,9 +104,6 @@ class StopRule:
             return None
         return cls(cfg.stop_quantile, cfg.stop_warmup_rounds, cfg.stop_interval,
                    cfg.stop_min_trials, cfg.stop_align)
-
-
-DEFAULT_LEARNING_RATE = 0.3  # XGBoost's, for a space that does not tune it
 
 
 @dataclass(frozen=True)
@@ -133,26 +151,38 @@ def stop_reason(rule: StopRule | None, curve: Sequence[float], references: Seque
             f"{len(at)} finished trials at {where} ({bar:.5f})")
 
 
-def _stop_callback(rule: StopRule | None, references: Sequence[Reference],
-                   learning_rate: float, task: Task):
-    """An XGBoost callback applying :func:`stop_reason` after each round; ``.reason`` says why
-    it stopped the fit ("" if it did not)."""
-    from xgboost.callback import TrainingCallback
+class Watch(TrainingCallback):
+    """An XGBoost callback: the stop rule, the search's deadline (wall clock, so a Dask worker
+    honours it too) and a progress report every few seconds. ``.reason`` says why it ended
+    the fit ("" if it did not); ``.cut`` is set when the deadline did."""
 
-    class StopBehind(TrainingCallback):
-        reason = ""
+    def __init__(self, rule: StopRule | None, references: Sequence[Reference],
+                 learning_rate: float, task: Task, deadline: float = 0.0,
+                 on_round: Callable[[int, float], None] | None = None) -> None:
+        super().__init__()
+        self.rule, self.references = rule, references
+        self.learning_rate, self.task = learning_rate, task
+        self.deadline, self.on_round = deadline, on_round
+        self.reason, self.cut = "", False
+        self.last = time.monotonic()
 
-        def after_iteration(self, model, epoch, evals_log) -> bool:
-            curve = evals_log["validation_0"][task.eval_metric]
-            self.reason = stop_reason(rule, curve, references, learning_rate, task.loss)
-            return bool(self.reason)
-
-    return StopBehind()
+    def after_iteration(self, model, epoch, evals_log) -> bool:
+        curve = evals_log["validation_0"][self.task.eval_metric]
+        if self.on_round is not None and time.monotonic() - self.last >= REPORT_EVERY_S:
+            self.last = time.monotonic()
+            self.on_round(len(curve), float(np.min(curve)))
+        if self.deadline and time.time() >= self.deadline:
+            self.reason, self.cut = f"round {len(curve)}: the time budget ran out", True
+            return True
+        self.reason = stop_reason(self.rule, curve, self.references, self.learning_rate,
+                                  self.task.loss)
+        return bool(self.reason)
 
 
 @dataclass
 class Matrices:
-    """Normalized training and validation data, shared by every trial."""
+    """Normalized training and validation data, shared by every fit. Training rows are in a
+    seeded random order, so the first ``n`` rows are a random sample (a rung's rows)."""
 
     z_train: np.ndarray
     y_train: np.ndarray
@@ -161,10 +191,18 @@ class Matrices:
     y_valid: np.ndarray
     task: Task = Task("binary", ("0", "1"))
 
+    @property
+    def rows(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def width(self) -> int:
+        return int(self.z_train.shape[1])
+
 
 @dataclass
 class TrialResult:
-    tid: int
+    tid: int  # the configuration (a promoted configuration keeps its id)
     params: dict
     status: str  # "ok" | "fail"
     loss: float = float("nan")  # the task's validation loss (logloss or RMSE)
@@ -173,39 +211,79 @@ class TrialResult:
     duration_s: float = 0.0
     error: str = ""
     rounds: int = 0  # boosting rounds fitted
-    stopped: str = ""  # why the stop rule ended it early ("" = it ran to early stopping or cap)
-    reference: Reference | None = None  # a finished trial's curve, for the stop rule
+    stopped: str = ""  # why the stop rule or the deadline ended it ("" = early stopping)
+    reference: Reference | None = None  # a finished fit's curve, for the stop rule
+    rung: int = 0
+    rows: int = 0  # training rows the fit saw
+    cap: int = 0  # its round cap
+    cut: bool = False  # the deadline ended it
+
+    @property
+    def capped(self) -> bool:
+        """It ran into its round cap: early stopping never ended it."""
+        return self.status == "ok" and not self.stopped and self.rounds >= self.cap
+
+    @property
+    def clean(self) -> bool:
+        """Finished by early stopping (or its cap): comparable, and may be chosen."""
+        return self.status == "ok" and not self.stopped
 
 
-def fit_trial(tid: int, hparams: dict, data: Matrices, n_estimators: int,
-              early_stopping_rounds: int, n_jobs: int, seed: int,
-              rule: StopRule | None = None,
-              references: Sequence[Reference] = ()) -> TrialResult:
-    """Fit one configuration with early stopping (and the stop rule against ``references``);
-    never raises (a failure is a result)."""
+@dataclass(frozen=True)
+class Fit:
+    """One fit to run: a configuration at a rung."""
+
+    tid: int
+    hparams: dict
+    rung: int
+    rows: int
+    cap: int
+
+
+def fit_trial(fit: Fit, data: Matrices, early_stopping_rounds: int, n_jobs: int, seed: int,
+              rule: StopRule | None = None, references: Sequence[Reference] = (),
+              deadline: float = 0.0,
+              on_round: Callable[[int, float], None] | None = None) -> TrialResult:
+    """Fit one configuration on the first ``fit.rows`` training rows with early stopping (and
+    the stop rule against ``references``, and the wall-clock ``deadline``); never raises (a
+    failure is a result)."""
     task = data.task
     start = time.perf_counter()
+    base = {"tid": fit.tid, "params": fit.hparams, "rung": fit.rung, "rows": fit.rows,
+            "cap": fit.cap}
     try:
-        lr = float(hparams.get("learning_rate", DEFAULT_LEARNING_RATE))
-        stopper = _stop_callback(rule, references, lr, task)
+        lr = learning_rate_of(fit.hparams)
+        watch = Watch(rule, references, lr, task, deadline, on_round)
         model = task.estimator(
-            n_estimators=n_estimators, early_stopping_rounds=early_stopping_rounds,
-            tree_method="hist", n_jobs=n_jobs, random_state=seed, callbacks=[stopper],
-            **hparams,
+            n_estimators=fit.cap, early_stopping_rounds=early_stopping_rounds,
+            tree_method="hist", n_jobs=n_jobs, random_state=seed, callbacks=[watch],
+            **fit.hparams,
         )
-        model.fit(data.z_train, data.y_train, sample_weight=data.w_train,
+        w = None if data.w_train is None else data.w_train[:fit.rows]
+        model.fit(data.z_train[:fit.rows], data.y_train[:fit.rows], sample_weight=w,
                   eval_set=[(data.z_valid, data.y_valid)], verbose=False)
         scores = task.scores(model, data.z_valid)
         curve = model.evals_result()["validation_0"][task.eval_metric]
-        return TrialResult(tid, hparams, "ok", task.metric(task.loss, data.y_valid, scores),
-                           trial_figures(task, data.y_valid, scores),
-                           int(model.best_iteration), time.perf_counter() - start,
-                           rounds=len(curve), stopped=stopper.reason,
-                           reference=None if stopper.reason else Reference(
+        return TrialResult(**base, status="ok",
+                           loss=task.metric(task.loss, data.y_valid, scores),
+                           figures=trial_figures(task, data.y_valid, scores),
+                           best_iteration=_best_iteration(model, curve),
+                           duration_s=time.perf_counter() - start, rounds=len(curve),
+                           stopped=watch.reason, cut=watch.cut,
+                           reference=None if watch.reason else Reference(
                                best_so_far(curve).astype(np.float32), lr))
-    except Exception as e:  # noqa: BLE001 - a failed trial is recorded, the search goes on
-        return TrialResult(tid, hparams, "fail", duration_s=time.perf_counter() - start,
+    except Exception as e:  # noqa: BLE001 - a failed fit is recorded, the search goes on
+        return TrialResult(**base, status="fail", duration_s=time.perf_counter() - start,
                            error=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+
+
+def _best_iteration(model, curve: Sequence[float]) -> int:
+    """XGBoost's, or (when our callback ended the fit before early stopping recorded one)
+    the round of the lowest validation loss."""
+    try:
+        return int(model.best_iteration)
+    except AttributeError:
+        return int(np.argmin(curve))
 
 
 # the validation figures a trial reports besides its loss (MLflow `val_<name>`), per task
@@ -219,17 +297,25 @@ def trial_figures(task: Task, y: np.ndarray, scores: np.ndarray) -> dict[str, fl
     return {k: task.metric(m, y, scores) for k, m in TRIAL_FIGURES[task.kind].items()}
 
 
-def matrices(params: Params, root: Path) -> Matrices:
+def matrices(params: Params, root: Path, progress: Progress = silent) -> tuple[Matrices, object]:
+    """The training and validation design matrices (float32, training rows shuffled), and the
+    fitted preprocessor. Memory is checked before the matrices are built."""
     train, valid = load_split(params, root, "train"), load_split(params, root, "valid")
-    pre = build_preprocessor(params.schema, params.prepare).fit(train.X)
-    weighted = params.bias.mitigation == "reweighing"
-    # the threshold does not change a loss: tuning does not read train.threshold
-    return Matrices(pre.transform(train.X), train.y, train.weight if weighted else None,
-                    pre.transform(valid.X), valid.y, Task.of(params.schema))
+    pre = build_preprocessor(params.schema, params.prepare, train.X).fit(train.X, train.y)
+    width = design_width(pre)
+    plan = memory.plan(len(train.y), len(valid.y), width, 1, False,
+                       params.compute.memory_fraction)
+    memory.refuse_if_over(plan, pre, len(train.y))
+    order = np.random.default_rng(params.tune.seed).permutation(len(train.y))
+    # the search tunes the unmitigated model, like the default references it is compared
+    # with; the train stage fits both settings of bias.mitigation with what it finds. The
+    # threshold does not change a loss: tuning does not read train.threshold either.
+    return Matrices(encode(pre, train.X.iloc[order], progress), train.y[order], None,
+                    encode(pre, valid.X, progress), valid.y, Task.of(params.schema)), pre
 
 
 class _TrialLogger:
-    """Writes each finished trial as an MLflow child run of the tuning run (from this process,
+    """Writes each finished fit as an MLflow child run of the tuning run (from this process,
     so workers need no access to the tracking store)."""
 
     def __init__(self, parent_run_id: str, experiment_id: str, loss: str = "logloss") -> None:
@@ -244,16 +330,18 @@ class _TrialLogger:
         from mlflow.entities import Metric, Param
         from mlflow.entities import RunTag as Tag
 
-        run = self.client.create_run(self.exp, start_time=started_ms, run_name=f"trial-{r.tid:03d}",
+        name = f"trial-{r.tid:03d}" + (f"-rung{r.rung}" if r.rung else "")
+        run = self.client.create_run(self.exp, start_time=started_ms, run_name=name,
                                      tags={"mlflow.parentRunId": self.parent,
                                            RunTag.TRIAL: str(r.tid)})
         now = int(time.time() * 1000)
-        metrics = [Metric("duration_s", r.duration_s, now, 0)]
+        metrics = [Metric("duration_s", r.duration_s, now, 0), Metric("rows", r.rows, now, 0),
+                   Metric("rung", r.rung, now, 0)]
         if r.status == "ok":
             metrics += [Metric(f"val_{self.loss}", r.loss, now, 0),
                         *(Metric(f"val_{k}", v, now, 0) for k, v in r.figures.items()),
                         Metric("best_iteration", r.best_iteration, now, 0),
-                        Metric("rounds", r.rounds, now, 0)]
+                        Metric("rounds", r.rounds, now, 0), Metric("round_cap", r.cap, now, 0)]
         tags = [Tag(RunTag.STATUS, r.status)]
         if r.error:
             tags.append(Tag(RunTag.ERROR, r.error[:5000]))
@@ -264,6 +352,16 @@ class _TrialLogger:
         self.client.set_terminated(run.info.run_id, "FINISHED" if r.status == "ok" else "FAILED",
                                    end_time=started_ms + int(r.duration_s * 1000))
         return run.info.run_id
+
+
+@dataclass
+class SearchOutcome:
+    results: list[TrialResult]
+    stop_reason: str  # "max_evals" | "time budget"
+    budget_s: float
+    rungs: list[int]
+    duration_s: float
+    configs: int  # configurations tried (rung 0 fits)
 
 
 @dataclass
@@ -282,110 +380,229 @@ def _describe_rule(cfg: TuneConfig) -> str:
             f"{cfg.stop_min_trials} trials finished)")
 
 
-def _describe(best: float, loss: str = "logloss") -> str:
-    return "tuning" if math.isinf(best) else f"tuning (best val {loss} {best:.4f})"
+def budget_of(cfg: TuneConfig, data: Matrices, cores: int | None = None) -> float:
+    if cfg.timeout_s != "auto":
+        return float(cfg.timeout_s)
+    return default_budget(data.rows, data.width, cores or os.cpu_count() or 1)
 
 
-def search(params: Params, data: Matrices, on_trial, progress: Progress = silent,
-           client=None) -> list[TrialResult]:
-    """Run the TPE search; ``on_trial(result, started_ms)`` is called as each trial finishes."""
-    cfg = params.tune
-    space = build_space(cfg)
-    results: list[TrialResult] = []
-    references: list[Reference] = []  # finished trials' curves, for the stop rule
-    rule = StopRule.from_config(cfg)
-    best = [math.inf]
-    deadline = time.monotonic() + cfg.timeout_s
+class _Planner:
+    """Which fit runs next: a promotion (successive halving), else a new configuration (warm
+    start, then TPE), else, when the budget is ending and nothing has seen every row yet, the
+    best configuration on every row. Results come back through :meth:`done`."""
 
-    def finished(r: TrialResult, started_ms: int) -> None:
-        results.append(r)
-        if r.status == "ok":
-            best[0] = min(best[0], r.loss)
-        if r.reference is not None:
-            references.append(r.reference)
-        on_trial(r, started_ms)
-        progress("tune", _describe(best[0], data.task.loss), 1, cfg.max_evals)
+    def __init__(self, cfg: TuneConfig, data: Matrices, deadline: float) -> None:
+        self.cfg, self.deadline = cfg, deadline
+        self.space = build_space(cfg)
+        self.rungs = fidelity_rungs(data.rows, cfg.min_fidelity_rows, cfg.fidelity_factor)
+        self.ladder = Ladder(self.rungs, cfg.fidelity_factor)
+        self.trials, self.domain = Trials(), Domain(lambda _: 0.0, self.space)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.warm = warm_starts(cfg)
+        self.docs: dict[int, dict] = {}
+        self.hparams: dict[int, dict] = {}
+        self.configs = 0
+        self.seconds_per_row_round: float = 0.0  # measured: for the top rung's reserve
 
-    progress("tune", _describe(math.inf), 0, cfg.max_evals)
-    if client is None:
-        def objective(raw: dict) -> dict:
-            started = int(time.time() * 1000)
-            r = fit_trial(len(results), clean_hparams(raw), data, cfg.n_estimators,
-                          cfg.early_stopping_rounds, cfg.n_jobs, cfg.seed, rule,
-                          tuple(references))
-            finished(r, started)
-            if r.status != "ok":
-                return {"status": STATUS_FAIL, "error": r.error}
-            return {"status": STATUS_OK, "loss": r.loss}
-
-        fmin(objective, space, algo=tpe.suggest, max_evals=cfg.max_evals, trials=Trials(),
-             rstate=np.random.default_rng(cfg.seed), timeout=cfg.timeout_s,
-             show_progressbar=False)
-        return results
-    _search_parallel(params, space, data, client, finished, deadline, rule, references)
-    return sorted(results, key=lambda r: r.tid)
-
-
-def _search_parallel(params: Params, space: dict, data: Matrices, client, finished,
-                     deadline: float, rule: StopRule | None,
-                     references: list[Reference]) -> None:
-    """Ask/tell: keep ``parallelism`` trials in flight, one TPE suggestion at a time."""
-    from distributed import wait
-
-    from tarn.core.compute import WorkerWatch
-
-    cfg = params.tune
-    watch = WorkerWatch(client, params.compute)
-    trials = Trials()
-    domain = Domain(lambda _: 0.0, space)
-    rng = np.random.default_rng(cfg.seed)
-    shared = watch.scatter(data)
-    in_flight: dict = {}
-    started = 0
-    threads = params.compute.threads_per_worker
-    while started < cfg.max_evals or in_flight:
-        while (len(in_flight) < cfg.parallelism and started < cfg.max_evals
-               and time.monotonic() < deadline):
-            ids = trials.new_trial_ids(1)
-            docs = tpe.suggest(ids, domain, trials, int(rng.integers(2**31 - 1)))
-            trials.insert_trial_docs(docs)
-            trials.refresh()
-            doc = docs[0]
+    def _new_config(self) -> Fit:
+        tid = self.configs
+        if tid < len(self.warm):
+            doc = generate_trial(tid, self.warm[tid].point)
+            hparams = self.warm[tid].hparams
+        else:
+            doc = tpe.suggest([tid], self.domain, self.trials,
+                              int(self.rng.integers(2**31 - 1)))[0]
             vals = {k: v[0] for k, v in doc["misc"]["vals"].items() if v}
-            hparams = clean_hparams(space_eval(space, vals))
-            if shared.status != "finished":  # every worker holding the data died: send again
-                shared = watch.scatter(data)
-            # the stop rule compares with the trials finished so far (a snapshot)
-            fut = client.submit(fit_trial, started, hparams, shared, cfg.n_estimators,
-                                cfg.early_stopping_rounds, threads, cfg.seed, rule,
-                                tuple(references), pure=False)
-            in_flight[fut] = (doc, int(time.time() * 1000))
-            started += 1
-        if not in_flight:
-            break
-        try:  # a killed worker's trial is rerun elsewhere by Dask (up to 3 times)
-            done, _ = wait(list(in_flight), timeout=2, return_when="FIRST_COMPLETED")
-        except TimeoutError:
-            watch.check()
-            continue
-        for fut in done:
-            doc, started_ms = in_flight.pop(fut)
-            try:
-                r: TrialResult = fut.result()
-            except Exception as e:  # noqa: BLE001 - e.g. a worker died: record, go on
-                r = TrialResult(doc["tid"], {}, "fail", error=f"{type(e).__name__}: {e}")
+            hparams = clean_hparams(space_eval(self.space, vals))
+        self.trials.insert_trial_docs([doc])
+        self.trials.refresh()
+        self.docs[tid], self.hparams[tid] = self.trials.trials[-1], hparams
+        self.configs += 1
+        return self._fit(tid, 0)
+
+    def _fit(self, tid: int, rung: int) -> Fit:
+        hp_ = self.hparams[tid]
+        return Fit(tid, hp_, rung, self.rungs[rung], round_cap(self.cfg, learning_rate_of(hp_)))
+
+    def _reserve_s(self) -> float:
+        """Time to keep for one fit on every row, while none has run yet (estimated from the
+        fits so far: seconds per row per round x rows x the rounds a fit took)."""
+        if self.ladder.top == 0 or self.ladder.losses[self.ladder.top]:
+            return 0.0
+        return 1.5 * self.seconds_per_row_round * self.rungs[-1] * self._typical_rounds
+
+    _typical_rounds: float = 0.0
+
+    def next_fit(self, in_flight: int) -> Fit | None:
+        left = self.deadline - time.time()
+        if left <= 0:
+            return None
+        promo = self.ladder.next_promotion()
+        if promo is not None:
+            self.ladder.mark(*promo)
+            return self._fit(*promo)
+        if self.configs < self.cfg.max_evals and left > self._reserve_s():
+            return self._new_config()
+        if in_flight == 0:
+            forced = self.ladder.force_promotion()
+            if forced is not None:
+                self.ladder.mark(*forced)
+                return self._fit(*forced)
+        return None
+
+    def done(self, r: TrialResult) -> None:
+        if r.status == "ok" and r.rounds and r.duration_s > 0:
+            rate = r.duration_s / (r.rows * r.rounds)
+            self.seconds_per_row_round = max(self.seconds_per_row_round, rate)
+            self._typical_rounds = max(self._typical_rounds, float(r.rounds))
+        if r.clean:
+            self.ladder.record(r.tid, r.rung, r.loss)
+        if r.rung == 0 and r.tid in self.docs:  # TPE learns from the first rung only
+            doc = self.docs[r.tid]
             if r.status == "ok":
                 doc["result"] = {"status": STATUS_OK, "loss": r.loss}
                 doc["state"] = JOB_STATE_DONE
             else:
                 doc["result"] = {"status": STATUS_FAIL}
                 doc["state"] = JOB_STATE_ERROR
-            trials.refresh()
+            self.trials.refresh()
+
+
+def _describe(results: list[TrialResult], loss: str, left: float, rungs: list[int]) -> str:
+    ok = [r for r in results if r.clean]
+    per = [sum(1 for r in results if r.rung == k) for k in range(len(rungs))]
+    fits = f"{len(results)} fits"
+    if len(rungs) > 1:
+        fits += " (" + " + ".join(f"{n} at {rows:,} rows" for n, rows in zip(
+            per, rungs, strict=True)) + ")"
+    best = ""
+    if ok:
+        top = max(r.rung for r in ok)
+        b = min((r for r in ok if r.rung == top), key=lambda r: r.loss)
+        best = f", best val {loss} {b.loss:.4f} at {b.rows:,} rows"
+    return f"tuning: {fits}{best}, {max(left, 0):.0f} s of budget left"
+
+
+def search(params: Params, data: Matrices, on_trial, progress: Progress = silent,
+           client=None, budget_s: float | None = None) -> SearchOutcome:
+    """Run the search; ``on_trial(result, started_ms)`` is called as each fit finishes."""
+    cfg = params.tune
+    start = time.time()
+    budget = budget_s if budget_s is not None else budget_of(cfg, data)
+    deadline = start + budget
+    planner = _Planner(cfg, data, deadline)
+    rule = StopRule.from_config(cfg)
+    results: list[TrialResult] = []
+    references: dict[int, list[Reference]] = {}  # per rung: finished fits' curves
+    loss = data.task.loss
+    last_line = [0.0]
+
+    def report(force: bool = False, extra: str = "") -> None:
+        if force or time.monotonic() - last_line[0] >= REPORT_EVERY_S:
+            last_line[0] = time.monotonic()
+            progress("tune", _describe(results, loss, deadline - time.time(),
+                                       planner.rungs) + extra, 0, None)
+
+    def finished(r: TrialResult, started_ms: int) -> None:
+        results.append(r)
+        if r.reference is not None:
+            references.setdefault(r.rung, []).append(r.reference)
+        planner.done(r)
+        on_trial(r, started_ms)
+        report(force=True)
+
+    report(force=True)
+    if client is None:
+        while (fit := planner.next_fit(0)) is not None:
+            started = int(time.time() * 1000)
+
+            def on_round(rnd: int, best: float, fit: Fit = fit) -> None:
+                report(extra=f"; trial {fit.tid} at {fit.rows:,} rows: round {rnd}, "
+                             f"val {loss} {best:.4f}")
+
+            finished(fit_trial(fit, data, cfg.early_stopping_rounds, cfg.n_jobs, cfg.seed,
+                               rule, tuple(references.get(fit.rung, ())), deadline, on_round),
+                     started)
+    else:
+        _search_parallel(params, data, client, planner, finished, deadline, rule, references,
+                         report)
+    stop = "time budget" if time.time() >= deadline else "max_evals"
+    return SearchOutcome(sorted(results, key=lambda r: (r.tid, r.rung)), stop, budget,
+                         planner.rungs, time.time() - start, planner.configs)
+
+
+def _search_parallel(params: Params, data: Matrices, client, planner: _Planner, finished,
+                     deadline: float, rule: StopRule | None,
+                     references: dict[int, list[Reference]], report) -> None:
+    """Keep ``parallelism`` fits in flight on the cluster (fewer when memory says so)."""
+    from distributed import wait
+
+    from tarn.core.compute import WorkerWatch
+
+    cfg = params.tune
+    plan = memory.plan(data.rows, len(data.y_valid), data.width, cfg.parallelism, True,
+                       params.compute.memory_fraction)
+    slots = max(1, plan.parallel)
+    watch = WorkerWatch(client, params.compute)
+    shared = watch.scatter(data)
+    in_flight: dict = {}
+    threads = params.compute.threads_per_worker
+    while True:
+        while len(in_flight) < slots and (fit := planner.next_fit(len(in_flight))) is not None:
+            if shared.status != "finished":  # every worker holding the data died: send again
+                shared = watch.scatter(data)
+            # the stop rule compares with the fits finished so far (a snapshot)
+            fut = client.submit(fit_trial, fit, shared, cfg.early_stopping_rounds, threads,
+                                cfg.seed, rule, tuple(references.get(fit.rung, ())),
+                                deadline, pure=False)
+            in_flight[fut] = (fit, int(time.time() * 1000), time.monotonic())
+        if not in_flight:
+            break
+        try:  # a killed worker's fit is rerun elsewhere by Dask (up to 3 times)
+            done, _ = wait(list(in_flight), timeout=2, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            watch.check()
+            now = time.monotonic()
+            report(extra="; in flight: " + ", ".join(
+                f"trial {f.tid} at {f.rows:,} rows ({now - t0:.0f} s)"
+                for f, _, t0 in in_flight.values()))
+            continue
+        for fut in done:
+            fit, started_ms, _ = in_flight.pop(fut)
+            try:
+                r: TrialResult = fut.result()
+            except Exception as e:  # noqa: BLE001 - e.g. a worker died: record, go on
+                r = TrialResult(fit.tid, fit.hparams, "fail", error=f"{type(e).__name__}: {e}",
+                                rung=fit.rung, rows=fit.rows, cap=fit.cap)
             finished(r, started_ms)
 
 
+def choose(results: list[TrialResult]) -> TrialResult:
+    """The chosen fit: the lowest validation loss among clean fits of the highest rung any
+    clean fit reached (fits on fewer rows are not comparable); else any successful fit."""
+    clean = [r for r in results if r.clean]
+    pool = clean or [r for r in results if r.status == "ok"]
+    top = max(r.rung for r in pool)
+    return min((r for r in pool if r.rung == top), key=lambda r: (r.loss, r.tid))
+
+
+def too_small_budget(outcome: SearchOutcome, cfg: TuneConfig) -> str:
+    """When no fit finished within the budget: why, and the smallest budget that would do
+    (the first fit's seconds per round x its round cap, with headroom)."""
+    if any(r.clean for r in outcome.results):
+        return ""
+    cut = [r for r in outcome.results if r.cut and r.rounds]
+    if not cut:
+        return ""
+    r = cut[0]
+    need = math.ceil(1.5 * r.duration_s / r.rounds * r.cap + 5)
+    return (f"tune.timeout_s {outcome.budget_s:g} s is too small for one fit: a fit of "
+            f"{r.rows:,} rows reached round {r.rounds} of up to {r.cap} in {r.duration_s:.1f} s "
+            f"without early stopping; set tune.timeout_s to at least {need} (or 'auto')")
+
+
 def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
-    """Search, log every trial under one parent run, write the best configuration."""
+    """Search, log every fit under one parent run, write the best configuration."""
     params = stage_view(params, "tune", READS, AMBIENT)
     import mlflow
 
@@ -396,56 +613,81 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
     if cfg is None:
         from tarn.errors import ConfigError
         raise ConfigError("params.yaml has no `tune` section", "add one (see the README)")
-    data = matrices(params, root)
+    data, pre = matrices(params, root, progress)
+    task = data.task
+    budget = budget_of(cfg, data)
     tracking = connect(params.mlflow, root)
     with quiet_mlflow(), mlflow.start_run(run_name="tune") as parent:
         mlflow.set_tags({RunTag.STAGE: "tune", RunTag.PARAMS_HASH: params_hash(params, (
             "schema", "etl", "prepare", "bias", "tune"))})
         mlflow.log_params({"max_evals": cfg.max_evals, "parallelism": cfg.parallelism,
-                           "timeout_s": cfg.timeout_s, "seed": cfg.seed,
-                           "n_estimators": cfg.n_estimators,
+                           "timeout_s": cfg.timeout_s, "budget_s": round(budget, 1),
+                           "seed": cfg.seed, "n_estimators": cfg.n_estimators,
                            "early_stopping_rounds": cfg.early_stopping_rounds,
                            "stop_rule": _describe_rule(cfg),
-                           "mitigation": params.bias.mitigation,
+                           "train_rows": data.rows, "design_columns": data.width,
+                           "warm_starts": len(cfg.warm_starts),
                            "space": json.dumps({k: v.model_dump(exclude_none=True)
                                                 for k, v in cfg.space.items()})[:6000]})
-        task = data.task
         mlflow.log_params({"task": task.kind, "loss": f"val_{task.loss}"})
         logger = _TrialLogger(parent.info.run_id, tracking.experiment_id, task.loss)
-        start = time.perf_counter()
         if cfg.parallelism > 1 or params.compute.scheduler:  # a named cluster is always used
             with dask_client(params.compute, n_workers=cfg.parallelism) as client:
-                results = search(params, data, logger.log, progress, client)
+                outcome = search(params, data, logger.log, progress, client, budget)
         else:
-            results = search(params, data, logger.log, progress)
-        elapsed = time.perf_counter() - start
+            outcome = search(params, data, logger.log, progress, budget_s=budget)
+        results = outcome.results
         ok = [r for r in results if r.status == "ok"]
         if not ok:
-            from tarn.errors import TarnError
-            raise TarnError(f"all {len(results)} trials failed; first error: "
+            raise TarnError(f"all {len(results)} fits failed; first error: "
                             f"{results[0].error.splitlines()[0] if results else 'none run'}",
                             "check the search space and the prepared data")
-        stopped = [r for r in ok if r.stopped]
-        # a stopped trial's best_iteration is cut short: the choice is among finished ones
-        best = min([r for r in ok if not r.stopped] or ok, key=lambda r: (r.loss, r.tid))
+        small = too_small_budget(outcome, cfg)
+        if small:
+            raise TarnError(small, "raise tune.timeout_s in params.yaml")
+        best = choose(results)
+        progress("tune", "fitting the default reference models on the same rows", 0, None)
+        refs = reference.score_references(
+            task, data.z_train, data.y_train, data.z_valid, data.y_valid, cfg.n_jobs, cfg.seed,
+            on_fit=lambda name: progress("tune", f"reference: {reference.REFERENCES[name]}",
+                                         0, None))
+        verdict = reference.verdict(task, best.loss, refs, "the validation split") if (
+            best.rows == data.rows) else ""
+        per_rung = [{"rows": rows, "fits": sum(1 for r in results if r.rung == k)}
+                    for k, rows in enumerate(outcome.rungs)]
+        stopped = [r for r in ok if r.stopped and not r.cut]
         mlflow.log_metrics({f"best_val_{task.loss}": best.loss,
                             **{f"best_val_{k}": v for k, v in best.figures.items()},
-                            "n_trials": len(results), "n_failed": len(results) - len(ok),
-                            "n_stopped_early": len(stopped), "duration_s": elapsed})
-        mlflow.set_tag(RunTag.BEST_TRIAL, str(best.tid))
+                            **{f"reference_{r.name}_val_{task.loss}": r.loss for r in refs},
+                            "n_trials": outcome.configs, "n_fits": len(results),
+                            "n_failed": len(results) - len(ok),
+                            "n_stopped_early": len(stopped),
+                            "n_capped": sum(r.capped for r in results),
+                            "duration_s": outcome.duration_s})
+        mlflow.set_tags({RunTag.BEST_TRIAL: str(best.tid), RunTag.STOP_REASON:
+                         outcome.stop_reason, **({RunTag.REFERENCE_VERDICT: verdict}
+                                                 if verdict else {})})
     summary = {
         "params": best.params,
         "best_iteration": best.best_iteration,
+        "rows": best.rows,  # the training rows the chosen fit saw
         "task": task.kind,
         "loss": f"val_{task.loss}",  # the key below that the search minimized
         f"val_{task.loss}": best.loss,
         **{f"val_{k}": v for k, v in best.figures.items()},
         "trial": best.tid,
-        "n_trials": len(results),
+        "n_trials": outcome.configs,
+        "n_fits": len(results),
         "n_failed": len(results) - len(ok),
         "n_stopped_early": len(stopped),
+        "n_capped": sum(r.capped for r in results),
+        "fits_per_rung": per_rung,
+        "budget_s": round(outcome.budget_s, 1),
+        "stop_reason": outcome.stop_reason,
+        "reference_val": reference.as_dict(refs, task),
+        "reference_verdict": verdict,
         "parent_run_id": parent.info.run_id,
-        "duration_s": elapsed,
+        "duration_s": outcome.duration_s,
     }
     models = root / params.paths.models
     reports = root / params.paths.reports
@@ -453,15 +695,17 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
         st.json(models / BEST, summary)
         st.json(reports / TUNE_REPORT, {k: summary[k] for k in (
             "task", "loss", f"val_{task.loss}", *(f"val_{k}" for k in best.figures),
-            "best_iteration", "n_trials", "n_failed", "n_stopped_early", "duration_s")})
-        st.text(reports / TUNE_TRIALS, f"trial,val_{task.loss},best_so_far\n" + "".join(
-            f"{r.tid},{r.loss},{b}\n" for r, b in _running_best(results)))
+            "best_iteration", "rows", "n_trials", "n_fits", "n_failed", "n_stopped_early",
+            "n_capped", "fits_per_rung", "budget_s", "stop_reason", "reference_val",
+            "reference_verdict", "duration_s")})
+        st.text(reports / TUNE_TRIALS, f"trial,rung,rows,val_{task.loss},best_so_far\n" + "".join(
+            f"{r.tid},{r.rung},{r.rows},{r.loss},{b}\n" for r, b in _running_best(results)))
     return TuneResult(summary, results, parent.info.run_id)
 
 
 def _running_best(results: list[TrialResult]):
     best = math.inf
-    for r in sorted(results, key=lambda r: r.tid):
+    for r in results:
         if r.status == "ok":
-            best = min(best, r.loss)
+            best = min(best, r.loss) if r.rung == 0 else best
             yield r, best
