@@ -400,11 +400,12 @@ def train() -> None:
 @friendly
 def evaluate() -> None:
     """Test metrics, fairness with vs without mitigation, plots, Evidently reports."""
-    from tarn.stages import evaluate as stage
-
     c = ctx()
-    with steps("evaluating on the test split"):
-        res = stage.run(c.params, c.root)
+    with steps("evaluating on the test split") as step:
+        step("loading the evaluation code (sklearn, matplotlib)")
+        from tarn.stages import evaluate as stage
+
+        res = stage.run(c.params, c.root, step)
     m = res.metrics
     if "roc_auc" not in m:  # multiclass, regression: the task's own figures
         from tarn.config import METRICS_BY_TASK
@@ -458,6 +459,15 @@ def _notify(c: _Ctx) -> str:
     return notify_server(c.params.serve.notify_url, os.environ.get("TARN_ADMIN_SECRET", ""))
 
 
+def _notify_with_steps(c: _Ctx) -> str:
+    """:func:`_notify`, with a step line while the server deploys (it may take seconds)."""
+    if not c.params.serve.notify_url or not os.environ.get("TARN_ADMIN_SECRET"):
+        return _notify(c)  # nothing is sent: no wait to show
+    with steps("notifying the server") as step:
+        step(f"asking {c.params.serve.notify_url} to deploy now")
+        return _notify(c)
+
+
 @app.command()
 @friendly
 def promote(
@@ -475,20 +485,26 @@ def promote(
     ceiling, and the input schema is compatible. On pass, the alias `production` moves (the
     stage Production follows) and the running server and the client bundle follow it.
     """
-    from tarn.core.registry import PromotionRefused
-    from tarn.lifecycle import promote as lifecycle
-    from tarn.lifecycle.gates import GAP_MEASURE
-
     c = ctx()
     if (version is None) == (not latest):
         raise typer.BadParameter("give exactly one of --version N or --latest")
-    try:
-        p = lifecycle.promote(c.params, c.root, version, latest=latest, force=force,
-                              reason=reason)
-    except PromotionRefused as e:
-        console.print(f"[bold red]refused:[/] {e.message}")
-        console.print(f"[yellow]fix:[/] {e.hint}")
-        raise typer.Exit(2) from None
+    with steps("promoting") as step:
+        step("loading MLflow")  # the imports take seconds: a line first
+        from tarn.core.registry import PromotionRefused
+        from tarn.lifecycle import promote as lifecycle
+        from tarn.lifecycle.gates import GAP_MEASURE
+
+        try:
+            p = lifecycle.promote(c.params, c.root, version, latest=latest, force=force,
+                                  reason=reason, step=step)
+        except PromotionRefused as e:
+            refused: PromotionRefused | None = e
+        else:
+            refused = None
+    if refused is not None:
+        console.print(f"[bold red]refused:[/] {refused.message}")
+        console.print(f"[yellow]fix:[/] {refused.hint}")
+        raise typer.Exit(2)
     g = p.gates
     figures = (f"{g.metric} {g.candidate_metric:.4f} (champion "
                f"{'none' if g.champion_metric is None else f'{g.champion_metric:.4f}'}), "
@@ -497,19 +513,21 @@ def promote(
                   else "no fairness gate (promote.fairness_feature not set)")
                if g else "gates skipped (--force)")
     console.print(f"version {p.version} is production (was {p.previous or 'none'}): {figures}")
-    console.print(_notify(c))
+    console.print(_notify_with_steps(c))
 
 
 @app.command()
 @friendly
 def rollback(reason: Annotated[str, typer.Option(help="Why; recorded.")] = "") -> None:
     """Put the previous production version back (recorded like a forced promotion)."""
-    from tarn.lifecycle import promote as lifecycle
-
     c = ctx()
-    p = lifecycle.rollback(c.params, c.root, reason)
+    with steps("rolling back") as step:
+        step("loading MLflow")
+        from tarn.lifecycle import promote as lifecycle
+
+        p = lifecycle.rollback(c.params, c.root, reason, step=step)
     console.print(f"version {p.version} is production again (was {p.previous})")
-    console.print(_notify(c))
+    console.print(_notify_with_steps(c))
 
 
 @app.command()
@@ -597,13 +615,14 @@ def monitor(
 ) -> None:
     """Evidently drift reports on new lake batches and the prediction log vs the training
     reference, logged to MLflow; prints the decision: none, incremental or full."""
-    from tarn.lifecycle import monitor as stage
-
     c = ctx()
     bad = set(source) - {"lake", "log"}
     if bad:
         raise typer.BadParameter(f"unknown source(s) {sorted(bad)}: use lake and/or log")
     with steps("monitoring") as step:
+        step("loading the monitoring code (Evidently, MLflow)")
+        from tarn.lifecycle import monitor as stage
+
         res = stage.run(c.params, c.root, tuple(source), step)
     _print_monitor(res)
 
@@ -635,13 +654,14 @@ def retrain(
 ) -> None:
     """Monitor, decide, retrain (incremental: continue boosting the production model on the
     new batches; full: dvc repro on a fresh snapshot), then promote through the gates."""
-    from tarn.lifecycle import retrain as stage
-
     c = ctx()
     if mode not in ("auto", "incremental", "full"):
         raise typer.BadParameter("mode must be auto, incremental or full")
-    with steps("retraining") as step:
-        mon, res = stage.run(c.params, c.root, mode, step)
+    with bars(transient=True) as progress, steps("retraining") as step:
+        step("loading the retraining code (XGBoost, Evidently, MLflow)")
+        from tarn.lifecycle import retrain as stage
+
+        mon, res = stage.run(c.params, c.root, mode, step, progress)
     _print_monitor(mon)
     if res is None:
         console.print("nothing to retrain")
@@ -663,7 +683,7 @@ def retrain(
                           "figures are in-sample)")
     if res.promoted:
         console.print(f"version {res.version} is production")
-        console.print(_notify(c))
+        console.print(_notify_with_steps(c))
     else:
         console.print(f"[bold red]not promoted:[/] {res.refused}")
         raise typer.Exit(2)
@@ -723,11 +743,12 @@ def bundle_publish(
     """Export the production version to ONNX, prove parity on the held-out test rows, and
     make it the bundle clients get. A running server does this itself when it deploys; this
     command is for when none runs."""
-    from tarn.lifecycle.publish import publish
-
     c = ctx()
-    with console.status("exporting to ONNX and checking parity on the test rows"):
-        b = publish(c.params, c.root, version)
+    with steps("publishing the client bundle") as step:
+        step("loading the export code (ONNX, MLflow)")
+        from tarn.lifecycle.publish import publish
+
+        b = publish(c.params, c.root, version, step)
     console.print(f"published {b.path} (parity: max |diff| {b.parity.max_abs_diff:.2g} on "
                   f"{b.parity.rows:,} rows)")
 

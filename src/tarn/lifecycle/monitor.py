@@ -147,7 +147,7 @@ def logged_scores(task: Task, log: pd.DataFrame) -> np.ndarray | None:
 def analyse(name: str, current: pd.DataFrame, reference: pd.DataFrame, params: Params,
             out: Path, task: Task, scores_cur: np.ndarray | None,
             scores_ref: np.ndarray | None, labelled: bool,
-            reference_loss: float | None) -> SourceReport:
+            reference_loss: float | None, step: Step = no_steps) -> SourceReport:
     """Evidently drift (features + the model's outputs) and, with labels, quality."""
     from tarn.core import evidently_reports as er
 
@@ -162,6 +162,7 @@ def analyse(name: str, current: pd.DataFrame, reference: pd.DataFrame, params: P
         for k, v in prediction_columns(task, scores_ref)[0].items():
             ref[k] = v
     m = params.monitor
+    step(f"{name}: Evidently drift report ({len(cur):,} rows vs {len(ref):,} reference rows)")
     snap = er.drift(cur, ref, params.schema, params.prepare, numeric, {
         "num_method": m.num_method, "cat_method": m.cat_method,
         "num_threshold": m.num_threshold, "cat_threshold": m.cat_threshold}, categorical)
@@ -176,11 +177,13 @@ def analyse(name: str, current: pd.DataFrame, reference: pd.DataFrame, params: P
     rep.drift_share = len(rep.drifted) / max(1, len(features))
     rep.prediction_drifted = sorted(k for k in outputs if cols.get(k, {}).get("drifted"))
     rep.prediction_drift = bool(rep.prediction_drifted)
+    step(f"{name}: Evidently data summary report")
     er.save(er.summary(current, reference, params.schema, params.prepare), out,
             f"{name}_quality")
     rep.html = str(out / f"{name}_drift.html")
     y = current[params.schema.target.name] if labelled else None
     if y is not None and scores_cur is not None and (task.kind != "binary" or y.nunique() > 1):
+        step(f"{name}: quality on {len(y):,} labelled rows")
         y = y.to_numpy().astype(np.float64 if task.kind == "regression" else np.int64)
         rep.quality = task.quality(y, scores_cur, params.evaluate.calibration_bins)
     return rep
@@ -289,6 +292,7 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log"),
     from tarn.core.catalog import load_split
     from tarn.core.registry import Registry
 
+    step("opening the model registry")
     reg = Registry(params.mlflow, root, params.promote.alias)
     production = reg.production()
     if production is None:
@@ -297,8 +301,10 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log"),
     step(f"loading production version {production}")
     model, card = reg.load_with_card(production)
     task = Task.from_card(card)  # what the version predicts, with its own threshold
+    step("reading the training reference")
     train = load_split(params, root, "train")
     reference = train.frame
+    step(f"scoring the training reference ({len(train.X):,} rows)")
     ref_scores = task.scores(model, train.X)
     ref_loss = reg.run_metrics(production).get(f"test_{task.loss}")
     out = root / params.monitor.reports
@@ -314,26 +320,28 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log"),
     elif "lake" in sources:
         step(f"drift on {len(fresh)} new lake batch(es)")
         reports.append(_lake_source(params, root, fresh, reference, ref_scores, model, task,
-                                    out, ref_loss))
+                                    out, ref_loss, step))
     if "log" in sources:
         step("drift on the prediction log")
         reports.append(_log_source(params, root, reference, ref_scores, task, out,
-                                   production))
+                                   production, step))
+    step("deciding: none, incremental or full")
     result = MonitorResult(production, fresh, reports,
                            decide(reports, params, lineage.incremental_streak))
     (out / "monitor.json").write_text(json.dumps(result.as_dict(), indent=2, default=float))
-    step("logging to MLflow")
+    step(f"decision {result.decision.mode}; logging to MLflow")
     _log_mlflow(params, root, result, out)
     return result
 
 
 def _lake_source(params, root, fresh, reference, ref_scores, model, task: Task, out,
-                 ref_loss) -> SourceReport:
+                 ref_loss, step: Step = no_steps) -> SourceReport:
     from tarn.core.features import to_model_frame
     from tarn.core.ingest import read_batches
 
     if not fresh:
         return SourceReport("lake", loss=task.loss, problems=["no new lake batches"])
+    step(f"lake: reading {', '.join(fresh)} through the contract")
     try:
         current, notes = read_batches(params, root, fresh)  # the ETL's own code path
     except EtlError as e:
@@ -341,17 +349,19 @@ def _lake_source(params, root, fresh, reference, ref_scores, model, task: Task, 
     if current.empty:
         return SourceReport("lake", loss=task.loss,
                             problems=notes + ["no usable rows in the new batches"])
+    step(f"lake: scoring {len(current):,} new rows")
     scores = task.scores(model, to_model_frame(current, params.schema, params.prepare))
     rep = analyse("lake", current, reference, params, out, task, scores, ref_scores, True,
-                  ref_loss)
+                  ref_loss, step)
     rep.problems = notes
     return rep
 
 
 def _log_source(params, root, reference, ref_scores, task: Task, out,
-                version: str) -> SourceReport:
+                version: str, step: Step = no_steps) -> SourceReport:
     """Drift of the inputs the production version itself scored: rows logged by earlier
     versions describe another model's traffic and are skipped (and counted)."""
+    step(f"log: reading the newest {params.monitor.max_log_rows:,} logged predictions")
     log, problems = read_prediction_log(root / params.serve.prediction_log,
                                         params.monitor.max_log_rows)
     if not log.empty and "model_version" in log.columns:
@@ -373,7 +383,7 @@ def _log_source(params, root, reference, ref_scores, task: Task, out,
         problems = [*problems, f"the log holds no {task.kind} predictions: only the inputs "
                                "were compared"]
     rep = analyse("log", log, reference, params, out, task, scores,
-                  ref_scores if scores is not None else None, False, None)
+                  ref_scores if scores is not None else None, False, None, step)
     rep.problems = problems
     return rep
 

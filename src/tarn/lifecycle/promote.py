@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tarn.config import Params
 from tarn.core.catalog import load_split
+from tarn.core.progress import Step, no_steps
 from tarn.core.registry import Promotion, Registry
 from tarn.lifecycle.gates import Figures, Gates, gate_metric, judge
 
@@ -16,21 +17,27 @@ def registry(params: Params, root: Path) -> Registry:
 
 
 def measure(reg: Registry, params: Params, root: Path, candidate: str,
-            champion: str | None) -> Figures:
+            champion: str | None, step: Step = no_steps) -> Figures:
     """Score candidate and champion on the same held-out rows (the prepared test split), each
     with its own task and threshold (from its card); the gate metric and the fairness gap are
-    the candidate's task's."""
+    the candidate's task's. ``step`` hears of each measurement."""
     cfg = params.promote
+    step("reading the test split")
     test = load_split(params, root, "test")
+    if champion:
+        step(f"schema gate: version {candidate}'s inputs and task against champion {champion}'s")
     problems = reg.schema_problems(candidate, champion) if champion else []
+    step(f"loading candidate version {candidate} and scoring {len(test.X):,} test rows")
     task, cand_scores = reg.scores(candidate, test.X)
     metric = gate_metric(cfg, task.kind)
     champ_metric = None  # no champion, or one no metric compares (the problems say why)
     if champion and not problems:
+        step(f"loading champion version {champion} and scoring the same rows")
         champ_task, champ_scores = reg.scores(champion, test.X)
         champ_metric = champ_task.metric(metric, test.y, champ_scores)
     gap, unmeasured = None, ""  # no fairness feature declared: the gate is skipped, says so
     if cfg.fairness_feature:
+        step(f"fairness gate: gap over {cfg.fairness_feature} groups")
         fair = task.fairness(test.y, cand_scores, test.frame, [cfg.fairness_feature],
                              params.bias.min_group_rows)[cfg.fairness_feature]
         gap = fair["gap"]
@@ -44,22 +51,32 @@ def measure(reg: Registry, params: Params, root: Path, candidate: str,
 
 
 def promote(params: Params, root: Path, version: str | None = None, *, latest: bool = False,
-            force: bool = False, reason: str = "", actor: str | None = None) -> Promotion:
+            force: bool = False, reason: str = "", actor: str | None = None,
+            step: Step = no_steps) -> Promotion:
     """Gate ``version`` (or the newest) against the champion and make it production."""
+    step("opening the model registry")
     reg = registry(params, root)
     target = reg.latest() if latest else str(version)
 
     def gates(candidate: str, champion: str | None) -> Gates:
-        return judge(measure(reg, params, root, candidate, champion), params.promote)
+        verdict = judge(measure(reg, params, root, candidate, champion, step), params.promote)
+        step(f"gates {'passed' if verdict.passed else 'refused'}: "
+             + ("moving the alias" if verdict.passed else "recording the verdict"))
+        return verdict
 
+    step(f"version {target}: " + ("forced, gates skipped; moving the alias" if force else
+                                  "measuring the gates (champion: the production version)"))
     return reg.promote(target, None if force else gates, reason=reason, actor=actor)
 
 
-def rollback(params: Params, root: Path, reason: str = "",
-             actor: str | None = None) -> Promotion:
+def rollback(params: Params, root: Path, reason: str = "", actor: str | None = None,
+             step: Step = no_steps) -> Promotion:
     """Put back the version that was production before the current one (a forced promotion,
     recorded as such)."""
-    return registry(params, root).rollback(reason, actor)
+    step("opening the model registry")
+    reg = registry(params, root)
+    step("moving the alias back to the previous production version")
+    return reg.rollback(reason, actor)
 
 
 def notify_server(url: str, secret: str) -> str:

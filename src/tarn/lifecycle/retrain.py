@@ -19,6 +19,7 @@ import json
 import re
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from tarn.config import Params, PrepareConfig, SchemaConfig
-from tarn.core.progress import Step, no_steps
+from tarn.core import progress as progress_output
+from tarn.core.progress import Progress, Step, no_steps, silent
 from tarn.core.task import Task
 from tarn.errors import TarnError
 
@@ -50,13 +52,26 @@ class RetrainResult:
     metrics: dict = field(default_factory=dict)  # {"old"|"new": {"test"|"new_data": {...}}}
 
 
+def _rounds(progress: Progress, key: str, description: str, total: int):
+    """An XGBoost callback that reports each boosting round (as the train stage's does)."""
+    from xgboost.callback import TrainingCallback
+
+    class Rounds(TrainingCallback):
+        def after_iteration(self, model, epoch, evals_log) -> bool:
+            progress(key, description, 1, total)
+            return False
+
+    return Rounds()
+
+
 def incremental_fit(pipe: Pipeline, X: pd.DataFrame, y: np.ndarray, w: np.ndarray | None,
                     X_hold: pd.DataFrame, y_hold: np.ndarray, rounds: int,
-                    early_stopping: int, n_jobs: int = 2, lr_scale: float = 1.0) -> Pipeline:
+                    early_stopping: int, n_jobs: int = 2, lr_scale: float = 1.0,
+                    progress: Progress = silent) -> Pipeline:
     """Continue boosting ``pipe`` on (X, y); the normalization step stays as fitted. The
     continuation is the parent's own estimator type with its own parameters (objective and
     eval metric included): XGBClassifier for binary and multiclass, XGBRegressor for
-    regression."""
+    regression. ``progress`` hears of each new boosting round."""
     pre, old = pipe.steps[0][1], pipe.steps[-1][1]
     estimator = type(old)
     booster = old.get_booster()
@@ -66,7 +81,9 @@ def incremental_fit(pipe: Pipeline, X: pd.DataFrame, y: np.ndarray, w: np.ndarra
     params["n_jobs"] = n_jobs
     params["learning_rate"] = (params.get("learning_rate") or 0.3) * lr_scale
     z, z_hold = pre.transform(X), pre.transform(X_hold)
-    probe = estimator(**params, n_estimators=rounds, early_stopping_rounds=early_stopping)
+    probe = estimator(**params, n_estimators=rounds, early_stopping_rounds=early_stopping,
+                      callbacks=[_rounds(progress, "retrain", f"boosting new rounds (at most "
+                                         f"{rounds}, early stopping {early_stopping})", rounds)])
     probe.fit(z, y, sample_weight=w, eval_set=[(z_hold, y_hold)], xgb_model=booster,
               verbose=False)
     # keep the probe's trees up to its best round (at least one new one): exactly the trees
@@ -92,7 +109,8 @@ def parent_contract(card: dict, params: Params) -> tuple[Task, SchemaConfig, Pre
     return task, schema, prepare
 
 
-def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainResult:
+def run_incremental(params: Params, root: Path, batches: list[str], step: Step = no_steps,
+                    progress: Progress = silent) -> RetrainResult:
     from tarn.core import bias
     from tarn.core.features import to_model_frame
     from tarn.core.ingest import read_batches
@@ -103,6 +121,7 @@ def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainRe
 
     start = time.perf_counter()
     cfg = params.retrain
+    step("opening the model registry")
     reg = Registry(params.mlflow, root, params.promote.alias)
     parent = reg.production()
     if parent is None:
@@ -116,6 +135,7 @@ def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainRe
                            "run a full retraining (`tarn retrain --mode full`)")
     if not batches:
         raise RetrainError("no new batches to learn from", "add one with `tarn lake add`")
+    step(f"loading production version {parent}")
     pipe, card = reg.load_with_card(parent)
     task, schema, prepare = parent_contract(card, params)
     if task.kind != params.schema.task:
@@ -123,12 +143,14 @@ def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainRe
                            f"schema.task: {params.schema.task}",
                            "run a full retraining (`tarn retrain --mode full`)")
     manifest: list[dict] = []
+    step(f"reading {', '.join(batches)} through the contract")
     data, _ = read_batches(params, root, batches, manifest)
     target = params.schema.target.name
     if len(data) < 20 or data[target].nunique() < 2:
         raise RetrainError(f"only {len(data)} usable new rows", "wait for more data")
     fit, hold = train_test_split(data, test_size=cfg.holdout_fraction, random_state=cfg.seed,
                                  stratify=data[target] if task.classification else None)
+    step("mixing in replayed training rows")
     fit = pd.concat([fit, replay(params, root, len(fit))], ignore_index=True)
     w = None
     if params.bias.mitigation == "reweighing" and task.classification:  # no groups x labels
@@ -145,9 +167,10 @@ def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainRe
                            f"{missing}: boosting cannot continue a {task.n_classes}-class "
                            "model on fewer classes", "raise retrain.replay_ratio, or wait "
                            "for more data")
+    step(f"continuing to boost version {parent} on {len(y):,} rows")
     new_pipe = incremental_fit(pipe, X, y, w, Xh, yh, cfg.incremental_rounds,
                                cfg.early_stopping_rounds, params.train.n_jobs,
-                               cfg.learning_rate_scale)
+                               cfg.learning_rate_scale, progress)
     trees = new_pipe.steps[-1][1].get_booster().num_boosted_rounds()
     lineage = Lineage(
         kind="incremental", parent_version=parent, new_batches=tuple(batches),
@@ -157,7 +180,8 @@ def run_incremental(params: Params, root: Path, batches: list[str]) -> RetrainRe
         snapshot_hash=parent_lineage.snapshot_hash,
         params_hash=params_hash(params, ("schema", "prepare", "bias", "retrain")),
         git_commit=git_commit(root), train_rows=len(y), mitigation=params.bias.mitigation)
-    metrics = _compare(params, root, task, pipe, new_pipe, Xh, yh)
+    metrics = _compare(params, root, task, pipe, new_pipe, Xh, yh, step)
+    step("logging and registering the new version")
     out = reg.register(new_pipe, lineage, "retrain-incremental",
                        {"parent_version": parent, "new_trees": trees -
                         pipe.steps[-1][1].get_booster().num_boosted_rounds(),
@@ -197,7 +221,7 @@ def replay(params: Params, root: Path, n_new: int) -> pd.DataFrame:
 
 
 def _compare(params: Params, root: Path, task: Task, old: Pipeline, new: Pipeline,
-             Xh: pd.DataFrame, yh: np.ndarray) -> dict:
+             Xh: pd.DataFrame, yh: np.ndarray, step: Step = no_steps) -> dict:
     """Old vs new model on the original test split and on the new data's held-out slice, with
     the task's figures (the threshold is the versions' own)."""
     from tarn.core.catalog import load_split
@@ -205,9 +229,13 @@ def _compare(params: Params, root: Path, task: Task, old: Pipeline, new: Pipelin
     test = load_split(params, root, "test")
     bins = params.evaluate.calibration_bins
     y_test = targets(task, pd.Series(test.y))
-    return {name: {"test": task.quality(y_test, task.scores(m, test.X), bins),
-                   "new_data": task.quality(yh, task.scores(m, Xh), bins)}
-            for name, m in (("old", old), ("new", new))}
+    out = {}
+    for name, m in (("old", old), ("new", new)):
+        step(f"scoring the {name} model on the test split ({len(y_test):,} rows) and the new "
+             f"data ({len(yh):,} rows)")
+        out[name] = {"test": task.quality(y_test, task.scores(m, test.X), bins),
+                     "new_data": task.quality(yh, task.scores(m, Xh), bins)}
+    return out
 
 
 def _dvc() -> str:
@@ -220,7 +248,7 @@ def _dvc() -> str:
 
 
 def _compare_versions(params: Params, root: Path, old: str, new: str,
-                      batches: list[str]) -> dict:
+                      batches: list[str], step: Step = no_steps) -> dict:
     """Old vs new registered version on the test split and on the new batches (which a full
     retraining has trained on: that column is optimistic for it)."""
     from tarn.core.features import to_model_frame
@@ -228,17 +256,62 @@ def _compare_versions(params: Params, root: Path, old: str, new: str,
     from tarn.core.registry import Registry
 
     reg = Registry(params.mlflow, root, params.promote.alias)
+    step(f"loading versions {new} (new) and {old} (old) to compare them")
     new_pipe, card = reg.load_with_card(new)
     old_pipe, old_card = reg.load_with_card(old)
     task = Task.from_card(card)
     if Task.from_card(old_card).kind != task.kind:
         return {}  # a change of task: no figure compares the two
+    step(f"reading {', '.join(batches)} through the contract")
     data, _ = read_batches(params, root, batches)
     if data.empty:
         return {}
     X = to_model_frame(data, params.schema, params.prepare)
     y = targets(task, data[params.schema.target.name])
-    return _compare(params, root, task, old_pipe, new_pipe, X, y)
+    return _compare(params, root, task, old_pipe, new_pipe, X, y, step)
+
+
+# what `dvc repro` prints about itself, not worth a line of ours
+_DVC_CHATTER = ("> ", "Updating lock file", "Generating lock file", "Use `dvc push`",
+                "To track the changes with git", "git add ", "To enable auto staging",
+                "dvc config core.autostage")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_ELAPSED = re.compile(r"\s*\(\d+ s\)$")  # a tarn stage's own "(N s)": ours replaces it
+
+
+def dvc_line(line: str, stage: str) -> tuple[str, str | None]:
+    """Pure: (the stage now running, what to show of ``line`` or None) for one line of
+    `dvc repro` output. Stage starts and skips become "stage X ..."; what a stage prints (its
+    steps, progress counts, heartbeats, summaries) comes through prefixed with the stage;
+    DVC's own chatter, blank lines and table rules are dropped."""
+    text = _ANSI.sub("", line).strip()
+    if not text:
+        return stage, None
+    started = re.match(r"Running stage '([\w-]+)'", text)
+    if started:
+        return started.group(1), f"stage {started.group(1)}"
+    skipped = re.match(r"Stage '([\w-]+)' (didn't change|is cached)", text)
+    if skipped:
+        return stage, (f"stage {skipped.group(1)} unchanged, skipped" if
+                       skipped.group(2) == "didn't change" else
+                       f"stage {skipped.group(1)} cached, outputs checked out")
+    if text.startswith(_DVC_CHATTER) or "\u2500" <= text[0] <= "\u257f":  # box drawing
+        return stage, None
+    text = _ELAPSED.sub("", text)
+    return stage, f"{stage}: {text}" if stage else text
+
+
+def forward_dvc(lines: Iterable[str], step: Step) -> list[str]:
+    """Show each line of a `dvc repro` stream through ``step`` as :func:`dvc_line` has it,
+    as it arrives; return every line (stripped of its end), for an error message."""
+    seen: list[str] = []
+    stage = ""
+    for line in lines:
+        seen.append(line.rstrip())
+        stage, shown = dvc_line(line, stage)
+        if shown is not None:
+            step(shown)
+    return seen
 
 
 def run_full(params: Params, root: Path, dvc: str | None = None,
@@ -248,6 +321,7 @@ def run_full(params: Params, root: Path, dvc: str | None = None,
     from tarn.core.registry import Registry
 
     start = time.perf_counter()
+    step("opening the model registry")
     reg = Registry(params.mlflow, root, params.promote.alias)
     parent = reg.production() or ""
     before = _registered(params, root)
@@ -256,16 +330,18 @@ def run_full(params: Params, root: Path, dvc: str | None = None,
     import os
     import sys
 
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-    lines: list[str] = []
-    try:  # the stages call `tarn`, so the venv's bin must be on PATH for them too
+    # the stages call `tarn`, so the venv's bin must be on PATH for them too; unbuffered, so
+    # their lines (steps, progress, heartbeats) arrive as they are printed; their heartbeat
+    # shorter than ours, so that theirs (which knows what runs) speaks first
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+           "PYTHONUNBUFFERED": "1",
+           "TARN_HEARTBEAT_S": f"{0.7 * progress_output.HEARTBEAT_S:g}"}
+    step(f"dvc repro {' '.join(stages) or '(every stage, re-tuning)'}")
+    try:
         with subprocess.Popen([dvc or _dvc(), "repro", *stages], cwd=root, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
-            for line in proc.stdout:  # DVC's own progress, one step per stage
-                lines.append(line.rstrip())
-                stage = re.search(r"Running stage '([\w-]+)'", line)
-                if stage:
-                    step(f"dvc repro: stage {stage.group(1)}")
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              bufsize=1) as proc:
+            lines = forward_dvc(proc.stdout, step)  # stage names and the stages' own lines
         returncode = proc.returncode
     except FileNotFoundError as e:
         raise RetrainError("dvc is not installed here", "run `make venv`, or activate .venv") \
@@ -291,8 +367,10 @@ def _registered(params: Params, root: Path) -> str | None:
         return None
 
 
-def run(params: Params, root: Path, mode: str = "auto", step: Step = no_steps) -> tuple:
-    """Monitor, decide, retrain, promote. Returns (monitor result, retrain result | None)."""
+def run(params: Params, root: Path, mode: str = "auto", step: Step = no_steps,
+        progress: Progress = silent) -> tuple:
+    """Monitor, decide, retrain, promote. Returns (monitor result, retrain result | None).
+    ``step`` hears of each piece of work, ``progress`` of the boosting rounds."""
     from tarn.core.registry import PromotionRefused
     from tarn.lifecycle import monitor
     from tarn.lifecycle.promote import promote
@@ -305,15 +383,16 @@ def run(params: Params, root: Path, mode: str = "auto", step: Step = no_steps) -
     if chosen == "incremental" and any(s.schema_change for s in mon.sources):
         chosen = "full"  # a schema change cannot be learned incrementally
     step(f"{chosen} retraining")
-    result = (run_incremental(params, root, mon.new_batches) if chosen == "incremental"
-              else run_full(params, root, step=step))
+    result = (run_incremental(params, root, mon.new_batches, step, progress)
+              if chosen == "incremental" else run_full(params, root, step=step))
     if chosen == "full" and result.parent and mon.new_batches:
         result.metrics = _compare_versions(params, root, result.parent, result.version,
-                                           mon.new_batches)
+                                           mon.new_batches, step)
     step(f"promoting version {result.version} through the gates")
     try:
         promote(params, root, result.version,
-                reason=f"{chosen} retraining: " + "; ".join(mon.decision.reasons)[:400])
+                reason=f"{chosen} retraining: " + "; ".join(mon.decision.reasons)[:400],
+                step=step)
         result.promoted = True
     except PromotionRefused as e:
         result.refused = e.message

@@ -39,6 +39,7 @@ from tarn.core.catalog import (
 from tarn.core.features import FEATURES
 from tarn.core.files import atomic_dir, staged
 from tarn.core.model import load_local, task_of
+from tarn.core.progress import Step, no_steps
 from tarn.core.task import Task, calibration_curve
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both); the
@@ -185,11 +186,13 @@ def flat_figures(quality: dict, fairness: dict) -> dict:
                           if k not in ("groups", "small_groups", "min_group_rows")}}
 
 
-def run(params: Params, root: Path) -> EvaluateResult:
+def run(params: Params, root: Path, step: Step = no_steps) -> EvaluateResult:
+    """Evaluate; ``step`` hears of each piece of work that can take seconds."""
     params = stage_view(params, "evaluate", READS, AMBIENT)
     models = root / params.paths.models
     reports = root / params.paths.reports
     train_info = load_train_info(params, root)
+    step("reading the test split")
     test = load_split(params, root, "test")
     cfg = params.evaluate
     sensitive = params.schema.sensitive
@@ -197,8 +200,12 @@ def run(params: Params, root: Path) -> EvaluateResult:
     results = {}
     scores = {}
     for name, folder in (("model", MODEL_DIR), ("comparator", COMPARATOR_DIR)):
-        s = task.scores(load_local(models / folder), test.X)
+        step(f"loading the {name}")
+        pipe = load_local(models / folder)
+        step(f"scoring the test split ({len(test.X):,} rows) with the {name}")
+        s = task.scores(pipe, test.X)
         scores[name] = s
+        step(f"quality and fairness figures of the {name}")
         results[name] = {"quality": task.quality(test.y, s, cfg.calibration_bins),
                          "fairness": task.fairness(test.y, s, test.frame, sensitive,
                                                    params.bias.min_group_rows)}
@@ -217,11 +224,13 @@ def run(params: Params, root: Path) -> EvaluateResult:
     flat = flat_figures(main["quality"], main["fairness"])
     plots_dir = reports / PLOTS_DIR
     plots_dir.mkdir(parents=True, exist_ok=True)
+    step("plots")
     _plots(task, test.y, scores["model"], cfg.calibration_bins, plots_dir)
     evidently_paths: dict[str, str] = {}
     with atomic_dir(reports / EVIDENTLY_DIR) as ev:
         if cfg.evidently:
-            evidently_paths = _evidently(params, root, test, task, scores["model"], ev)
+            evidently_paths = _evidently(params, root, test, task, scores["model"], ev, step)
+    step("writing evaluate.json, fairness.json and the HTML report")
     with staged() as st:
         st.json(reports / EVALUATE_REPORT, {"task": task.kind, "model": flat,
                                             "effect": comparison["effect"],
@@ -229,26 +238,32 @@ def run(params: Params, root: Path) -> EvaluateResult:
         st.json(reports / FAIRNESS_REPORT, comparison)
         st.text(reports / EVALUATION_HTML,
                 render_html(comparison, mitigated, train_info, evidently_paths, task))
+    step(f"logging to MLflow (run {train_info['run_id']})")
     _log_to_mlflow(params, root, train_info["run_id"], flat, comparison, reports)
     return EvaluateResult(flat, comparison)
 
 
 def _evidently(params: Params, root: Path, test, task: Task, scores: np.ndarray,
-               out: Path) -> dict[str, str]:
+               out: Path, step: Step = no_steps) -> dict[str, str]:
     from tarn.core import evidently_reports as er
 
     cur = test.frame.assign(**er.model_columns(task, scores))
     paths = {}
+    kind = "classification" if task.classification else "regression"
+    step(f"Evidently {kind} quality report")
     er.save(er.quality(cur, params.schema, params.prepare, task), out, "quality")
-    paths[f"{'classification' if task.classification else 'regression'} quality"] = \
-        "evidently/quality.html"
+    paths[f"{kind} quality"] = "evidently/quality.html"
+    step("Evidently data drift report (train -> test)")
     reference = load_split(params, root, "train").frame
     er.save(er.drift(test.frame, reference, params.schema, params.prepare), out, "drift")
     paths["data drift (train -> test)"] = "evidently/drift.html"
     for feat in params.schema.sensitive:
-        for group, p in er.per_group(cur, feat, params.schema, params.prepare, out,
-                                     task=task).items():
-            paths[f"quality for {feat} = {group}"] = f"evidently/{p.name}"
+        # a group at a time (per_group skips small ones), so each report is a step
+        for value, part in cur.groupby(feat, dropna=False, observed=True):
+            step(f"Evidently quality report for {feat} = {value} ({len(part):,} rows)")
+            for group, p in er.per_group(part, feat, params.schema, params.prepare, out,
+                                         task=task).items():
+                paths[f"quality for {feat} = {group}"] = f"evidently/{p.name}"
     return paths
 
 
