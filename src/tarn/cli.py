@@ -376,9 +376,21 @@ def tune() -> None:
     b = res.best
     loss = b.get("loss", "val_logloss")  # the key the search minimized (val_logloss|val_rmse)
     auc = f"AUC {b['val_auc']:.4f}, " if "val_auc" in b else ""
-    console.print(f"{b['n_trials']} trials ({b['n_failed']} failed) in {b['duration_s']:.1f} s; "
-                  f"best trial {b['trial']}: {loss.replace('_', ' ')} {b[loss]:.4f}, "
-                  f"{auc}{b['best_iteration'] + 1} rounds")
+    rungs = " + ".join(f"{r['fits']} at {r['rows']:,} rows" for r in b["fits_per_rung"]
+                       if r["fits"])
+    why = ("the time budget ran out" if b["stop_reason"] == "time budget"
+           else f"all {b['n_trials']} configurations (tune.max_evals) were tried")
+    console.print(f"{b['n_trials']} configurations, {b['n_fits']} fits ({rungs}; "
+                  f"{b['n_failed']} failed, {b['n_stopped_early']} stopped behind the others) "
+                  f"in {b['duration_s']:.1f} s of a {b['budget_s']:g} s budget; stopped because "
+                  f"{why}", highlight=False)
+    console.print(f"best: trial {b['trial']} on {b['rows']:,} rows: {loss.replace('_', ' ')} "
+                  f"{b[loss]:.4f}, {auc}{b['best_iteration'] + 1} rounds", highlight=False)
+    if b["n_capped"]:
+        console.print(f"warning: {b['n_capped']} fit(s) ended at their round cap "
+                      "(tune.n_estimators), not by early stopping", highlight=False)
+    if b.get("reference_verdict"):
+        console.print(b["reference_verdict"], highlight=False)
     console.print(f"MLflow parent run {res.parent_run_id}")
 
 

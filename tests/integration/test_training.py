@@ -194,7 +194,7 @@ def test_the_stop_rule_works_on_parallel_trials_and_can_be_turned_off(tmp_path):
 def test_failed_trial_is_recorded_and_the_search_goes_on(tmp_path):
     params = small_project(tmp_path, **{
         "tune.max_evals": 6,
-        "tune.space": {"learning_rate": {"dist": "uniform", "low": 0.1, "high": 0.3},
+        "tune.space": {"learning_rate": {"dist": "uniform", "low": 0.25, "high": 0.3},
                        "max_bin": {"dist": "choice", "options": [1, 64]}}})  # max_bin=1 fails
     res = tune.run(params, tmp_path)
     failed = [t for t in res.trials if t.status == "fail"]
