@@ -39,14 +39,29 @@ def test_report_shows_the_figures_of_a_regression_run(tmp_path):
     (reports / "tune.json").write_text(json.dumps(
         {"task": "regression", "loss": "val_rmse", "val_rmse": 58.8081, "val_mae": 47.36,
          "val_r2": 0.4095, "best_iteration": 38, "n_trials": 4, "n_failed": 0,
-         "duration_s": 0.5}))
+         "duration_s": 0.5, "budget_s": 30.0, "stop_reason": "max_evals",
+         "fits_per_rung": [{"rows": 300, "fits": 4}, {"rows": 900, "fits": 1}],
+         "reference_val": {"hist_gradient_boosting": {"rmse": 60.1},
+                           "xgboost_defaults": {"rmse": 61.2}},
+         "reference_verdict": "the tuned model beats the best default model"}))
     (reports / "evaluate.json").write_text(json.dumps(
         {"task": "regression", "version": "3", "effect": {},
-         "model": {"rmse": 54.63, "mae": 44.69, "r2": 0.5475, "sex_gap": 0.2693}}))
+         "model": {"rmse": 54.63, "mae": 44.69, "r2": 0.5475, "sex_gap": 0.2693},
+         "unmitigated": {"rmse": 54.63, "mae": 44.69, "r2": 0.5475},
+         "reference_test": {"hist_gradient_boosting": {"rmse": 53.9}},
+         "reference_verdict": "the search did NOT beat the best default model"}))
     sections, missing = report(params, tmp_path)
     by_title = {s.title: s for s in sections}
-    assert by_title["tuning"].columns[2] == "best val rmse"
-    assert by_title["tuning"].rows == [["4", "0", "58.8081", "47.3600", "0.4095", "39", "0.5"]]
+    assert by_title["tuning"].columns[3] == "best val rmse"
+    assert by_title["tuning"].rows == [["4", "4 at 300 + 1 at 900", "0", "58.8081", "47.3600",
+                                        "0.4095", "39", "0.5", "30.0000", "max_evals"]]
+    val = by_title["against default models, validation split: the tuned model beats the best "
+                   "default model"]
+    assert val.rows == [["tarn, tuned", "58.8081"], ["hist gradient boosting", "60.1000"],
+                        ["xgboost defaults", "61.2000"]]
+    test_refs = by_title["against default models, test split: the search did NOT beat the "
+                         "best default model"]
+    assert test_refs.rows[1] == ["hist gradient boosting", "53.9000"]
     test = by_title["test split, version 3 (regression)"]
     assert test.columns == ["rmse", "mae", "r2"] and test.rows == [["54.6300", "44.6900",
                                                                     "0.5475"]]

@@ -65,7 +65,7 @@ def report(params: Params, root: Path) -> tuple[list[Section], list[str]]:
     if bias := load(BIAS_REPORT):
         sections.append(_bias(bias))
     if tune := load(TUNE_REPORT):
-        sections.append(_tuning(tune))
+        sections.extend(_tuning(tune))
     if ev := load(EVALUATE_REPORT):
         sections.extend(_evaluation(ev, params.schema.sensitive))
     return sections, missing
@@ -111,14 +111,30 @@ TUNE_FIGURES = {"val_auc": "best val AUC", "val_accuracy": "best val accuracy",
                 "val_mae": "best val MAE", "val_r2": "best val R2"}
 
 
-def _tuning(tune: dict) -> Section:
+def _tuning(tune: dict) -> list[Section]:
+    """The search (configurations, fits per rung, budget, why it stopped) and, on the
+    validation split, the default reference models beside the best fit."""
     loss = tune.get("loss", "val_logloss")  # tune.json before tasks: logloss
     extra = [k for k in TUNE_FIGURES if k in tune]
-    return Section("tuning", ["trials", "failed", f"best {loss.replace('_', ' ')}",
-                              *(TUNE_FIGURES[k] for k in extra), "rounds", "seconds"],
-                   [[_f(tune["n_trials"]), _f(tune["n_failed"]), _f(tune[loss]),
-                     *(_f(tune[k]) for k in extra), _f(tune["best_iteration"] + 1),
-                     _f(tune["duration_s"], 1)]])
+    rungs = " + ".join(f"{r['fits']} at {r['rows']:,}" for r in tune.get("fits_per_rung", ()))
+    out = [Section("tuning", ["configurations", "fits (rows)", "failed",
+                              f"best {loss.replace('_', ' ')}",
+                              *(TUNE_FIGURES[k] for k in extra), "rounds", "seconds",
+                              "budget s", "stopped by"],
+                   [[_f(tune["n_trials"]), rungs or _f(tune["n_trials"]), _f(tune["n_failed"]),
+                     _f(tune[loss]), *(_f(tune[k]) for k in extra),
+                     _f(tune["best_iteration"] + 1), _f(tune["duration_s"], 1),
+                     _f(tune.get("budget_s")), str(tune.get("stop_reason", ""))]])]
+    if tune.get("reference_val"):
+        out.append(_references("validation split", loss.removeprefix("val_"), tune[loss],
+                               tune["reference_val"], tune.get("reference_verdict", "")))
+    return out
+
+
+def _references(where: str, loss: str, tuned: float, refs: dict, verdict: str) -> Section:
+    rows = [["tarn, tuned", _f(tuned)]]
+    rows += [[name.replace("_", " "), _f(f.get(loss))] for name, f in refs.items()]
+    return Section(f"against default models, {where}: {verdict}", ["model", loss], rows)
 
 
 # the test figures shown per task (evaluate.json's `model`); a file without `task` is binary
@@ -139,6 +155,10 @@ def _evaluation(ev: dict, sensitive: list[str]) -> list[Section]:
                            ["class", "precision", "recall", "F1", "support"],
                            [[c, _f(v["precision"]), _f(v["recall"]), _f(v["f1"]),
                              _f(v["support"])] for c, v in m["per_class"].items()]))
+    if ev.get("reference_test") and ev.get("unmitigated"):
+        loss = "rmse" if task == "regression" else "logloss"
+        out.append(_references("test split", loss, ev["unmitigated"][loss],
+                               ev["reference_test"], ev.get("reference_verdict", "")))
     effect = ev.get("effect", {})
     if task == "binary":
         fair = [[feat, _f(m[f"{feat}_demographic_parity_difference"]),

@@ -14,6 +14,7 @@ version's MLflow run.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from sklearn import metrics as skm
 
 from tarn.config import Params, stage_view
 from tarn.core import html_report as html
+from tarn.core import reference
 from tarn.core.bias import reweighing_note
 from tarn.core.catalog import (
     COMPARATOR_DIR,
@@ -36,10 +38,11 @@ from tarn.core.catalog import (
     load_split,
     load_train_info,
 )
-from tarn.core.features import FEATURES
+from tarn.core.features import FEATURES, encode
 from tarn.core.files import atomic_dir, staged
 from tarn.core.model import load_local, task_of
 from tarn.core.progress import Step, no_steps
+from tarn.core.tags import RunTag
 from tarn.core.task import Task, calibration_curve
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both); the
@@ -199,9 +202,10 @@ def run(params: Params, root: Path, step: Step = no_steps) -> EvaluateResult:
     task = task_of(models / MODEL_DIR)  # the model's own task, classes and threshold
     results = {}
     scores = {}
+    pipes = {}
     for name, folder in (("model", MODEL_DIR), ("comparator", COMPARATOR_DIR)):
         step(f"loading the {name}")
-        pipe = load_local(models / folder)
+        pipe = pipes[name] = load_local(models / folder)
         step(f"scoring the test split ({len(test.X):,} rows) with the {name}")
         s = task.scores(pipe, test.X)
         scores[name] = s
@@ -220,6 +224,14 @@ def run(params: Params, root: Path, step: Step = no_steps) -> EvaluateResult:
                                           sensitive, task),
         "mitigation_note": note,
     }
+    # like with like: the unmitigated model against the default references, same features
+    unmitigated = results["comparator" if mitigated else "model"]["quality"]
+    references = _references(params, root, task, pipes["model"].named_steps["pre"], test,
+                             step)
+    ref_verdict = reference.verdict(task, unmitigated[task.loss], references,
+                                    "the test split (the unmitigated model)")
+    comparison["reference_test"] = reference.as_dict(references, task)
+    comparison["reference_verdict"] = ref_verdict
     main = results["model"]
     flat = flat_figures(main["quality"], main["fairness"])
     plots_dir = reports / PLOTS_DIR
@@ -234,6 +246,10 @@ def run(params: Params, root: Path, step: Step = no_steps) -> EvaluateResult:
     with staged() as st:
         st.json(reports / EVALUATE_REPORT, {"task": task.kind, "model": flat,
                                             "effect": comparison["effect"],
+                                            "unmitigated": {k: unmitigated[k]
+                                                            for k in task.metrics},
+                                            "reference_test": comparison["reference_test"],
+                                            "reference_verdict": ref_verdict,
                                             "version": train_info["version"]})
         st.json(reports / FAIRNESS_REPORT, comparison)
         st.text(reports / EVALUATION_HTML,
@@ -241,6 +257,21 @@ def run(params: Params, root: Path, step: Step = no_steps) -> EvaluateResult:
     step(f"logging to MLflow (run {train_info['run_id']})")
     _log_to_mlflow(params, root, train_info["run_id"], flat, comparison, reports)
     return EvaluateResult(flat, comparison)
+
+
+def _references(params: Params, root: Path, task: Task, pre, test,
+                step: Step = no_steps) -> list[reference.ReferenceScore]:
+    """The default reference models fitted on train + valid (the registered model's rows)
+    through the registered model's own fitted preprocessor, scored on the test split."""
+    parts = [load_split(params, root, s) for s in ("train", "valid")]
+    X = pd.concat([p_.X for p_ in parts], ignore_index=True)
+    y = np.concatenate([p_.y for p_ in parts])
+    step(f"encoding {len(X):,} training rows for the default reference models")
+    z, zt = encode(pre, X), encode(pre, test.X)
+    return reference.score_references(
+        task, z, y, zt, test.y, os.cpu_count() or 1, 0,
+        on_fit=lambda name: step(f"fitting the reference: {reference.REFERENCES[name]} "
+                                 f"({len(X):,} rows)"))
 
 
 def _evidently(params: Params, root: Path, test, task: Task, scores: np.ndarray,
@@ -281,6 +312,11 @@ def _log_to_mlflow(params: Params, root: Path, run_id: str, flat: dict, comparis
                 client.log_metric(run_id, f"test_{k}", float(v))
         for k, v in comparison["effect"].items():
             client.log_metric(run_id, f"mitigation_{k}", float(v))
+        for name, figures in comparison.get("reference_test", {}).items():
+            for k, v in figures.items():
+                client.log_metric(run_id, f"test_reference_{name}_{k}", float(v))
+        if comparison.get("reference_verdict"):
+            client.set_tag(run_id, RunTag.REFERENCE_VERDICT, comparison["reference_verdict"])
         if comparison["mitigation_note"]:
             client.set_tag(run_id, "mitigation_note", comparison["mitigation_note"])
         for path, dest in ((reports / EVALUATION_HTML, None),
@@ -333,6 +369,16 @@ def render_html(comparison: dict, mitigated: bool, train_info: dict,
                      html.table(["metric", "with reweighing", "without", "difference"],
                                 [[k, a["quality"][k], b["quality"][k],
                                   a["quality"][k] - b["quality"][k]] for k in keys])]
+    if comparison.get("reference_test"):
+        tuned = comparison["without_mitigation"]["quality"]
+        metrics = [task.loss, *(m for m in task.metrics if m != task.loss)]
+        rows = [["tarn, tuned (without mitigation)", *(tuned[m] for m in metrics), ""]]
+        rows += [[reference.REFERENCES[n], *(f.get(m, float("nan")) for m in metrics),
+                  f.get("fit_s", float("nan"))]
+                 for n, f in comparison["reference_test"].items()]
+        sections += ["<h2>Against default models (same split, same features)</h2>",
+                     f"<p><b>{html.esc(comparison.get('reference_verdict', ''))}</b></p>",
+                     html.table(["model", *metrics, "fit seconds"], rows)]
     if task.kind == "multiclass":
         main = comparison["with_mitigation" if mitigated else "without_mitigation"]
         sections += ["<h2>Per class</h2>", html.table(
