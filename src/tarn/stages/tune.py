@@ -435,13 +435,13 @@ class _Planner:
 
     def next_fit(self, in_flight: int) -> Fit | None:
         left = self.deadline - time.time()
-        if left <= 0:
+        if left <= 0 and self.configs:  # one fit always starts: it tells what a fit costs
             return None
         promo = self.ladder.next_promotion()
         if promo is not None:
             self.ladder.mark(*promo)
             return self._fit(*promo)
-        if self.configs < self.cfg.max_evals and left > self._reserve_s():
+        if self.configs < self.cfg.max_evals and (left > self._reserve_s() or not self.configs):
             return self._new_config()
         if in_flight == 0:
             forced = self.ladder.force_promotion()
