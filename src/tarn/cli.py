@@ -160,20 +160,36 @@ def init(
         help="A column that identifies a row, for de-duplication (repeatable).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing contract.")]
     = False,
+    exclude: Annotated[list[str] | None, typer.Option(
+        help="A column the model must not see (repeatable); it stays in the contract.")]
+    = None,
+    include: Annotated[list[str] | None, typer.Option(
+        help="A column the checks would exclude, kept as a feature (repeatable).")] = None,
 ) -> None:
     """Start a project on your own data: read a sample of the files, propose the schema
     contract (types, missing markers, categories, ranges with a margin, snake_case names
     with the raw headers as aliases), write it into params.yaml, and add the files to the
-    lake as its first batches (the latest one held out for testing). Prints every decision
-    and the columns that look like identifiers or leakage. Then `make run` trains on it."""
+    lake as its first batches (the latest one held out for testing). Prints every decision,
+    then the checks before training: likely leakage (a column that alone predicts the target,
+    with its score), identifiers, constant and near-constant columns, timestamps, integer
+    codes, rows without a target. Flagged columns are excluded from the features
+    (prepare.exclude_features) unless --include names them. Then `make run` trains on it."""
     from tarn.lifecycle.init import init as start
 
     c = ctx()
-    res = start(c.params_path, files, target, task, sensitive, time, key, force)
+    res = start(c.params_path, files, target, task, sensitive, time, key, force, exclude,
+                include)
     for note in res.proposal.notes:
         console.print(f"  {note}", highlight=False)
+    if res.proposal.warnings:
+        console.print("checks before training:", highlight=False)
     for w in res.proposal.warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    excluded = res.proposal.excluded
+    if excluded:
+        console.print(f"excluded from the features (prepare.exclude_features; kept in the "
+                      f"contract): {', '.join(f'{c} ({why})' for c, why in excluded.items())}"
+                      "; `--include COL` keeps one", highlight=False)
     console.print(f"wrote the contract to {res.params_path}; lake batches: "
                   f"{', '.join(res.batches)}. Next: review params.yaml, then `make run`.",
                   highlight=False)

@@ -3,6 +3,8 @@ one clear line (nothing written) for each kind of bad input."""
 
 from __future__ import annotations
 
+import fnmatch
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -54,7 +56,9 @@ def test_init_proposes_a_contract_that_validates_and_says_why(tmp_path, monkeypa
     assert params.schema.target.mapping == {"no": 0, "yes": 1}  # the rarer class is 1
     assert params.schema.sensitive == ["gender"] and params.bias.reweighing_features == [
         "gender"] and params.promote.fairness_feature == "gender"
-    assert "respondent_id looks like an identifier" in res.output
+    assert "warning: identifier: respondent_id: near-unique text (400 distinct values in 400 " \
+           "rows) -> excluded from the features (--include respondent_id keeps it)" in res.output
+    assert params.prepare.exclude_features == ["respondent_id"]  # kept in the contract
     assert "region: category (4 categories" in res.output
     batches = sorted(p.name for p in (tmp_path / "data" / "lake").iterdir())
     assert batches == ["0001-data", "0002-data-test"]
@@ -69,7 +73,11 @@ def test_a_column_equal_to_the_target_is_flagged(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["init", str(f), "--target", "Bought", "--force"],
                         terminal_width=200)
-    assert res.exit_code == 0 and "outcome_code determines the target exactly" in res.output
+    assert res.exit_code == 0, res.output
+    assert "warning: leakage: outcome_code: one value per target class and back: it " \
+           "determines the target exactly; alone it scores AUC 1.000" in res.output
+    params = params_from_dict(yaml.safe_load((tmp_path / "params.yaml").read_text()))
+    assert params.prepare.exclude_features == ["respondent_id", "outcome_code"]
 
 
 def test_an_existing_contract_is_kept_unless_forced(tmp_path, monkeypatch):
@@ -213,3 +221,159 @@ def test_numeric_codes_of_a_sensitive_feature_are_groups_not_a_range():
     assert cols["visits"]["dtype"] == "int"  # not sensitive: a number as before
     assert "numeric codes of a sensitive feature" in " ".join(p.notes)
     _validates(p.schema)
+
+
+# ------------------------------------------------------------- checks before training
+def _warning(output: str, kind: str, column: str) -> str:
+    hits = [ln for ln in output.splitlines() if ln.startswith(f"warning: {kind}: {column}: ")]
+    assert hits, output
+    return hits[0]
+
+
+def flights(n: int = 2_500, seed: int = 11) -> pd.DataFrame:
+    """A flights-like export: a constant year, a timestamp, a 105-value airport code, integer
+    codes, an id, and a delay flag to predict (some rows without one)."""
+    rng = np.random.default_rng(seed)
+    dest = [f"D{i:03d}" for i in range(105)]
+    late = rng.choice(["yes", "no"], n, p=[0.3, 0.7])
+    hours = np.sort(rng.integers(0, 365 * 24 - 5, n))
+    hours[0] = 0
+    return pd.DataFrame({
+        "flight_id": [f"F{i:06d}" for i in rng.permutation(n)],
+        "year": "2013",
+        "time_hour": pd.to_datetime(np.datetime64("2013-01-01T05:00") +
+                                    hours.astype("timedelta64[h]")).strftime("%Y-%m-%d %H:%M:%S"),
+        "dest": np.array(dest)[np.arange(n) % 105],
+        "carrier_code": rng.choice(["9", "16", "20", "31", "44"], n),
+        "distance": rng.integers(80, 4_000, n).astype(str),
+        "arr_delay_min": np.where(late == "yes", rng.integers(16, 300, n),
+                                  rng.integers(-30, 15, n)).astype(str),
+        "late": np.where(rng.random(n) < 0.02, "", late),
+    })
+
+
+def test_checks_name_each_problem_column_and_exclude_it(tmp_path, monkeypatch):
+    f = project(tmp_path, flights())
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["init", str(f), "--target", "late", "--force"],
+                        terminal_width=250)
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "near-unique text" in _warning(out, "identifier", "flight_id")
+    assert "one value, '2013', in every row" in _warning(out, "constant", "year")
+    assert "  year: int (one value, 2013: no range proposed)" in out  # not 1811..2215
+    stamp = _warning(out, "timestamp", "time_hour")
+    assert "dates 2013-01-01 05:00:00 .. " in stamp and "--time time_hour would order" in stamp
+    assert "free text" not in out.split("  time_hour:")[1].splitlines()[0]
+    assert "5 distinct integers, named like a code" in _warning(out, "codes", "carrier_code")
+    leak = _warning(out, "leakage", "arr_delay_min")
+    assert float(leak.split("alone it predicts the target with AUC ")[1][:5]) >= 0.99
+    missing = (flights()["late"] == "").sum()
+    assert f"warning: missing target: {missing:,} rows have no target: the ETL will " \
+           "quarantine them" in out
+    assert "excluded from the features (prepare.exclude_features; kept in the contract): " \
+           "flight_id (identifier), year (constant), time_hour (timestamp), arr_delay_min " \
+           "(leakage); `--include COL` keeps one" in out
+    params = params_from_dict(yaml.safe_load((tmp_path / "params.yaml").read_text()))
+    cols = {c.name: c for c in params.schema.columns}
+    assert params.prepare.exclude_features == ["flight_id", "year", "time_hour",
+                                               "arr_delay_min"]
+    assert cols["year"].dtype == "int" and cols["year"].min is None and cols["year"].max is None
+    assert cols["time_hour"].dtype == "string"
+    assert cols["dest"].dtype == "category" and len(cols["dest"].categories) == 105
+    assert cols["carrier_code"].categories == ["9", "16", "20", "31", "44"]
+    assert cols["distance"].dtype == "int"  # a measure stays a number
+    assert not [ln for ln in out.splitlines() if ln.startswith("warning: ") and
+                ln.split(": ")[2] == "distance"]
+
+
+def test_time_key_include_and_exclude_change_what_is_excluded(tmp_path, monkeypatch):
+    f = project(tmp_path, flights())
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["init", str(f), "--target", "late", "--time", "time_hour",
+                              "--include", "arr_delay_min", "--exclude", "Distance".lower(),
+                              "--force"], terminal_width=250)
+    assert res.exit_code == 0, res.output
+    assert "it is the time key (--time): batches follow it" in _warning(
+        res.output, "timestamp", "time_hour")
+    assert _warning(res.output, "leakage", "arr_delay_min").endswith(
+        "-> kept as a feature (--include)")
+    params = params_from_dict(yaml.safe_load((tmp_path / "params.yaml").read_text()))
+    assert params.prepare.exclude_features == ["flight_id", "year", "time_hour", "distance"]
+
+
+def test_a_flagged_sensitive_feature_is_kept(tmp_path, monkeypatch):
+    df = survey().assign(Gender="f")
+    df.loc[0, "Gender"] = "m"  # near-constant, still a group to measure
+    df["Site"] = "a"
+    f = project(tmp_path, df)
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["init", str(f), "--target", "Bought", "--sensitive", "Site",
+                              "--force"], terminal_width=250)
+    assert res.exit_code == 0, res.output
+    assert _warning(res.output, "constant", "site").endswith(
+        "kept: a sensitive feature (--sensitive) is measured, never dropped")
+    assert "'f' in 99.8% of the rows -> kept (--exclude gender drops it)" in _warning(
+        res.output, "near-constant", "gender")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--exclude", "Nope"], "--exclude 'Nope': no such column"),
+    (["--exclude", "Bought"], "--exclude 'Bought': that is the target, never a feature"),
+    (["--include", "bought"], "--include 'bought': that is the target"),
+    (["--include", "Nope"], "--include 'Nope': no such column"),
+    (["--exclude", "Income", "--include", "income"], "given both to --exclude and --include"),
+    (["--exclude", "Age (years)", "--exclude", "Income", "--exclude", "Region",
+      "--exclude", "Gender"], "no feature is left"),
+])
+def test_bad_exclude_or_include_is_one_line_and_writes_nothing(tmp_path, monkeypatch, args,
+                                                               needle):
+    f = project(tmp_path, survey())
+    monkeypatch.chdir(tmp_path)
+    before = (tmp_path / "params.yaml").read_text()
+    res = runner.invoke(app, ["init", str(f), "--target", "Bought", "--force", *args],
+                        terminal_width=250)
+    assert res.exit_code == 1 and needle in res.output, res.output
+    assert [ln.split(":")[0] for ln in res.output.strip().splitlines()] == ["error", "fix"]
+    assert (tmp_path / "params.yaml").read_text() == before
+    assert not (tmp_path / "data").exists()
+
+
+# ------------------------------------------------------------------------- batch names
+def test_files_named_by_year_get_batches_the_test_glob_matches(tmp_path, monkeypatch):
+    df = survey(600)
+    project(tmp_path)
+    for year, part in (("2015", df.iloc[:300]), ("2016", df.iloc[300:])):
+        part.to_csv(tmp_path / f"{year}.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["init", "2015.csv", "2016.csv", "--target", "Bought", "--force"],
+                        terminal_width=250)
+    assert res.exit_code == 0, res.output
+    params = params_from_dict(yaml.safe_load((tmp_path / "params.yaml").read_text()))
+    lake = sorted(p.name for p in (tmp_path / "data" / "lake").iterdir())
+    assert lake == ["0001-2015", "0002-2016-test"]
+    assert params.prepare.test_batches == ["*-2016-test"]
+    assert fnmatch.filter(lake, "*-2016-test") == ["0002-2016-test"]
+    df.iloc[:50].assign(Bought="yes").to_csv(tmp_path / "2017.csv", index=False)
+    res = runner.invoke(app, ["lake", "add", "2017.csv", "--batch", "2017"], terminal_width=250)
+    assert res.exit_code == 0 and "added batch 0003-2017 " in res.output, res.output
+
+
+@pytest.mark.parametrize(("names", "batches", "glob"), [
+    (["train.csv", "test.csv"], ["0001-train", "0002-test"], "*-test"),
+    (["a-test.csv", "test.csv"], ["0001-a-test", "0002-test"], "0002-test"),
+    (["(copy) data.csv"], ["0001-copy-data", "0002-copy-data-test"], "*-copy-data-test"),
+])
+def test_batch_names_never_double_and_the_glob_holds_out_the_last_only(tmp_path, monkeypatch,
+                                                                       names, batches, glob):
+    df = survey(600)
+    project(tmp_path)
+    for i, name in enumerate(names):
+        df.iloc[i * 300:(i + 1) * 300].to_csv(tmp_path / name, index=False)
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["init", *names, "--target", "Bought", "--force"],
+                        terminal_width=250)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "data" / "lake").iterdir()) == batches
+    params = params_from_dict(yaml.safe_load((tmp_path / "params.yaml").read_text()))
+    assert params.prepare.test_batches == [glob]

@@ -205,3 +205,24 @@ def test_retire_keeps_the_files_records_why_and_readers_skip_it(tmp_path):
     f = tmp_path / "n.csv"
     f.write_text("x\n1\n")
     assert lake.add([f], "new") == "0004-new"  # a retired number is not reused
+
+
+@pytest.mark.parametrize(("existing", "name", "expected"), [
+    ([], "2015", "0001-2015"),
+    ([], "2016-test", "0001-2016-test"),  # a year is not a sequence number
+    (["0001-2015", "0002-2016-test"], "2017", "0003-2017"),  # not 2017-2017
+    (["0001-2015", "0002-2016-test"], "2017-q1", "0003-2017-q1"),
+    (["0001-a", "0002-b"], "0003-c", "0003-c"),  # already numbered: kept
+    (["0001-a", "0002-b"], "0007-c", "0007-c"),  # zero-padded: a sequence number
+    (["9999-a"], "10000-b", "10000-b"),  # the next one, past 9999
+])
+def test_a_leading_year_is_part_of_the_name_not_a_sequence_number(tmp_path, existing, name,
+                                                                   expected):
+    for b in existing:
+        (tmp_path / "lake" / b).mkdir(parents=True)
+        (tmp_path / "lake" / b / "a.csv").write_text(f"x\n{b}\n")
+    lake = Lake(str(tmp_path / "lake"))
+    f = tmp_path / "n.csv"
+    f.write_text("x\n1\n")
+    assert lake.add([f], name) == expected
+    assert [b.name for b in lake.batches()][-1] == expected

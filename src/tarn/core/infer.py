@@ -7,7 +7,10 @@ every one is a number, ``category`` when it has few distinct values, ``string`` 
 markers such as ``?`` or ``NA`` that stand for "missing" become ``missing_values``; numeric
 ranges get a margin so that new data a little outside the sample is not quarantined. The
 target decides the task (two values: binary; labels or a few integers: multiclass; other
-numbers: regression) unless the user names it.
+numbers: regression) unless the user names it. The checks of :mod:`tarn.core.contract_checks`
+shape some types (a timestamp is text, never free text; a constant gets no range; a few integer
+codes are categories) and name the columns to keep away from the model (leakage, identifiers,
+constants, timestamps): ``Proposal.excluded``, written to ``prepare.exclude_features``.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from tarn.core import contract_checks as checks
 from tarn.core.schema import normalize_name
 from tarn.errors import TarnError
 
 MISSING_MARKERS = ("", "?", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "-")
-MAX_CATEGORIES = 50  # more distinct values than this (and than 5 % of rows): a free string
+MAX_CATEGORIES = 50  # more distinct values than this (and than 5 % of rows): a free string...
+MAX_OPEN_CATEGORIES = 500  # ...unless at most this many, hardly any seen once (a closed set)
 RANGE_MARGIN = 0.1  # ranges widened by this share of the observed span
 _INT = re.compile(r"^[+-]?\d+$")
 
@@ -37,7 +42,12 @@ class Proposal:
     schema: dict  # the ``schema:`` section of params.yaml
     task: str
     notes: list[str] = field(default_factory=list)  # what was decided and why
-    warnings: list[str] = field(default_factory=list)  # identifiers, leakage
+    # one line per finding of the checks: the reason, then the action taken
+    warnings: list[str] = field(default_factory=list)
+    findings: list[checks.Finding] = field(default_factory=list)
+    # contract name -> why it is not a feature (a finding's kind, or --exclude):
+    # prepare.exclude_features
+    excluded: dict[str, str] = field(default_factory=dict)
 
     @property
     def classification(self) -> bool:
@@ -65,9 +75,11 @@ def _widen(lo: float, hi: float, integer: bool) -> tuple[float, float]:
 
 
 def infer_column(raw: str, values: pd.Series, markers: set[str],
-                 groups: bool = False) -> tuple[dict, str]:
-    """(column spec, why) for one feature column of text values. ``groups``: a sensitive
-    feature, whose few numeric codes (sex as 1/2) are groups to compare, not a range."""
+                 groups: bool = False) -> tuple[dict, str, checks.Finding | None]:
+    """(column spec, why, finding) for one feature column of text values; the finding says
+    when the column is a timestamp, a constant or integer codes (see
+    :mod:`tarn.core.contract_checks`). ``groups``: a sensitive feature, whose few numeric
+    codes (sex as 1/2) are groups to compare, not a range."""
     stripped = values.astype(str).str.strip()
     present = stripped[~stripped.isin(markers)]
     spec: dict = {"name": contract_name(raw)}
@@ -78,6 +90,7 @@ def infer_column(raw: str, values: pd.Series, markers: set[str],
                         "drop the column, or give a sample where it is filled")
     nums = _numbers(present)
     numeric_share = float(nums.notna().mean())
+    stamps = checks.timestamps(present) if numeric_share < 0.5 else None
     if 0.5 <= numeric_share < 1.0:
         bad = present[nums.isna()].unique()[:3].tolist()
         raise InitError(f"column {raw!r} mixes numbers ({numeric_share:.0%}) with text such as "
@@ -85,13 +98,36 @@ def infer_column(raw: str, values: pd.Series, markers: set[str],
                                   "file, then run tarn init again")
     distinct = present.nunique()
     numeric = numeric_share == 1.0 and bool(np.isfinite(nums).all())
-    if numeric and not (groups and distinct <= 12):
-        integer = bool(present.str.fullmatch(_INT).all())
+    integer = numeric and bool(present.str.fullmatch(_INT).all())
+    constant = distinct == 1 and len(present) == len(stripped)
+    name = spec["name"]
+    codes = checks.integer_codes(name, nums.to_numpy()) if integer and not groups else None
+    fact = None
+    if constant:
+        fact = checks.Finding(name, "constant", f"one value, {present.iloc[0]!r}, in every row",
+                              True)
+    if stamps:
+        spec.update(dtype="string")
+        why = (f"timestamps {stamps[0]} .. {stamps[1]}: kept as text in the contract, not a "
+               "feature")
+        fact = checks.Finding(name, "timestamp", f"dates {stamps[0]} .. {stamps[1]} (a raw "
+                              "timestamp is new in every batch)", True)
+    elif numeric and distinct == 1:
+        spec.update(dtype="int" if integer else "float")
+        why = f"one value, {present.iloc[0]}: no range proposed"
+    elif codes:
+        fact = checks.Finding(name, "codes", codes, False)
+        spec.update(dtype="category", categories=_class_order(present.unique().tolist()))
+        why = f"{codes}: codes, proposed as categories"
+    elif numeric and not (groups and distinct <= 12):
         lo, hi = _widen(float(nums.min()), float(nums.max()), integer)
         spec.update(dtype="int" if integer else "float", min=lo, max=hi)
         why = (f"{'integers' if integer else 'numbers'} {nums.min():g}..{nums.max():g}, "
                f"allowed {lo:g}..{hi:g}")
-    elif distinct <= 12 or (distinct <= MAX_CATEGORIES and distinct <= 0.05 * len(present)):
+    elif constant:
+        spec.update(dtype="string")
+        why = f"one value, {present.iloc[0]!r}: no categories proposed"
+    elif distinct <= 12 or _closed_set(present, distinct):
         cats = _class_order(present.unique().tolist())
         spec.update(dtype="category", categories=cats)
         why = f"{distinct} categories" + (" (numeric codes of a sensitive feature: groups)"
@@ -102,7 +138,23 @@ def infer_column(raw: str, values: pd.Series, markers: set[str],
     if len(present) < len(stripped):
         spec["nullable"] = True
         why += f", {len(stripped) - len(present):,} missing"
-    return spec, why
+    return spec, why, fact
+
+
+def _closed_set(present: pd.Series, distinct: int) -> bool:
+    """Text values that are categories: at most one value per 20 rows, and either at most
+    :data:`MAX_CATEGORIES` of them, or at most :data:`MAX_OPEN_CATEGORIES` of which hardly any
+    is seen once (new data would rarely bring a value the sample lacks: a 105-value airport
+    code, not a name)."""
+    n = len(present)
+    if distinct > 0.05 * n:
+        return False
+    if distinct <= MAX_CATEGORIES:
+        return True
+    if distinct > MAX_OPEN_CATEGORIES:
+        return False
+    once = int((present.value_counts() == 1).sum())
+    return once <= 0.001 * n
 
 
 MAX_CLASSES = 20  # a numeric target with at most this many distinct integers: classes
@@ -188,8 +240,13 @@ def target_contract(name: str, labels: pd.Series, task: str) -> tuple[dict, str]
 
 def propose(frame: pd.DataFrame, target: str, task: str = "auto",
             sensitive: list[str] | None = None, key: list[str] | None = None,
-            name: str = "dataset") -> Proposal:
-    """The contract for ``frame`` (text values, one column per raw header), named ``name``."""
+            name: str = "dataset", exclude: list[str] | None = None,
+            include: list[str] | None = None, time_col: str | None = None) -> Proposal:
+    """The contract for ``frame`` (text values, one column per raw header), named ``name``,
+    with the findings of the checks (:mod:`tarn.core.contract_checks`). Flagged columns
+    (leakage, identifiers, constants, timestamps) and ``exclude`` go to ``excluded``
+    (``prepare.exclude_features``), except those in ``include`` and sensitive features.
+    ``time_col``: the time key the batches follow (``--time``), named in the findings."""
     if task not in ("auto", *TASKS):
         raise InitError(f"unknown task {task!r}", f"use auto or one of {', '.join(TASKS)}")
     if frame.empty:
@@ -208,27 +265,17 @@ def propose(frame: pd.DataFrame, target: str, task: str = "auto",
     notes = [f"task: {task} (target {target!r}, {how})"]
     target_spec, why = target_contract(target, _labels(frame[target], found), task)
     notes.append(f"target {target_spec['name']}: {why}")
-    columns, warnings = [], []
-    n = len(frame)
+    columns, facts = [], {}
     for raw in frame.columns:
         if raw == target:
             continue
-        spec, why = infer_column(raw, frame[raw], found,
-                                 groups=bool({raw, contract_name(raw)} & set(sensitive or [])))
+        spec, why, facts[raw] = infer_column(
+            raw, text[raw], found, groups=bool({raw, contract_name(raw)} & set(sensitive or [])))
         columns.append(spec)
         notes.append(f"{spec['name']}: {spec['dtype']} ({why})")
-        col = text[raw]
-        if spec["dtype"] == "string" and col.nunique() > 0.9 * n:
-            warnings.append(f"{spec['name']} looks like an identifier ({col.nunique():,} "
-                            f"distinct in {n:,} rows): list it under prepare.exclude_features, "
-                            "or as schema.key")
-        # one value per target value and back; a target unique per row (a measured quantity)
-        # pairs that way with any unique column, which says nothing
-        if text[target].nunique() <= 0.5 * n and \
-                (col.groupby(text[target]).nunique() <= 1).all() and \
-                col.nunique() == text[target].nunique():
-            warnings.append(f"{spec['name']} determines the target exactly: leakage? list it "
-                            "under prepare.exclude_features")
+    if not columns:
+        raise InitError(f"the files hold no column besides the target {target!r}",
+                        "give files with feature columns")
     names = {c["name"]: c for c in columns}
     by_raw = {c.get("aliases", [c["name"]])[0]: c["name"] for c in columns}
     sens = [by_raw.get(s, contract_name(s)) for s in (sensitive or [])]
@@ -237,7 +284,106 @@ def propose(frame: pd.DataFrame, target: str, task: str = "auto",
         if s not in names:
             raise InitError(f"column {s!r} is not among the feature columns",
                             f"use one of {sorted(names)}")
+    chosen = {flag: _named(flag, cols, by_raw, target, target_spec["name"])
+              for flag, cols in (("--exclude", exclude), ("--include", include))}
+    both = set(chosen["--exclude"]) & set(chosen["--include"])
+    if both:
+        raise InitError(f"{sorted(both)} given both to --exclude and --include",
+                        "name each column in one of them")
+    findings = _findings(text, target, target_spec, task, found,
+                         {raw: names[name] for raw, name in by_raw.items()}, facts)
     schema = {"name": name, "task": task, "missing_values": markers or [""],
               "extra_columns": "error", "unknown_categories": "quarantine",
               "target": target_spec, "sensitive": sens, "key": keys, "columns": columns}
-    return Proposal(schema, task, notes, warnings)
+    excluded: dict[str, str] = {}
+    warnings = []
+    time_name = by_raw.get(time_col, time_col) if time_col else None
+    for f in findings:
+        if f.exclude and f.column in chosen["--include"]:
+            action = "kept as a feature (--include)"
+        elif f.exclude and f.column in sens:
+            action = "kept: a sensitive feature (--sensitive) is measured, never dropped"
+        elif f.exclude:
+            excluded.setdefault(f.column, f.kind)
+            action = f"excluded from the features (--include {f.column} keeps it)"
+            if f.kind == "timestamp":
+                action += ("; it is the time key (--time): batches follow it" if f.column ==
+                           time_name else f"; --time {f.column} would order the batches and "
+                           "the held-out test rows by it")
+        elif f.kind == "codes":
+            action = "proposed as categories (set dtype int if they count or measure)"
+        else:
+            action = f"kept (--exclude {f.column} drops it)"
+        warnings.append(f"{f.kind}: {f.column}: {f.reason} -> {action}")
+    for col in chosen["--exclude"]:
+        excluded.setdefault(col, "--exclude")
+    if not set(names) - set(excluded):
+        raise InitError(f"no feature is left: every column is excluded ({sorted(excluded)})",
+                        "keep some with --include COL")
+    order = list(names)
+    excluded = dict(sorted(excluded.items(), key=lambda kv: order.index(kv[0])))
+    return Proposal(schema, task, notes, warnings, findings, excluded)
+
+
+def _named(flag: str, cols: list[str] | None, by_raw: dict[str, str], target: str,
+           target_name: str) -> list[str]:
+    """The contract names of the columns given to ``--exclude`` / ``--include`` (raw headers
+    or contract names); the target or an unknown column is an error."""
+    out = []
+    names = set(by_raw.values())
+    for c in cols or []:
+        if c in (target, target_name):
+            raise InitError(f"{flag} {c!r}: that is the target, never a feature",
+                            "name feature columns only")
+        name = by_raw.get(c, c if c in names else None)
+        if name is None:
+            raise InitError(f"{flag} {c!r}: no such column", f"use one of {sorted(names)}")
+        out.append(name)
+    return out
+
+
+def _findings(text: pd.DataFrame, target: str, target_spec: dict, task: str,
+              markers: set[str], specs: dict[str, dict],
+              facts: dict[str, checks.Finding | None]) -> list[checks.Finding]:
+    """What the checks of :mod:`tarn.core.contract_checks` find, in the order they matter:
+    leakage, identifiers, constants, near-constants, timestamps, integer codes. ``specs``:
+    raw header -> proposed column; ``facts``: what :func:`infer_column` found per column."""
+    labels = text[target]
+    labelled = np.flatnonzero(~labels.isin(markers).to_numpy())
+    rows = labelled[checks.sample_rows(len(labelled))]
+    feats, y_text = text.iloc[rows][list(specs)], labels.iloc[rows]
+    if task == "regression":
+        y = pd.to_numeric(y_text, errors="coerce").to_numpy(np.float64)
+    else:
+        y = y_text.map(target_spec["mapping"]).to_numpy(np.float64)
+    n_classes = len(set(target_spec.get("mapping", {}).values())) or 2
+    numeric = {raw for raw, spec in specs.items() if spec["dtype"] in ("int", "float")}
+    measured = checks.single_column_scores(feats, numeric, y, task)
+    score = {specs[c]["name"]: s for c, s in measured.items()}
+    leaks = checks.leakage(score, task, n_classes)
+    metric = checks.METRIC[task]
+    found: dict[str, list[checks.Finding]] = {k: [] for k in (
+        "leakage", "identifier", "constant", "near-constant", "timestamp", "codes")}
+    for raw, spec in specs.items():
+        name, fact, col = spec["name"], facts[raw], text[raw]
+        if fact is not None:
+            found[fact.kind].append(fact)
+        if fact is not None and fact.kind == "constant":
+            continue
+        value, share = checks.dominant(col, markers)
+        if share >= checks.NEAR_CONSTANT:
+            found["near-constant"].append(checks.Finding(
+                name, "near-constant", f"{value!r} in {share:.1%} of the rows", False))
+        if spec["dtype"] in ("string", "category", "int") and fact is None:
+            present = col[~col.isin(markers)]
+            ints = pd.to_numeric(present).to_numpy() if spec["dtype"] == "int" else None
+            why = checks.identifier(name, present, ints, integer=ints is not None)
+            if why:
+                found["identifier"].append(checks.Finding(name, "identifier", why, True))
+        why = checks.function_of_target(feats[raw], y_text, task, raw in numeric)
+        if why and name in score:
+            why += f"; alone it scores {metric} {score[name]:.3f}"
+        why = why or leaks.get(name)
+        if why:
+            found["leakage"].append(checks.Finding(name, "leakage", why, True))
+    return [f for group in found.values() for f in group]

@@ -1,7 +1,9 @@
 """The data lake: raw batches under one folder each, on a local path or any fsspec URL.
 
 Layout: ``<lake>/<batch>/<file>``. ``tarn lake add`` prefixes a sequence number, and batches
-are ordered by it (numerically: ``10000-x`` comes after ``9999-y``), then by name. A batch is
+are ordered by it (numerically: ``10000-x`` comes after ``9999-y``), then by name. A name's
+leading number is a sequence number only if zero-padded or not past the lake's next one, so a
+batch named by a year (``2016``, ``2016-test``) gets a sequence number like any other. A batch is
 immutable once written: ``add`` checks every file's header against the contract, writes into a
 hidden temporary folder and renames it, so a crash leaves no partial batch. A bad batch is not
 deleted but retired: ``<lake>/_retired/<batch>.json`` records why, and readers skip it.
@@ -222,12 +224,18 @@ class Lake:
 
     # ----------------------------------------------------------------- writing
     def next_batch_name(self, name: str) -> str:
-        """Prefix ``name`` with the next sequence number unless it already has one."""
-        if _SEQ.match(name):
-            return name
+        """Prefix ``name`` with the next sequence number unless it already starts with one:
+        a zero-padded number (``0003-march``), or one not past the lake's next. Any other
+        leading number is part of the name (``2016-test`` -> ``0003-2016-test``, ``2017`` ->
+        ``0003-2017``): taken as a sequence number, a year would make every later batch
+        ``2017-...``, ``2018-...``."""
         seqs = [int(m.group(1)) for b in (self._listed() if self.exists() else [])
                 if (m := _SEQ.match(b.name))]
-        return f"{max(seqs, default=0) + 1:04d}-{name}"
+        following = max(seqs, default=0) + 1
+        m = _SEQ.match(name)
+        if m and (m.group(1).startswith("0") or int(m.group(1)) <= following):
+            return name
+        return f"{following:04d}-{name}"
 
     def _new_batch_dir(self, name: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):

@@ -4,6 +4,7 @@ its first batches, the latest one held out as the test split."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import tempfile
@@ -79,35 +80,45 @@ def _dump(key: str, value, comment: str) -> str:
 
 def init(params_path: Path, files: list[Path], target: str, task: str = "auto",
          sensitive: list[str] | None = None, time_col: str | None = None,
-         key: list[str] | None = None, force: bool = False) -> InitResult:
-    """Infer, write params.yaml, fill the lake. Nothing is written if any check fails."""
+         key: list[str] | None = None, force: bool = False,
+         exclude: list[str] | None = None, include: list[str] | None = None) -> InitResult:
+    """Infer, check, write params.yaml, fill the lake. Nothing is written if any check fails.
+    Columns the checks flag (leakage, identifiers, constants, timestamps) and ``exclude`` go
+    to ``prepare.exclude_features`` unless in ``include``; the contract keeps them."""
     raw = yaml.safe_load(params_path.read_text(encoding="utf-8")) if params_path.is_file() \
         else {}
     existing = (raw.get("schema") or {}).get("columns") or []
     if existing and not force:
         raise InitError(f"{params_path} already has a contract ({len(existing)} columns)",
                         "pass --force to replace it (the lake must be empty)")
-    frames = [read_text(f) for f in files]
+    frames = [read_text(f, None) for f in files]
     headers = {tuple(f.columns) for f in frames}
     if len(headers) > 1:
         raise InitError("the files do not share one header", "give files of one dataset")
     name = dataset_name(files)
-    proposal = propose(pd.concat(frames, ignore_index=True), target, task, sensitive, key, name)
+    sample = pd.concat([f.head(SAMPLE_ROWS) for f in frames], ignore_index=True)
+    proposal = propose(sample, target, task, sensitive, key, name, exclude, include, time_col)
+    markers = set(proposal.schema["missing_values"])
+    unlabelled = sum(int(f[target].str.strip().isin(markers).sum()) for f in frames)
+    if unlabelled:
+        proposal.warnings.append(f"missing target: {unlabelled:,} rows have no target: the ETL "
+                                 "will quarantine them (the model learns from labelled rows)")
     root = params_path.parent
     lake = Lake(str(root / ((raw.get("lake") or {}).get("url") or "data/lake")), root)
     if lake.exists() and lake.batches():
         raise InitError(f"the lake {lake.url} already has batches",
                         "init starts a project: use an empty lake (or `tarn lake add`)")
-    parts = _batches(files, time_col)
+    parts = _batches(files, frames, time_col)
     text = params_path.read_text(encoding="utf-8") if params_path.is_file() else ""
     sens = proposal.schema["sensitive"]
     text = _replace_block(text, "schema", _dump("schema", proposal.schema,
                                                 "proposed by `tarn init`; review it"))
-    test_name = parts[-1][0]
     mitigate = bool(sens) and proposal.task != "regression"
     updates = {
-        "prepare": ({**(raw.get("prepare") or {}), "test_batches": [f"*-{test_name}"]},
-                    "set by `tarn init`"),
+        "prepare": ({**(raw.get("prepare") or {}), "test_batches": [_test_glob(parts)],
+                     "exclude_features": list(proposal.excluded)},
+                    "set by `tarn init`; exclude_features: the columns its checks flagged "
+                    "(they stay in the contract; `tarn init --include COL` keeps one)"),
         "bias": ({**(raw.get("bias") or {}), "mitigation": "reweighing" if mitigate else "none",
                   "reweighing_features": sens[:1] if mitigate else [], "privileged": {}},
                  "set by `tarn init`" + ("" if mitigate or not sens else
@@ -134,7 +145,7 @@ def init(params_path: Path, files: list[Path], target: str, task: str = "auto",
     written = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, frame in parts:
-            out = Path(tmp) / f"{name}.csv"
+            out = Path(tmp) / f"{name.split('-', 1)[1]}.csv"  # 0002-2016-test/2016-test.csv
             frame.to_csv(out, index=False)
             written.append(lake.add([out], name))
     tmp_params = params_path.with_name(f".{params_path.name}.tmp")
@@ -145,28 +156,42 @@ def init(params_path: Path, files: list[Path], target: str, task: str = "auto",
     return InitResult(proposal, written, params_path)
 
 
-def _batches(files: list[Path], time_col: str | None) -> list[tuple[str, pd.DataFrame]]:
+def _batches(files: list[Path], frames: list[pd.DataFrame],
+             time_col: str | None) -> list[tuple[str, pd.DataFrame]]:
     """(name, rows) per lake batch: one per file (in time order when ``time_col``), the last
-    named ``...-test``; a single file is cut 80/20 (by time when given)."""
-    frames = [(f.name.split(".")[0], read_text(f, None)) for f in files]
+    held out as the test split; a single file is cut 80/20 (by time when given). Names carry
+    their sequence number (``0001-2015``, ``0002-2016-test``), so a file named by a year is
+    never read as one (see :func:`tarn.core.lake.batch_order`)."""
+    named = [(f.name.split(".")[0], df) for f, df in zip(files, frames, strict=True)]
     if time_col is not None:
-        for _, df in frames:
+        for _, df in named:
             if time_col not in df.columns:
                 raise InitError(f"--time column {time_col!r} is not in the files",
                                 f"use one of {list(df.columns)}")
         order = [pd.to_datetime(df[time_col], errors="coerce", format="mixed") for _, df in
-                 frames]
-        frames = [(n, df.iloc[o.argsort(kind="stable")]) for (n, df), o in
-                  zip(frames, order, strict=True)]
-        frames.sort(key=lambda x: pd.to_datetime(x[1][time_col], errors="coerce",
-                                                 format="mixed").min())
-    if len(frames) == 1:
-        name, df = frames[0]
+                 named]
+        named = [(n, df.iloc[o.argsort(kind="stable")]) for (n, df), o in
+                 zip(named, order, strict=True)]
+        named.sort(key=lambda x: pd.to_datetime(x[1][time_col], errors="coerce",
+                                                format="mixed").min())
+    if len(named) == 1:
+        name, df = named[0]
         cut = int(round(len(df) * 0.8))
         if cut < 2 or cut >= len(df):
             raise InitError(f"{name}: {len(df)} rows are too few to hold out a test split",
                             "give more rows")
-        frames = [(name, df.iloc[:cut]), (name, df.iloc[cut:])]
-    named = [(re.sub(r"[^A-Za-z0-9._-]+", "-", n), df) for n, df in frames]
-    named[-1] = (f"{named[-1][0]}-test", named[-1][1])
-    return named
+        named = [(name, df.iloc[:cut]), (name, df.iloc[cut:])]
+    stems = [re.sub(r"[^A-Za-z0-9._-]+", "-", n).strip("-.") or "data" for n, _ in named]
+    if not re.search(r"(^|[-_.])test$", stems[-1], re.IGNORECASE):
+        stems[-1] = f"{stems[-1]}-test"
+    return [(f"{i:04d}-{stem}", df) for i, (stem, (_, df)) in
+            enumerate(zip(stems, named, strict=True), start=1)]
+
+
+def _test_glob(parts: list[tuple[str, pd.DataFrame]]) -> str:
+    """``prepare.test_batches`` for init's batches: ``*-<name>`` for the last one (a later
+    ``tarn lake add --batch <name>`` is held out too), or its exact name when that pattern
+    would also catch an earlier batch."""
+    last = parts[-1][0]
+    glob = "*-" + last.split("-", 1)[1]
+    return glob if not any(fnmatch.fnmatch(n, glob) for n, _ in parts[:-1]) else last
