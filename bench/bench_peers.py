@@ -33,8 +33,9 @@ batch (``prepare.test_batches: ["*-<name>-5-test"]``).
 
 Prints one progress line per model per dataset (elapsed seconds since the start), then a
 markdown table and, per dataset, "tarn <= best default", "tarn <= FLAML" (test loss) and the
-parity verdict; writes the results as JSON (--out). A full run takes about two hours on 2 cores
-(the two largest datasets reach tarn's 900 s tuning timeout, and FLAML gets as long again).
+parity verdict; writes the results as JSON (--out). A full run took 31 minutes on a shared
+2-core machine (tarn's own tuning budget sets each dataset's length, and FLAML gets as long
+again); --quick about 5 minutes. Timings are wall clock: other work on the machine moves them.
 
     python bench/bench_peers.py [--datasets adult,penguins,...] [--work DIR] [--out FILE] [--quick]
     python bench/bench_peers.py --show [--out FILE]     # the table of a results file
@@ -68,7 +69,8 @@ def say(t0: float, dataset: str, what: str) -> None:
 def summary(m: dict) -> str:
     if m.get("error"):
         return f"FAILED: {m['error'][-200:]}"
-    return (f"{m['loss_name']} {m['loss']:.4f}  {m['metric_name']} {m['metric']:.4f}  "
+    return (f"{m['loss_name']} {report.fig(m['loss'])}  {m['metric_name']} "
+            f"{report.fig(m['metric'])}  "
             f"fit {m['fit_s']:.1f} s  peak {m['peak_rss_mb']:,.0f} MB")
 
 
@@ -155,9 +157,14 @@ def environment() -> dict:
     import sklearn
     import xgboost
 
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE.parent, capture_output=True,
-                            text=True).stdout.strip()
-    return {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "tarn_commit": commit,
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True,
+                              text=True).stdout.strip()
+
+    # tarn runs from this checkout's src/ (editable install), edits included
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "src"))
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "tarn_commit": git("rev-parse", "HEAD"),
+            "tarn_src_uncommitted_changes": dirty,
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "scikit-learn": sklearn.__version__, "xgboost": xgboost.__version__,
             "flaml": flaml.__version__}

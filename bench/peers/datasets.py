@@ -88,6 +88,6 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
             "values", "p", lambda: rdataset("gap", "mhtdata"),
             patch={"prepare.exclude_features": ["rsn"]},
             why="rsn (the SNP id, unique per row) is excluded, as init's identifier warning "
-                "says"),
+                "says (a newer init excludes it itself; the patch then changes nothing)"),
 )}
 QUICK = [n for n, d in DATASETS.items() if d.quick]

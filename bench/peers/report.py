@@ -23,6 +23,11 @@ def _num(v, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def fig(v) -> str:
+    """4 decimals, or 4 significant digits for a small figure (an RMSE of 0.0134)."""
+    return "-" if v is None else format(v, ".4f" if abs(v) >= 0.1 or v == 0 else ".4g")
+
+
 def _yes(v) -> str:
     return "n/a" if v is None else "yes" if v else "no"
 
@@ -51,9 +56,9 @@ def table(results: list[dict]) -> str:
                 lines.append(f"| {r['dataset']} | {r.get('task', '-')} | {size} | "
                              f"{LABELS[name]} | failed | - | - | - |")
                 continue
-            metric = f"{m['metric_name']} {m['metric']:.4f}" if m.get("metric_name") else "-"
+            metric = f"{m['metric_name']} {fig(m['metric'])}" if m.get("metric_name") else "-"
             lines.append(f"| {r['dataset']} | {r.get('task', '-')} | {size} | {LABELS[name]} | "
-                         f"{m.get('loss_name', '')} {_num(m.get('loss'), '.4f')} | {metric} | "
+                         f"{m.get('loss_name', '')} {fig(m.get('loss'))} | {metric} | "
                          f"{_num(m.get('fit_s'), '.1f')} | {_num(m.get('peak_rss_mb'), ',.0f')} |")
         v = r.get("verdict") or {}
         notes.append(f"- {r['dataset']}: tarn <= best default: "
