@@ -80,7 +80,7 @@ def test_warm_starts_begin_with_xgboost_defaults_clipped_into_the_space():
 
 def test_the_round_cap_is_tied_to_the_learning_rate():
     cfg = tune_cfg()
-    assert round_cap(cfg, 0.3) == 334 and round_cap(cfg, 0.02) == 5000
+    assert round_cap(cfg, 0.3) == 1667 and round_cap(cfg, 0.02) == 25000
     assert round_cap(tune_cfg(n_estimators=2000), 0.3) == 2000  # the user's cap is kept
 
 
@@ -128,3 +128,19 @@ def test_a_budget_too_small_for_one_fit_says_the_smallest_that_would_do():
 def test_a_fit_at_its_cap_is_flagged():
     assert result(0, 0, 0.3, rounds=300, cap=300).capped
     assert not result(0, 0, 0.3, rounds=120, cap=300).capped
+
+
+def test_a_latest_validation_split_takes_the_newest_rows_before_the_test_batches():
+    import pandas as pd
+
+    from tarn.config import params_from_dict
+    from tarn.stages.prepare import split
+
+    p = params_from_dict(params_dict({"prepare.valid_split": "latest",
+                                      "prepare.valid_fraction": 0.25}))
+    df = pd.DataFrame({"batch": ["0002-b"] * 4 + ["0001-a"] * 4 + ["0003-c-adult-test"] * 2,
+                       "income": [0, 1] * 5, "row": range(10)})
+    parts = split(df, p)
+    assert list(parts["valid"]["batch"]) == ["0002-b"] * 2  # the newest 25 % of 8 rows
+    assert set(parts["train"]["batch"]) == {"0001-a", "0002-b"}
+    assert list(parts["test"]["batch"]) == ["0003-c-adult-test"] * 2

@@ -212,5 +212,6 @@ def encode(pre: ColumnTransformer, X: pd.DataFrame, progress=None,
     for i in range(0, len(X), chunk):
         out[i:i + chunk] = pre.transform(X.iloc[i:i + chunk])
         if progress is not None:
-            progress("encode", f"encoding {len(X):,} rows", min(chunk, len(X) - i), len(X))
+            what = f"encoding {len(X):,} rows"
+            progress(what, what, min(chunk, len(X) - i), len(X))
     return out

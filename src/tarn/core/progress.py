@@ -211,7 +211,8 @@ def _plain_progress(activity: _Activity | None = None, period: float | None = No
         s[0] += advance
         s[1] = total or s[1]
         of = f"/{s[1]:,}" if s[1] else ""
-        count = f"{description}: {s[0]:,}{of}"
+        # a task with no count (only its description moves) shows just the description
+        count = f"{description}: {s[0]:,}{of}" if s[0] or s[1] else description
         finished = bool(s[1]) and s[0] >= s[1]
         activity.set(f"busy after {count}" if finished else count)
         tenth = int(10 * s[0] / s[1]) if s[1] else s[0] // 1000

@@ -10,6 +10,7 @@ bundle apply exactly the same transform.
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +33,12 @@ from tarn.core.catalog import (
     curated_table,
 )
 from tarn.core.files import atomic_dir, staged
+from tarn.core.lake import batch_order
 from tarn.errors import TarnError
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both)
-READS = ("schema", "prepare.test_batches", "prepare.valid_fraction", "prepare.seed", "bias")
+READS = ("schema", "prepare.test_batches", "prepare.valid_fraction", "prepare.valid_split",
+         "prepare.seed", "bias")
 # keys that only say where work runs or lands: read, but not DVC params
 AMBIENT = ("paths",)
 
@@ -60,9 +63,15 @@ def split(df: pd.DataFrame, params: Params) -> dict[str, pd.DataFrame]:
     if rest.empty:
         raise TarnError("every batch is a test batch: nothing left to train on",
                         "narrow prepare.test_batches in params.yaml")
-    strat = strata(rest[target], params.schema.task)
-    train, valid = train_test_split(rest, test_size=cfg.valid_fraction, random_state=cfg.seed,
-                                    stratify=strat)
+    if cfg.valid_split == "latest":  # forward in time: the newest rows before the test ones
+        batches = rest["batch"].tolist()
+        ordered = rest.iloc[sorted(range(len(rest)), key=lambda i: batch_order(batches[i]))]
+        cut = len(ordered) - max(1, math.ceil(cfg.valid_fraction * len(ordered)))
+        train, valid = ordered.iloc[:cut], ordered.iloc[cut:]
+    else:
+        strat = strata(rest[target], params.schema.task)
+        train, valid = train_test_split(rest, test_size=cfg.valid_fraction,
+                                        random_state=cfg.seed, stratify=strat)
     return {"train": train.reset_index(drop=True), "valid": valid.reset_index(drop=True),
             "test": test.reset_index(drop=True)}
 

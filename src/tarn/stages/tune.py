@@ -484,10 +484,12 @@ def _describe(results: list[TrialResult], loss: str, left: float, rungs: list[in
 
 
 def search(params: Params, data: Matrices, on_trial, progress: Progress = silent,
-           client=None, budget_s: float | None = None) -> SearchOutcome:
-    """Run the search; ``on_trial(result, started_ms)`` is called as each fit finishes."""
+           client=None, budget_s: float | None = None,
+           started: float | None = None) -> SearchOutcome:
+    """Run the search; ``on_trial(result, started_ms)`` is called as each fit finishes. The
+    budget counts from ``started`` (wall clock; default: now)."""
     cfg = params.tune
-    start = time.time()
+    start = started if started is not None else time.time()
     budget = budget_s if budget_s is not None else budget_of(cfg, data)
     deadline = start + budget
     planner = _Planner(cfg, data, deadline)
@@ -613,9 +615,15 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
     if cfg is None:
         from tarn.errors import ConfigError
         raise ConfigError("params.yaml has no `tune` section", "add one (see the README)")
+    started = time.time()  # the budget covers the whole stage
     data, pre = matrices(params, root, progress)
     task = data.task
     budget = budget_of(cfg, data)
+    # the default references first: the bar the search must clear, fitted on the same rows
+    refs = reference.score_references(
+        task, data.z_train, data.y_train, data.z_valid, data.y_valid, cfg.n_jobs, cfg.seed,
+        on_fit=lambda name: progress("tune", f"default reference on {data.rows:,} rows: "
+                                     f"{reference.REFERENCES[name]}", 0, None))
     tracking = connect(params.mlflow, root)
     with quiet_mlflow(), mlflow.start_run(run_name="tune") as parent:
         mlflow.set_tags({RunTag.STAGE: "tune", RunTag.PARAMS_HASH: params_hash(params, (
@@ -633,9 +641,10 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
         logger = _TrialLogger(parent.info.run_id, tracking.experiment_id, task.loss)
         if cfg.parallelism > 1 or params.compute.scheduler:  # a named cluster is always used
             with dask_client(params.compute, n_workers=cfg.parallelism) as client:
-                outcome = search(params, data, logger.log, progress, client, budget)
+                outcome = search(params, data, logger.log, progress, client, budget, started)
         else:
-            outcome = search(params, data, logger.log, progress, budget_s=budget)
+            outcome = search(params, data, logger.log, progress, budget_s=budget,
+                             started=started)
         results = outcome.results
         ok = [r for r in results if r.status == "ok"]
         if not ok:
@@ -646,11 +655,6 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
         if small:
             raise TarnError(small, "raise tune.timeout_s in params.yaml")
         best = choose(results)
-        progress("tune", "fitting the default reference models on the same rows", 0, None)
-        refs = reference.score_references(
-            task, data.z_train, data.y_train, data.z_valid, data.y_valid, cfg.n_jobs, cfg.seed,
-            on_fit=lambda name: progress("tune", f"reference: {reference.REFERENCES[name]}",
-                                         0, None))
         verdict = reference.verdict(task, best.loss, refs, "the validation split") if (
             best.rows == data.rows) else ""
         per_rung = [{"rows": rows, "fits": sum(1 for r in results if r.rung == k)}
