@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # postgresql: the MLflow server on PostgreSQL, tests/e2e/test_shared_stack.py and others).
 SYSTEM_PACKAGES := chromium postgresql
 
-.PHONY: help venv lock lock-check client run repro test test-fast lint bench system-deps clean ui
+.PHONY: help venv lock lock-check client run repro test test-quick test-fast lint bench system-deps clean ui
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
@@ -83,15 +83,13 @@ run: venv client ## Seed the lake if empty, then run the whole pipeline (dvc rep
 repro: venv ## dvc repro only
 	dvc repro
 
-test: venv client ## Run every test (unit, integration, e2e)
+test: venv client lint ## Run every test (ruff, then unit, integration, e2e): what CI runs
 	pytest
 
-test-fast: venv ## Unit tests only
-	pytest tests/unit
+test-quick: venv lint ## The edit loop: ruff + unit tests + fast integration tests (under 2 min)
+	pytest tests/unit tests/integration -m "not slow" -q
 
-ui: venv ## The MLflow UI on http://127.0.0.1:5000 (experiments, runs, registered models)
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 --host 127.0.0.1 --port 5000 \
-	  --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/.mlflow/mlflow.db}"
+test-fast: test-quick
 
 lint: venv ## ruff
 	ruff check src tests bench

@@ -19,7 +19,8 @@ from tests.support.project import REPO
 LOCK = REPO / "requirements" / "dev.lock"
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 REQUIREMENTS = [Requirement(r) for r in
-                [*PROJECT["dependencies"], *PROJECT["optional-dependencies"]["dev"]]]
+                [*PROJECT["dependencies"], *PROJECT["optional-dependencies"]["dev"],
+                 *PROJECT["optional-dependencies"]["bench"]]]
 FIX = "run `make lock` and commit requirements/dev.lock"
 
 
@@ -42,7 +43,8 @@ PINS = _pins()
 def test_lock_header_records_the_current_dependency_lists():
     """Same digest as the Makefile's DEPS_HASH: any edit of the lists needs a new lock."""
     digest = hashlib.sha256(json.dumps([sorted(PROJECT["dependencies"]), sorted(
-        PROJECT["optional-dependencies"]["dev"])]).encode()).hexdigest()
+        PROJECT["optional-dependencies"]["dev"]), sorted(
+        PROJECT["optional-dependencies"]["bench"])]).encode()).hexdigest()
     first = LOCK.read_text().splitlines()[0]
     assert first == f"# pyproject-deps-sha256: {digest}", FIX
 
