@@ -56,7 +56,11 @@ class TrainResult:
     tags: dict
 
 
-def model_params(best: dict, params: Params) -> dict:
+def model_params(best: dict, params: Params, mitigated: bool = False) -> dict:
+    """XGBoost parameters of the final fit: the search's configuration (for the mitigated
+    model, the reweighed refit's, when tune made one) and its rounds scaled to train+valid."""
+    if mitigated and best.get("mitigated"):
+        best = best["mitigated"]
     rounds = max(1, round((best["best_iteration"] + 1) * params.train.refit_rounds_scale))
     task = Task.of(params.schema)
     return {**best["params"], "n_estimators": rounds, "tree_method": "hist",
@@ -127,7 +131,7 @@ def run(params: Params, root: Path, progress: Progress = silent,
     models = root / params.paths.models
     best = load_best(params, root)
     data = training_data(params, root)
-    mparams = model_params(best, params)
+    mparams = model_params(best, params, params.bias.mitigation == "reweighing")
     task = Task.of(params.schema, params.train.threshold)
     # why rows all weigh 1 ("" when reweighing weights exist): recorded with the run
     note = reweighing_note(task.kind, params.bias.reweighing_features)
@@ -141,14 +145,16 @@ def run(params: Params, root: Path, progress: Progress = silent,
         if client is not None:
             step(f"fitting the model ({mparams['n_estimators']} rounds) with xgboost.dask")
         encoded = fit_preprocessor(data, params, progress)
-        main = fit_pipeline(data, data.weight if mitigated else None, mparams, params, client,
-                            progress, names[0], encoded)
+        main = fit_pipeline(data, data.weight if mitigated else None,
+                            model_params(best, params, mitigated), params, client, progress,
+                            names[0], encoded)
         if not comparable:
             return main, main
         if client is not None:
             step("fitting the comparison model with xgboost.dask")
-        other = fit_pipeline(data, None if mitigated else data.weight, mparams, params,
-                             client, progress, names[1], encoded)
+        other = fit_pipeline(data, None if mitigated else data.weight,
+                             model_params(best, params, not mitigated), params, client,
+                             progress, names[1], encoded)
         return main, other
 
     if params.train.distributed:

@@ -60,7 +60,7 @@ from tarn.core.task import Task
 from tarn.errors import TarnError
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both)
-READS = ("schema", "tune", *FEATURES)
+READS = ("schema", "tune", "bias.mitigation", *FEATURES)
 # keys that only say where work runs or lands: read, but not DVC params
 AMBIENT = ("paths", "compute", "mlflow")
 REPORT_EVERY_S = 5.0  # a line of progress at least this often while a fit runs
@@ -190,6 +190,7 @@ class Matrices:
     z_valid: np.ndarray
     y_valid: np.ndarray
     task: Task = Task("binary", ("0", "1"))
+    w_mitigation: np.ndarray | None = None  # reweighing weights, for the mitigated model
 
     @property
     def rows(self) -> int:
@@ -217,6 +218,7 @@ class TrialResult:
     rows: int = 0  # training rows the fit saw
     cap: int = 0  # its round cap
     cut: bool = False  # the deadline ended it
+    weighted: bool = False  # fitted with the reweighing weights (the mitigated model)
 
     @property
     def capped(self) -> bool:
@@ -250,7 +252,7 @@ def fit_trial(fit: Fit, data: Matrices, early_stopping_rounds: int, n_jobs: int,
     task = data.task
     start = time.perf_counter()
     base = {"tid": fit.tid, "params": fit.hparams, "rung": fit.rung, "rows": fit.rows,
-            "cap": fit.cap}
+            "cap": fit.cap, "weighted": data.w_train is not None}
     try:
         lr = learning_rate_of(fit.hparams)
         watch = Watch(rule, references, lr, task, deadline, on_round)
@@ -310,8 +312,12 @@ def matrices(params: Params, root: Path, progress: Progress = silent) -> tuple[M
     # the search tunes the unmitigated model, like the default references it is compared
     # with; the train stage fits both settings of bias.mitigation with what it finds. The
     # threshold does not change a loss: tuning does not read train.threshold either.
+    task = Task.of(params.schema)
+    weighted = (params.bias.mitigation == "reweighing" and task.classification
+                and train.weight is not None)
     return Matrices(encode(pre, train.X.iloc[order], progress), train.y[order], None,
-                    encode(pre, valid.X, progress), valid.y, Task.of(params.schema)), pre
+                    encode(pre, valid.X, progress), valid.y, task,
+                    train.weight[order] if weighted else None), pre
 
 
 class _TrialLogger:
@@ -330,7 +336,8 @@ class _TrialLogger:
         from mlflow.entities import Metric, Param
         from mlflow.entities import RunTag as Tag
 
-        name = f"trial-{r.tid:03d}" + (f"-rung{r.rung}" if r.rung else "")
+        name = (f"trial-{r.tid:03d}" + (f"-rung{r.rung}" if r.rung else "")
+                + ("-reweighed" if r.weighted else ""))
         run = self.client.create_run(self.exp, start_time=started_ms, run_name=name,
                                      tags={"mlflow.parentRunId": self.parent,
                                            RunTag.TRIAL: str(r.tid)})
@@ -588,6 +595,35 @@ def choose(results: list[TrialResult]) -> TrialResult:
     return min((r for r in pool if r.rung == top), key=lambda r: (r.loss, r.tid))
 
 
+MITIGATION_CANDIDATES = 5
+
+
+def mitigated_choice(results: list[TrialResult], data: Matrices, cfg: TuneConfig,
+                     deadline: float, on_trial, progress: Progress = silent) -> TrialResult | None:
+    """The configuration for the mitigated (reweighed) model: the best few configurations of
+    the search, refitted with the reweighing weights on every row, the lowest validation loss
+    kept (each model gets the configuration best for its own objective; the search itself
+    tunes the unmitigated model). One candidate when the budget has run out."""
+    if data.w_mitigation is None:
+        return None
+    top = max(r.rung for r in results if r.clean)
+    pool = sorted((r for r in results if r.clean and r.rung == top),
+                  key=lambda r: (r.loss, r.tid))
+    k = MITIGATION_CANDIDATES if time.time() < deadline else 1
+    weighted = Matrices(data.z_train, data.y_train, data.w_mitigation, data.z_valid,
+                        data.y_valid, data.task)
+    refits = []
+    for r in pool[:k]:
+        progress("tune", f"refitting trial {r.tid} with the reweighing weights", 0, None)
+        started = int(time.time() * 1000)
+        fit = Fit(r.tid, r.params, r.rung, data.rows, r.cap)
+        refit = fit_trial(fit, weighted, cfg.early_stopping_rounds, cfg.n_jobs, cfg.seed)
+        on_trial(refit, started)
+        refits.append(refit)
+    ok = [r for r in refits if r.clean]
+    return min(ok, key=lambda r: (r.loss, r.tid)) if ok else None
+
+
 def too_small_budget(outcome: SearchOutcome, cfg: TuneConfig) -> str:
     """When no fit finished within the budget: why, and the smallest budget that would do
     (the first fit's seconds per round x its round cap, with headroom)."""
@@ -655,6 +691,7 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
         if small:
             raise TarnError(small, "raise tune.timeout_s in params.yaml")
         best = choose(results)
+        mitigated = mitigated_choice(results, data, cfg, started + budget, logger.log, progress)
         verdict = reference.verdict(task, best.loss, refs, "the validation split") if (
             best.rows == data.rows) else ""
         per_rung = [{"rows": rows, "fits": sum(1 for r in results if r.rung == k)}
@@ -689,6 +726,10 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
         "budget_s": round(outcome.budget_s, 1),
         "stop_reason": outcome.stop_reason,
         "reference_val": reference.as_dict(refs, task),
+        # the mitigated model's configuration and rounds (reweighed refits of the best few)
+        "mitigated": None if mitigated is None else {
+            "params": mitigated.params, "best_iteration": mitigated.best_iteration,
+            "trial": mitigated.tid, f"val_{task.loss}": mitigated.loss},
         "reference_verdict": verdict,
         "parent_run_id": parent.info.run_id,
         "duration_s": outcome.duration_s,
