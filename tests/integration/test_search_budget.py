@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 # 2 x 1,500 train rows -> 2,400 after the validation split: rungs of 266, 800 and 2,400 rows
 LADDER = {"tune.max_evals": 9, "tune.min_fidelity_rows": 250, "tune.fidelity_factor": 3,
-          "tune.timeout_s": 600, "tune.stop_rule": "none"}
+          "tune.timeout_s": 600, "tune.stop_rule": "none", "tune.cv_folds": 0}
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +42,11 @@ def test_configurations_climb_the_rungs_and_the_chosen_one_saw_every_row(laddere
     connect(params.mlflow, root)
     kids = mlflow.search_runs(experiment_names=[params.mlflow.experiment],
                               filter_string=f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
-    assert len(kids) == 13 and sorted(kids["metrics.rows"].astype(int)) == sorted(
+    search = kids[~kids["tags.mlflow.runName"].str.endswith("-reweighed")]
+    assert len(search) == 13 and sorted(search["metrics.rows"].astype(int)) == sorted(
         t.rows for t in res.trials)
+    # the mitigated model's configuration: the top rung's fits refitted with the weights
+    assert len(kids) - len(search) == 1 and res.best["mitigated"]["trial"] == top[0].tid
 
 
 def test_the_references_are_scored_on_the_same_validation_rows(laddered):
@@ -66,9 +69,23 @@ def test_the_deadline_ends_the_search_and_a_budget_too_small_for_one_fit_is_refu
 
 def test_a_search_stopped_by_its_budget_says_so(tmp_path):
     params = small_project(tmp_path, lake=(1500, 300), **{
-        **LADDER, "tune.timeout_s": 4, "tune.max_evals": 10_000})
+        **LADDER, "tune.timeout_s": 15, "tune.max_evals": 10_000})
     res = tune.run(params, tmp_path)
-    assert res.best["stop_reason"] == "time budget" and res.best["budget_s"] == 4
+    assert res.best["stop_reason"] == "time budget" and res.best["budget_s"] == 15
     assert res.best["n_trials"] < 10_000
     # fits in flight at the deadline end at their next round, not at early stopping
-    assert res.best["duration_s"] < 4 + 10
+    assert res.best["duration_s"] < 15 + 10
+
+
+def test_a_small_table_is_judged_by_cross_validation_and_so_are_the_references(tmp_path):
+    """A 70-row validation split picks by luck: under tune.cv_max_rows every fit (and every
+    reference) is scored on the pooled out-of-fold predictions of train + valid."""
+    params = small_project(tmp_path, lake=(300, 100), **{"tune.max_evals": 3})
+    res = tune.run(params, tmp_path)
+    rows = res.best["rows"]
+    assert res.best["validation"] == f"5-fold cross-validation on {rows:,} rows"
+    assert rows == 600  # train + valid: every labelled row outside the test batch
+    assert res.best["fits_per_rung"] == [{"rows": 600, "fits": 3}]
+    assert "5-fold cross-validation" in res.best["reference_verdict"]
+    assert all(0 < r["logloss"] < 1 for r in res.best["reference_val"].values())
+    assert res.best["best_iteration"] >= 0 and all(t.clean for t in res.trials)

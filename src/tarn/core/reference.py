@@ -44,17 +44,29 @@ class ReferenceScore:
 
 
 def score_references(task: Task, z_fit: np.ndarray, y_fit: np.ndarray, z: np.ndarray,
-                     y: np.ndarray, n_jobs: int, seed: int, on_fit=None) -> list[ReferenceScore]:
+                     y: np.ndarray, n_jobs: int, seed: int, on_fit=None,
+                     folds: tuple = ()) -> list[ReferenceScore]:
     """Fit each reference on ``(z_fit, y_fit)`` (unweighted: like with like, the unmitigated
-    model) and score it on ``(z, y)``; ``on_fit(name)`` is called before each fit."""
+    model) and score it on ``(z, y)``; with ``folds``, on the pooled out-of-fold scores of
+    ``(z_fit, y_fit)`` instead, as the search judges its fits. ``on_fit(name)`` is called
+    before each reference."""
     out = []
     for name in REFERENCES:
         if on_fit is not None:
             on_fit(name)
         start = time.perf_counter()
-        model = reference_model(name, task, n_jobs, seed).fit(z_fit, y_fit)
+        if folds:
+            y, scores = y_fit, None
+            for tr, va in folds:
+                model = reference_model(name, task, n_jobs, seed).fit(z_fit[tr], y_fit[tr])
+                part = task.scores(model, z_fit[va])
+                if scores is None:
+                    scores = np.zeros((len(y_fit), *part.shape[1:]))
+                scores[va] = part
+        else:
+            model = reference_model(name, task, n_jobs, seed).fit(z_fit, y_fit)
+            scores = task.scores(model, z)
         fit_s = time.perf_counter() - start
-        scores = task.scores(model, z)
         figures = {m: task.metric(m, y, scores) for m in task.metrics}
         out.append(ReferenceScore(name, figures.pop(task.loss), figures, fit_s))
     return out

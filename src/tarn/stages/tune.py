@@ -32,10 +32,11 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, hp, space_eval, tpe
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, Domain
 from hyperopt.fmin import generate_trial
@@ -191,6 +192,16 @@ class Matrices:
     y_valid: np.ndarray
     task: Task = Task("binary", ("0", "1"))
     w_mitigation: np.ndarray | None = None  # reweighing weights, for the mitigated model
+    # small tables: k-fold cross-validation over train + valid (the *_train arrays hold every
+    # row; each fit is k fits, scored on the pooled out-of-fold predictions)
+    folds: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
+
+    @property
+    def validation(self) -> str:
+        """How a fit is judged, in words (printed beside the figures)."""
+        if self.folds:
+            return f"{len(self.folds)}-fold cross-validation on {self.rows:,} rows"
+        return f"the validation split ({len(self.y_valid):,} rows)"
 
     @property
     def rows(self) -> int:
@@ -255,17 +266,15 @@ def fit_trial(fit: Fit, data: Matrices, early_stopping_rounds: int, n_jobs: int,
             "cap": fit.cap, "weighted": data.w_train is not None}
     try:
         lr = learning_rate_of(fit.hparams)
+        if data.folds:  # small table: no stop rule (fits are quick), the deadline holds
+            return _fit_folds(fit, data, early_stopping_rounds, n_jobs, seed, deadline,
+                              on_round, base, start)
         watch = Watch(rule, references, lr, task, deadline, on_round)
-        model = task.estimator(
-            n_estimators=fit.cap, early_stopping_rounds=early_stopping_rounds,
-            tree_method="hist", n_jobs=n_jobs, random_state=seed, callbacks=[watch],
-            **fit.hparams,
-        )
         w = None if data.w_train is None else data.w_train[:fit.rows]
-        model.fit(data.z_train[:fit.rows], data.y_train[:fit.rows], sample_weight=w,
-                  eval_set=[(data.z_valid, data.y_valid)], verbose=False)
+        model, curve = _fit_one(fit, task, data.z_train[:fit.rows], data.y_train[:fit.rows], w,
+                                data.z_valid, data.y_valid, early_stopping_rounds, n_jobs, seed,
+                                watch)
         scores = task.scores(model, data.z_valid)
-        curve = model.evals_result()["validation_0"][task.eval_metric]
         return TrialResult(**base, status="ok",
                            loss=task.metric(task.loss, data.y_valid, scores),
                            figures=trial_figures(task, data.y_valid, scores),
@@ -277,6 +286,44 @@ def fit_trial(fit: Fit, data: Matrices, early_stopping_rounds: int, n_jobs: int,
     except Exception as e:  # noqa: BLE001 - a failed fit is recorded, the search goes on
         return TrialResult(**base, status="fail", duration_s=time.perf_counter() - start,
                            error=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+
+
+def _fit_one(fit: Fit, task: Task, z, y, w, z_valid, y_valid, early_stopping_rounds: int,
+             n_jobs: int, seed: int, watch: Watch):
+    """One XGBoost fit with early stopping on (z_valid, y_valid): (model, validation curve)."""
+    model = task.estimator(
+        n_estimators=fit.cap, early_stopping_rounds=early_stopping_rounds, tree_method="hist",
+        n_jobs=n_jobs, random_state=seed, callbacks=[watch], **fit.hparams)
+    model.fit(z, y, sample_weight=w, eval_set=[(z_valid, y_valid)], verbose=False)
+    return model, model.evals_result()["validation_0"][task.eval_metric]
+
+
+def _fit_folds(fit: Fit, data: Matrices, early_stopping_rounds: int, n_jobs: int, seed: int,
+               deadline: float, on_round, base: dict, start: float) -> TrialResult:
+    """k fits, each early-stopped on its held-out fold; judged on the pooled out-of-fold
+    scores (one validation figure over every row: a 70-row validation split picks by luck)."""
+    task, lr = data.task, learning_rate_of(fit.hparams)
+    oof = None
+    iterations, rounds, stopped, cut = [], 0, "", False
+    for tr, va in data.folds:
+        watch = Watch(None, (), lr, task, deadline, on_round)
+        w = None if data.w_train is None else data.w_train[tr]
+        model, curve = _fit_one(fit, task, data.z_train[tr], data.y_train[tr], w,
+                                data.z_train[va], data.y_train[va], early_stopping_rounds,
+                                n_jobs, seed, watch)
+        scores = task.scores(model, data.z_train[va])
+        if oof is None:
+            oof = np.zeros((data.rows, *scores.shape[1:]), dtype=np.float64)
+        oof[va] = scores
+        iterations.append(_best_iteration(model, curve))
+        rounds = max(rounds, len(curve))
+        stopped, cut = stopped or watch.reason, cut or watch.cut
+    y = data.y_train
+    return TrialResult(**base, status="ok", loss=task.metric(task.loss, y, oof),
+                       figures=trial_figures(task, y, oof),
+                       best_iteration=int(round(float(np.mean(iterations)))),
+                       duration_s=time.perf_counter() - start, rounds=rounds, stopped=stopped,
+                       cut=cut)
 
 
 def _best_iteration(model, curve: Sequence[float]) -> int:
@@ -301,23 +348,46 @@ def trial_figures(task: Task, y: np.ndarray, scores: np.ndarray) -> dict[str, fl
 
 def matrices(params: Params, root: Path, progress: Progress = silent) -> tuple[Matrices, object]:
     """The training and validation design matrices (float32, training rows shuffled), and the
-    fitted preprocessor. Memory is checked before the matrices are built."""
+    fitted preprocessor. Memory is checked before the matrices are built. A table of at most
+    ``tune.cv_max_rows`` rows (train + valid) is cross-validated instead (``folds``)."""
+    cfg = params.tune
     train, valid = load_split(params, root, "train"), load_split(params, root, "valid")
-    pre = build_preprocessor(params.schema, params.prepare, train.X).fit(train.X, train.y)
-    width = design_width(pre)
-    plan = memory.plan(len(train.y), len(valid.y), width, 1, False,
-                       params.compute.memory_fraction)
-    memory.refuse_if_over(plan, pre, len(train.y))
-    order = np.random.default_rng(params.tune.seed).permutation(len(train.y))
-    # the search tunes the unmitigated model, like the default references it is compared
-    # with; the train stage fits both settings of bias.mitigation with what it finds. The
-    # threshold does not change a loss: tuning does not read train.threshold either.
     task = Task.of(params.schema)
     weighted = (params.bias.mitigation == "reweighing" and task.classification
-                and train.weight is not None)
-    return Matrices(encode(pre, train.X.iloc[order], progress), train.y[order], None,
-                    encode(pre, valid.X, progress), valid.y, task,
-                    train.weight[order] if weighted else None), pre
+                and train.weight is not None and valid.weight is not None)
+    cv = cfg.cv_folds >= 2 and len(train.y) + len(valid.y) <= cfg.cv_max_rows
+    if cv:
+        X = pd.concat([train.X, valid.X], ignore_index=True)
+        y = np.concatenate([train.y, valid.y])
+        w = np.concatenate([train.weight, valid.weight]) if weighted else None
+    else:
+        X, y, w = train.X, train.y, train.weight if weighted else None
+    pre = build_preprocessor(params.schema, params.prepare, X).fit(X, y)
+    plan = memory.plan(len(y), 0 if cv else len(valid.y), design_width(pre), 1, False,
+                       params.compute.memory_fraction)
+    memory.refuse_if_over(plan, pre, len(y))
+    order = np.random.default_rng(cfg.seed).permutation(len(y))
+    z = encode(pre, X.iloc[order], progress)
+    # the search tunes the unmitigated model, like the default references it is compared
+    # with; the mitigated model gets the best few refitted with the weights (mitigated_choice).
+    # The threshold does not change a loss: tuning does not read train.threshold either.
+    if cv:
+        return Matrices(z, y[order], None, z[:0], y[:0], task,
+                        None if w is None else w[order],
+                        _folds(y[order], task, cfg.cv_folds, cfg.seed)), pre
+    return Matrices(z, y[order], None, encode(pre, valid.X, progress), valid.y, task,
+                    None if w is None else w[order]), pre
+
+
+def _folds(y: np.ndarray, task: Task, k: int, seed: int) -> tuple:
+    """Stratified by class when every class has k rows, else plain k-fold."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    counts = np.bincount(y.astype(int)) if task.classification else np.array([])
+    strat = task.classification and len(counts) and counts[counts > 0].min() >= k
+    cv = StratifiedKFold(k, shuffle=True, random_state=seed) if strat else KFold(
+        k, shuffle=True, random_state=seed)
+    return tuple((tr, va) for tr, va in cv.split(np.zeros(len(y)), y))
 
 
 class _TrialLogger:
@@ -401,7 +471,9 @@ class _Planner:
     def __init__(self, cfg: TuneConfig, data: Matrices, deadline: float) -> None:
         self.cfg, self.deadline = cfg, deadline
         self.space = build_space(cfg)
-        self.rungs = fidelity_rungs(data.rows, cfg.min_fidelity_rows, cfg.fidelity_factor)
+        # cross-validated small tables have one rung: every fit sees every row
+        self.rungs = [data.rows] if data.folds else fidelity_rungs(
+            data.rows, cfg.min_fidelity_rows, cfg.fidelity_factor)
         self.ladder = Ladder(self.rungs, cfg.fidelity_factor)
         self.trials, self.domain = Trials(), Domain(lambda _: 0.0, self.space)
         self.rng = np.random.default_rng(cfg.seed)
@@ -610,8 +682,7 @@ def mitigated_choice(results: list[TrialResult], data: Matrices, cfg: TuneConfig
     pool = sorted((r for r in results if r.clean and r.rung == top),
                   key=lambda r: (r.loss, r.tid))
     k = MITIGATION_CANDIDATES if time.time() < deadline else 1
-    weighted = Matrices(data.z_train, data.y_train, data.w_mitigation, data.z_valid,
-                        data.y_valid, data.task)
+    weighted = replace(data, w_train=data.w_mitigation, w_mitigation=None)
     refits = []
     for r in pool[:k]:
         progress("tune", f"refitting trial {r.tid} with the reweighing weights", 0, None)
@@ -659,7 +730,8 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
     refs = reference.score_references(
         task, data.z_train, data.y_train, data.z_valid, data.y_valid, cfg.n_jobs, cfg.seed,
         on_fit=lambda name: progress("tune", f"default reference on {data.rows:,} rows: "
-                                     f"{reference.REFERENCES[name]}", 0, None))
+                                     f"{reference.REFERENCES[name]}", 0, None),
+        folds=data.folds)
     tracking = connect(params.mlflow, root)
     with quiet_mlflow(), mlflow.start_run(run_name="tune") as parent:
         mlflow.set_tags({RunTag.STAGE: "tune", RunTag.PARAMS_HASH: params_hash(params, (
@@ -692,7 +764,7 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
             raise TarnError(small, "raise tune.timeout_s in params.yaml")
         best = choose(results)
         mitigated = mitigated_choice(results, data, cfg, started + budget, logger.log, progress)
-        verdict = reference.verdict(task, best.loss, refs, "the validation split") if (
+        verdict = reference.verdict(task, best.loss, refs, data.validation) if (
             best.rows == data.rows) else ""
         per_rung = [{"rows": rows, "fits": sum(1 for r in results if r.rung == k)}
                     for k, rows in enumerate(outcome.rungs)]
@@ -712,6 +784,7 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
         "params": best.params,
         "best_iteration": best.best_iteration,
         "rows": best.rows,  # the training rows the chosen fit saw
+        "validation": data.validation,
         "task": task.kind,
         "loss": f"val_{task.loss}",  # the key below that the search minimized
         f"val_{task.loss}": best.loss,
@@ -740,9 +813,9 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
         st.json(models / BEST, summary)
         st.json(reports / TUNE_REPORT, {k: summary[k] for k in (
             "task", "loss", f"val_{task.loss}", *(f"val_{k}" for k in best.figures),
-            "best_iteration", "rows", "n_trials", "n_fits", "n_failed", "n_stopped_early",
-            "n_capped", "fits_per_rung", "budget_s", "stop_reason", "reference_val",
-            "reference_verdict", "duration_s")})
+            "best_iteration", "rows", "validation", "n_trials", "n_fits", "n_failed",
+            "n_stopped_early", "n_capped", "fits_per_rung", "budget_s", "stop_reason",
+            "reference_val", "reference_verdict", "duration_s")})
         st.text(reports / TUNE_TRIALS, f"trial,rung,rows,val_{task.loss},best_so_far\n" + "".join(
             f"{r.tid},{r.rung},{r.rows},{r.loss},{b}\n" for r, b in _running_best(results)))
     return TuneResult(summary, results, parent.info.run_id)
