@@ -91,6 +91,12 @@ test-quick: venv lint ## The edit loop: ruff + unit tests + fast integration tes
 
 test-fast: test-quick
 
+UI_PORT ?= 5000
+ui: venv ## The MLflow UI on http://127.0.0.1:5000 (another port: make ui UI_PORT=5001)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 --host 127.0.0.1 \
+	  --port $(UI_PORT) \
+	  --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/.mlflow/mlflow.db}"
+
 lint: venv ## ruff
 	ruff check src tests bench
 
