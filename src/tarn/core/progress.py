@@ -222,3 +222,16 @@ def _plain_progress(activity: _Activity | None = None, period: float | None = No
             _say(f"{count} ({now - activity.start:.0f} s)")
 
     return update
+
+
+def rounds_callback(progress: Progress, key: str, description: str, total: int):
+    """An XGBoost callback that advances ``progress`` once per boosting round (the final fit
+    of train, incremental retraining). XGBoost is imported only when one is made."""
+    from xgboost.callback import TrainingCallback
+
+    class Rounds(TrainingCallback):
+        def after_iteration(self, model, epoch, evals_log) -> bool:
+            progress(key, description, 1, total)
+            return False
+
+    return Rounds()

@@ -30,7 +30,7 @@ from sklearn.pipeline import Pipeline
 
 from tarn.config import Params, PrepareConfig, SchemaConfig
 from tarn.core import progress as progress_output
-from tarn.core.progress import Progress, Step, no_steps, silent
+from tarn.core.progress import Progress, Step, no_steps, rounds_callback, silent
 from tarn.core.task import Task
 from tarn.errors import TarnError
 
@@ -52,18 +52,6 @@ class RetrainResult:
     metrics: dict = field(default_factory=dict)  # {"old"|"new": {"test"|"new_data": {...}}}
 
 
-def _rounds(progress: Progress, key: str, description: str, total: int):
-    """An XGBoost callback that reports each boosting round (as the train stage's does)."""
-    from xgboost.callback import TrainingCallback
-
-    class Rounds(TrainingCallback):
-        def after_iteration(self, model, epoch, evals_log) -> bool:
-            progress(key, description, 1, total)
-            return False
-
-    return Rounds()
-
-
 def incremental_fit(pipe: Pipeline, X: pd.DataFrame, y: np.ndarray, w: np.ndarray | None,
                     X_hold: pd.DataFrame, y_hold: np.ndarray, rounds: int,
                     early_stopping: int, n_jobs: int = 2, lr_scale: float = 1.0,
@@ -81,9 +69,10 @@ def incremental_fit(pipe: Pipeline, X: pd.DataFrame, y: np.ndarray, w: np.ndarra
     params["n_jobs"] = n_jobs
     params["learning_rate"] = (params.get("learning_rate") or 0.3) * lr_scale
     z, z_hold = pre.transform(X), pre.transform(X_hold)
+    report = rounds_callback(progress, "retrain", f"boosting new rounds (at most {rounds}, "
+                             f"early stopping {early_stopping})", rounds)
     probe = estimator(**params, n_estimators=rounds, early_stopping_rounds=early_stopping,
-                      callbacks=[_rounds(progress, "retrain", f"boosting new rounds (at most "
-                                         f"{rounds}, early stopping {early_stopping})", rounds)])
+                      callbacks=[report])
     probe.fit(z, y, sample_weight=w, eval_set=[(z_hold, y_hold)], xgb_model=booster,
               verbose=False)
     # keep the probe's trees up to its best round (at least one new one): exactly the trees

@@ -34,7 +34,7 @@ from tarn.core.catalog import (
 from tarn.core.features import FEATURES, build_preprocessor, design_width, encode, to_model_frame
 from tarn.core.files import atomic_dir, staged
 from tarn.core.model import packaging, save_local, schema_hash
-from tarn.core.progress import Progress, Step, no_steps, silent
+from tarn.core.progress import Progress, Step, no_steps, rounds_callback, silent
 from tarn.core.tags import Lineage
 from tarn.core.task import Task
 from tarn.errors import TarnError
@@ -68,18 +68,6 @@ def model_params(best: dict, params: Params, mitigated: bool = False) -> dict:
             "objective": task.objective, "eval_metric": task.eval_metric}
 
 
-def _rounds(progress: Progress, key: str, description: str, total: int):
-    """An XGBoost callback that reports each boosting round."""
-    from xgboost.callback import TrainingCallback
-
-    class Rounds(TrainingCallback):
-        def after_iteration(self, model, epoch, evals_log) -> bool:
-            progress(key, description, 1, total)
-            return False
-
-    return Rounds()
-
-
 def fit_preprocessor(data: SplitData, params: Params,
                      progress: Progress = silent) -> tuple[ColumnTransformer, np.ndarray]:
     """Fit the normalization on the training rows and encode them (float32), after checking
@@ -105,8 +93,8 @@ def fit_pipeline(data: SplitData, weight: np.ndarray | None, mparams: dict, para
         clf = fit_xgb_dask(client, z, data.y, weight, mparams, task)
     else:
         n = mparams["n_estimators"]
-        clf = task.estimator(**mparams, callbacks=[_rounds(progress, label, f"fitting {label}",
-                                                           n)])
+        clf = task.estimator(**mparams, callbacks=[
+            rounds_callback(progress, label, f"fitting {label}", n)])
         clf.fit(z, data.y, sample_weight=weight)
         clf.set_params(callbacks=None)  # not part of the model: skops would refuse it
     return Pipeline([("pre", pre), ("model", clf)])
