@@ -50,26 +50,37 @@ def score_references(task: Task, z_fit: np.ndarray, y_fit: np.ndarray, z: np.nda
     model) and score it on ``(z, y)``; with ``folds``, on the pooled out-of-fold scores of
     ``(z_fit, y_fit)`` instead, as the search judges its fits. ``on_fit(name)`` is called
     before each reference."""
+    from threadpoolctl import threadpool_limits
+
     out = []
     for name in REFERENCES:
         if on_fit is not None:
             on_fit(name)
         start = time.perf_counter()
-        if folds:
-            y, scores = y_fit, None
-            for tr, va in folds:
-                model = reference_model(name, task, n_jobs, seed).fit(z_fit[tr], y_fit[tr])
-                part = task.scores(model, z_fit[va])
-                if scores is None:
-                    scores = np.zeros((len(y_fit), *part.shape[1:]))
-                scores[va] = part
-        else:
-            model = reference_model(name, task, n_jobs, seed).fit(z_fit, y_fit)
-            scores = task.scores(model, z)
+        # HistGradientBoosting takes every core through OpenMP, whose busy-waiting makes a
+        # 265-row fit take seconds on a loaded machine: held to the fits' own thread count
+        with threadpool_limits(limits=n_jobs):
+            y, scores = _scores(name, task, z_fit, y_fit, z, y, n_jobs, seed, folds)
         fit_s = time.perf_counter() - start
         figures = {m: task.metric(m, y, scores) for m in task.metrics}
         out.append(ReferenceScore(name, figures.pop(task.loss), figures, fit_s))
     return out
+
+
+def _scores(name: str, task: Task, z_fit, y_fit, z, y, n_jobs: int, seed: int,
+            folds: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(the labels scored, the reference's scores): on (z, y), or out of fold."""
+    if not folds:
+        model = reference_model(name, task, n_jobs, seed).fit(z_fit, y_fit)
+        return y, task.scores(model, z)
+    scores = None
+    for tr, va in folds:
+        model = reference_model(name, task, n_jobs, seed).fit(z_fit[tr], y_fit[tr])
+        part = task.scores(model, z_fit[va])
+        if scores is None:
+            scores = np.zeros((len(y_fit), *part.shape[1:]))
+        scores[va] = part
+    return y_fit, scores
 
 
 def verdict(task: Task, loss: float, refs: list[ReferenceScore], where: str) -> str:

@@ -722,11 +722,11 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
     if cfg is None:
         from tarn.errors import ConfigError
         raise ConfigError("params.yaml has no `tune` section", "add one (see the README)")
-    started = time.time()  # the budget covers the whole stage
     data, pre = matrices(params, root, progress)
     task = data.task
     budget = budget_of(cfg, data)
     # the default references first: the bar the search must clear, fitted on the same rows
+    # (before the budget starts: a loaded machine must not leave the search no time at all)
     refs = reference.score_references(
         task, data.z_train, data.y_train, data.z_valid, data.y_valid, cfg.n_jobs, cfg.seed,
         on_fit=lambda name: progress("tune", f"default reference on {data.rows:,} rows: "
@@ -747,6 +747,7 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
                                                 for k, v in cfg.space.items()})[:6000]})
         mlflow.log_params({"task": task.kind, "loss": f"val_{task.loss}"})
         logger = _TrialLogger(parent.info.run_id, tracking.experiment_id, task.loss)
+        started = time.time()  # the search's budget: every fit, those in flight included
         if cfg.parallelism > 1 or params.compute.scheduler:  # a named cluster is always used
             with dask_client(params.compute, n_workers=cfg.parallelism) as client:
                 outcome = search(params, data, logger.log, progress, client, budget, started)
