@@ -303,7 +303,7 @@ class TuneConfig(_Strict):
     # small tables (train + valid rows <= cv_max_rows): each fit is judged by k-fold
     # cross-validation over train + valid, not by one small validation split (0: never)
     cv_folds: int = Field(5, ge=0, le=20)
-    cv_max_rows: int = Field(10_000, ge=0)
+    cv_max_rows: int = Field(20_000, ge=0)
     fidelity_factor: int = Field(3, ge=2)
     # configurations tried first (each completed with XGBoost's defaults, clipped to the space)
     # its own values are used for its fit; TPE learns from them clipped into the space
