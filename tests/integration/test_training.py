@@ -97,7 +97,10 @@ def test_evaluation_outputs_and_mlflow_artifacts(trained):
     assert 0.5 < m["roc_auc"] <= 1
     fair = json.loads((root / "reports" / "fairness.json").read_text())
     assert set(fair) == {"task", "with_mitigation", "without_mitigation", "effect",
-                         "mitigation_note"}
+                         "mitigation_note", "reference_test", "reference_verdict"}
+    # the default references on the test split, beside the unmitigated model
+    assert set(fair["reference_test"]) == {"hist_gradient_boosting", "xgboost_defaults"}
+    assert "the test split (the unmitigated model)" in fair["reference_verdict"]
     assert fair["task"] == "binary" and fair["mitigation_note"] == ""
     assert fair["with_mitigation"]["fairness"]["sex"]["gap"] == pytest.approx(
         m["sex_demographic_parity_difference"])
@@ -140,7 +143,9 @@ def test_parallel_tuning_runs_as_many_trials_as_sequential(tmp_path):
     assert len({json.dumps(t.params, sort_keys=True) for t in res.trials}) == 4
 
 
+# holdout validation (tune.cv_folds: 0): cross-validated small tables have no stop rule
 STOPPING = {"tune.max_evals": 8, "tune.n_estimators": 120, "tune.early_stopping_rounds": 10,
+            "tune.cv_folds": 0,
             "tune.stop_rule": "quantile", "tune.stop_min_trials": 2,
             "tune.stop_warmup_rounds": 10, "tune.stop_interval": 5,
             "tune.space": {"learning_rate": {"dist": "loguniform", "low": 0.17, "high": 0.5},

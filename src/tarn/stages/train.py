@@ -56,11 +56,12 @@ class TrainResult:
     tags: dict
 
 
-def model_params(best: dict, params: Params, mitigated: bool = False) -> dict:
-    """XGBoost parameters of the final fit: the search's configuration (for the mitigated
-    model, the reweighed refit's, when tune made one) and its rounds scaled to train+valid."""
-    if mitigated and best.get("mitigated"):
-        best = best["mitigated"]
+def model_params(best: dict, params: Params, mitigated: bool = True) -> dict:
+    """XGBoost parameters of the final fit: the search's configuration (for the unmitigated
+    model, when the search tuned the reweighed one, its unweighted refit's) and its rounds
+    scaled to train+valid."""
+    if not mitigated and best.get("unmitigated"):
+        best = best["unmitigated"]
     rounds = max(1, round((best["best_iteration"] + 1) * params.train.refit_rounds_scale))
     task = Task.of(params.schema)
     return {**best["params"], "n_estimators": rounds, "tree_method": "hist",

@@ -191,7 +191,6 @@ class Matrices:
     z_valid: np.ndarray
     y_valid: np.ndarray
     task: Task = Task("binary", ("0", "1"))
-    w_mitigation: np.ndarray | None = None  # reweighing weights, for the mitigated model
     # small tables: k-fold cross-validation over train + valid (the *_train arrays hold every
     # row; each fit is k fits, scored on the pooled out-of-fold predictions)
     folds: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
@@ -368,15 +367,15 @@ def matrices(params: Params, root: Path, progress: Progress = silent) -> tuple[M
     memory.refuse_if_over(plan, pre, len(y))
     order = np.random.default_rng(cfg.seed).permutation(len(y))
     z = encode(pre, X.iloc[order], progress)
-    # the search tunes the unmitigated model, like the default references it is compared
-    # with; the mitigated model gets the best few refitted with the weights (mitigated_choice).
-    # The threshold does not change a loss: tuning does not read train.threshold either.
+    # the search tunes the model that is registered (reweighed when bias.mitigation says so);
+    # the unmitigated model, compared with the default references, gets the best few
+    # refitted without weights (unmitigated_choice). The threshold does not change a loss:
+    # tuning does not read train.threshold.
+    w = None if w is None else w[order]
     if cv:
-        return Matrices(z, y[order], None, z[:0], y[:0], task,
-                        None if w is None else w[order],
+        return Matrices(z, y[order], w, z[:0], y[:0], task,
                         _folds(y[order], task, cfg.cv_folds, cfg.seed)), pre
-    return Matrices(z, y[order], None, encode(pre, valid.X, progress), valid.y, task,
-                    None if w is None else w[order]), pre
+    return Matrices(z, y[order], w, encode(pre, valid.X, progress), valid.y, task), pre
 
 
 def _folds(y: np.ndarray, task: Task, k: int, seed: int) -> tuple:
@@ -406,8 +405,7 @@ class _TrialLogger:
         from mlflow.entities import Metric, Param
         from mlflow.entities import RunTag as Tag
 
-        name = (f"trial-{r.tid:03d}" + (f"-rung{r.rung}" if r.rung else "")
-                + ("-reweighed" if r.weighted else ""))
+        name = f"trial-{r.tid:03d}" + (f"-rung{r.rung}" if r.rung else "")
         run = self.client.create_run(self.exp, start_time=started_ms, run_name=name,
                                      tags={"mlflow.parentRunId": self.parent,
                                            RunTag.TRIAL: str(r.tid)})
@@ -667,30 +665,30 @@ def choose(results: list[TrialResult]) -> TrialResult:
     return min((r for r in pool if r.rung == top), key=lambda r: (r.loss, r.tid))
 
 
-MITIGATION_CANDIDATES = 5
+OTHER_CANDIDATES = 5
 
 
-def mitigated_choice(results: list[TrialResult], data: Matrices, cfg: TuneConfig,
-                     deadline: float, on_trial, progress: Progress = silent) -> TrialResult | None:
-    """The configuration for the mitigated (reweighed) model: the best few configurations of
-    the search, refitted with the reweighing weights on every row, the lowest validation loss
-    kept (each model gets the configuration best for its own objective; the search itself
-    tunes the unmitigated model). One candidate when the budget has run out."""
-    if data.w_mitigation is None:
+def unmitigated_choice(results: list[TrialResult], data: Matrices, cfg: TuneConfig,
+                       deadline: float, progress: Progress = silent) -> TrialResult | None:
+    """When the search tuned the reweighed model: the configuration of the unmitigated one
+    (compared like with like with the default references, and fitted beside the registered
+    model): the best few configurations refitted without weights on every row, the lowest
+    validation loss kept with its own early-stopped rounds. One candidate when the budget
+    has run out; None when the search was unweighted. (Refits, not trials: the tuning run
+    records the chosen one's figures, not a child run each.)"""
+    if data.w_train is None:
         return None
     top = max(r.rung for r in results if r.clean)
     pool = sorted((r for r in results if r.clean and r.rung == top),
                   key=lambda r: (r.loss, r.tid))
-    k = MITIGATION_CANDIDATES if time.time() < deadline else 1
-    weighted = replace(data, w_train=data.w_mitigation, w_mitigation=None)
+    k = OTHER_CANDIDATES if time.time() < deadline else 1
+    unweighted = replace(data, w_train=None)
     refits = []
     for r in pool[:k]:
-        progress("tune", f"refitting trial {r.tid} with the reweighing weights", 0, None)
-        started = int(time.time() * 1000)
+        progress("tune", f"refitting trial {r.tid} without the reweighing weights", 0, None)
         fit = Fit(r.tid, r.params, r.rung, data.rows, r.cap)
-        refit = fit_trial(fit, weighted, cfg.early_stopping_rounds, cfg.n_jobs, cfg.seed)
-        on_trial(refit, started)
-        refits.append(refit)
+        refits.append(fit_trial(fit, unweighted, cfg.early_stopping_rounds, cfg.n_jobs,
+                                cfg.seed))
     ok = [r for r in refits if r.clean]
     return min(ok, key=lambda r: (r.loss, r.tid)) if ok else None
 
@@ -764,8 +762,10 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
         if small:
             raise TarnError(small, "raise tune.timeout_s in params.yaml")
         best = choose(results)
-        mitigated = mitigated_choice(results, data, cfg, started + budget, logger.log, progress)
-        verdict = reference.verdict(task, best.loss, refs, data.validation) if (
+        unmitigated = unmitigated_choice(results, data, cfg, started + budget, progress)
+        # like with like: the unmitigated model's validation loss against the references
+        compared = unmitigated or best
+        verdict = reference.verdict(task, compared.loss, refs, data.validation) if (
             best.rows == data.rows) else ""
         per_rung = [{"rows": rows, "fits": sum(1 for r in results if r.rung == k)}
                     for k, rows in enumerate(outcome.rungs)]
@@ -777,6 +777,8 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
                             "n_failed": len(results) - len(ok),
                             "n_stopped_early": len(stopped),
                             "n_capped": sum(r.capped for r in results),
+                            **({f"unmitigated_val_{task.loss}": unmitigated.loss,
+                                "unmitigated_trial": unmitigated.tid} if unmitigated else {}),
                             "duration_s": outcome.duration_s})
         mlflow.set_tags({RunTag.BEST_TRIAL: str(best.tid), RunTag.STOP_REASON:
                          outcome.stop_reason, **({RunTag.REFERENCE_VERDICT: verdict}
@@ -800,10 +802,11 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
         "budget_s": round(outcome.budget_s, 1),
         "stop_reason": outcome.stop_reason,
         "reference_val": reference.as_dict(refs, task),
-        # the mitigated model's configuration and rounds (reweighed refits of the best few)
-        "mitigated": None if mitigated is None else {
-            "params": mitigated.params, "best_iteration": mitigated.best_iteration,
-            "trial": mitigated.tid, f"val_{task.loss}": mitigated.loss},
+        # the search tuned the reweighed model: the unmitigated one's configuration and
+        # rounds (unweighted refits of the best few); None when the search was unweighted
+        "unmitigated": None if unmitigated is None else {
+            "params": unmitigated.params, "best_iteration": unmitigated.best_iteration,
+            "trial": unmitigated.tid, f"val_{task.loss}": unmitigated.loss},
         "reference_verdict": verdict,
         "parent_run_id": parent.info.run_id,
         "duration_s": outcome.duration_s,
