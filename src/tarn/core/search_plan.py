@@ -34,7 +34,7 @@ MAX_BUDGET_S = 900.0
 
 def default_budget(rows: int, width: int, cores: int) -> float:
     """Seconds for the search: 30 s plus 60 s per square root of a million cells, scaled
-    by 2 / cores (measured on 2 cores), within [30, 900]. Adult (26,000 x 108): 131 s;
+    by 2 / cores (measured on 2 cores), within [30, 900]. 26,000 x 70: 110 s;
     300,000 x 40: 237 s."""
     cells = max(rows, 1) * max(width, 1)
     raw = MIN_BUDGET_S + 60.0 * math.sqrt(cells / 1e6) * 2.0 / max(cores, 1)
