@@ -646,6 +646,11 @@ def _search_parallel(params: Params, data: Matrices, client, planner: _Planner, 
                 f"trial {f.tid} at {f.rows:,} rows ({now - t0:.0f} s)"
                 for f, _, t0 in in_flight.values()))
             continue
+        except Exception:  # noqa: BLE001 - cancelled: the data they needed died with a worker
+            watch.check()
+            done = {f for f in in_flight if f.status in ("cancelled", "error", "finished")}
+            if not done:
+                continue
         for fut in done:
             fit, started_ms, _ = in_flight.pop(fut)
             try:
