@@ -39,7 +39,6 @@ import numpy as np
 import pandas as pd
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, hp, space_eval, tpe
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, Domain
-from hyperopt.fmin import generate_trial
 from xgboost.callback import TrainingCallback
 
 from tarn.config import DEFAULT_LEARNING_RATE, INTEGER_PARAMS, Params, TuneConfig, stage_view
@@ -482,18 +481,19 @@ class _Planner:
         self.seconds_per_row_round: float = 0.0  # measured: for the top rung's reserve
 
     def _new_config(self) -> Fit:
+        """The next configuration: a warm start (tried besides the search: TPE neither counts
+        nor sees it, so its own exploration is what it would be without them), then TPE."""
         tid = self.configs
         if tid < len(self.warm):
-            doc = generate_trial(tid, self.warm[tid].point)
-            hparams = self.warm[tid].hparams
+            self.hparams[tid] = self.warm[tid].hparams
         else:
             doc = tpe.suggest([tid], self.domain, self.trials,
                               int(self.rng.integers(2**31 - 1)))[0]
             vals = {k: v[0] for k, v in doc["misc"]["vals"].items() if v}
-            hparams = clean_hparams(space_eval(self.space, vals))
-        self.trials.insert_trial_docs([doc])
-        self.trials.refresh()
-        self.docs[tid], self.hparams[tid] = self.trials.trials[-1], hparams
+            self.trials.insert_trial_docs([doc])
+            self.trials.refresh()
+            self.docs[tid] = self.trials.trials[-1]
+            self.hparams[tid] = clean_hparams(space_eval(self.space, vals))
         self.configs += 1
         return self._fit(tid, 0)
 
@@ -518,7 +518,8 @@ class _Planner:
         if promo is not None:
             self.ladder.mark(*promo)
             return self._fit(*promo)
-        if self.configs < self.cfg.max_evals and (left > self._reserve_s() or not self.configs):
+        total = self.cfg.max_evals + len(self.warm)  # max_evals counts TPE's configurations
+        if self.configs < total and (left > self._reserve_s() or not self.configs):
             return self._new_config()
         if in_flight == 0:
             forced = self.ladder.force_promotion()
@@ -584,7 +585,8 @@ def search(params: Params, data: Matrices, on_trial, progress: Progress = silent
 
     def finished(r: TrialResult, started_ms: int) -> None:
         results.append(r)
-        if r.reference is not None:
+        # TPE's fits only: warm starts must not change which of TPE's fits the stop rule ends
+        if r.reference is not None and r.tid >= len(planner.warm):
             references.setdefault(r.rung, []).append(r.reference)
         planner.done(r)
         on_trial(r, started_ms)
