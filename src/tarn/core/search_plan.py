@@ -10,7 +10,7 @@
 - **Warm starts.** Known-good configurations, XGBoost's defaults first (:func:`warm_starts`),
   are fitted before TPE's, so the search's best is never worse than a default configuration on
   the validation split. They come besides ``tune.max_evals`` and TPE does not see them: on
-  Adult, warm starts inside TPE's history steered its exploration (test logloss 0.2752 vs
+  the demo table, warm starts inside TPE's history steered its exploration (test logloss 0.2752 vs
   0.2731 without).
 - **Round cap.** The learning rate and the round cap are tied (:func:`round_cap`), so a fit
   ends by early stopping, not at the cap, unless the user set the cap.
