@@ -227,7 +227,6 @@ class TrialResult:
     rows: int = 0  # training rows the fit saw
     cap: int = 0  # its round cap
     cut: bool = False  # the deadline ended it
-    weighted: bool = False  # fitted with the reweighing weights (the mitigated model)
 
     @property
     def capped(self) -> bool:
@@ -261,7 +260,7 @@ def fit_trial(fit: Fit, data: Matrices, early_stopping_rounds: int, n_jobs: int,
     task = data.task
     start = time.perf_counter()
     base = {"tid": fit.tid, "params": fit.hparams, "rung": fit.rung, "rows": fit.rows,
-            "cap": fit.cap, "weighted": data.w_train is not None}
+            "cap": fit.cap}
     try:
         lr = learning_rate_of(fit.hparams)
         if data.folds:  # small table: no stop rule (fits are quick), the deadline holds
