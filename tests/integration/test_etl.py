@@ -103,6 +103,9 @@ def test_duplicates_are_judged_by_the_key_and_read_batches_agrees(lake_project):
     ("nohead.csv", adult_csv("train", 0, 2).replace("age, ", "", 1).encode(), "missing column"),
     ("extra.csv", adult_csv("train", 0, 2).replace("income", "income, zip", 1)
      .replace("<=50K\n", "<=50K, 123\n").encode(), "unexpected column"),
+    # issue 21: one quoted field sent this file to the csv module, whose last 'age' won
+    ("twice.csv", adult_csv("train", 0, 2).replace("income", "income, age", 1)
+     .replace("<=50K\n", '<=50K, "99"\n').encode(), "names column 'age' twice"),
 ])
 def test_file_level_errors_name_the_file_and_leave_outputs_untouched(lake_project, name, content,
                                                                      match):

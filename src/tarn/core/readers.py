@@ -10,6 +10,12 @@ every record keeps its physical line number, blank lines are skipped and a line 
 number of fields is reported (with its line and text) instead of parsed. A file with quotes or
 bare carriage returns (where a record may span lines) goes through Python's csv module instead:
 same results, slower. Either way values keep their bytes; the contract trims them.
+
+Both CSV paths build the table by column position and refuse a header that names a column
+twice (as Parquet does for its schema and JSON Lines for a key repeated in one object): two
+columns of one name would otherwise be merged, the last one silently winning.
+``tests/unit/test_reader_paths.py`` reads the same bytes through every path and checks they
+give identical tables or identical refusals.
 """
 
 from __future__ import annotations
@@ -123,9 +129,24 @@ def count_records(fs: fsspec.AbstractFileSystem, path: str, chunk_rows: int = 10
 
 
 def _strings(columns: list[str], values: list[list[str | None]] | None = None) -> pa.Table:
+    """A table of string columns by position (never through a dict: a name must not merge)."""
     values = values if values is not None else [[] for _ in columns]
-    return pa.table({c: pa.array(v, type=pa.string()) for c, v in zip(columns, values,
-                                                                       strict=True)})
+    return pa.table([pa.array(v, type=pa.string()) for v in values], names=list(columns))
+
+
+def check_names(path: str, names: list[str], what: str = "header") -> None:
+    """Refuse a file whose header names a column twice: readers would merge the two columns
+    (a dict keeps the last), so every reader path refuses it the same way."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names, start=1):
+        if name in seen:
+            raise EtlError(f"{path}: the {what} names column {name!r} twice (columns "
+                           f"{seen[name]} and {i})",
+                           "rename or remove one of the two columns; tarn never merges them")
+        seen[name] = i
+
+
+CSV_ENGINES = ("auto", "arrow", "python")
 
 
 def _transpose(rows: list[list[str]], width: int) -> list[list[str]]:
@@ -140,16 +161,22 @@ def _open_binary(fs, path: str):
 def _decode_error(fs, path: str) -> EtlError:
     """Locate the first byte that is not UTF-8: its line (1-based) and the reason."""
     dec = codecs.getincrementaldecoder("utf-8")()
-    line = 1
+    line, cr = 1, False
+
+    def breaks(part: bytes, after_cr: bool) -> int:  # LF, CRLF and a bare CR end a line
+        return (part.count(b"\n") + part.count(b"\r") - part.count(b"\r\n")
+                - (after_cr and part.startswith(b"\n")))
+
     with _open_binary(fs, path) as fh:
         while block := fh.read(1 << 20):
             try:
                 dec.decode(block)
             except UnicodeDecodeError as e:
-                line += block.count(b"\n", 0, max(e.start, 0))
+                line += breaks(block[:max(e.start, 0)], cr)
                 return EtlError(f"{path}:{line}: not UTF-8 text ({e.reason}, byte "
                                 f"{block[e.start:e.start + 1]!r})", "re-encode the file as UTF-8")
-            line += block.count(b"\n")
+            line += breaks(block, cr)
+            cr = block.endswith(b"\r")
         try:
             dec.decode(b"", final=True)
         except UnicodeDecodeError as e:
@@ -168,10 +195,27 @@ def _text(fs, path: str, raw: bytes) -> str:
 READ_BYTES = 1 << 24  # upper bound of one read
 
 
-def _csv_chunks(fs, path: str, chunk_rows: int) -> Iterator[RawChunk]:
+def csv_chunks(fs, path: str, chunk_rows: int, engine: str = "auto") -> Iterator[RawChunk]:
+    """The CSV reader, by path: "auto" (what the lake uses: Arrow for a file with no quote and
+    no bare CR, else the csv module), or one path forced ("arrow" raises ValueError for a file
+    it cannot read line by line). The differential test compares them on the same bytes."""
+    if engine not in CSV_ENGINES:
+        raise ValueError(f"engine must be one of {CSV_ENGINES}, not {engine!r}")
+    if engine == "python":
+        yield from _csv_chunks_python(fs, path, max(1, int(chunk_rows)))
+        return
     with _open_binary(fs, path) as fh:
-        head = fh.read(1 << 16)
-        simple = _simple_csv(fs, path, head, fh)
+        simple = _simple_csv(fs, path, fh.read(1 << 16), fh)
+    if engine == "arrow" and not simple:
+        raise ValueError(f"{path}: quotes or bare carriage returns: not a line-per-record CSV")
+    yield from _csv_chunks(fs, path, max(1, int(chunk_rows)), simple)
+
+
+def _csv_chunks(fs, path: str, chunk_rows: int, simple: bool | None = None) -> Iterator[RawChunk]:
+    if simple is None:
+        with _open_binary(fs, path) as fh:
+            head = fh.read(1 << 16)
+            simple = _simple_csv(fs, path, head, fh)
     if not simple:
         yield from _csv_chunks_python(fs, path, chunk_rows)
         return
@@ -221,6 +265,7 @@ def _csv_chunks_arrow(fs, path: str, fh, chunk_rows: int) -> Iterator[RawChunk]:
         raise EtlError(f"{path}: no header line", "the first line must name the columns")
     header = [h.strip() for h in next(csv.reader([_text(fs, path, first).rstrip("\r")],
                                                  skipinitialspace=True))]
+    check_names(path, header)
     buf = buf[nl + 1:]
     line_no += 1  # physical line of buf[0]
     width = len(header)
@@ -229,10 +274,6 @@ def _csv_chunks_arrow(fs, path: str, fh, chunk_rows: int) -> Iterator[RawChunk]:
     parse_opts = pacsv.ParseOptions(ignore_empty_lines=True, newlines_in_values=False)
     conv_opts = pacsv.ConvertOptions(column_types={h: pa.string() for h in header},
                                      strings_can_be_null=False)
-    if len(set(header)) != len(header):  # Arrow needs distinct names; the contract says why
-        read_opts.column_names = [f"{h}\x00{i}" for i, h in enumerate(header)]
-        conv_opts.column_types = {h: pa.string() for h in read_opts.column_names}
-
     if width == 1:  # a whitespace-only line would be a record: leave it to the csv module
         yield from _csv_chunks_python(fs, path, chunk_rows)
         return
@@ -327,6 +368,7 @@ def _csv_chunks_python(fs, path: str, chunk_rows: int) -> Iterator[RawChunk]:
             if header is None:
                 raise EtlError(f"{path}: no header line", "the first line must name the columns")
             header = [h.strip() for h in header]
+            check_names(path, header)
             rows: list[list[str]] = []
             lines: list[int] = []
             bad: list[Malformed] = []
@@ -355,6 +397,24 @@ def _csv_chunks_python(fs, path: str, chunk_rows: int) -> Iterator[RawChunk]:
             raise _decode_error(fs, path) from None
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose keys are distinct (``json.loads`` would keep the last of two)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+    return out
+
+
 def _jsonl_chunks(fs, path: str, chunk_rows: int) -> Iterator[RawChunk]:
     records: list[dict] = []
     lines: list[int] = []
@@ -373,10 +433,13 @@ def _jsonl_chunks(fs, path: str, chunk_rows: int) -> Iterator[RawChunk]:
                 if not text.strip():
                     continue
                 try:
-                    rec = json.loads(text)
+                    rec = json.loads(text, object_pairs_hook=_unique_keys)
                 except json.JSONDecodeError as e:
                     bad.append(Malformed(no, "malformed_line", f"invalid JSON ({e.msg})",
                                          text.strip()))
+                except _DuplicateKey as e:
+                    bad.append(Malformed(no, "malformed_line", f"key {e.key!r} appears twice "
+                                         "in one object", text.strip()))
                 else:
                     if isinstance(rec, dict):
                         records.append({k: None if v is None else str(v) for k, v in rec.items()})
@@ -414,11 +477,12 @@ def _parquet_chunks(fs, path: str, chunk_rows: int) -> Iterator[RawChunk]:
         with fs.open(path, "rb") as fh:
             pf = pq.ParquetFile(fh)
             names = pf.schema_arrow.names
+            check_names(path, names, "schema")
             start = 1
             yielded = False
             for batch in pf.iter_batches(batch_size=chunk_rows):
                 t = pa.Table.from_batches([batch])
-                t = pa.table({c: _as_strings(t.column(c)) for c in t.column_names})
+                t = pa.table([_as_strings(c) for c in t.columns], names=t.column_names)
                 n = t.num_rows
                 yield RawChunk(t, np.arange(start, start + n, dtype=np.int64))
                 start += n
