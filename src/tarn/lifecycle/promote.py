@@ -83,8 +83,9 @@ def notify_server(url: str, secret: str) -> str:
     """Nudge the backend at ``url`` to deploy now (best effort: it also polls).
 
     The admin secret travels only over https, or over http to a loopback address (it never
-    leaves the machine), and no redirect is followed: a redirect could hand the secret to
-    another host."""
+    leaves the machine), straight to ``url``: proxy settings (``http_proxy``, ``https_proxy``)
+    are ignored, since a proxy would receive the ``Authorization`` header, and no redirect is
+    followed: a redirect could hand the secret to another host."""
     import ipaddress
     import urllib.error
     import urllib.parse
@@ -109,7 +110,7 @@ def notify_server(url: str, secret: str) -> str:
         def redirect_request(self, req, fp, code, msg, headers, newurl):
             return None  # urllib then raises HTTPError for the 3xx
 
-    opener = urllib.request.build_opener(NoRedirect)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)
     base = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
     req = urllib.request.Request(f"{base.rstrip('/')}/admin/reconcile", data=b"{}",
                                  method="POST", headers={"Authorization": f"Bearer {secret}",
