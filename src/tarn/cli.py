@@ -509,8 +509,9 @@ def promote(
     """Move a registered version to production if it passes its gates; that deploys it.
 
     Gates (params `promote`): the primary metric on the held-out test split is not worse than
-    the champion's by more than the tolerance, the demographic parity difference is under its
-    ceiling, and the input schema is compatible. On pass, the alias `production` moves (the
+    the champion's by more than the tolerance, the fairness gap on each gated feature
+    (`promote.fairness_features`, by default every sensitive feature) is under its ceiling, and
+    the input schema is compatible. On pass, the alias `production` moves (the
     stage Production follows) and the running server and the client bundle follow it.
     """
     c = ctx()
@@ -520,7 +521,6 @@ def promote(
         step("loading MLflow")  # the imports take seconds: a line first
         from tarn.core.registry import PromotionRefused
         from tarn.lifecycle import promote as lifecycle
-        from tarn.lifecycle.gates import GAP_MEASURE
 
         try:
             p = lifecycle.promote(c.params, c.root, version, latest=latest, force=force,
@@ -536,9 +536,9 @@ def promote(
     g = p.gates
     figures = (f"{g.metric} {g.candidate_metric:.4f} (champion "
                f"{'none' if g.champion_metric is None else f'{g.champion_metric:.4f}'}), "
-               + (f"{GAP_MEASURE.get(g.task, 'fairness gap')} {g.candidate_dpd:.4f}"
-                  if g.candidate_dpd is not None
-                  else "no fairness gate (promote.fairness_feature not set)")
+               + (g.fairness_summary() if g.fairness_features else
+                  "no fairness gate (no schema.sensitive feature, or "
+                  "promote.fairness_features: [])")
                if g else "gates skipped (--force)")
     console.print(f"version {p.version} is production (was {p.previous or 'none'}): {figures}")
     console.print(_notify_with_steps(c))

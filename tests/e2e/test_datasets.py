@@ -153,7 +153,7 @@ def test_init_writes_the_task_and_the_pipeline_measures_it(project):
     assert params.schema.task == data.task and params.schema.name == data.name
     assert params.mlflow.registered_model == f"tarn-{data.name}"
     sex = params.schema.column("sex")
-    assert sex.dtype == "category" and params.promote.fairness_feature == "sex"
+    assert sex.dtype == "category" and params.promote.gated(params.schema.sensitive) == ["sex"]
     if data.task == "multiclass":
         assert params.schema.classes == ["Adelie", "Chinstrap", "Gentoo"]
         assert sex.nullable and "NA" in params.schema.missing_values

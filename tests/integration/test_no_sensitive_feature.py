@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def test_the_pipeline_runs_without_a_sensitive_feature(tmp_path):
     params = small_project(tmp_path, **{
         "schema.sensitive": [], "bias.mitigation": "none", "bias.reweighing_features": [],
-        "bias.privileged": {}, "promote.fairness_feature": None})
+        "bias.privileged": {}, "promote.fairness_features": None})
     bias_html = (tmp_path / "reports" / "bias.html").read_text()
     assert "No sensitive feature is declared" in bias_html
     assert "weights are 1" in bias_html

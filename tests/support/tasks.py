@@ -83,7 +83,7 @@ def task_params(kind: str, **overrides) -> dict:
             "bias.mitigation": "reweighing", "promote.metric": "",
             # small test splits: the two groups have a few dozen rows each
             "bias.min_group_rows": 5,
-            "promote.fairness_feature": sens,
+            "promote.fairness_features": [sens],
             "mlflow.registered_model": f"tarn-{schema['name']}", **overrides}
 
 

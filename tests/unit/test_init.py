@@ -55,7 +55,7 @@ def test_init_proposes_a_contract_that_validates_and_says_why(tmp_path, monkeypa
     assert cols["respondent_id"].dtype == "string"
     assert params.schema.target.mapping == {"no": 0, "yes": 1}  # the rarer class is 1
     assert params.schema.sensitive == ["gender"] and params.bias.reweighing_features == [
-        "gender"] and params.promote.fairness_feature == "gender"
+        "gender"] and params.promote.gated(params.schema.sensitive) == ["gender"]
     assert "warning: identifier: respondent_id: near-unique text (400 distinct values in 400 " \
            "rows) -> excluded from the features (--include respondent_id keeps it)" in res.output
     assert params.prepare.exclude_features == ["respondent_id"]  # kept in the contract
@@ -125,7 +125,7 @@ def _validates(schema: dict) -> None:
     raw["schema"] = schema
     raw["promote"]["metric"] = ""
     raw["bias"].update(privileged={}, mitigation="none", reweighing_features=[])
-    raw["promote"]["fairness_feature"] = None
+    raw["promote"]["fairness_features"] = None
     params_from_dict(raw)
 
 
@@ -201,7 +201,8 @@ def test_init_writes_params_that_fit_the_task(tmp_path, monkeypatch, values, tas
     text = (tmp_path / "params.yaml").read_text()
     params = params_from_dict(yaml.safe_load(text))
     assert params.schema.task == task and params.schema.name == "shop"
-    assert params.promote.metric == "" and params.promote.fairness_feature == "gender"
+    assert params.promote.metric == ""
+    assert params.promote.gated(params.schema.sensitive) == ["gender"]
     assert params.bias.mitigation == mitigation
     assert params.mlflow.registered_model == "tarn-shop"  # not the demo's tarn-adult
     assert "threshold applies to binary tasks only" in text

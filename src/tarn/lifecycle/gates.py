@@ -3,7 +3,8 @@
 A candidate passes when its gate metric on the held-out test split (``promote.metric``, or the
 task's loss: logloss for classification, RMSE for regression) is not worse than the
 champion's by more than the tolerance (lower or higher is better by metric), its fairness gap
-is under the ceiling (``promote.max_demographic_parity_difference``; the gap is the task's own
+on each gated feature (``promote.fairness_features``, by default every sensitive feature) is
+under the ceiling (``promote.max_demographic_parity_difference``; the gap is the task's own
 measure, :meth:`tarn.core.task.Task.fairness`), and it can take the champion's requests and
 answer them the same way (input schema and task compatible). A candidate whose task differs
 from the champion's is compared on no metric: the schema gate says why.
@@ -31,12 +32,13 @@ class Figures:
     champion: str | None
     candidate_metric: float
     champion_metric: float | None  # None: no champion, or it cannot take the same requests
-    candidate_dpd: float | None  # the fairness gap; None: no sensitive feature to measure it on
+    # the fairness gap per measured feature (None: fewer than two groups large enough)
+    fairness: dict[str, float | None] = field(default_factory=dict)
     schema_problems: list[str] = field(default_factory=list)
     task: str = "binary"  # the candidate's task (from its card)
     metric: str = ""  # the gate metric measured ("" = the task's loss)
-    # why the fairness gap could not be measured (too few test rows per group), or ""
-    fairness_unmeasured: str = ""
+    # per feature whose gap could not be measured: why (too few test rows per group)
+    fairness_unmeasured: dict[str, str] = field(default_factory=dict)
 
 
 def gate_metric(cfg: PromoteConfig, task: str) -> str:
@@ -56,13 +58,14 @@ class Gates:
     candidate_metric: float
     champion_metric: float | None
     tolerance: float
-    fairness_feature: str | None  # None: the fairness gate is skipped (recorded so)
-    candidate_dpd: float | None  # the fairness gap (see GAP_MEASURE)
+    fairness_features: list[str]  # the gated features; []: the fairness gate is skipped
+    fairness: dict[str, float | None]  # the gap per measured feature (see GAP_MEASURE)
     max_dpd: float
     schema_compatible: bool
     schema_problems: list[str] = field(default_factory=list)
     task: str = "binary"
-    fairness_unmeasured: str = ""  # a fairness feature is declared but the gap has no value
+    # gated features whose gap has no value, and why
+    fairness_unmeasured: dict[str, str] = field(default_factory=dict)
 
     @property
     def higher_is_better(self) -> bool:
@@ -77,10 +80,26 @@ class Gates:
         return self.candidate_metric <= self.champion_metric + self.tolerance
 
     @property
+    def unmeasured(self) -> dict[str, str]:
+        """Gated features whose gap has no value: a declared gate is not passed by default."""
+        return {f: self.fairness_unmeasured.get(f) or "no gap was measured"
+                for f in self.fairness_features if self.fairness.get(f) is None}
+
+    @property
+    def over(self) -> dict[str, float]:
+        """Gated features whose gap is above the ceiling, with their gap."""
+        return {f: g for f in self.fairness_features
+                if (g := self.fairness.get(f)) is not None and g > self.max_dpd}
+
+    @property
+    def candidate_dpd(self) -> float | None:
+        """The largest gap over the gated features (None: none gated or measured)."""
+        gaps = [g for f in self.fairness_features if (g := self.fairness.get(f)) is not None]
+        return max(gaps) if gaps else None
+
+    @property
     def fairness_ok(self) -> bool:
-        if self.fairness_unmeasured:
-            return False  # a declared fairness gate is not passed by default
-        return self.candidate_dpd is None or self.candidate_dpd <= self.max_dpd
+        return not self.unmeasured and not self.over
 
     @property
     def passed(self) -> bool:
@@ -93,26 +112,40 @@ class Gates:
             out.append(f"{self.metric} ({self.task}, {way} is better) "
                        f"{self.candidate_metric:.4f} vs champion {self.champion_metric:.4f} "
                        f"(tolerance {self.tolerance})")
-        if self.fairness_unmeasured:
-            out.append(f"fairness on {self.fairness_feature} not measurable: "
-                       f"{self.fairness_unmeasured}")
-        elif not self.fairness_ok:
-            out.append(f"{GAP_MEASURE.get(self.task, 'fairness gap')} on "
-                       f"{self.fairness_feature} {self.candidate_dpd:.4f} > {self.max_dpd} "
-                       f"({self.task})")
+        for feat, why in self.unmeasured.items():
+            out.append(f"fairness on {feat} not measurable: {why}")
+        for feat, gap in self.over.items():
+            out.append(f"{GAP_MEASURE.get(self.task, 'fairness gap')} on {feat} {gap:.4f} > "
+                       f"{self.max_dpd} ({self.task})")
         if not self.schema_compatible:
             out.append("input schema incompatible: " + "; ".join(self.schema_problems))
         return out
 
+    def fairness_summary(self) -> str:
+        """One line: each measured feature's gap, the gated ones against the ceiling."""
+        if not self.fairness:
+            return "no fairness gate (no sensitive feature measured)"
+        measure = GAP_MEASURE.get(self.task, "fairness gap")
+        parts = []
+        for feat, gap in self.fairness.items():
+            shown = "not measurable" if gap is None else f"{gap:.4f}"
+            gated = feat in self.fairness_features
+            parts.append(f"{feat} {shown}" + ("" if gated else " (not gated)"))
+        return f"{measure} {', '.join(parts)} (max {self.max_dpd})"
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "candidate_dpd": self.candidate_dpd}
 
 
-def judge(figures: Figures, cfg: PromoteConfig) -> Gates:
-    """Apply the limits in ``params.promote`` to the figures."""
+def judge(figures: Figures, cfg: PromoteConfig, sensitive: list[str] | None = None) -> Gates:
+    """Apply the limits in ``params.promote`` to the figures. The gated features are
+    ``promote.fairness_features``, or when unset every measured one (``sensitive``, the
+    schema's sensitive features, when given)."""
+    measured = list(figures.fairness)
+    gated = cfg.gated(measured if sensitive is None else sensitive)
     return Gates(figures.candidate, figures.champion,
                  figures.metric or gate_metric(cfg, figures.task), figures.candidate_metric,
-                 figures.champion_metric, cfg.tolerance, cfg.fairness_feature,
-                 figures.candidate_dpd, cfg.max_demographic_parity_difference,
-                 not figures.schema_problems, list(figures.schema_problems), figures.task,
-                 figures.fairness_unmeasured)
+                 figures.champion_metric, cfg.tolerance, gated, dict(figures.fairness),
+                 cfg.max_demographic_parity_difference, not figures.schema_problems,
+                 list(figures.schema_problems), figures.task,
+                 dict(figures.fairness_unmeasured))

@@ -125,9 +125,11 @@ def init(params_path: Path, files: list[Path], target: str, task: str = "auto",
                                          "; reweighing balances classes per group, a "
                                          "regression target has none")),
         # "": the task's own loss (logloss or rmse), the one metric valid for every task
-        "promote": ({**(raw.get("promote") or {}), "metric": "",
-                     "fairness_feature": sens[0] if sens else None},
-                    "set by `tarn init`; metric \"\" = the task's loss"),
+        # fairness_features null: every sensitive feature is gated (the old single key goes)
+        "promote": ({**{k: v for k, v in (raw.get("promote") or {}).items()
+                        if k != "fairness_feature"}, "metric": "", "fairness_features": None},
+                    "set by `tarn init`; metric \"\" = the task's loss; fairness_features "
+                    "null = every sensitive feature"),
         "mlflow": ({**(raw.get("mlflow") or {}), "registered_model": f"tarn-{name}"},
                    "set by `tarn init`"),
     }

@@ -35,19 +35,26 @@ def measure(reg: Registry, params: Params, root: Path, candidate: str,
         step(f"loading champion version {champion} and scoring the same rows")
         champ_task, champ_scores = reg.scores(champion, test.X)
         champ_metric = champ_task.metric(metric, test.y, champ_scores)
-    gap, unmeasured = None, ""  # no fairness feature declared: the gate is skipped, says so
-    if cfg.fairness_feature:
-        step(f"fairness gate: gap over {cfg.fairness_feature} groups")
-        fair = task.fairness(test.y, cand_scores, test.frame, [cfg.fairness_feature],
-                             params.bias.min_group_rows)[cfg.fairness_feature]
-        gap = fair["gap"]
-        if gap is None:
-            sizes = ", ".join(f"{g} {int(v['count'])}" for g, v in fair["groups"].items())
-            unmeasured = (f"fewer than two groups with bias.min_group_rows "
-                          f"({params.bias.min_group_rows}) test rows ({sizes}); lower it or "
-                          "hold out more rows")
+    # every sensitive feature is measured, and any other gated one; none declared: the gate is
+    # skipped, and the verdict says so
+    features = list(dict.fromkeys([*params.schema.sensitive,
+                                   *cfg.gated(params.schema.sensitive)]))
+    gaps: dict[str, float | None] = {}
+    unmeasured: dict[str, str] = {}
+    if features:
+        step(f"fairness gate: gap over the groups of {', '.join(features)}")
+        fair = task.fairness(test.y, cand_scores, test.frame, features,
+                             params.bias.min_group_rows)
+        for feat in features:
+            gaps[feat] = fair[feat]["gap"]
+            if gaps[feat] is None:
+                sizes = ", ".join(f"{g} {int(v['count'])}"
+                                  for g, v in fair[feat]["groups"].items())
+                unmeasured[feat] = (f"fewer than two groups with bias.min_group_rows "
+                                    f"({params.bias.min_group_rows}) test rows ({sizes}); "
+                                    "lower it or hold out more rows")
     return Figures(candidate, champion, task.metric(metric, test.y, cand_scores), champ_metric,
-                   gap, problems, task.kind, metric, unmeasured)
+                   gaps, problems, task.kind, metric, unmeasured)
 
 
 def promote(params: Params, root: Path, version: str | None = None, *, latest: bool = False,
@@ -59,7 +66,8 @@ def promote(params: Params, root: Path, version: str | None = None, *, latest: b
     target = reg.latest() if latest else str(version)
 
     def gates(candidate: str, champion: str | None) -> Gates:
-        verdict = judge(measure(reg, params, root, candidate, champion, step), params.promote)
+        verdict = judge(measure(reg, params, root, candidate, champion, step), params.promote,
+                        params.schema.sensitive)
         step(f"gates {'passed' if verdict.passed else 'refused'}: "
              + ("moving the alias" if verdict.passed else "recording the verdict"))
         return verdict
