@@ -3,8 +3,6 @@ one clear line (nothing written) for each kind of bad input."""
 
 from __future__ import annotations
 
-import fnmatch
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +11,7 @@ from typer.testing import CliRunner
 
 from tarn.cli import app
 from tarn.config import params_from_dict
+from tarn.core import windows
 from tarn.core.infer import InitError, propose
 from tests.support.project import REPO
 
@@ -61,8 +60,8 @@ def test_init_proposes_a_contract_that_validates_and_says_why(tmp_path, monkeypa
     assert params.prepare.exclude_features == ["respondent_id"]  # kept in the contract
     assert "region: category (4 categories" in res.output
     batches = sorted(p.name for p in (tmp_path / "data" / "lake").iterdir())
-    assert batches == ["0001-data", "0002-data-test"]
-    assert params.prepare.test_batches == ["*-data-test"]
+    assert batches == ["0001-data", "0002-data"]
+    assert params.prepare.test_split == "latest" and params.prepare.test_latest == 1
     assert "# tarn configuration" in (tmp_path / "params.yaml").read_text()  # comments kept
 
 
@@ -341,7 +340,8 @@ def test_bad_exclude_or_include_is_one_line_and_writes_nothing(tmp_path, monkeyp
 
 
 # ------------------------------------------------------------------------- batch names
-def test_files_named_by_year_get_batches_the_test_glob_matches(tmp_path, monkeypatch):
+def test_files_named_by_year_are_batches_in_order_and_the_newest_is_the_test(tmp_path,
+                                                                             monkeypatch):
     df = survey(600)
     project(tmp_path)
     for year, part in (("2015", df.iloc[:300]), ("2016", df.iloc[300:])):
@@ -352,21 +352,22 @@ def test_files_named_by_year_get_batches_the_test_glob_matches(tmp_path, monkeyp
     assert res.exit_code == 0, res.output
     params = params_from_dict(yaml.safe_load((tmp_path / "params.yaml").read_text()))
     lake = sorted(p.name for p in (tmp_path / "data" / "lake").iterdir())
-    assert lake == ["0001-2015", "0002-2016-test"]
-    assert params.prepare.test_batches == ["*-2016-test"]
-    assert fnmatch.filter(lake, "*-2016-test") == ["0002-2016-test"]
+    assert lake == ["0001-2015", "0002-2016"]
+    assert windows.held_out(lake, params.prepare) == ["0002-2016"]
     df.iloc[:50].assign(Bought="yes").to_csv(tmp_path / "2017.csv", index=False)
     res = runner.invoke(app, ["lake", "add", "2017.csv", "--batch", "2017"], terminal_width=250)
     assert res.exit_code == 0 and "added batch 0003-2017 " in res.output, res.output
+    # the window moves: the new batch is the test split now, 2016 is training data
+    assert windows.held_out([*lake, "0003-2017"], params.prepare) == ["0003-2017"]
 
 
-@pytest.mark.parametrize(("names", "batches", "glob"), [
-    (["train.csv", "test.csv"], ["0001-train", "0002-test"], "*-test"),
-    (["a-test.csv", "test.csv"], ["0001-a-test", "0002-test"], "0002-test"),
-    (["(copy) data.csv"], ["0001-copy-data", "0002-copy-data-test"], "*-copy-data-test"),
+@pytest.mark.parametrize(("names", "batches"), [
+    (["train.csv", "test.csv"], ["0001-train", "0002-test"]),
+    (["a-test.csv", "test.csv"], ["0001-a-test", "0002-test"]),
+    (["(copy) data.csv"], ["0001-copy-data", "0002-copy-data"]),
 ])
-def test_batch_names_never_double_and_the_glob_holds_out_the_last_only(tmp_path, monkeypatch,
-                                                                       names, batches, glob):
+def test_batch_names_never_double_and_the_newest_is_held_out(tmp_path, monkeypatch, names,
+                                                             batches):
     df = survey(600)
     project(tmp_path)
     for i, name in enumerate(names):
@@ -377,4 +378,4 @@ def test_batch_names_never_double_and_the_glob_holds_out_the_last_only(tmp_path,
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "data" / "lake").iterdir()) == batches
     params = params_from_dict(yaml.safe_load((tmp_path / "params.yaml").read_text()))
-    assert params.prepare.test_batches == [glob]
+    assert windows.held_out(batches, params.prepare) == [batches[-1]]

@@ -104,3 +104,10 @@ def load_split(params: Params, root: Path, name: str) -> SplitData:
     # class indexes for classification; the measured value for regression
     y = target.astype(np.float64) if params.schema.task == "regression" else target.astype(int)
     return SplitData(df, to_model_frame(df, params.schema, params.prepare), y, w)
+
+
+def split_batches(params: Params, root: Path, name: str) -> list[str]:
+    """The lake batches one prepared split holds (only its ``batch`` column is read)."""
+    path = _need(root / params.paths.prepared / SPLIT_FILE.format(split=name), "prepared split",
+                 "run `tarn prepare` (or dvc repro)")
+    return sorted(pd.read_parquet(path, columns=["batch"])["batch"].unique().tolist())

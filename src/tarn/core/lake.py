@@ -28,16 +28,11 @@ from fsspec.core import url_to_fs
 
 from tarn.config import LakeConfig
 from tarn.core.readers import file_format, supported_help
+from tarn.core.windows import SEQ as _SEQ
+from tarn.core.windows import batch_order
 from tarn.errors import LakeError
 
-_SEQ = re.compile(r"^(\d{4,})-")
 RETIRED = "_retired"  # <lake>/_retired/<batch>.json: why a batch is no longer read
-
-
-def batch_order(name: str) -> tuple:
-    """Sort key of a batch: its sequence number (numerically), then its name."""
-    m = _SEQ.match(name)
-    return (0, int(m.group(1)), name) if m else (1, 0, name)
 
 
 @dataclass(frozen=True)

@@ -117,15 +117,16 @@ class Lineage(_Record):
     new_batches: tuple[str, ...] = ()  # incremental: the batches its new trees read
     new_data_hash: str = ""  # incremental: sha256 of the manifest of the files they read
     incremental_streak: int = 0  # incremental retrainings in a row up to this version
+    test_batches: tuple[str, ...] = ()  # the batches its test figures were measured on
 
-    LISTS: ClassVar[frozenset[str]] = frozenset({"batches", "new_batches"})
+    LISTS: ClassVar[frozenset[str]] = frozenset({"batches", "new_batches", "test_batches"})
     INTS: ClassVar[frozenset[str]] = frozenset({"train_rows", "incremental_streak"})
 
     def to_tags(self) -> dict[str, str]:
         tags = super().to_tags()
         # a full version has no parent: leave those tags out rather than write empty ones
         for name in ("tune_run_id", "parent_version", "new_batches", "new_data_hash",
-                     "incremental_streak"):
+                     "incremental_streak", "test_batches"):
             if not getattr(self, name):
                 tags.pop(self.key(name))
         return tags

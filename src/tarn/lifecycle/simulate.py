@@ -35,7 +35,6 @@ Other kinds draw without replacement while the source has enough rows, with repl
 from __future__ import annotations
 
 import csv
-import fnmatch
 import io
 import math
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ import pandas as pd
 
 from tarn.config import ColumnSpec, Params, SchemaConfig
 from tarn.core import schema as sc
+from tarn.core import windows
 from tarn.core.lake import Lake
 from tarn.errors import TarnError
 
@@ -105,9 +105,9 @@ class SimBatch:
 
 # ----------------------------------------------------------------------------- the source
 def load_pool(params: Params, root: Path, source: str = "train") -> Pool:
-    """The project's curated rows of ``source`` (train: batches outside
-    ``prepare.test_batches``; test: those): the ETL's table, else the lake read through the
-    ETL's code path."""
+    """The project's curated rows of ``source`` (test: the batches prepare holds out, see
+    :func:`tarn.core.windows.held_out`; train: the others): the ETL's table, else the lake
+    read through the ETL's code path."""
     from tarn.core.catalog import CURATED
 
     if source not in SOURCES:
@@ -125,8 +125,8 @@ def load_pool(params: Params, root: Path, source: str = "train") -> Pool:
                         "add data first (`tarn lake add`, or `tarn lake seed` for the demo), "
                         "then run `tarn etl`")
     if "batch" in frame.columns:
-        held_out = frame["batch"].astype(str).map(
-            lambda b: any(fnmatch.fnmatch(b, p) for p in params.prepare.test_batches))
+        names = frame["batch"].astype(str)
+        held_out = names.isin(windows.held_out(names.unique().tolist(), params.prepare))
         frame = frame[held_out if source == "test" else ~held_out]
     if frame.empty:
         raise TarnError(f"no curated rows in the {source} batches",

@@ -25,7 +25,7 @@ from sklearn import metrics as skm
 
 from tarn.config import Params, stage_view
 from tarn.core import html_report as html
-from tarn.core import reference
+from tarn.core import reference, windows
 from tarn.core.bias import reweighing_note
 from tarn.core.catalog import (
     COMPARATOR_DIR,
@@ -37,6 +37,7 @@ from tarn.core.catalog import (
     PLOTS_DIR,
     load_split,
     load_train_info,
+    split_batches,
 )
 from tarn.core.features import FEATURES, encode
 from tarn.core.files import atomic_dir, staged
@@ -231,6 +232,9 @@ def run(params: Params, root: Path, step: Step = no_steps) -> EvaluateResult:
     ref_verdict = reference.verdict(task, unmitigated[task.loss], references,
                                     "the test split (the unmitigated model)")
     comparison["reference_test"] = reference.as_dict(references, task)
+    trained = split_batches(params, root, "train") + split_batches(params, root, "valid")
+    comparison["test_window"] = windows.label(split_batches(params, root, "test"),
+                                              len(test.y), trained)
     comparison["reference_verdict"] = ref_verdict
     main = results["model"]
     flat = flat_figures(main["quality"], main["fairness"])
@@ -250,6 +254,7 @@ def run(params: Params, root: Path, step: Step = no_steps) -> EvaluateResult:
                                                             for k in task.metrics},
                                             "reference_test": comparison["reference_test"],
                                             "reference_verdict": ref_verdict,
+                                            "test_window": comparison["test_window"],
                                             "version": train_info["version"]})
         st.json(reports / FAIRNESS_REPORT, comparison)
         st.text(reports / EVALUATION_HTML,
@@ -361,6 +366,8 @@ def render_html(comparison: dict, mitigated: bool, train_info: dict,
         f"<b>{html.esc(train_info['version'])}</b> ({task.kind}, trained "
         f"{'with' if mitigated else 'without'} reweighing), on the held-out test split.</p>",
     ]
+    if comparison.get("test_window"):
+        sections.append(f"<p>Test split: {html.esc(comparison['test_window'])}.</p>")
     if note:  # one model: no with/without columns
         sections += [f"<p class='note'>{html.esc(note)}</p>", "<h2>Quality</h2>",
                      html.table(["metric", "value"], [[k, a["quality"][k]] for k in keys])]

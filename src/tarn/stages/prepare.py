@@ -9,7 +9,6 @@ bundle apply exactly the same transform.
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from tarn.config import Params, stage_view
-from tarn.core import bias
+from tarn.core import bias, windows
 from tarn.core import html_report as html
 from tarn.core.catalog import (
     BIAS_DETAIL,
@@ -33,12 +32,11 @@ from tarn.core.catalog import (
     curated_table,
 )
 from tarn.core.files import atomic_dir, staged
-from tarn.core.lake import batch_order
 from tarn.errors import TarnError
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both)
-READS = ("schema", "prepare.test_batches", "prepare.valid_fraction", "prepare.valid_split",
-         "prepare.seed", "bias")
+READS = ("schema", "prepare.test_split", "prepare.test_batches", "prepare.test_latest",
+         "prepare.valid_fraction", "prepare.valid_split", "prepare.seed", "bias")
 # keys that only say where work runs or lands: read, but not DVC params
 AMBIENT = ("paths",)
 
@@ -55,17 +53,21 @@ def split(df: pd.DataFrame, params: Params) -> dict[str, pd.DataFrame]:
     """Pure: the three splits, each keeping the curated columns (``batch`` included)."""
     cfg = params.prepare
     target = params.schema.target.name
-    is_test = df["batch"].map(lambda b: any(fnmatch.fnmatch(b, p) for p in cfg.test_batches))
+    tested = set(windows.held_out(df["batch"].unique().tolist(), cfg))
+    is_test = df["batch"].isin(tested)
     test, rest = df[is_test], df[~is_test]
     if test.empty:
-        raise TarnError(f"no batch matches prepare.test_batches {cfg.test_batches}",
-                        "fix the patterns in params.yaml (see `tarn lake list`)")
+        raise TarnError(f"no test batch: {windows.describe_rule(cfg)} selects none of "
+                        f"{df['batch'].nunique()} batch(es)",
+                        "fix prepare.test_batches in params.yaml (see `tarn lake list`), or "
+                        "add a batch to hold out")
     if rest.empty:
         raise TarnError("every batch is a test batch: nothing left to train on",
                         "narrow prepare.test_batches in params.yaml")
     if cfg.valid_split == "latest":  # forward in time: the newest rows before the test ones
         batches = rest["batch"].tolist()
-        ordered = rest.iloc[sorted(range(len(rest)), key=lambda i: batch_order(batches[i]))]
+        ordered = rest.iloc[sorted(range(len(rest)),
+                                   key=lambda i: windows.batch_order(batches[i]))]
         cut = len(ordered) - max(1, math.ceil(cfg.valid_fraction * len(ordered)))
         train, valid = ordered.iloc[:cut], ordered.iloc[cut:]
     else:
@@ -128,8 +130,14 @@ def run(params: Params, root: Path) -> PrepareResult:
         "task": task,
         "rows": {s: len(parts[s]) for s in SPLITS},
         **target_summary(parts, target, task, params.schema.classes),
-        "batches": {s: sorted(parts[s]["batch"].unique().tolist()) for s in SPLITS},
+        "batches": {s: sorted(parts[s]["batch"].unique().tolist(), key=windows.batch_order)
+                    for s in SPLITS},
     }
+    trained = summary["batches"]["train"] + summary["batches"]["valid"]
+    summary["test_window"] = {
+        "rule": windows.describe_rule(params.prepare),
+        "forward": windows.is_forward(trained, summary["batches"]["test"]),
+        "label": windows.label(summary["batches"]["test"], len(parts["test"]), trained)}
     out = root / params.paths.prepared
     reports = root / params.paths.reports
     reports.mkdir(parents=True, exist_ok=True)
@@ -275,6 +283,9 @@ def render_html(report: dict, summary: dict) -> str:
                    [[s, summary["rows"][s], *_target_cells(summary, s),
                      ", ".join(summary["batches"][s])] for s in SPLITS]),
     ]
+    if "test_window" in summary:
+        sections.append(f"<p>Test: {html.esc(summary['test_window']['label'])} "
+                        f"({html.esc(summary['test_window']['rule'])}).</p>")
     train = report["splits"]["train"]
     if not train["features"]:
         sections.append("<p class='note'>No sensitive feature is declared (schema.sensitive): "

@@ -30,6 +30,7 @@ from tarn.core.catalog import (
     load_best,
     load_manifest,
     load_split,
+    split_batches,
 )
 from tarn.core.features import FEATURES, build_preprocessor, design_width, encode, to_model_frame
 from tarn.core.files import atomic_dir, staged
@@ -162,7 +163,8 @@ def run(params: Params, root: Path, progress: Progress = silent,
         params_hash=params_hash(params, ("schema", "etl", "prepare", "bias", "tune", "train")),
         schema_hash=schema_hash(params.schema, params.prepare), train_rows=len(data.y),
         tune_run_id=best["parent_run_id"], mitigation="reweighing" if mitigated else "none",
-        batches=tuple(sorted(data.frame["batch"].unique())))
+        batches=tuple(sorted(data.frame["batch"].unique())),
+        test_batches=tuple(split_batches(params, root, "test")))
     registry = Registry(params.mlflow, root)
     logged = {**mparams, "task": task.kind, "mitigation": params.bias.mitigation,
               "mitigation_applied": mitigated,
