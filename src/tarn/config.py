@@ -59,9 +59,22 @@ class ColumnSpec(_Strict):
     dtype: Literal["int", "float", "category", "string"]
     aliases: list[str] = Field(default_factory=list)
     nullable: bool = False
+    # the model cannot answer without it: implies nullable: false, so the ETL quarantines a
+    # missing value and the server, the edge runner and the page refuse a row that lacks it
+    # (tarn.core.columns) instead of imputing it
+    required: bool = False
     categories: list[str] | None = None
     min: float | None = None
     max: float | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _required(cls, data: Any) -> Any:
+        """``required: true`` wins over a ``nullable: true`` (``tarn init`` writes one for a
+        column with missing values; declaring it required is the user's answer to them)."""
+        if isinstance(data, dict) and data.get("required") is True:
+            return {**data, "nullable": False}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> ColumnSpec:
@@ -190,7 +203,12 @@ class EtlConfig(_Strict):
 
 
 class PrepareConfig(_Strict):
+    # batches: the batches matching test_batches (a fixed, published split); latest: the
+    # test_latest newest batches by batch order, so the window moves forward with every batch
+    # a full retraining sees (a forward-in-time test, champion and challenger on the same rows)
+    test_split: Literal["batches", "latest"] = "batches"
     test_batches: list[str] = Field(default_factory=lambda: ["*test*"])
+    test_latest: int = Field(1, ge=1)
     valid_fraction: float = Field(0.2, gt=0, lt=1)
     # random: a label-stratified sample; latest: the newest rows by batch order (forward in
     # time, for batches that follow time: the search then picks what generalizes forward)

@@ -4,7 +4,6 @@ its first batches, the latest one held out as the test split."""
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
 import tempfile
@@ -115,10 +114,14 @@ def init(params_path: Path, files: list[Path], target: str, task: str = "auto",
                                                 "proposed by `tarn init`; review it"))
     mitigate = bool(sens) and proposal.task != "regression"
     updates = {
-        "prepare": ({**(raw.get("prepare") or {}), "test_batches": [_test_glob(parts)],
+        "prepare": ({**{k: v for k, v in (raw.get("prepare") or {}).items()
+                        if k != "test_batches"},
+                     "test_split": "latest", "test_latest": 1,
                      "exclude_features": list(proposal.excluded)},
-                    "set by `tarn init`; exclude_features: the columns its checks flagged "
-                    "(they stay in the contract; `tarn init --include COL` keeps one)"),
+                    "set by `tarn init`; test_split latest: the newest batch is the test "
+                    "split, and each new batch moves it forward; exclude_features: the "
+                    "columns its checks flagged (they stay in the contract; `tarn init "
+                    "--include COL` keeps one)"),
         "bias": ({**(raw.get("bias") or {}), "mitigation": "reweighing" if mitigate else "none",
                   "reweighing_features": sens[:1] if mitigate else [], "privileged": {}},
                  "set by `tarn init`" + ("" if mitigate or not sens else
@@ -147,23 +150,24 @@ def init(params_path: Path, files: list[Path], target: str, task: str = "auto",
     written = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, frame in parts:
-            out = Path(tmp) / f"{name.split('-', 1)[1]}.csv"  # 0002-2016-test/2016-test.csv
+            out = Path(tmp) / f"{name.split('-', 1)[1]}.csv"  # 0002-2016/2016.csv
             frame.to_csv(out, index=False)
             written.append(lake.add([out], name))
     tmp_params = params_path.with_name(f".{params_path.name}.tmp")
     tmp_params.write_text(text, encoding="utf-8")
     tmp_params.replace(params_path)
-    proposal.notes.append(f"lake: {len(written)} batches, the last ({written[-1]}) is the "
-                          "held-out test split")
+    proposal.notes.append(f"lake: {len(written)} batches, the newest ({written[-1]}) is the "
+                          "held-out test split until a newer batch arrives")
     return InitResult(proposal, written, params_path)
 
 
 def _batches(files: list[Path], frames: list[pd.DataFrame],
              time_col: str | None) -> list[tuple[str, pd.DataFrame]]:
-    """(name, rows) per lake batch: one per file (in time order when ``time_col``), the last
-    held out as the test split; a single file is cut 80/20 (by time when given). Names carry
-    their sequence number (``0001-2015``, ``0002-2016-test``), so a file named by a year is
-    never read as one (see :func:`tarn.core.lake.batch_order`)."""
+    """(name, rows) per lake batch: one per file (in time order when ``time_col``), the
+    newest held out as the test split (``prepare.test_split: latest``); a single file is cut
+    80/20 (by time when given). Names carry their sequence number (``0001-2015``,
+    ``0002-2016``), so a file named by a year is never read as one (see
+    :func:`tarn.core.windows.batch_order`)."""
     named = [(f.name.split(".")[0], df) for f, df in zip(files, frames, strict=True)]
     if time_col is not None:
         for _, df in named:
@@ -184,16 +188,5 @@ def _batches(files: list[Path], frames: list[pd.DataFrame],
                             "give more rows")
         named = [(name, df.iloc[:cut]), (name, df.iloc[cut:])]
     stems = [re.sub(r"[^A-Za-z0-9._-]+", "-", n).strip("-.") or "data" for n, _ in named]
-    if not re.search(r"(^|[-_.])test$", stems[-1], re.IGNORECASE):
-        stems[-1] = f"{stems[-1]}-test"
     return [(f"{i:04d}-{stem}", df) for i, (stem, (_, df)) in
             enumerate(zip(stems, named, strict=True), start=1)]
-
-
-def _test_glob(parts: list[tuple[str, pd.DataFrame]]) -> str:
-    """``prepare.test_batches`` for init's batches: ``*-<name>`` for the last one (a later
-    ``tarn lake add --batch <name>`` is held out too), or its exact name when that pattern
-    would also catch an earlier batch."""
-    last = parts[-1][0]
-    glob = "*-" + last.split("-", 1)[1]
-    return glob if not any(fnmatch.fnmatch(n, glob) for n, _ in parts[:-1]) else last
