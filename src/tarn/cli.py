@@ -541,6 +541,8 @@ def promote(
                   "promote.fairness_features: [])")
                if g else "gates skipped (--force)")
     console.print(f"version {p.version} is production (was {p.previous or 'none'}): {figures}")
+    if g and g.window:
+        console.print(f"  measured on {g.window}")
     console.print(_notify_with_steps(c))
 
 
@@ -656,22 +658,42 @@ def monitor(
 
 
 def _print_monitor(res) -> None:
+    """The drift table (a row per source, then one per lake batch when several were read),
+    the decision, and where the pages are. A sample under monitor.min_rows shows its verdict
+    ("not enough data ...") instead of figures."""
     t = _table(f"drift vs the training reference (production version {res.production})",
                ["source", "rows", "drifted features", "share", "prediction drift", "loss",
                 "notes"])
+
+    def measured(verdict: str) -> bool:
+        return bool(verdict) and not verdict.startswith("not enough data")
+
     for s in res.sources:
-        t.add_row(s.name, f"{s.rows:,}", ", ".join(s.drifted) or "-", f"{s.drift_share:.0%}",
-                  "yes" if s.prediction_drift else "no",
+        ok = measured(s.verdict)
+        t.add_row(s.name, f"{s.rows:,}",
+                  (", ".join(s.drifted) or "-") if ok or not s.verdict else s.verdict,
+                  f"{s.drift_share:.0%}" if ok else "-",
+                  ("yes" if s.prediction_drift else "no") if ok else "-",
                   f"{s.loss} {s.quality[s.loss]:.4g}" if s.quality else "-",
                   "; ".join([s.schema_change, *s.problems, *(
                       [f"within sampling noise at {s.rows:,} rows: " + ", ".join(
                           f"{c} (noise {f:.3g})" for c, f in s.within_noise.items())]
                       if s.within_noise else [])]).strip("; "))
+        for b in s.batches:
+            ok = measured(b.verdict)
+            t.add_row(f"  {s.name} {b.name}", f"{b.rows:,}",
+                      (", ".join(b.drifted) or "-") if ok else b.verdict,
+                      f"{b.drift_share:.0%}" if ok else "-",
+                      ("yes" if b.prediction_drifted else "no") if ok else "-", "",
+                      (f"within sampling noise: {', '.join(b.within_noise)}"
+                       if b.within_noise else ""))
     console.print(t)
     console.print(f"decision: [bold]{res.decision.mode}[/] - " + "; ".join(res.decision.reasons))
     for s in res.sources:
         if s.html:
             console.print(f"{s.name} drift report: {s.html}", highlight=False)
+        elif s.verdict and not measured(s.verdict):
+            console.print(f"{s.name}: {s.verdict}: no drift report written", highlight=False)
 
 
 @app.command()

@@ -139,18 +139,93 @@ def classification(current: pd.DataFrame, schema: SchemaConfig, cfg: PrepareConf
 
 def drift(current: pd.DataFrame, reference: pd.DataFrame, schema: SchemaConfig,
           cfg: PrepareConfig, extra_numeric: tuple[str, ...] = (), methods: dict | None = None,
-          extra_categorical: tuple[str, ...] = ()):
+          extra_categorical: tuple[str, ...] = (), drift_share: float = 0.5,
+          per_column_threshold: dict[str, float] | None = None):
     """Data drift of every model feature (and of model outputs: ``extra_numeric`` columns
     such as a predicted probability or value, ``extra_categorical`` ones such as the predicted
     class) between reference and current. ``methods`` takes DataDriftPreset's
-    num_method / cat_method / num_threshold / cat_threshold; by default Evidently picks."""
+    num_method / cat_method / num_threshold / cat_threshold; by default Evidently picks.
+
+    The page's headline ("Dataset Drift is detected") counts the features only, against
+    ``drift_share``, with ``per_column_threshold`` raising a column's threshold (tarn's noise
+    floor): so it counts exactly what tarn's drift share counts. Model outputs get their own
+    ValueDrift metrics below it.
+
+    Evidently draws a correlation heatmap of the current numeric columns on the page
+    (``np.corrcoef``): a column constant in a small batch has no correlation, and NumPy warns
+    "invalid value encountered in divide" from inside Evidently. That one call is run with
+    RuntimeWarnings silenced (tarn never runs it on fewer than ``monitor.min_rows`` rows)."""
+    import warnings
+
     from evidently import Report
+    from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset
 
+    m = dict(methods or {})
     extra = (extra_numeric, extra_categorical)
-    return Report([DataDriftPreset(**(methods or {}))]).run(
-        current_data=_dataset(current, schema, cfg, None, *extra),
-        reference_data=_dataset(reference, schema, cfg, None, *extra))
+    cur = _dataset(current, schema, cfg, None, *extra)
+    ref = _dataset(reference, schema, cfg, None, *extra)
+    outputs = [*extra_numeric, *extra_categorical]
+    items: list = []
+    if outputs:
+        num, cat = feature_columns(schema, cfg)
+        features = [c for c in [*num, *cat] if c in current and c in reference]
+        thresholds = dict(per_column_threshold or {})
+        items.append(DataDriftPreset(
+            columns=features, drift_share=drift_share,
+            per_column_threshold={c: t for c, t in thresholds.items() if c in features}
+            or None, **m))
+        for col in outputs:
+            numeric = col in extra_numeric
+            items.append(ValueDrift(
+                column=col, method=m.get("num_method" if numeric else "cat_method"),
+                threshold=thresholds.get(col, m.get("num_threshold" if numeric
+                                                    else "cat_threshold"))))
+    else:
+        items.append(DataDriftPreset(drift_share=drift_share,
+                                     per_column_threshold=per_column_threshold, **m))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return Report(items).run(current_data=cur, reference_data=ref)
+
+
+def column_drift(current: pd.DataFrame, reference: pd.DataFrame, schema: SchemaConfig,
+                 cfg: PrepareConfig, extra_numeric: tuple[str, ...], methods: dict,
+                 extra_categorical: tuple[str, ...] = ()) -> dict:
+    """The per-column drift tests of :func:`drift` alone (Evidently's ValueDrift, the same
+    method and threshold per column kind), as report JSON for :func:`drifted_columns`: no
+    page, so a figure per lake batch costs the tests only."""
+    from evidently import Report
+    from evidently.metrics import ValueDrift
+
+    num, cat = feature_columns(schema, cfg)
+    numeric = [c for c in [*num, *extra_numeric] if c in current and c in reference]
+    categorical = [c for c in [*cat, *extra_categorical] if c in current and c in reference]
+    items = [ValueDrift(column=c, method=methods["num_method"],
+                        threshold=methods["num_threshold"]) for c in numeric]
+    items += [ValueDrift(column=c, method=methods["cat_method"],
+                         threshold=methods["cat_threshold"]) for c in categorical]
+    snap = Report(items).run(
+        current_data=_dataset(current, schema, cfg, None, extra_numeric, extra_categorical),
+        reference_data=_dataset(reference, schema, cfg, None, extra_numeric, extra_categorical))
+    return json.loads(snap.json())
+
+
+def headline(html: Path, title: str, lines: list[str]) -> None:
+    """Put tarn's own verdict at the top of a saved Evidently page, above Evidently's headline,
+    so a reader of the page sees what tarn decided and why (one place states the decision)."""
+    import html as h
+
+    text = html.read_text(encoding="utf-8")
+    body = "".join(f"<li>{h.escape(x)}</li>" for x in lines)
+    banner = (f'<div id="tarn-verdict" style="font-family:sans-serif;margin:16px;'
+              f'padding:12px 16px;border:2px solid #333;border-radius:6px;background:#fff8e1">'
+              f'<div style="font-size:20px;font-weight:bold">{h.escape(title)}</div>'
+              f'<ul style="margin:8px 0 0 0">{body}</ul></div>')
+    text = re.sub(r'<div id="tarn-verdict".*?</ul></div>', "", text, count=1, flags=re.S)
+    at = text.find("<body>")
+    at = at + len("<body>") if at >= 0 else 0
+    html.write_text(text[:at] + banner + text[at:], encoding="utf-8")
 
 
 def summary(current: pd.DataFrame, reference: pd.DataFrame, schema: SchemaConfig,

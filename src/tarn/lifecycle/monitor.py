@@ -14,8 +14,8 @@ are the probability of class 1 (binary), the predicted class and each class's pr
 
 from __future__ import annotations
 
-import fnmatch
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,12 +23,27 @@ import numpy as np
 import pandas as pd
 
 from tarn.config import MonitorConfig, Params
+from tarn.core import windows
 from tarn.core.progress import Step, no_steps
 from tarn.core.task import Task
 from tarn.errors import EtlError, TarnError
 
 MODES = ("none", "incremental", "full")
 PREDICTED = "predicted"  # prefix of the model-output columns in the drift reports
+
+
+@dataclass
+class BatchReport:
+    """One lake batch's own figures, when several batches are monitored together (their
+    total alone hides which batch moved)."""
+
+    name: str
+    rows: int
+    verdict: str  # as :func:`drift_verdict` or :func:`not_enough_data` has it
+    drift_share: float = 0.0
+    drifted: list[str] = field(default_factory=list)
+    prediction_drifted: list[str] = field(default_factory=list)
+    within_noise: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -48,6 +63,10 @@ class SourceReport:
     within_noise: dict[str, float] = field(default_factory=dict)
     schema_change: str = ""
     html: str = ""
+    # the drift verdict in words: "not enough data (N rows < monitor.min_rows M)" below the
+    # minimum sample (no drift figures then), else :func:`drift_verdict`
+    verdict: str = ""
+    batches: list[BatchReport] = field(default_factory=list)  # per lake batch, when several
 
 
 @dataclass
@@ -69,14 +88,19 @@ class MonitorResult:
 
 
 # ----------------------------------------------------------------------------- data
-def new_batches(params: Params, root: Path, seen: set[str]) -> list[str]:
-    """Lake batches the model has not trained on, excluding held-out test batches."""
+def new_batches(params: Params, root: Path, seen: set[str],
+                tested: Iterable[str] = ()) -> list[str]:
+    """Lake batches the model has neither trained nor been tested on. With a fixed test
+    split (``prepare.test_split: batches``) the batches matching it are never new; with a
+    moving one (``latest``) the model's own test batches (``tested``, from its lineage) are
+    not, and every later batch is."""
     from tarn.core.lake import Lake
 
     lake = Lake.from_config(params.lake, root)
+    fixed = params.prepare.test_split == "batches"
     return [b.name for b in lake.batches(params.lake.include)
-            if b.name not in seen
-            and not any(fnmatch.fnmatch(b.name, p) for p in params.prepare.test_batches)]
+            if b.name not in seen and b.name not in set(tested)
+            and not (fixed and windows.matches(b.name, params.prepare.test_batches))]
 
 
 def read_prediction_log(directory: Path, max_rows: int) -> tuple[pd.DataFrame, list[str]]:
@@ -144,14 +168,31 @@ def logged_scores(task: Task, log: pd.DataFrame) -> np.ndarray | None:
     return values if task.kind == "multiclass" else values[:, 0]
 
 
-def analyse(name: str, current: pd.DataFrame, reference: pd.DataFrame, params: Params,
-            out: Path, task: Task, scores_cur: np.ndarray | None,
-            scores_ref: np.ndarray | None, labelled: bool,
-            reference_loss: float | None, step: Step = no_steps) -> SourceReport:
-    """Evidently drift (features + the model's outputs) and, with labels, quality."""
-    from tarn.core import evidently_reports as er
+def not_enough_data(rows: int, cfg: MonitorConfig) -> str:
+    """Pure: the verdict for a sample under ``monitor.min_rows``: no drift figure is a verdict
+    on it (a distance between 1 row and the reference is noise, not drift)."""
+    return f"not enough data ({rows:,} rows < monitor.min_rows {cfg.min_rows:,})"
 
-    rep = SourceReport(name, rows=len(current), loss=task.loss, reference_loss=reference_loss)
+
+def drift_verdict(share: float, drifted: list[str], cfg: MonitorConfig) -> str:
+    """Pure: the features' drift in words, against the thresholds the decision uses."""
+    names = f": {', '.join(drifted)}" if drifted else ""
+    if share >= cfg.drift_share_full:
+        return f"severe drift, {share:.0%} of features (>= {cfg.drift_share_full:.0%}){names}"
+    if share >= cfg.drift_share_incremental:
+        return f"drift, {share:.0%} of features (>= {cfg.drift_share_incremental:.0%}){names}"
+    return f"no drift, {share:.0%} of features (< {cfg.drift_share_incremental:.0%}){names}"
+
+
+def _methods(m: MonitorConfig) -> dict:
+    return {"num_method": m.num_method, "cat_method": m.cat_method,
+            "num_threshold": m.num_threshold, "cat_threshold": m.cat_threshold}
+
+
+def _with_outputs(task: Task, current: pd.DataFrame, reference: pd.DataFrame,
+                  scores_cur: np.ndarray | None, scores_ref: np.ndarray | None):
+    """(current, reference, numeric outputs, categorical outputs): the frames with the model
+    outputs watched for drift added as columns."""
     cur, ref = current.copy(), reference.copy()
     numeric: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
@@ -161,22 +202,63 @@ def analyse(name: str, current: pd.DataFrame, reference: pd.DataFrame, params: P
             cur[k] = v
         for k, v in prediction_columns(task, scores_ref)[0].items():
             ref[k] = v
-    m = params.monitor
-    step(f"{name}: Evidently drift report ({len(cur):,} rows vs {len(ref):,} reference rows)")
-    snap = er.drift(cur, ref, params.schema, params.prepare, numeric, {
-        "num_method": m.num_method, "cat_method": m.cat_method,
-        "num_threshold": m.num_threshold, "cat_threshold": m.cat_threshold}, categorical)
-    data = er.save(snap, out, f"{name}_drift")
-    cols = er.drifted_columns(data)
-    outputs = set(numeric) | set(categorical)
-    rep.within_noise = within_noise(cols, cur, ref, params, set(categorical))
-    for c in rep.within_noise:
-        cols[c]["drifted"] = False
+    return cur, ref, numeric, categorical
+
+
+def _split_columns(rep: SourceReport | BatchReport, cols: dict[str, dict],
+                   outputs: set[str]) -> None:
+    """Fill drifted features, their share and drifted outputs from Evidently's columns."""
     features = {k: v for k, v in cols.items() if k not in outputs}
     rep.drifted = sorted(k for k, v in features.items() if v["drifted"])
     rep.drift_share = len(rep.drifted) / max(1, len(features))
     rep.prediction_drifted = sorted(k for k in outputs if cols.get(k, {}).get("drifted"))
+
+
+def analyse(name: str, current: pd.DataFrame, reference: pd.DataFrame, params: Params,
+            out: Path, task: Task, scores_cur: np.ndarray | None,
+            scores_ref: np.ndarray | None, labelled: bool,
+            reference_loss: float | None, step: Step = no_steps) -> SourceReport:
+    """Evidently drift (features + the model's outputs) and, with labels, quality.
+
+    Under ``monitor.min_rows`` rows nothing is measured: the verdict says "not enough data"
+    and no Evidently page is written (an old one of this source is removed, so no page
+    contradicts the verdict). Otherwise the page counts exactly what tarn counts: the
+    features only, at ``monitor.drift_share_incremental``, and a column within sampling noise
+    for this many rows (:func:`within_noise`) has its noise floor as its threshold."""
+    from tarn.core import evidently_reports as er
+
+    rep = SourceReport(name, rows=len(current), loss=task.loss, reference_loss=reference_loss)
+    m = params.monitor
+    if len(current) < m.min_rows:
+        rep.verdict = not_enough_data(len(current), m)
+        for stale in out.glob(f"{name}_*.*"):
+            stale.unlink(missing_ok=True)
+        step(f"{name}: {rep.verdict}; no drift report")
+        return rep
+    cur, ref, numeric, categorical = _with_outputs(task, current, reference, scores_cur,
+                                                   scores_ref)
+    outputs = set(numeric) | set(categorical)
+    step(f"{name}: Evidently drift report ({len(cur):,} rows vs {len(ref):,} reference rows)")
+
+    def report(thresholds: dict[str, float] | None = None):
+        return er.drift(cur, ref, params.schema, params.prepare, numeric, _methods(m),
+                        categorical, drift_share=m.drift_share_incremental,
+                        per_column_threshold=thresholds)
+
+    snap = report()
+    cols = er.drifted_columns(json.loads(snap.json()))
+    rep.within_noise = within_noise(cols, cur, ref, params, set(categorical))
+    if rep.within_noise:  # again, with the floors as thresholds: the page counts as tarn does
+        step(f"{name}: {len(rep.within_noise)} column(s) within sampling noise; the report "
+             "again with their noise floors as thresholds")
+        snap = report({c: float(np.nextafter(f, np.inf)) for c, f in rep.within_noise.items()})
+        cols = er.drifted_columns(json.loads(snap.json()))
+        for c in rep.within_noise:
+            cols[c]["drifted"] = False
+    er.save(snap, out, f"{name}_drift")
+    _split_columns(rep, cols, outputs)
     rep.prediction_drift = bool(rep.prediction_drifted)
+    rep.verdict = drift_verdict(rep.drift_share, rep.drifted, m)
     step(f"{name}: Evidently data summary report")
     er.save(er.summary(current, reference, params.schema, params.prepare), out,
             f"{name}_quality")
@@ -186,6 +268,29 @@ def analyse(name: str, current: pd.DataFrame, reference: pd.DataFrame, params: P
         step(f"{name}: quality on {len(y):,} labelled rows")
         y = y.to_numpy().astype(np.float64 if task.kind == "regression" else np.int64)
         rep.quality = task.quality(y, scores_cur, params.evaluate.calibration_bins)
+    return rep
+
+
+def batch_figures(name: str, current: pd.DataFrame, reference: pd.DataFrame, params: Params,
+                  task: Task, scores_cur: np.ndarray | None,
+                  scores_ref: np.ndarray | None) -> BatchReport:
+    """One batch's rows, drift share and drifted columns, by the same tests, thresholds and
+    noise floors as its source (no page: the source's page shows the batches together)."""
+    from tarn.core import evidently_reports as er
+
+    m = params.monitor
+    if len(current) < m.min_rows:
+        return BatchReport(name, len(current), not_enough_data(len(current), m))
+    cur, ref, numeric, categorical = _with_outputs(task, current, reference, scores_cur,
+                                                   scores_ref)
+    cols = er.drifted_columns(er.column_drift(cur, ref, params.schema, params.prepare,
+                                              numeric, _methods(m), categorical))
+    rep = BatchReport(name, len(current), "")
+    rep.within_noise = within_noise(cols, cur, ref, params, set(categorical))
+    for c in rep.within_noise:
+        cols[c]["drifted"] = False
+    _split_columns(rep, cols, set(numeric) | set(categorical))
+    rep.verdict = drift_verdict(rep.drift_share, rep.drifted, m)
     return rep
 
 
@@ -211,7 +316,7 @@ def within_noise(cols: dict[str, dict], current: pd.DataFrame, reference: pd.Dat
         floor = er.noise_floor(reference[col], n, numeric, v["method"],
                                m.num_threshold if numeric else m.cat_threshold)
         if v["score"] <= floor:
-            out[col] = round(floor, 4)
+            out[col] = floor
     return out
 
 
@@ -282,8 +387,28 @@ def decide(sources: list[SourceReport], params: Params, streak: int) -> Decision
         return Decision("full", full + incr)
     if incr:
         return Decision("incremental", incr)
-    rows = ", ".join(f"{s.name}: {s.rows} rows, {s.drift_share:.0%} drifted" for s in sources)
+    rows = ", ".join(f"{s.name}: " + (
+        "no new rows" if s.rows == 0 else not_enough_data(s.rows, cfg) if s.rows < cfg.min_rows
+        else f"{s.rows:,} rows, {s.drift_share:.0%} drifted") for s in sources)
     return Decision("none", [f"no threshold crossed ({rows or 'no new data'})"])
+
+
+def page_headline(result: MonitorResult, source: SourceReport, cfg: MonitorConfig) -> \
+        tuple[str, list[str]]:
+    """Pure: tarn's verdict for the top of a source's Evidently page: the decision and its
+    reasons, this source's verdict, and what Evidently's own headline below counts."""
+    lines = [f"{source.name} ({source.rows:,} rows): {source.verdict}", *(
+        f"{b.name} ({b.rows:,} rows): {b.verdict}" for b in source.batches)]
+    if source.prediction_drifted:
+        lines.append(f"{source.name}: {_drifted_outputs(source.prediction_drifted)} drifted")
+    if source.within_noise:
+        lines.append("within sampling noise at this many rows (their noise floor is their "
+                     "threshold below): " + ", ".join(source.within_noise))
+    lines += [f"reason: {r}" for r in result.decision.reasons]
+    lines.append(f"Evidently's headline below counts the features only, at tarn's threshold "
+                 f"monitor.drift_share_incremental ({cfg.drift_share_incremental:.0%}); "
+                 "model outputs are the separate drift metrics after the table")
+    return f"tarn's decision: {result.decision.mode}", lines
 
 
 # ----------------------------------------------------------------------------- stage
@@ -310,7 +435,7 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log"),
     out = root / params.monitor.reports
     out.mkdir(parents=True, exist_ok=True)
     seen = set(lineage.batches)
-    fresh = new_batches(params, root, seen)
+    fresh = new_batches(params, root, seen, lineage.test_batches)
     reports: list[SourceReport] = []
     if "lake" in sources and task.kind != params.schema.task:
         # today's contract labels the new rows for another task: no figure compares them
@@ -324,10 +449,15 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log"),
     if "log" in sources:
         step("drift on the prediction log")
         reports.append(_log_source(params, root, reference, ref_scores, task, out,
-                                   production, step))
+                                   production, step, card))
     step("deciding: none, incremental or full")
     result = MonitorResult(production, fresh, reports,
                            decide(reports, params, lineage.incremental_streak))
+    from tarn.core import evidently_reports as er
+
+    for s in reports:  # each page states the decision it led to: they cannot disagree
+        if s.html and Path(s.html).is_file():
+            er.headline(Path(s.html), *page_headline(result, s, params.monitor))
     (out / "monitor.json").write_text(json.dumps(result.as_dict(), indent=2, default=float))
     step(f"decision {result.decision.mode}; logging to MLflow")
     _log_mlflow(params, root, result, out)
@@ -354,13 +484,23 @@ def _lake_source(params, root, fresh, reference, ref_scores, model, task: Task, 
     rep = analyse("lake", current, reference, params, out, task, scores, ref_scores, True,
                   ref_loss, step)
     rep.problems = notes
+    if len(fresh) > 1:  # the total hides which batch moved: each batch's own figures too
+        for name in fresh:
+            mine = (current["batch"] == name).to_numpy()
+            if mine.any():
+                step(f"lake: drift of batch {name} ({int(mine.sum()):,} rows)")
+                rep.batches.append(batch_figures(
+                    name, current[mine].reset_index(drop=True), reference, params, task,
+                    scores[mine], ref_scores))
     return rep
 
 
 def _log_source(params, root, reference, ref_scores, task: Task, out,
-                version: str, step: Step = no_steps) -> SourceReport:
+                version: str, step: Step = no_steps, card: dict | None = None) -> SourceReport:
     """Drift of the inputs the production version itself scored: rows logged by earlier
-    versions describe another model's traffic and are skipped (and counted)."""
+    versions describe another model's traffic and are skipped (and counted). Only a model
+    input of the version (its card) missing from the log is a schema change: a column it
+    never used (excluded, ignored, unknown) never is (tarn.core.columns)."""
     step(f"log: reading the newest {params.monitor.max_log_rows:,} logged predictions")
     log, problems = read_prediction_log(root / params.serve.prediction_log,
                                         params.monitor.max_log_rows)
@@ -374,7 +514,11 @@ def _log_source(params, root, reference, ref_scores, task: Task, out,
         return SourceReport("log", loss=task.loss,
                             problems=problems + [f"no logged rows scored by version "
                                                  f"{version} yet"])
-    missing = [c for c in params.schema.feature_names if c not in log.columns]
+    from tarn.core.columns import ColumnRules
+    from tarn.core.model import served_contract
+
+    served = served_contract(card or {}, params.schema, params.prepare, params.train.threshold)
+    missing = ColumnRules.of(served.schema, served.prepare).missing_inputs(log.columns)
     if missing:
         return SourceReport("log", loss=task.loss, schema_change=f"logged inputs lack {missing}",
                             problems=problems)
@@ -402,6 +546,9 @@ def _log_mlflow(params: Params, root: Path, result: MonitorResult, out: Path) ->
         for s in result.sources:
             mlflow.log_metrics({f"{s.name}_rows": s.rows, f"{s.name}_drift_share": s.drift_share,
                                 f"{s.name}_prediction_drift": float(s.prediction_drift)})
+            for b in s.batches:
+                mlflow.log_metrics({f"{s.name}_batch_{b.name}_rows": b.rows,
+                                    f"{s.name}_batch_{b.name}_drift_share": b.drift_share})
             if s.quality:  # the figures (multiclass per-class tables stay in monitor.json)
                 mlflow.log_metrics({f"{s.name}_{k}": v for k, v in s.quality.items()
                                     if isinstance(v, int | float)})
