@@ -215,8 +215,9 @@ def conform_arrow(raw: pa.Table, schema: SchemaConfig, mapping: dict[str, str]) 
     for spec in schema.columns:
         s, absent = clean(spec.name)
         name = spec.name
-        if not spec.nullable:
-            checks.flag(absent, MISSING, f"{name}: missing value")
+        if not spec.nullable:  # required: true implies it (the server refuses such rows too)
+            checks.flag(absent, MISSING, f"{name}: missing value" + (
+                " (required: the model cannot answer without it)" if spec.required else ""))
         if spec.numeric:
             ints = _all_int64(s) if spec.dtype == "int" else None
             if ints is not None:  # every value a plain integer (the common case): exact

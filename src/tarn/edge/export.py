@@ -38,6 +38,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 
 from tarn.config import EdgeConfig, PrepareConfig, SchemaConfig
+from tarn.core.columns import ColumnRules
 from tarn.core.features import MISSING_CATEGORY, OrderedCodes, feature_columns, input_schema
 from tarn.core.files import atomic_dir, write_json
 from tarn.core.task import Task
@@ -245,6 +246,9 @@ def bundle_schema(schema_cfg: SchemaConfig, prepare_cfg: PrepareConfig) -> dict:
                         "onnx_string_feed": MISSING_CATEGORY},
             "missing_values": list(schema_cfg.missing_values),
             "unknown_categories": schema_cfg.unknown_categories,
+            # names accepted and ignored (excluded features, the target, batch) and the policy
+            # for other names: the rule of tarn.core.columns, which the runner mirrors
+            **ColumnRules.of(schema_cfg, prepare_cfg).bundle_fields(),
             "names": "matched as the ETL matches a header: lower case, runs of spaces and "
                      "'-' read as '_', the name or one of its aliases"}
 

@@ -11,12 +11,19 @@ missing. The exported graph has no string imputer (the ONNX converter cannot mat
 NaN), so the feed builder maps a missing string to the category the Python pipeline imputes,
 which the graph names in its metadata: missing means the same on both sides.
 
-Column names and values follow the contract the bundle carries (``schema.json``), as the ETL
-reads the lake: a header may use a column's name or one of its aliases (``education-num`` is
-``education_num``; names are compared after :func:`normalize_name`, the ETL's rule), and a
-value the ETL would quarantine (an unknown category, a number outside the column's range) is
-refused with its line and column named, or, with ``--unknown-values flag``, scored and listed
-in a third output column.
+Column names and values follow the contract the bundle carries (``schema.json``), by the one
+rule the server applies (``tarn.core.columns``, mirrored here because the runner cannot import
+tarn; tests run one table of cases through both): a header may use a column's name or one of
+its aliases (``education-num`` is ``education_num``; names are compared after
+:func:`normalize_name`, the ETL's rule); a column the model does not use (``ignored``: excluded
+features, the target, the lake's ``batch``) is accepted and ignored, so a lake file is scored
+as it is; another name is refused when ``extra_columns`` is ``error`` (ignored with
+``ignore``, and by bundles published before the rule); a required input (``required``) with a
+missing value refuses the row, naming it; in a category column of integer codes a whole number
+is that code's text. A value the ETL would quarantine (an unknown category, a number outside the
+column's range) is refused with its line and column named, or, with ``--unknown-values flag``,
+scored and listed in a third output column. :func:`columns_from_records` applies the same rule
+to JSON-like records, with the server's messages.
 
 What a row's output is depends on the task the bundle's model was trained for
 (``metadata.json``: ``task``, ``classes``, ``threshold``): binary, the probability of class 1
@@ -54,6 +61,11 @@ DEFAULT_THRESHOLD = 0.5
 PROBA_OUTPUT = "probabilities"  # classification graphs: (n, K) class probabilities
 VALUE_OUTPUT = "variable"  # regression graphs: (n, 1) predicted values (skl2onnx's name)
 CSV_MISSING = frozenset({"", "?"})
+ECHO_CHARS = 80  # characters of a client's value an error repeats (tarn.core.columns)
+ECHO_NAMES = 10  # names of a client's columns an error lists
+EXACT_INT = 2.0 ** 53  # whole numbers read as integer codes
+LONG_LIMIT = 2.0 ** 63
+_CODE = re.compile(r"-?(?:0|[1-9][0-9]*)")
 
 
 class BundleError(Exception):
@@ -279,13 +291,46 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
 
 
+def clip(value: Any, limit: int = ECHO_CHARS) -> str:
+    """``repr(value)`` cut to about ``limit`` characters (``tarn.core.columns.clip``)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    text = repr(value)
+    return text if len(text) <= limit + 2 else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def name_list(names: Sequence[Any], shown: int = ECHO_NAMES) -> str:
+    head = "[" + ", ".join(clip(str(n)) for n in names[:shown]) + "]"
+    return head if len(names) <= shown else f"{head} and {len(names) - shown:,} more"
+
+
+def code_text(value: Any) -> str | None:
+    """A whole number's integer text (``2``, ``2.0`` -> ``"2"``), else None."""
+    t = type(value)
+    if t is int:
+        return str(value) if abs(value) < EXACT_INT else None
+    if t is float and math.isfinite(value) and value.is_integer() and abs(value) < EXACT_INT:
+        return str(int(value))
+    return None
+
+
+def required_text(name: str) -> str:
+    return (f"column {name!r} is required: the model cannot answer without it (send a value; "
+            "the contract does not impute it)")
+
+
 class Contract:
-    """What ``schema.json`` says about the inputs: names and aliases, categories, ranges,
-    missing markers. A bundle published before these were written gives names only."""
+    """What ``schema.json`` says about the inputs: names and aliases, kinds, which must have a
+    value, categories (and their integer codes), ranges, missing markers, the names accepted
+    and ignored and the policy for others. A bundle published before these were written gives
+    names only (and ignores other names, as the runner did then)."""
 
     def __init__(self, schema: Mapping[str, Any] | None) -> None:
         schema = schema or {}
         cols = [c for c in schema.get("columns", []) if isinstance(c, dict) and "name" in c]
+        self.names = [c["name"] for c in cols]
+        self.kinds = {c["name"]: str(c.get("type") or "double") for c in cols}
+        self.required = frozenset(c["name"] for c in cols if c.get("required"))
         self.lookup: dict[str, str] = {}
         for c in cols:
             for alias in (c["name"], *(c.get("aliases") or [])):
@@ -293,13 +338,30 @@ class Contract:
         check_categories = schema.get("unknown_categories", "quarantine") == "quarantine"
         self.categories = {c["name"]: frozenset(c["categories"]) for c in cols
                            if check_categories and c.get("categories") is not None}
+        self.codes = {c["name"]: codes for c in cols if self.kinds[c["name"]] == "string"
+                      and (codes := frozenset(k for k in c.get("categories") or ()
+                                              if _CODE.fullmatch(str(k))))}
         self.ranges = {c["name"]: (c.get("min"), c.get("max")) for c in cols
                        if c.get("min") is not None or c.get("max") is not None}
         markers = schema.get("missing_values")
         self.missing = frozenset(markers) if isinstance(markers, list) else CSV_MISSING
+        ignored = schema.get("ignored")
+        self.ignored_names = sorted(map(str, ignored)) if isinstance(ignored, list) else []
+        self.ignored = frozenset(map(normalize_name, self.ignored_names)) - set(self.lookup)
+        self.extra_columns = str(schema.get("extra_columns") or "ignore")
 
     def resolve(self, name: str) -> str | None:
         return self.lookup.get(normalize_name(name))
+
+    def accepts_unread(self, name: str) -> bool:
+        """A name that is no input's: accepted (and not read), or refused."""
+        return normalize_name(name) in self.ignored or self.extra_columns != "error"
+
+    def unknown_message(self, unknown: Sequence[Any]) -> str:
+        """The server's wording (``ColumnRules.unknown_message``)."""
+        ignored = f"; accepted and ignored: {self.ignored_names}" if self.ignored_names else ""
+        return (f"unknown column(s) {name_list(sorted(map(str, unknown)))}; expected "
+                f"{self.names} (or their aliases in the contract){ignored}")
 
     def violations(self, columns: Mapping[str, Any]) -> list[tuple[int, str, str, str]]:
         """(row, column, reason, detail) for every value the ETL would quarantine, in row
@@ -310,7 +372,7 @@ class Contract:
                 for i, v in enumerate(columns[name]):
                     if v is not None and v == v and v not in cats:
                         out.append((i, name, "unknown_category",
-                                    f"{name}: unknown category {v!r}"))
+                                    f"{name}: unknown category {clip(v)}"))
         for name, (lo, hi) in self.ranges.items():
             if name not in columns:
                 continue
@@ -330,6 +392,113 @@ def _num(x: Any) -> str:
         return "None"
     f = float(x)
     return str(int(f)) if f.is_integer() and abs(f) < 2 ** 53 else repr(f)
+
+
+# --------------------------------------------------------------------------- records
+def columns_from_records(records: Any, contract: Contract,
+                         fields: Sequence[tuple[str, bool]] | None = None
+                         ) -> dict[str, np.ndarray]:
+    """Input columns from records (objects of JSON values) by the server's rule and with its
+    messages (``tarn.serve.inputs``; ValueError): names (inputs, accepted and ignored, or
+    refused), required values, types (integer codes read as their category), then the
+    contract's categories and ranges. Numbers as float64 (NaN = missing), strings as objects
+    (None = missing)."""
+    if not isinstance(records, list) or not records:
+        raise ValueError("no rows to score: send at least one record")
+    if any(type(r) is not dict for r in records):
+        raise ValueError("each row must be an object of column values (or a list in column "
+                         "order)")
+    names = [n for n, _ in fields] if fields is not None else list(contract.names)
+    wanted = set(names)
+    rename: dict[Any, str] = {}
+    unknown: list[Any] = []
+    for k in dict.fromkeys(k for r in records for k in r):
+        if k in wanted:
+            continue
+        target = contract.resolve(k) if isinstance(k, str) else None
+        if target in wanted:
+            rename[k] = target
+        elif not isinstance(k, str) or not contract.accepts_unread(k):
+            unknown.append(k)
+    if unknown:
+        raise ValueError(contract.unknown_message(unknown))
+    raw: dict[str, list] = {n: [] for n in names}
+    for i, r in enumerate(records):
+        row: dict[str, Any] = {}
+        for k, v in r.items():
+            name = rename.get(k, k)
+            if name not in wanted:
+                continue
+            if name in row:
+                spelled = sorted(str(k2) for k2 in r if rename.get(k2, k2) == name)
+                raise ValueError(f"row {i}: two names for column {name!r} ({spelled[0]!r} and "
+                                 f"{spelled[1]!r})" if len(spelled) == 2 else
+                                 f"row {i}: {len(spelled)} names for column {name!r}")
+            row[name] = v
+        for n in names:
+            raw[n].append(row.get(n))
+    out = {n: _record_values(n, raw[n], contract) for n in names}
+    found = contract.violations(out)
+    if found:
+        row_i, name, reason, detail = found[0]
+        cats = contract.categories.get(name)
+        hint = ""
+        if cats is not None and reason == "unknown_category":
+            known = sorted(cats)
+            hint = "; the contract's categories: " + ", ".join(known[:12]) + (
+                f", ... ({len(known)} in all)" if len(known) > 12 else "")
+        more = f" ({len(found) - 1} more value(s) outside the contract)" if len(found) > 1 \
+            else ""
+        raise ValueError(f"row {row_i}: column {name!r}: {detail.split(': ', 1)[1]}{hint}{more}")
+    return out
+
+
+def _record_values(name: str, values: list, contract: Contract) -> np.ndarray:
+    """One column of record values, checked in the server's order (tarn.serve.inputs)."""
+    if name in contract.required:
+        i = next((i for i, v in enumerate(values) if v is None), None)
+        if i is not None:
+            raise ValueError(f"row {i}: {required_text(name)}")
+    if contract.kinds.get(name) == "string":
+        codes = contract.codes.get(name)
+        out = []
+        for i, v in enumerate(values):
+            if v is not None and type(v) is not str:
+                text = code_text(v) if codes else None
+                if text is None:
+                    hint = " (or a whole number naming one of its integer codes)" if codes \
+                        else ""
+                    raise ValueError(f"row {i}: column {name!r} must be a string{hint}, got "
+                                     f"{type(v).__name__}")
+                v = text
+            out.append(v)
+        return np.array(out, dtype=object)
+    for i, v in enumerate(values):
+        if v is not None and type(v) not in (int, float):
+            raise ValueError(f"row {i}: column {name!r} must be a number, got "
+                             f"{type(v).__name__}")
+    nums = []
+    for i, v in enumerate(values):
+        try:
+            nums.append(math.nan if v is None else float(v))
+        except OverflowError:
+            raise ValueError(f"row {i}: column {name!r} is out of range (an integer of "
+                             f"{len(str(abs(v)))} digits)") from None
+    arr = np.array(nums, dtype=np.float64)
+    present = np.array([v is not None for v in values], dtype=bool)
+    checks = [(~np.isfinite(arr), "must be finite, got {v}")]
+    if contract.kinds.get(name) == "long":
+        with np.errstate(invalid="ignore"):
+            checks += [(np.abs(arr) >= LONG_LIMIT, "is beyond the 64-bit integer range, got "
+                                                   "{f:.4g}"),
+                       (np.floor(arr) != arr, "must be an integer, got {v}")]
+    for bad, text in checks:
+        bad = present & bad
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"row {i}: column {name!r} " + text.format(v=values[i],
+                                                                        f=float(values[i])))
+    return arr
 
 
 # --------------------------------------------------------------------------- CSV
@@ -356,14 +525,19 @@ def read_csv(csv_path: str | Path, fields: Sequence[tuple[str, bool]], contract:
             raise ValueError(f"{path}: empty file (expected a header row of column names)")
         wanted = {name for name, _ in fields}
         index: dict[str, int] = {}
+        unknown: list[str] = []
         for i, h in enumerate(header):
             name = h if h in wanted else contract.resolve(h)
             if name not in wanted:
-                continue  # an id, the label: not an input
+                if not contract.accepts_unread(h):
+                    unknown.append(h)
+                continue  # excluded, the target, batch: accepted, not an input
             if name in index:
                 raise ValueError(f"{path}: columns {header[index[name]]!r} and {h!r} both "
                                  f"name {name!r}")
             index[name] = i
+        if unknown:
+            raise ValueError(f"{path}: {contract.unknown_message(unknown)}")
         missing = [name for name, _ in fields if name not in index]
         if missing:
             raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
@@ -377,6 +551,9 @@ def read_csv(csv_path: str | Path, fields: Sequence[tuple[str, bool]], contract:
                                  f"the header has {len(header)}")
             for name, is_string in fields:
                 cell = row[index[name]].strip()
+                if name in contract.required and cell in contract.missing:
+                    raise ValueError(f"{path}, line {reader.line_num}: "
+                                     f"{required_text(name)}")
                 raw[name].append(_cell(cell, is_string, name, path, reader.line_num,
                                        contract.missing))
             lines.append(reader.line_num)
@@ -393,8 +570,8 @@ def _cell(cell: str, is_string: bool, name: str, path: Path, line: int,
     try:
         return float(cell)
     except ValueError:
-        raise ValueError(f"{path}, line {line}: column {name!r}: {cell!r} is not a number") \
-            from None
+        raise ValueError(f"{path}, line {line}: column {name!r}: {clip(cell)} is not a "
+                         "number") from None
 
 
 def predict_csv(bundle_dir: str | Path, csv_path: str | Path,

@@ -2,12 +2,16 @@
 
 Accepts the four payloads of ``mlflow models serve`` (``dataframe_split``,
 ``dataframe_records``, ``instances``, ``inputs``) and plain record lists for ``/predict``.
-Column names are matched as the ETL matches a file's header: the contract's name or any of its
-aliases, compared after :func:`tarn.core.schema.normalize_name` (``education-num`` is
-``education_num``). Values are checked against the model's input columns (from the schema
-contract): a wrong type, a missing or unknown column, a non-finite number, an integer beyond 64
-bits, an empty list or too many rows raise :class:`InputError` naming the field and row, which
-the app turns into a 4xx. :func:`contract_violations` then applies the contract's category and
+Column names and values follow the one rule of :mod:`tarn.core.columns` (the served version's
+contract): a name or alias of a model input (compared as the ETL compares a header) is that
+input; a column the model does not use (excluded features, the target, the lake's ``batch``) is
+accepted and ignored, so a row as it appears in the lake is scored; other names are refused
+(``schema.extra_columns: error``) or ignored; a whole number in a category column of integer
+codes is that code's category. A wrong type, a required input missing, an unknown column, a
+non-finite number, an integer beyond 64 bits, an empty list or too many rows raise
+:class:`InputError` naming the field and row (client values echoed at most
+:data:`~tarn.core.columns.ECHO_CHARS` characters, names at most ten and a count), which the app
+turns into a 4xx. :func:`contract_violations` then applies the contract's category and
 range rules (what the ETL would quarantine); the app refuses or flags those rows
 (``serve.unknown_values``). :func:`parse_json` is the one way a body becomes Python values:
 bounded nesting, integers and strings, and no parser that can recurse without limit.
@@ -23,6 +27,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from tarn.core.columns import ColumnRules, InputColumn, clip, code_text, required_message
 from tarn.serve.jsonslices import parse_sliced
 
 MAX_DEPTH = 32  # a scoring payload is 3 levels deep; orjson itself stops at 1024
@@ -115,75 +120,47 @@ def _utf8(s: str) -> None:
             from None
 
 
-@dataclass(frozen=True)
-class Column:
-    name: str
-    kind: str  # "long" | "double" | "string"
-    required: bool
-    aliases: tuple[str, ...] = ()  # other header names of the column in the contract
-    categories: frozenset[str] | None = None  # the known values (None: any string)
-    min: float | None = None  # the contract's range (None: open)
-    max: float | None = None
+Column = InputColumn  # one model input (tarn.core.columns)
 
 
-def columns_from_signature(signature_inputs: list[dict], schema=None) -> list[Column]:
+class Columns(list):
+    """The input columns of a version (a list of :class:`Column`) with the rest of its rules:
+    the names accepted and ignored and the policy for others (:class:`ColumnRules`)."""
+
+    rules: ColumnRules
+
+
+def columns_from_signature(signature_inputs: list[dict], schema=None) -> Columns:
     """Columns from an MLflow signature's ``inputs`` (list of {name, type, required}); with
     the contract (:class:`tarn.config.SchemaConfig`), each carries its aliases, categories
-    (when the contract quarantines unknown ones) and range."""
-    cols = []
-    for c in signature_inputs:
-        col = Column(c["name"], c["type"], c.get("required", True))
-        if schema is not None:
-            spec = next((s for s in schema.columns if s.name == col.name), None)
-            if spec is not None:
-                cats = (frozenset(spec.categories) if spec.categories is not None
-                        and schema.unknown_categories == "quarantine" else None)
-                col = Column(col.name, col.kind, col.required, tuple(spec.aliases), cats,
-                             spec.min, spec.max)
-        cols.append(col)
-    return cols
+    (when the contract quarantines unknown ones), integer codes and range, and the list the
+    names the version accepts and ignores (:meth:`ColumnRules.from_signature`)."""
+    rules = ColumnRules.from_signature(signature_inputs, schema)
+    out = Columns(rules.columns)
+    out.rules = rules
+    return out
 
 
-class InputSchema:
-    """The model's input columns and how request names map onto them, built once per model.
-
-    ``resolve`` maps any spelling the ETL accepts for a header (the name or an alias, after
-    :func:`~tarn.core.schema.normalize_name`) to the column's name."""
+class InputSchema(ColumnRules):
+    """The model's input columns and how request names map onto them, built once per model
+    (:class:`~tarn.core.columns.ColumnRules`; from a plain list of columns: those names only,
+    any other refused)."""
 
     def __init__(self, columns: list[Column]) -> None:
-        from tarn.core.schema import normalize_name
-
-        self.columns = list(columns)
-        self.names = [c.name for c in self.columns]
-        self.name_set = frozenset(self.names)
-        self._lookup: dict[str, str] = {}
-        for c in self.columns:
-            for alias in (c.name, *c.aliases):
-                self._lookup.setdefault(normalize_name(alias), c.name)
-        self._normalize = normalize_name
+        rules = getattr(columns, "rules", None)
+        if rules is None:
+            super().__init__(columns)
+        else:
+            super().__init__(columns, rules.ignored_names, rules.extra_columns)
         self.checked = [c for c in self.columns if c.categories is not None
                         or c.min is not None or c.max is not None]
 
-    def resolve(self, name: str) -> str | None:
-        if name in self.name_set:
-            return name
-        return self._lookup.get(self._normalize(name))
-
     def rename(self, keys) -> dict[str, str]:
         """{request name: column name} for names that are not the column's own; InputError
-        for a name that is no column's (listing the expected ones)."""
-        out, unknown = {}, []
-        for k in keys:
-            if k in self.name_set:
-                continue
-            target = self._lookup.get(self._normalize(k)) if isinstance(k, str) else None
-            if target is None:
-                unknown.append(k)
-            else:
-                out[k] = target
+        for a name the rules refuse (the first ten listed, with a count)."""
+        out, unknown = self.sort(keys)
         if unknown:
-            raise InputError(f"unknown column(s) {sorted(map(str, unknown))}; expected "
-                             f"{self.names} (or their aliases in the contract)")
+            raise InputError(self.unknown_message(unknown))
         return out
 
 
@@ -297,8 +274,10 @@ def _renamed(record: dict, rename: dict[str, str], row: int) -> dict:
     for k, v in record.items():
         name = rename.get(k, k)
         if name in out:
-            raise InputError(f"row {row}: two names for column {name!r} "
-                             f"({sorted(k2 for k2 in record if rename.get(k2, k2) == name)})")
+            names = sorted(str(k2) for k2 in record if rename.get(k2, k2) == name)
+            raise InputError(f"row {row}: two names for column {name!r} ({names[0]!r} and "
+                             f"{names[1]!r})" if len(names) == 2 else
+                             f"row {row}: {len(names)} names for column {name!r}")
         out[name] = v
     return out
 
@@ -306,8 +285,9 @@ def _renamed(record: dict, rename: dict[str, str], row: int) -> dict:
 def _canonical(names: list[str], schema: InputSchema, what: str) -> list[str]:
     rename = schema.rename(names)
     out = [rename.get(n, n) for n in names]
-    if len(set(out)) != len(out):
-        dupes = sorted({n for n in out if out.count(n) > 1})
+    inputs = [n for n in out if n in schema.name_set]  # ignored names are never read
+    if len(set(inputs)) != len(inputs):
+        dupes = sorted({n for n in inputs if inputs.count(n) > 1})
         raise InputError(f"{what} has duplicates (names or aliases of {dupes})")
     return out
 
@@ -347,14 +327,17 @@ def _one(c: Column, v) -> np.ndarray:
     t = type(v)
     if v is None:
         if c.required:
-            raise InputError(f"row 0: column {c.name!r} is required")
+            raise InputError(required_message(0, c.name))
         if c.kind == "string":
             out = np.empty(1, dtype=object)
             return out  # holds None
         return np.array([np.nan])
     if c.kind == "string":
         if t is not str:
-            raise InputError(f"row 0: column {c.name!r} must be a string, got {t.__name__}")
+            v = code_text(v) if c.codes is not None else None
+            if v is None:
+                raise InputError(f"row 0: column {c.name!r} must be a string"
+                                 f"{_codes_hint(c)}, got {t.__name__}")
         if not _encodes(v):
             raise InputError(f"row 0: column {c.name!r} is not valid Unicode (lone "
                              "surrogate)")
@@ -386,13 +369,16 @@ def _column(c: Column, values: list) -> np.ndarray:
     has_none = type(None) in types
     if has_none and c.required:
         i = _first(values, lambda v: v is None)
-        raise InputError(f"row {i}: column {c.name!r} is required")
+        raise InputError(required_message(i, c.name))
     types.discard(type(None))
     if c.kind == "string":
+        if types - {str} and c.codes is not None:  # whole numbers name integer codes
+            values = [v if v is None or type(v) is str else code_text(v) or v for v in values]
+            types = set(map(type, values)) - {type(None)}
         if types - {str}:
             i = _first(values, lambda v: v is not None and not isinstance(v, str))
-            raise InputError(f"row {i}: column {c.name!r} must be a string, got "
-                             f"{type(values[i]).__name__}")
+            raise InputError(f"row {i}: column {c.name!r} must be a string{_codes_hint(c)}, "
+                             f"got {type(values[i]).__name__}")
         try:  # one C call: a lone surrogate cannot be logged or fed to the graph
             "".join([v for v in values if v is not None] if has_none else values).encode()
         except UnicodeEncodeError:
@@ -411,8 +397,9 @@ def _column(c: Column, values: list) -> np.ndarray:
         i = _first(values, lambda v: isinstance(v, int) and abs(v) >= LONG_LIMIT)
         raise InputError(f"row {i}: column {c.name!r} is out of range (an integer of "
                          f"{len(str(abs(values[i])))} digits)") from None
-    present = ~np.isnan(arr) if has_none else np.ones(len(arr), dtype=bool)
-    bad = present & ~np.isfinite(arr)  # inf, or NaN sent as a number where null is not allowed
+    present = np.fromiter((v is not None for v in values), dtype=bool, count=len(values)) \
+        if has_none else np.ones(len(arr), dtype=bool)
+    bad = present & ~np.isfinite(arr)  # inf, or NaN sent as a number (null means missing)
     if bad.any():
         i = int(np.argmax(bad))
         raise InputError(f"row {i}: column {c.name!r} must be finite, got {values[i]}")
@@ -427,6 +414,10 @@ def _column(c: Column, values: list) -> np.ndarray:
             i = int(np.argmax(frac))
             raise InputError(f"row {i}: column {c.name!r} must be an integer, got {values[i]}")
     return arr
+
+
+def _codes_hint(c: Column) -> str:
+    return " (or a whole number naming one of its integer codes)" if c.codes else ""
 
 
 def _encodes(s: str) -> bool:
@@ -466,7 +457,7 @@ def contract_violations(values: dict[str, np.ndarray],
             if c.categories is not None:
                 if v is not None and v not in c.categories:
                     out.append(Violation(0, c.name, UNKNOWN_CATEGORY,
-                                         f"{c.name}: unknown category {v!r}"))
+                                         f"{c.name}: unknown category {clip(v)}"))
             elif (c.min is not None and v < c.min) or (c.max is not None and v > c.max):
                 out.append(Violation(0, c.name, OUT_OF_RANGE, f"{c.name}: {_num(v)} outside "
                                      f"[{_num(c.min)}, {_num(c.max)}]"))
@@ -477,7 +468,7 @@ def contract_violations(values: dict[str, np.ndarray],
             cats = c.categories
             bad = [i for i, v in enumerate(arr.tolist()) if v is not None and v not in cats]
             out.extend(Violation(i, c.name, UNKNOWN_CATEGORY,
-                                 f"{c.name}: unknown category {arr[i]!r}") for i in bad)
+                                 f"{c.name}: unknown category {clip(arr[i])}") for i in bad)
         else:
             lo = -np.inf if c.min is None else c.min
             hi = np.inf if c.max is None else c.max
@@ -497,7 +488,8 @@ def refusal(violations: list[Violation], columns: list[Column] | InputSchema) ->
     col = next(c for c in as_schema(columns).columns if c.name == v.column)
     if col.categories is not None and v.reason == "unknown_category":
         known = sorted(col.categories)
-        allowed = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+        allowed = ", ".join(known[:12]) + (f", ... ({len(known)} in all)" if len(known) > 12
+                                           else "")
         hint = f"; the contract's categories: {allowed}"
     else:
         hint = ""
