@@ -696,6 +696,35 @@ def _print_monitor(res) -> None:
             console.print(f"{s.name}: {s.verdict}: no drift report written", highlight=False)
 
 
+def _print_comparison(res) -> None:
+    """The old-vs-new table, the same for both retraining modes: the task's figures on the
+    test split and on the new data, and what each was measured on."""
+    from tarn.config import METRICS_BY_TASK
+
+    if not res.metrics:
+        console.print(f"no old-vs-new figures: versions {res.parent or 'none'} and "
+                      f"{res.version} predict different tasks (or there is no old version)",
+                      highlight=False)
+        return
+    windows = getattr(res, "windows", None) or {}
+    default = {"test": "the test split",
+               "new_data": ("the new batches, which it trained on (in-sample for the new "
+                            "model)" if res.mode == "full" else
+                            "the new data's held-out rows")}
+    t = _table(f"old vs new model (version {res.parent} vs {res.version})",
+               ["data", "metric", "old", "new", "change"], right=("old", "new", "change"))
+    names = dict.fromkeys(m for ms in METRICS_BY_TASK.values() for m in ms)
+    for data in ("test", "new_data"):
+        if data not in res.metrics["old"]:
+            continue
+        old, new = res.metrics["old"][data], res.metrics["new"][data]
+        label = f"{data.replace('_', ' ')}: {windows.get(data) or default[data]}"
+        for m in (m for m in names if m in old and m in new):  # the task's own
+            t.add_row(label, m, f"{old[m]:.4g}", f"{new[m]:.4g}", f"{new[m] - old[m]:+.4g}")
+            label = ""
+    console.print(t)
+
+
 @app.command()
 @friendly
 def retrain(
@@ -716,21 +745,9 @@ def retrain(
     if res is None:
         console.print("nothing to retrain")
         return
-    console.print(f"{res.mode} retraining from version {res.parent} -> version {res.version} "
-                  f"in {res.duration_s:.1f} s")
-    if res.metrics:
-        t = _table("old vs new model", ["data", "metric", "old", "new"])
-        from tarn.config import METRICS_BY_TASK
-
-        names = dict.fromkeys(m for ms in METRICS_BY_TASK.values() for m in ms)
-        for data in ("test", "new_data"):
-            for m in (m for m in names if m in res.metrics["old"][data]):  # the task's own
-                t.add_row(data, m, f"{res.metrics['old'][data][m]:.4g}",
-                          f"{res.metrics['new'][data][m]:.4g}")
-        console.print(t)
-        if res.mode == "full":
-            console.print("(a full retraining learned from the new batches: its new_data "
-                          "figures are in-sample)")
+    console.print(f"{res.mode} retraining from version {res.parent or 'none'} -> version "
+                  f"{res.version} in {res.duration_s:.1f} s ({res.reason})", highlight=False)
+    _print_comparison(res)
     if res.promoted:
         console.print(f"version {res.version} is production")
         console.print(_notify_with_steps(c))

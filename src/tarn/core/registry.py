@@ -43,6 +43,7 @@ from tarn.core.tags import (
     Lineage,
     LoadRefusal,
     PromotionRecord,
+    RetrainRecord,
     RunTag,
 )
 from tarn.errors import TarnError, first_line
@@ -294,6 +295,9 @@ class Registry:
         return Registered(run.info.run_id, info.model_uri, self.name, str(mv.version))
 
     def record_deployment(self, version: str, record: DeploymentRecord) -> None:
+        self._tag(version, record.to_tags())
+
+    def record_retrain(self, version: str, record: RetrainRecord) -> None:
         self._tag(version, record.to_tags())
 
     def record_gates(self, version: str, result: str, verdict: Verdict) -> None:

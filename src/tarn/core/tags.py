@@ -111,6 +111,8 @@ class Lineage(_Record):
     schema_hash: str = ""
     train_rows: int = 0
     mitigation: str = ""
+    # why the train stage registered the reweighed or the unmitigated model (validation check)
+    mitigation_reason: str = ""
     batches: tuple[str, ...] = ()  # every lake batch the version's trees learned from
     tune_run_id: str = ""  # full: the search that chose its hyperparameters
     parent_version: str = ""  # incremental: the version it continued
@@ -129,6 +131,8 @@ class Lineage(_Record):
                      "incremental_streak", "test_batches"):
             if not getattr(self, name):
                 tags.pop(self.key(name))
+        if not self.mitigation_reason:  # not checked (incremental, or no reweighing)
+            tags.pop(self.key("mitigation_reason"))
         return tags
 
 
@@ -145,6 +149,18 @@ class PromotionRecord(_Record):
     BOOLS: ClassVar[frozenset[str]] = frozenset({"forced"})
     NAMES: ClassVar[dict[str, str]] = {"reason": "promotion_reason",
                                        "forced": "promotion_forced"}
+
+
+@dataclass(frozen=True)
+class RetrainRecord(_Record):
+    """Why a retrained version exists: its mode, whether the user forced it (``tarn retrain
+    --mode``) or the monitor chose it, and the reason in words."""
+
+    retrain_mode: str = ""  # "incremental" | "full"
+    retrain_forced: bool = False
+    retrain_reason: str = ""
+
+    BOOLS: ClassVar[frozenset[str]] = frozenset({"retrain_forced"})
 
 
 @dataclass(frozen=True)

@@ -458,7 +458,9 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log"),
     for s in reports:  # each page states the decision it led to: they cannot disagree
         if s.html and Path(s.html).is_file():
             er.headline(Path(s.html), *page_headline(result, s, params.monitor))
-    (out / "monitor.json").write_text(json.dumps(result.as_dict(), indent=2, default=float))
+    from tarn.core.catalog import MONITOR_REPORT
+
+    (out / MONITOR_REPORT).write_text(json.dumps(result.as_dict(), indent=2, default=float))
     step(f"decision {result.decision.mode}; logging to MLflow")
     _log_mlflow(params, root, result, out)
     return result

@@ -49,6 +49,8 @@ class RetrainResult:
     promoted: bool = False
     refused: str = ""
     duration_s: float = 0.0
+    forced: bool = False  # the mode came from --mode, not from the monitor's decision
+    reason: str = ""  # why it ran: the promotion reason, the tags and the report say this
     metrics: dict = field(default_factory=dict)  # {"old"|"new": {"test"|"new_data": {...}}}
 
 
@@ -210,20 +212,24 @@ def replay(params: Params, root: Path, n_new: int) -> pd.DataFrame:
 
 
 def _compare(params: Params, root: Path, task: Task, old: Pipeline, new: Pipeline,
-             Xh: pd.DataFrame, yh: np.ndarray, step: Step = no_steps) -> dict:
-    """Old vs new model on the original test split and on the new data's held-out slice, with
-    the task's figures (the threshold is the versions' own)."""
+             Xh: pd.DataFrame | None, yh: np.ndarray | None, step: Step = no_steps) -> dict:
+    """The old-vs-new summary of both retraining modes: old and new model on the test split
+    and, when there are new rows (``Xh``, ``yh``), on them, with the task's figures (the
+    threshold is the versions' own). Incremental passes the new data's held-out slice, full
+    the new batches (which it trained on)."""
     from tarn.core.catalog import load_split
 
     test = load_split(params, root, "test")
     bins = params.evaluate.calibration_bins
     y_test = targets(task, pd.Series(test.y))
     out = {}
+    new_data = Xh is not None and yh is not None and len(yh) > 0
     for name, m in (("old", old), ("new", new)):
-        step(f"scoring the {name} model on the test split ({len(y_test):,} rows) and the new "
-             f"data ({len(yh):,} rows)")
-        out[name] = {"test": task.quality(y_test, task.scores(m, test.X), bins),
-                     "new_data": task.quality(yh, task.scores(m, Xh), bins)}
+        step(f"scoring the {name} model on the test split ({len(y_test):,} rows)"
+             + (f" and the new data ({len(yh):,} rows)" if new_data else ""))
+        out[name] = {"test": task.quality(y_test, task.scores(m, test.X), bins)}
+        if new_data:
+            out[name]["new_data"] = task.quality(yh, task.scores(m, Xh), bins)
     return out
 
 
@@ -238,8 +244,9 @@ def _dvc() -> str:
 
 def _compare_versions(params: Params, root: Path, old: str, new: str,
                       batches: list[str], step: Step = no_steps) -> dict:
-    """Old vs new registered version on the test split and on the new batches (which a full
-    retraining has trained on: that column is optimistic for it)."""
+    """Old vs new registered version (:func:`_compare`) on the test split and on the new
+    batches, if any (which a full retraining has trained on: that column is optimistic for
+    it). Empty only when the two predict different tasks."""
     from tarn.core.features import to_model_frame
     from tarn.core.ingest import read_batches
     from tarn.core.registry import Registry
@@ -251,13 +258,50 @@ def _compare_versions(params: Params, root: Path, old: str, new: str,
     task = Task.from_card(card)
     if Task.from_card(old_card).kind != task.kind:
         return {}  # a change of task: no figure compares the two
-    step(f"reading {', '.join(batches)} through the contract")
-    data, _ = read_batches(params, root, batches)
-    if data.empty:
-        return {}
-    X = to_model_frame(data, params.schema, params.prepare)
-    y = targets(task, data[params.schema.target.name])
+    X, y = None, None
+    if batches:
+        step(f"reading {', '.join(batches)} through the contract")
+        data, _ = read_batches(params, root, batches)
+        if not data.empty:
+            X = to_model_frame(data, params.schema, params.prepare)
+            y = targets(task, data[params.schema.target.name])
     return _compare(params, root, task, old_pipe, new_pipe, X, y, step)
+
+
+def retrain_reason(mode: str, chosen: str, decision) -> str:
+    """Pure: why a retraining ran, as its promotion reason, its tags and its report record
+    it: "forced by --mode M" when the user chose the mode (with what the monitor decided),
+    else the monitor's reasons."""
+    said = "; ".join(decision.reasons)
+    if mode != "auto":
+        return (f"{chosen} retraining forced by --mode {mode} (the monitor decided "
+                f"{decision.mode}: {said})")
+    if chosen != decision.mode:
+        return (f"{chosen} retraining ({decision.mode} asked, but a schema change cannot be "
+                f"learned incrementally): {said}")
+    return f"{chosen} retraining: {said}"
+
+
+def write_report(params: Params, root: Path, mon, result: RetrainResult) -> Path:
+    """The last retraining as ``<monitor.reports>/retrain.json`` (read by `tarn report`):
+    mode, forced or not and why, versions, the old-vs-new figures, promoted or refused."""
+    from dataclasses import asdict
+    from datetime import UTC, datetime
+
+    from tarn.core.catalog import RETRAIN_REPORT
+    from tarn.core.files import write_text
+
+    out = root / params.monitor.reports / RETRAIN_REPORT
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {"finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+              "mode": result.mode, "forced": result.forced, "reason": result.reason,
+              "parent": result.parent, "version": result.version,
+              "promoted": result.promoted, "refused": result.refused,
+              "duration_s": round(result.duration_s, 1), "metrics": result.metrics,
+              "windows": getattr(result, "windows", {}),
+              "monitor": {"decision": asdict(mon.decision), "new_batches": mon.new_batches}}
+    write_text(out, json.dumps(record, indent=2, default=float))
+    return out
 
 
 # what `dvc repro` prints about itself, not worth a line of ours
@@ -374,15 +418,22 @@ def run(params: Params, root: Path, mode: str = "auto", step: Step = no_steps,
     step(f"{chosen} retraining")
     result = (run_incremental(params, root, mon.new_batches, step, progress)
               if chosen == "incremental" else run_full(params, root, step=step))
-    if chosen == "full" and result.parent and mon.new_batches:
+    if chosen == "full" and result.parent:  # the same old-vs-new summary as incremental
         result.metrics = _compare_versions(params, root, result.parent, result.version,
                                            mon.new_batches, step)
+    result.forced, result.reason = mode != "auto", retrain_reason(mode, chosen, mon.decision)
+    from tarn.core.registry import Registry
+    from tarn.core.tags import RetrainRecord
+
+    Registry(params.mlflow, root, params.promote.alias).record_retrain(
+        result.version, RetrainRecord(result.mode, result.forced, result.reason[:400]))
     step(f"promoting version {result.version} through the gates")
     try:
         promote(params, root, result.version,
-                reason=f"{chosen} retraining: " + "; ".join(mon.decision.reasons)[:400],
+                reason=result.reason[:400],
                 step=step)
         result.promoted = True
     except PromotionRefused as e:
         result.refused = e.message
+    write_report(params, root, mon, result)
     return mon, result
