@@ -7,6 +7,7 @@ import pytest
 
 from tarn.config import PrepareConfig, params_from_dict
 from tarn.core import windows
+from tarn.lifecycle.retrain import holdout
 from tarn.stages.prepare import split
 from tests.support.project import repo_params_dict
 
@@ -51,3 +52,14 @@ def test_prepare_tests_on_the_newest_batch_and_says_it_is_forward():
     assert set(parts["test"]["batch"]) == {"0010-z"} and len(parts["test"]) == 5
     assert "0010-z" not in set(parts["train"]["batch"]) | set(parts["valid"]["batch"])
     assert windows.is_forward(["0001-a", "0002-b"], ["0010-z"])
+
+
+def test_an_incremental_holdout_is_the_newest_rows_under_a_moving_window():
+    data = pd.DataFrame({"batch": ["0005-b"] * 5 + ["0004-a"] * 5, "row": range(10)})
+    fit, hold = holdout(data, 0.3, 0, PrepareConfig(test_split="latest"), None)
+    # batch order first (0004-a before 0005-b, whatever the row order), then file order
+    assert hold["row"].tolist() == [2, 3, 4] and set(hold["batch"]) == {"0005-b"}
+    assert set(fit["batch"]) == {"0004-a", "0005-b"} and len(fit) == 7
+    # a fixed window keeps the seeded random share
+    _, rand = holdout(data, 0.3, 0, PrepareConfig(test_split="batches"), None)
+    assert len(rand) == 3 and rand["row"].tolist() != [2, 3, 4]

@@ -73,3 +73,27 @@ def label(tested: Sequence[str], rows: int, trained: Iterable[str] = ()) -> str:
     if is_forward(trained, tested):
         return f"{head}: forward in time, newer than every batch it trained on"
     return f"{head}: held out, not newer than every batch it trained on"
+
+
+def _standing(tested: Sequence[str], trained: Iterable[str]) -> str:
+    trained = set(trained)
+    seen = sorted(trained & set(tested), key=batch_order)
+    if seen:
+        return f"in-sample (it trained on {', '.join(seen)}: optimistic)"
+    if not trained:
+        return "lineage unknown"
+    return "forward in time" if is_forward(trained, tested) else "held out"
+
+
+def gate_label(tested: Sequence[str], rows: int, candidate: Iterable[str],
+               champion: Iterable[str] | None = None) -> str:
+    """What the gates measured both versions on: the rows, and for each version whether they
+    are forward in time or in-sample (a champion that trained on the window is favoured)."""
+    head = label(tested, rows)
+    cand = _standing(tested, candidate)
+    if champion is None:
+        return f"{head}; candidate: {cand}"
+    champ = _standing(tested, champion)
+    if cand == champ:
+        return f"{head}; {cand} for both"
+    return f"{head}; candidate: {cand}, champion: {champ}"

@@ -39,6 +39,7 @@ class Figures:
     metric: str = ""  # the gate metric measured ("" = the task's loss)
     # per feature whose gap could not be measured: why (too few test rows per group)
     fairness_unmeasured: dict[str, str] = field(default_factory=dict)
+    window: str = ""  # the rows measured on, forward or in-sample per version (core.windows)
 
 
 def gate_metric(cfg: PromoteConfig, task: str) -> str:
@@ -66,6 +67,7 @@ class Gates:
     task: str = "binary"
     # gated features whose gap has no value, and why
     fairness_unmeasured: dict[str, str] = field(default_factory=dict)
+    window: str = ""  # what both versions were measured on (see Figures.window)
 
     @property
     def higher_is_better(self) -> bool:
@@ -111,7 +113,8 @@ class Gates:
             way = "higher" if self.higher_is_better else "lower"
             out.append(f"{self.metric} ({self.task}, {way} is better) "
                        f"{self.candidate_metric:.4f} vs champion {self.champion_metric:.4f} "
-                       f"(tolerance {self.tolerance})")
+                       f"(tolerance {self.tolerance})"
+                       + (f", on {self.window}" if self.window else ""))
         for feat, why in self.unmeasured.items():
             out.append(f"fairness on {feat} not measurable: {why}")
         for feat, gap in self.over.items():
@@ -148,4 +151,4 @@ def judge(figures: Figures, cfg: PromoteConfig, sensitive: list[str] | None = No
                  figures.champion_metric, cfg.tolerance, gated, dict(figures.fairness),
                  cfg.max_demographic_parity_difference, not figures.schema_problems,
                  list(figures.schema_problems), figures.task,
-                 dict(figures.fairness_unmeasured))
+                 dict(figures.fairness_unmeasured), figures.window)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tarn.config import Params
-from tarn.core.catalog import load_split
+from tarn.core import windows
+from tarn.core.catalog import SplitData, load_split
 from tarn.core.progress import Step, no_steps
 from tarn.core.registry import Promotion, Registry
 from tarn.lifecycle.gates import Figures, Gates, gate_metric, judge
@@ -17,13 +18,22 @@ def registry(params: Params, root: Path) -> Registry:
 
 
 def measure(reg: Registry, params: Params, root: Path, candidate: str,
-            champion: str | None, step: Step = no_steps) -> Figures:
-    """Score candidate and champion on the same held-out rows (the prepared test split), each
-    with its own task and threshold (from its card); the gate metric and the fairness gap are
-    the candidate's task's. ``step`` hears of each measurement."""
+            champion: str | None, step: Step = no_steps,
+            test: SplitData | None = None) -> Figures:
+    """Score candidate and champion on the same held-out rows (``test``, else the prepared
+    test split), each with its own task and threshold (from its card); the gate metric and
+    the fairness gap are the candidate's task's. Both are re-measured here, never read from
+    an earlier run: after the test window moved, the champion's old figure is on other rows.
+    ``step`` hears of each measurement."""
     cfg = params.promote
-    step("reading the test split")
-    test = load_split(params, root, "test")
+    if test is None:
+        step("reading the test split")
+        test = load_split(params, root, "test")
+    tested = sorted(test.frame["batch"].astype(str).unique()) if "batch" in test.frame else []
+    window = windows.gate_label(
+        tested, len(test.y), reg.lineage(candidate).batches,
+        reg.lineage(champion).batches if champion else None)
+    step(f"measuring on {window}")
     if champion:
         step(f"schema gate: version {candidate}'s inputs and task against champion {champion}'s")
     problems = reg.schema_problems(candidate, champion) if champion else []
@@ -54,20 +64,22 @@ def measure(reg: Registry, params: Params, root: Path, candidate: str,
                                     f"({params.bias.min_group_rows}) test rows ({sizes}); "
                                     "lower it or hold out more rows")
     return Figures(candidate, champion, task.metric(metric, test.y, cand_scores), champ_metric,
-                   gaps, problems, task.kind, metric, unmeasured)
+                   gaps, problems, task.kind, metric, unmeasured, window)
 
 
 def promote(params: Params, root: Path, version: str | None = None, *, latest: bool = False,
             force: bool = False, reason: str = "", actor: str | None = None,
-            step: Step = no_steps) -> Promotion:
-    """Gate ``version`` (or the newest) against the champion and make it production."""
+            step: Step = no_steps, test: SplitData | None = None) -> Promotion:
+    """Gate ``version`` (or the newest) against the champion and make it production; ``test``
+    replaces the prepared test split as the rows both are measured on (an incremental
+    version: the newest rows of its new data)."""
     step("opening the model registry")
     reg = registry(params, root)
     target = reg.latest() if latest else str(version)
 
     def gates(candidate: str, champion: str | None) -> Gates:
-        verdict = judge(measure(reg, params, root, candidate, champion, step), params.promote,
-                        params.schema.sensitive)
+        verdict = judge(measure(reg, params, root, candidate, champion, step, test),
+                        params.promote, params.schema.sensitive)
         step(f"gates {'passed' if verdict.passed else 'refused'}: "
              + ("moving the alias" if verdict.passed else "recording the verdict"))
         return verdict

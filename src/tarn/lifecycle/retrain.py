@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import subprocess
 import time
@@ -30,6 +31,8 @@ from sklearn.pipeline import Pipeline
 
 from tarn.config import Params, PrepareConfig, SchemaConfig
 from tarn.core import progress as progress_output
+from tarn.core import windows
+from tarn.core.catalog import SplitData, load_split, split_batches
 from tarn.core.progress import Progress, Step, no_steps, rounds_callback, silent
 from tarn.core.task import Task
 from tarn.errors import TarnError
@@ -52,6 +55,10 @@ class RetrainResult:
     forced: bool = False  # the mode came from --mode, not from the monitor's decision
     reason: str = ""  # why it ran: the promotion reason, the tags and the report say this
     metrics: dict = field(default_factory=dict)  # {"old"|"new": {"test"|"new_data": {...}}}
+    windows: dict = field(default_factory=dict)  # {"test"|"new_data": what it was measured on}
+    # incremental: the held-out newest rows of the new data (the gates' rows under a moving
+    # test window, prepare.test_split: latest)
+    held_out: SplitData | None = field(default=None, repr=False)
 
 
 def incremental_fit(pipe: Pipeline, X: pd.DataFrame, y: np.ndarray, w: np.ndarray | None,
@@ -139,8 +146,8 @@ def run_incremental(params: Params, root: Path, batches: list[str], step: Step =
     target = params.schema.target.name
     if len(data) < 20 or data[target].nunique() < 2:
         raise RetrainError(f"only {len(data)} usable new rows", "wait for more data")
-    fit, hold = train_test_split(data, test_size=cfg.holdout_fraction, random_state=cfg.seed,
-                                 stratify=data[target] if task.classification else None)
+    fit, hold = holdout(data, cfg.holdout_fraction, cfg.seed, params.prepare,
+                        data[target] if task.classification else None)
     step("mixing in replayed training rows")
     fit = pd.concat([fit, replay(params, root, len(fit))], ignore_index=True)
     w = None
@@ -172,6 +179,14 @@ def run_incremental(params: Params, root: Path, batches: list[str], step: Step =
         params_hash=params_hash(params, ("schema", "prepare", "bias", "retrain")),
         git_commit=git_commit(root), train_rows=len(y), mitigation=params.bias.mitigation)
     metrics = _compare(params, root, task, pipe, new_pipe, Xh, yh, step)
+    trained = [*parent_lineage.batches, *batches]
+    tested = sorted(set(hold["batch"].astype(str)), key=windows.batch_order)
+    window = {"test": windows.label(split_batches(params, root, "test"),
+                                    len(load_split(params, root, "test").y), trained),
+              "new_data": windows.label(tested, len(yh)) + (
+                  ": the newest rows of the new data, after every row it trained on"
+                  if params.prepare.test_split == "latest" else
+                  ": a random share of the new data, held out")}
     step("logging and registering the new version")
     out = reg.register(new_pipe, lineage, "retrain-incremental",
                        {"parent_version": parent, "new_trees": trees -
@@ -180,7 +195,24 @@ def run_incremental(params: Params, root: Path, batches: list[str], step: Step =
                        packaging(schema, prepare, task, new_pipe, X),
                        {NEW_DATA_MANIFEST: {"files": manifest}})
     return RetrainResult("incremental", parent, out.version, metrics=metrics,
-                         duration_s=time.perf_counter() - start)
+                         duration_s=time.perf_counter() - start, windows=window,
+                         held_out=SplitData(hold, Xh, yh, None))
+
+
+def holdout(data: pd.DataFrame, fraction: float, seed: int, prepare: PrepareConfig,
+            strata: pd.Series | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pure: (rows to learn from, rows held out) of the new data. Under a moving test window
+    (``prepare.test_split: latest``) the held-out rows are the newest (batch order, then
+    file order), so the continuation is judged forward in time; else a seeded random share,
+    stratified by ``strata``."""
+    if prepare.test_split == "latest":
+        if "batch" in data:
+            names = data["batch"].astype(str).tolist()
+            data = data.iloc[sorted(range(len(names)),
+                                    key=lambda i: windows.batch_order(names[i]))]
+        cut = len(data) - max(1, math.ceil(fraction * len(data)))
+        return data.iloc[:cut], data.iloc[cut:]
+    return train_test_split(data, test_size=fraction, random_state=seed, stratify=strata)
 
 
 def targets(task: Task, values: pd.Series) -> np.ndarray:
@@ -202,8 +234,6 @@ def flat_metrics(task: Task, metrics: dict) -> dict[str, float]:
 def replay(params: Params, root: Path, n_new: int) -> pd.DataFrame:
     """A seeded sample of the previous training rows, mixed into the new data so the added
     trees fit the new population without forgetting the old one."""
-    from tarn.core.catalog import load_split
-
     n = int(round(params.retrain.replay_ratio * n_new))
     if n == 0:
         return pd.DataFrame()
@@ -217,8 +247,6 @@ def _compare(params: Params, root: Path, task: Task, old: Pipeline, new: Pipelin
     and, when there are new rows (``Xh``, ``yh``), on them, with the task's figures (the
     threshold is the versions' own). Incremental passes the new data's held-out slice, full
     the new batches (which it trained on)."""
-    from tarn.core.catalog import load_split
-
     test = load_split(params, root, "test")
     bins = params.evaluate.calibration_bins
     y_test = targets(task, pd.Series(test.y))
@@ -429,7 +457,8 @@ def run(params: Params, root: Path, mode: str = "auto", step: Step = no_steps,
         result.version, RetrainRecord(result.mode, result.forced, result.reason[:400]))
     step(f"promoting version {result.version} through the gates")
     try:
-        promote(params, root, result.version,
+        promote(params, root, result.version, test=(
+                    result.held_out if params.prepare.test_split == "latest" else None),
                 reason=result.reason[:400],
                 step=step)
         result.promoted = True
