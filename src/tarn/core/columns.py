@@ -122,11 +122,14 @@ class ColumnRules:
     def of(cls, schema: SchemaConfig, prepare: PrepareConfig | Iterable[str]) -> ColumnRules:
         """From the contract and the excluded features (``prepare`` or their names): the rules
         of a version trained on them."""
-        exclude = set(prepare.exclude_features if isinstance(prepare, PrepareConfig)
-                      else prepare)
-        signature = [{"name": c.name, "type": input_kind(c.dtype, c.nullable),
-                      "required": not c.nullable} for c in schema.columns
-                     if c.name not in exclude]
+        from tarn.core.features import feature_columns
+
+        cfg = prepare if isinstance(prepare, PrepareConfig) else PrepareConfig(
+            exclude_features=list(prepare))
+        num, cat = feature_columns(schema, cfg)  # the signature's order
+        signature = [{"name": n, "type": input_kind(c.dtype, c.nullable),
+                      "required": not c.nullable}
+                     for n in num + cat for c in (schema.column(n),)]
         return cls.from_signature(signature, schema)
 
     @classmethod
