@@ -67,3 +67,37 @@ def test_report_shows_the_figures_of_a_regression_run(tmp_path):
                                                                     "0.5475"]]
     assert by_title["fairness on the test split"].rows == [["sex", "0.2693", "not applied"]]
     assert "prepare.json" in missing
+
+
+def test_report_shows_the_last_monitoring_and_retraining(tmp_path):
+    """The loop's own files (reports/monitor/monitor.json, retrain.json) become sections:
+    the decision with per-batch verdicts, and a forced retraining with its old-vs-new figures;
+    without a registry in the project none is created."""
+    from tarn.lifecycle.report import report
+
+    params = write_params(tmp_path)
+    loop = tmp_path / params.monitor.reports
+    loop.mkdir(parents=True)
+    batch = {"name": "0005-b", "rows": 20, "drifted": [], "prediction_drifted": [],
+             "verdict": "not enough data (20 rows < monitor.min_rows 100)"}
+    (loop / "monitor.json").write_text(json.dumps({
+        "production": "2", "new_batches": ["0004-a", "0005-b"],
+        "sources": [{"name": "lake", "rows": 620, "drifted": ["age"], "batches": [batch],
+                     "prediction_drifted": [], "verdict": "drift, 20% of features: age"}],
+        "decision": {"mode": "incremental", "reasons": ["lake: 20% of features drifted"]}}))
+    q = {"logloss": 0.3, "roc_auc": 0.9, "rows": 100}
+    (loop / "retrain.json").write_text(json.dumps({
+        "finished_at": "2026-12-06T01:00:00+00:00", "mode": "full", "forced": True,
+        "reason": "full retraining forced by --mode full (the monitor decided none: ...)",
+        "parent": "2", "version": "3", "promoted": True, "refused": "",
+        "metrics": {"old": {"test": q}, "new": {"test": {**q, "logloss": 0.28}}}}))
+    sections, _ = report(params, tmp_path)
+    mon = next(s for s in sections if s.title.startswith("last monitoring"))
+    assert "decision incremental - lake: 20% of features drifted" in mon.title
+    assert ["  lake 0005-b", "20", batch["verdict"], "-", "-"] in mon.rows
+    ret = next(s for s in sections if s.title == "last retraining")
+    assert ret.rows[0][1] == "full (forced)" and "forced by --mode full" in ret.rows[0][3]
+    assert ret.rows[0][2] == "2 -> 3" and ret.rows[0][4] == "promoted"
+    figures = next(s for s in sections if s.title == "last retraining: old vs new model")
+    assert ["test", "logloss", "0.3000", "0.2800"] in figures.rows
+    assert not (tmp_path / params.mlflow.store_dir).exists()  # no registry was created

@@ -1,5 +1,7 @@
 """The key figures of the last pipeline run, gathered from the stages' metrics files into
-small tables a person can scan (``dvc metrics show`` puts every key of every file on one line)."""
+small tables a person can scan (``dvc metrics show`` puts every key of every file on one line),
+then the version in production (from the registry: a retraining or a promotion moves it
+without a pipeline run), the last monitoring and the last retraining."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from tarn.core.catalog import (
     BIAS_REPORT,
     ETL_REPORT,
     EVALUATE_REPORT,
+    MONITOR_REPORT,
     PREPARE_REPORT,
+    RETRAIN_REPORT,
     TUNE_REPORT,
 )
 
@@ -66,9 +70,95 @@ def report(params: Params, root: Path) -> tuple[list[Section], list[str]]:
         sections.append(_bias(bias))
     if tune := load(TUNE_REPORT):
         sections.extend(_tuning(tune))
+    production = _production(params, root)
     if ev := load(EVALUATE_REPORT):
         sections.extend(_evaluation(ev, params.schema.sensitive))
+        if production is not None and str(ev.get("version")) != production.rows[0][0]:
+            first = next(i for i, s in enumerate(sections) if s.title.startswith("test split"))
+            s = sections[first]
+            sections[first] = Section(f"{s.title}: the last pipeline run, not production "
+                                      f"(version {production.rows[0][0]})", s.columns, s.rows)
+    if production is not None:
+        sections.append(production)
+    loop = root / params.monitor.reports
+    if mon := _read(loop / MONITOR_REPORT):
+        sections.extend(_monitoring(mon))
+    else:
+        sections.append(Section("last monitoring", ["note"], [[
+            f"none yet ({params.monitor.reports}/{MONITOR_REPORT} not found): `tarn monitor`"]]))
+    if ret := _read(loop / RETRAIN_REPORT):
+        sections.extend(_retraining(ret))
     return sections, missing
+
+
+def _production(params: Params, root: Path) -> Section | None:
+    """The version holding the production alias, with its test figures, lineage and promotion
+    record; None when there is no registry here yet (a fresh project: nothing is created)."""
+    if not params.mlflow.tracking_uri and not (root / params.mlflow.store_dir /
+                                               "mlflow.db").is_file():
+        return None
+    from tarn.config import METRICS_BY_TASK
+    from tarn.core.registry import Registry
+
+    reg = Registry(params.mlflow, root, params.promote.alias)
+    version = reg.production()
+    if version is None:
+        return Section("production", ["version", "note"], [["none", "promote a version"]])
+    mv = reg.version(version)
+    tags = dict(mv.tags)
+    from tarn.core.tags import Lineage, PromotionRecord
+
+    lineage, promotion = Lineage.from_tags(tags), PromotionRecord.from_tags(tags)
+    metrics = reg.run_metrics(version, mv)
+    names = dict.fromkeys(m for ms in METRICS_BY_TASK.values() for m in ms)
+    figures = ", ".join(f"{m} {_f(metrics[f'test_{m}'])}" for m in names
+                        if f"test_{m}" in metrics)
+    how = lineage.kind + (f" from version {lineage.parent_version}"
+                          if lineage.parent_version else "")
+    return Section(f"production ({reg.name}@{reg.alias})",
+                   ["version", "kind", "test figures", "promoted", "reason"],
+                   [[version, how or "-", figures or "-",
+                     promotion.promoted_at or "-", promotion.reason or "-"]])
+
+
+def _monitoring(mon: dict) -> list[Section]:
+    """The last `tarn monitor`: its decision, and per source (and per lake batch) the rows,
+    the drift verdict and the drifted columns."""
+    d = mon.get("decision", {})
+    rows = []
+    for s in mon.get("sources", []):
+        rows.append([s["name"], _f(s.get("rows", 0)), s.get("verdict") or (
+            s.get("schema_change") and f"schema change ({s['schema_change']})") or "-",
+            ", ".join(s.get("drifted", [])) or "-",
+            ", ".join(s.get("prediction_drifted", [])) or "-"])
+        rows += [[f"  {s['name']} {b['name']}", _f(b["rows"]), b["verdict"],
+                  ", ".join(b.get("drifted", [])) or "-",
+                  ", ".join(b.get("prediction_drifted", [])) or "-"]
+                 for b in s.get("batches", [])]
+    return [Section(f"last monitoring (production version {mon.get('production')}): decision "
+                    f"{d.get('mode')} - " + "; ".join(d.get("reasons", [])),
+                    ["source", "rows", "verdict", "drifted features", "drifted outputs"], rows)]
+
+
+def _retraining(ret: dict) -> list[Section]:
+    """The last `tarn retrain`: mode, why (forced or the monitor), versions, outcome, and the
+    old-vs-new figures."""
+    outcome = "promoted" if ret.get("promoted") else f"not promoted: {ret.get('refused')}"
+    out = [Section("last retraining", ["finished", "mode", "versions", "reason", "outcome"],
+                   [[ret.get("finished_at", "-"), ret.get("mode", "-")
+                     + (" (forced)" if ret.get("forced") else ""),
+                     f"{ret.get('parent') or 'none'} -> {ret.get('version')}",
+                     ret.get("reason", "-"), outcome]])]
+    m = ret.get("metrics") or {}
+    if m:
+        rows = [[data, k, _f(m["old"][data][k]), _f(m["new"][data][k])]
+                for data in ("test", "new_data") if data in m.get("old", {})
+                for k, v in m["old"][data].items()
+                if isinstance(v, int | float) and not isinstance(v, bool) and k != "rows"
+                and k in m["new"][data]]
+        out.append(Section("last retraining: old vs new model", ["data", "metric", "old", "new"],
+                           rows))
+    return out
 
 
 def _splits(prep: dict) -> Section:
