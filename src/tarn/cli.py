@@ -240,6 +240,36 @@ def lake_add(
         files, batch, check_file=lambda f: check_header(f, schema))
     console.print(f"added batch {name} ({len(files)} file(s)); `tarn monitor` shows its drift, "
                   "`tarn retrain` trains on it")
+    if schema.time_key:
+        for line in _time_overlaps(c.params, c.root, name):
+            console.print(f"[yellow]warning:[/] {line}: batches should follow time (a moving "
+                          "test window on this batch is not forward in time)")
+
+
+def _time_overlaps(params, root: Path, batch: str) -> list[str]:
+    """The earlier batches whose times overlap ``batch``'s (the curated table's times for
+    them when the ETL has run, else the lake read through the contract)."""
+    import pandas as pd
+
+    from tarn.core import windows
+    from tarn.core.catalog import CURATED
+    from tarn.core.ingest import read_batches
+    from tarn.core.lake import Lake
+
+    key = params.schema.time_key
+    new, _ = read_batches(params, root, [batch])
+    curated = root / params.paths.curated / CURATED
+    if curated.is_file():
+        old = pd.read_parquet(curated, columns=["batch", key])
+    else:
+        names = [b.name for b in Lake.from_config(params.lake, root).batches(params.lake.include)
+                 if b.name != batch]
+        old = read_batches(params, root, names)[0] if names else pd.DataFrame()
+    frame = pd.concat([old, new[["batch", key]]], ignore_index=True) if len(old) else new
+    times = pd.to_datetime(frame[key], errors="coerce", format="mixed", utc=True)
+    ranges = {str(b): (t.min().isoformat(), t.max().isoformat())
+              for b, t in times.groupby(frame["batch"].astype(str)) if t.notna().any()}
+    return windows.overlaps(batch, ranges)
 
 
 @lake_app.command("retire")
@@ -422,6 +452,8 @@ def train() -> None:
     console.print(f"registered {c.params.mlflow.registered_model} version {res.version} "
                   f"(run {res.run_id}, {res.tags['tarn.train_rows']} rows, "
                   f"mitigation {res.tags['tarn.mitigation']})")
+    if res.mitigation_reason:  # reweighing kept or not, from the check on validation
+        console.print(res.mitigation_reason, highlight=False)
 
 
 @app.command()
@@ -444,20 +476,25 @@ def evaluate() -> None:
         return
     console.print(f"test: logloss {m['logloss']:.4f}, AUC {m['roc_auc']:.4f}, accuracy "
                   f"{m['accuracy']:.4f}, F1 {m['f1']:.4f}, Brier {m['brier']:.4f}")
-    e = res.comparison["effect"]
+    from tarn.core.bias import signed_change
+
+    changes = res.comparison.get("fairness_changes", {})
     for f in c.params.schema.sensitive:
         dpd = m[f"{f}_demographic_parity_difference"]
-        console.print(f"{f}: demographic parity difference {dpd:.4f} "
-                      f"(mitigation reduces it by {100 * e['dpd_reduction_' + f]:.0f} %)")
+        console.print(f"{f}: demographic parity difference {dpd:.4f}"
+                      + (f"; DPD without -> with reweighing: {changes[f]}"
+                         if changes.get(f) else ""), highlight=False)
     w, wo = (res.comparison[k]["quality"]["roc_auc"] for k in ("with_mitigation",
                                                                 "without_mitigation"))
     if not c.params.bias.reweighing_features:
         console.print("no bias mitigation (no bias.reweighing_features declared)")
     else:
-        console.print(f"test AUC with mitigation {w:.4f}, without {wo:.4f} (mitigation costs "
-                      f"{e['auc_cost']:.4f} AUC)" if e["auc_cost"] >= 0 else
-                      f"test AUC with mitigation {w:.4f}, without {wo:.4f} (mitigation gains "
-                      f"{-e['auc_cost']:.4f} AUC)")
+        console.print("test AUC without -> with reweighing: "
+                      + signed_change(wo, w, lower_is_better=False), highlight=False)
+    decision = res.comparison.get("mitigation_decision")
+    if decision:
+        console.print(f"registered: the {'reweighed' if decision['applied'] else 'unmitigated'}"
+                      f" model ({decision['reason']})", highlight=False)
     console.print(f"report: {c.root / c.params.paths.reports / 'evaluation.html'}")
 
 
@@ -481,18 +518,32 @@ def report() -> None:
 
 
 # ------------------------------------------------------------------------------ lifecycle
+def _server_url(c: _Ctx) -> str:
+    """The server's address, derived from one setting (tarn.core.address: serve.notify_url
+    if set, else where this project's `tarn serve` recorded it listens, else
+    serve.host/serve.port)."""
+    from tarn.core.address import server_url
+
+    return server_url(c.params.serve, c.root)[0]
+
+
 def _notify(c: _Ctx) -> str:
+    from tarn.core.tracking import redact
     from tarn.lifecycle.promote import notify_server
 
-    return notify_server(c.params.serve.notify_url, os.environ.get("TARN_ADMIN_SECRET", ""))
+    url = _server_url(c)
+    if not os.environ.get("TARN_ADMIN_SECRET"):
+        return (f"server at {redact(url)} not notified (set TARN_ADMIN_SECRET, as for `tarn "
+                f"serve`, to nudge it); it polls every {c.params.serve.poll_interval_s:g} s")
+    return notify_server(url, os.environ["TARN_ADMIN_SECRET"])
 
 
 def _notify_with_steps(c: _Ctx) -> str:
     """:func:`_notify`, with a step line while the server deploys (it may take seconds)."""
-    if not c.params.serve.notify_url or not os.environ.get("TARN_ADMIN_SECRET"):
+    if not os.environ.get("TARN_ADMIN_SECRET"):
         return _notify(c)  # nothing is sent: no wait to show
     with steps("notifying the server") as step:
-        step(f"asking {c.params.serve.notify_url} to deploy now")
+        step(f"asking {_server_url(c)} to deploy now")
         return _notify(c)
 
 
@@ -563,7 +614,9 @@ def rollback(reason: Annotated[str, typer.Option(help="Why; recorded.")] = "") -
 @app.command()
 @friendly
 def status(
-    server: Annotated[str, typer.Option(help="Backend URL to ask what it serves.")] = "",
+    server: Annotated[str, typer.Option(help=(
+        "Backend URL to ask what it serves (default: serve.notify_url if set, else the "
+        "address the running `tarn serve` recorded, else serve.host/serve.port)."))] = "",
 ) -> None:
     """Show the production version, its figures, and what is deployed where."""
     from tarn.lifecycle.status import status as gather
@@ -608,8 +661,10 @@ def serve(
     With several workers, each process follows the alias and swaps on its own; worker 0
     publishes the client bundle. Secrets come from the environment: TARN_ADMIN_SECRET enables
     POST /admin/reconcile, TARN_WEBHOOK_SECRET enables the MLflow registry webhook at POST
-    /webhooks/mlflow.
+    /webhooks/mlflow. Where it listens is recorded in .tarn/server.json while it runs, so
+    `tarn promote`, `retrain`, `rollback` and `status` find it even with --port.
     """
+    from tarn.core import address
     from tarn.serve.server import run
 
     c = ctx()
@@ -617,8 +672,12 @@ def serve(
     n = workers or c.params.serve.workers
     console.print(f"serving {c.params.mlflow.registered_model}@{c.params.promote.alias} on "
                   f"http://{h}:{p} with {n} worker(s) (client page: /client)")
-    run(c.params, c.root, h, p, os.environ.get("TARN_ADMIN_SECRET", ""),
-        os.environ.get("TARN_WEBHOOK_SECRET", ""), workers=n)
+    address.record(c.root, h, p)
+    try:
+        run(c.params, c.root, h, p, os.environ.get("TARN_ADMIN_SECRET", ""),
+            os.environ.get("TARN_WEBHOOK_SECRET", ""), workers=n)
+    finally:
+        address.clear(c.root)
 
 
 @app.command()

@@ -129,6 +129,11 @@ class SchemaConfig(_Strict):
     # columns that identify a row (an id, or id + time): duplicates are judged by them; without
     # a key identical rows are different people or events and are all kept (etl.dedup: auto)
     key: list[str] = Field(default_factory=list)
+    # the column that says when a row happened (a string column of dates or date-times): the
+    # ETL quarantines a row whose time does not parse, `tarn lake add` says when a batch's
+    # times overlap an earlier batch's, and the model never sees it as a feature (a raw
+    # timestamp is new in every batch)
+    time_key: str | None = None
     columns: list[ColumnSpec]
 
     @model_validator(mode="after")
@@ -145,6 +150,11 @@ class SchemaConfig(_Strict):
             raise ValueError(f"key columns not among columns: {sorted(unknown)}")
         if self.target.name in names:
             raise ValueError(f"target {self.target.name!r} must not also be a feature column")
+        if self.time_key is not None and self.time_key not in names:
+            raise ValueError(f"time_key {self.time_key!r} is not among columns")
+        if self.time_key is not None and self.column(self.time_key).dtype != "string":
+            raise ValueError(f"time_key {self.time_key!r} must be a string column of dates "
+                             f"(it is {self.column(self.time_key).dtype})")
         self._check_target()
         return self
 
@@ -489,6 +499,13 @@ class ServeConfig(_Strict):
     # request (422 naming the field) or score it and flag the row; counted either way
     unknown_values: Literal["refuse", "flag"] = "refuse"
     workers: int = Field(1, ge=1, le=64)  # processes; each follows the alias, one publishes
+    # bounded clients (src/tarn/serve/server.py): what one client may hold of a worker
+    max_header_bytes: int = Field(16_384, ge=1_024, le=1_048_576)  # request line + headers: 431
+    max_headers: int = Field(100, ge=8, le=10_000)  # header lines: 431
+    header_timeout_s: float = Field(10, gt=0, le=3_600)  # the head must arrive within: 408
+    body_timeout_s: float = Field(30, gt=0, le=3_600)  # the whole body must arrive within: 408
+    keepalive_timeout_s: float = Field(5, gt=0, le=3_600)  # an idle kept-alive connection closes
+    max_connections: int = Field(1_000, ge=1, le=100_000)  # per worker; beyond: 503 at once
 
 
 class EdgeConfig(_Strict):

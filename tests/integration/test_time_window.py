@@ -3,6 +3,8 @@ batch, and the champion is re-measured on the same rows as the challenger."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tarn.core.catalog import load_split
 from tarn.core.registry import Registry
 from tarn.datasets import adult_lines
@@ -58,3 +60,35 @@ def test_a_full_retraining_tests_on_the_newest_batch_and_remeasures_the_champion
     prepared = (tmp_path / "reports" / "prepare.json").read_text()
     assert "forward in time, newer than every batch it trained on" in prepared
 
+
+
+
+def test_lake_add_says_when_a_batch_reaches_back_in_time(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tarn.cli import app
+    from tarn.datasets import ADULT_COLUMNS
+    from tests.support.project import params_dict, write_params
+
+    columns = [*params_dict()["schema"]["columns"], {"name": "when", "dtype": "string"}]
+    write_params(tmp_path, {"schema.columns": columns, "schema.time_key": "when"})
+    lines = labelled(adult_lines("test")[:30])
+
+    def dated(name: str, month: int, first_day: int) -> Path:
+        rows = [f"{ln}, 2016-{month:02d}-{first_day + i % 10:02d}" for i, ln in enumerate(lines)]
+        path = tmp_path / f"{name}.csv"
+        path.write_text("\n".join([", ".join([*ADULT_COLUMNS, "when"]), *rows]) + "\n")
+        return path
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    for name, month, day in (("jan", 1, 1), ("feb", 2, 1)):
+        res = runner.invoke(app, ["lake", "add", str(dated(name, month, day)), "--batch", name],
+                            terminal_width=250)
+        assert res.exit_code == 0 and "warning" not in res.output, res.output
+    # January again, after February: said, and the batch is still added
+    res = runner.invoke(app, ["lake", "add", str(dated("late", 1, 5)), "--batch", "late"],
+                        terminal_width=250)
+    assert res.exit_code == 0 and "added batch 0003-late" in res.output, res.output
+    assert "warning: batch 0003-late's times (2016-01-05" in res.output
+    assert "overlap batch 0001-jan's" in res.output and "overlap batch 0002-feb's" in res.output

@@ -300,6 +300,7 @@ def test_time_key_include_and_exclude_change_what_is_excluded(tmp_path, monkeypa
         "-> kept as a feature (--include)")
     params = params_from_dict(yaml.safe_load((tmp_path / "params.yaml").read_text()))
     assert params.prepare.exclude_features == ["flight_id", "year", "time_hour", "distance"]
+    assert params.schema.time_key == "time_hour"
 
 
 def test_a_flagged_sensitive_feature_is_kept(tmp_path, monkeypatch):

@@ -63,3 +63,47 @@ def test_an_incremental_holdout_is_the_newest_rows_under_a_moving_window():
     # a fixed window keeps the seeded random share
     _, rand = holdout(data, 0.3, 0, PrepareConfig(test_split="batches"), None)
     assert len(rand) == 3 and rand["row"].tolist() != [2, 3, 4]
+
+
+def test_a_batch_whose_times_reach_back_into_an_earlier_one_is_named():
+    ranges = {"0001-jan": ("2013-01-01", "2013-01-31"), "0002-feb": ("2013-02-01", "2013-02-28"),
+              "0003-mar": ("2013-02-20", "2013-03-31")}
+    assert windows.overlaps("0002-feb", ranges) == []
+    assert windows.overlaps("0003-mar", ranges) == [
+        "batch 0003-mar's times (2013-02-20 .. 2013-03-31) overlap batch 0002-feb's "
+        "(2013-02-01 .. 2013-02-28)"]
+
+
+def test_an_unparseable_time_key_is_quarantined_with_a_reason_and_never_a_feature():
+    from tarn.core import schema as sc
+    from tarn.core.features import feature_columns
+
+    raw = repo_params_dict()
+    raw["schema"]["columns"].append({"name": "when", "dtype": "string"})
+    raw["schema"]["time_key"] = "when"
+    params = params_from_dict(raw)
+    assert "when" not in sum(feature_columns(params.schema, params.prepare), [])
+    row = {"age": "30", "workclass": "Private", "fnlwgt": "1", "education": "Bachelors",
+           "education_num": "13", "marital_status": "Divorced", "occupation": "Sales",
+           "relationship": "Unmarried", "race": "White", "sex": "Male", "capital_gain": "0",
+           "capital_loss": "0", "hours_per_week": "40", "native_country": "Cuba",
+           "income": "<=50K"}
+    times = ["2016-03-01", "01/03/2016 10:00", "soon", "12"]
+    frame = pd.DataFrame([{**row, "when": t} for t in times])
+    mapping = {c: c for c in frame.columns}
+    out = sc.conform(frame, params.schema, mapping)
+    assert len(out.rows) == 2
+    assert out.rejects["reason"].tolist() == [sc.NOT_A_TIME] * 2
+    assert out.rejects["detail"].tolist() == [
+        "when: 'soon' is not a date or date-time (the time key)",
+        "when: '12' is not a date or date-time (the time key)"]
+
+
+def test_a_time_key_must_be_a_string_column_of_the_contract():
+    raw = repo_params_dict()
+    raw["schema"]["time_key"] = "age"
+    with pytest.raises(Exception, match="time_key 'age' must be a string column"):
+        params_from_dict(raw)
+    raw["schema"]["time_key"] = "nowhere"
+    with pytest.raises(Exception, match="time_key 'nowhere' is not among columns"):
+        params_from_dict(raw)

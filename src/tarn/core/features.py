@@ -34,8 +34,10 @@ UNKNOWN_CODE = -1  # the code of a value unseen (or rare) in training
 
 
 def feature_columns(schema: SchemaConfig, cfg: PrepareConfig) -> tuple[list[str], list[str]]:
-    """(numeric, categorical) model features, in contract order."""
-    cols = [c for c in schema.columns if c.name not in cfg.exclude_features]
+    """(numeric, categorical) model features, in contract order: neither the excluded ones
+    nor the time key (a raw timestamp is new in every batch)."""
+    cols = [c for c in schema.columns
+            if c.name not in cfg.exclude_features and c.name != schema.time_key]
     return [c.name for c in cols if c.numeric], [c.name for c in cols if not c.numeric]
 
 

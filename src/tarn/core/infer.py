@@ -298,6 +298,8 @@ def propose(frame: pd.DataFrame, target: str, task: str = "auto",
     excluded: dict[str, str] = {}
     warnings = []
     time_name = by_raw.get(time_col, time_col) if time_col else None
+    if time_name and any(c["name"] == time_name and c["dtype"] == "string" for c in columns):
+        schema["time_key"] = time_name  # the ETL checks it parses; never a model feature
     for f in findings:
         if f.exclude and f.column in chosen["--include"]:
             action = "kept as a feature (--include)"

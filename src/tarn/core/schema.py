@@ -30,6 +30,7 @@ UNKNOWN_CATEGORY = "unknown_category"
 UNKNOWN_LABEL = "unknown_label"
 MISSING_COLUMN = "missing_column"
 DUPLICATE = "duplicate"
+NOT_A_TIME = "not_a_time"
 
 
 def normalize_name(name: str) -> str:
@@ -190,6 +191,20 @@ class _Checks:
         return kept, rejected, reasons, details
 
 
+_DATE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")  # 2016-03-01, 01/03/2016, 1.3.16
+
+
+def parses_as_time(s: pa.Array) -> np.ndarray:
+    """Which values read as a date or date-time: ISO 8601, or a day, month and year in
+    another order (a lenient parser alone would read ``12`` or ``May`` as a date); a null
+    is not one."""
+    values = pd.Series(s.to_pandas(), dtype=object)
+    iso = pd.to_datetime(values, errors="coerce", format="ISO8601", utc=True).notna()
+    dated = values.astype(str).str.contains(_DATE) & pd.to_datetime(
+        values, errors="coerce", format="mixed", utc=True).notna()
+    return (iso | dated).to_numpy() & values.notna().to_numpy()
+
+
 def conform_arrow(raw: pa.Table, schema: SchemaConfig, mapping: dict[str, str]) -> ConformedArrow:
     """Apply the contract to a chunk of raw string values, column by column in Arrow (pure).
 
@@ -255,6 +270,11 @@ def conform_arrow(raw: pa.Table, schema: SchemaConfig, mapping: dict[str, str]) 
                 checks.flag(unknown, UNKNOWN_CATEGORY,
                             lambda i, s=s, name=name: [f"{name}: unknown category {t!r}"
                                                        for t in _texts(s, i)])
+            if name == schema.time_key:
+                checks.flag(~absent & ~parses_as_time(s), NOT_A_TIME,
+                            lambda i, s=s, name=name: [
+                                f"{name}: {t!r} is not a date or date-time (the time key)"
+                                for t in _texts(s, i)])
             columns.append(s)
     target = schema.target
     t, t_absent = clean(target.name)

@@ -97,3 +97,16 @@ def gate_label(tested: Sequence[str], rows: int, candidate: Iterable[str],
     if cand == champ:
         return f"{head}; {cand} for both"
     return f"{head}; candidate: {cand}, champion: {champ}"
+
+
+def overlaps(batch: str, ranges: dict[str, tuple[str, str]]) -> list[str]:
+    """Pure: one line per earlier batch (by batch order) whose times reach past the start of
+    ``batch``'s: its rows would not all be newer, so a moving test window on it would not be
+    forward in time. ``ranges``: batch -> (first, last) ISO time, ``batch`` included."""
+    if batch not in ranges:
+        return []
+    first, last = ranges[batch]
+    return [f"batch {batch}'s times ({first} .. {last}) overlap batch {b}'s "
+            f"({lo} .. {hi})"
+            for b, (lo, hi) in sorted(ranges.items(), key=lambda kv: batch_order(kv[0]))
+            if batch_order(b) < batch_order(batch) and hi > first]
