@@ -17,11 +17,18 @@
  * probability and the most probable class; regression, the predicted value (graph output
  * "variable").
  *
- * One vocabulary with the ETL and the server: a CSV header or a record key may be a column's
- * name or one of its aliases (schema.json columns[].aliases), compared after the ETL's
- * normalization (lower case, runs of spaces and "-" read as "_"): "education-num" is
- * education_num. A value the ETL would quarantine (a category schema.json does not list, a
- * number outside the column's min/max) is refused with its line (or row) and column named.
+ * One rule with the ETL, the server and the edge runner (tarn.core.columns): a CSV header or a
+ * record key may be a column's name or one of its aliases (schema.json columns[].aliases),
+ * compared after the ETL's normalization (lower case, runs of spaces and "-" read as "_"):
+ * "education-num" is education_num. A column the model does not use (schema.json ignored:
+ * excluded features, the target, the lake's batch) is accepted and ignored, so a lake row or
+ * file is scored as it is; another name is refused when schema.json extra_columns is "error"
+ * (ignored otherwise, and by bundles from before the rule). A required input
+ * (columns[].required) with no value refuses the row, naming the column. In a category column of
+ * integer codes a whole number is that code's text (2 is "2"). A value the ETL would quarantine
+ * (a category schema.json does not list, a number outside the column's min/max) is refused with
+ * its line (or row) and column named. Messages are the server's, client values cut to 80
+ * characters and names to the first 10 and a count.
  *
  * For tests and scripts: window.tarnReady (true once the session is loaded), window.tarnError
  * (a message when loading failed), window.tarn.predict(records) and window.tarnResults; every
@@ -44,29 +51,45 @@
     session: null, metadata: null, schema: null, fields: [], missing: DEFAULT_MISSING,
     threshold: DEFAULT_THRESHOLD, queue: Promise.resolve(), formRuns: 0, csvRuns: 0,
     lookup: new Map(), csvMissing: CSV_MISSING, rules: [], task: "binary", classes: ["0", "1"],
-    output: PROBA_OUTPUT,
+    output: PROBA_OUTPUT, names: [], kinds: new Map(), required: new Set(), codes: new Map(),
+    ignored: new Set(), ignoredNames: [], extraColumns: "ignore",
   };
+  const ECHO_CHARS = 80;  // characters of a value a message repeats (tarn.core.columns)
+  const ECHO_NAMES = 10;  // names a message lists
+  const CODE = /^-?(0|[1-9][0-9]*)$/;
 
   /** The ETL's header rule (tarn.core.schema.normalize_name). */
   function normalizeName(name) {
     return String(name).trim().toLowerCase().replace(/[\s-]+/g, "_");
   }
 
-  /** Names, aliases, categories and ranges from schema.json. */
+  /** Names, aliases, kinds, required inputs, categories (and integer codes), ranges, the
+   * names accepted and ignored and the policy for others, from schema.json. */
   function readContract(schema) {
     state.lookup = new Map();
     state.rules = [];
+    state.names = schema.columns.map((c) => c.name);
+    state.kinds = new Map(schema.columns.map((c) => [c.name, c.type]));
+    state.required = new Set(schema.columns.filter((c) => c.required).map((c) => c.name));
+    state.codes = new Map();
     const checkCategories = schema.unknown_categories !== "keep";
     for (const c of schema.columns) {
       for (const alias of [c.name, ...(Array.isArray(c.aliases) ? c.aliases : [])]) {
         const key = normalizeName(alias);
         if (!state.lookup.has(key)) state.lookup.set(key, c.name);
       }
+      const codes = c.type === "string" && Array.isArray(c.categories)
+        ? c.categories.filter((k) => CODE.test(String(k))) : [];
+      if (codes.length) state.codes.set(c.name, new Set(codes));
       const cats = checkCategories && Array.isArray(c.categories) ? new Set(c.categories) : null;
       const min = typeof c.min === "number" ? c.min : null;
       const max = typeof c.max === "number" ? c.max : null;
       if (cats || min !== null || max !== null) state.rules.push({ name: c.name, cats, min, max });
     }
+    state.ignoredNames = Array.isArray(schema.ignored) ? schema.ignored.map(String).sort() : [];
+    state.ignored = new Set(state.ignoredNames.map(normalizeName)
+      .filter((k) => !state.lookup.has(k)));
+    state.extraColumns = schema.extra_columns || "ignore";  // bundles before the rule: ignore
     state.csvMissing = Array.isArray(schema.missing_values) ? new Set(schema.missing_values)
       : CSV_MISSING;
     const shown = [...state.csvMissing].map((m) => (m === "" ? "an empty cell" : `"${m}"`));
@@ -89,28 +112,67 @@
     return state.lookup.get(normalizeName(name));
   }
 
+  /** A name that is no input's: accepted (not read), or refused. */
+  function acceptsUnread(name) {
+    return state.ignored.has(normalizeName(name)) || state.extraColumns !== "error";
+  }
+
   function fmt(x) {
     return x === null ? "None" : String(x);
   }
 
+  /** Python's repr of a string, cut to ECHO_CHARS characters (tarn.core.columns.clip). */
+  function quote(s) {
+    s = String(s);
+    const q = (t) => (t.includes("'") && !t.includes('"') ? `"${t}"` : `'${t.replace(/'/g, "\\'")}'`);
+    return s.length > ECHO_CHARS
+      ? `${q(s.slice(0, ECHO_CHARS))}... (${s.length.toLocaleString("en-US")} characters)`
+      : q(s);
+  }
+
+  function nameList(names) {
+    const head = `[${names.slice(0, ECHO_NAMES).map(quote).join(", ")}]`;
+    return names.length <= ECHO_NAMES ? head
+      : `${head} and ${(names.length - ECHO_NAMES).toLocaleString("en-US")} more`;
+  }
+
+  function unknownMessage(unknown) {
+    const ignored = state.ignoredNames.length
+      ? `; accepted and ignored: [${state.ignoredNames.map(quote).join(", ")}]` : "";
+    return `unknown column(s) ${nameList([...unknown].map(String).sort())}; expected ` +
+      `[${state.names.map(quote).join(", ")}] (or their aliases in the contract)${ignored}`;
+  }
+
+  function requiredText(name) {
+    return `column ${quote(name)} is required: the model cannot answer without it (send a ` +
+      "value; the contract does not impute it)";
+  }
+
   /** The first value the contract refuses, as text, or null. `where(i)` names row i. */
   function contractProblem(columns, n, where) {
-    for (let i = 0; i < n; i++) {
-      for (const r of state.rules) {
-        const values = columns[r.name];
-        if (!values) continue;
+    const found = [];
+    for (const r of state.rules) {
+      const values = columns[r.name];
+      if (!values) continue;
+      for (let i = 0; i < n; i++) {
         const v = values[i];
         if (isMissing(v)) continue;
         if (r.cats && !r.cats.has(v)) {
-          return `${where(i)}: column ${r.name}: unknown category ${JSON.stringify(v)} ` +
-            "(the contract does not list it)";
-        }
-        if (!r.cats && ((r.min !== null && v < r.min) || (r.max !== null && v > r.max))) {
-          return `${where(i)}: column ${r.name}: ${v} outside [${fmt(r.min)}, ${fmt(r.max)}]`;
+          const known = [...r.cats].sort();
+          found.push([i, `${where(i)}: column ${quote(r.name)}: unknown category ${quote(v)}` +
+            `; the contract's categories: ${known.slice(0, 12).join(", ")}` +
+            (known.length > 12 ? `, ... (${known.length} in all)` : "")]);
+        } else if (!r.cats && ((r.min !== null && v < r.min) || (r.max !== null && v > r.max))) {
+          found.push([i, `${where(i)}: column ${quote(r.name)}: ${fmt(v)} outside ` +
+            `[${fmt(r.min)}, ${fmt(r.max)}]`]);
         }
       }
     }
-    return null;
+    if (!found.length) return null;
+    found.sort((a, b) => a[0] - b[0]);  // the first row's; stable: contract order within it
+    const more = found.length > 1
+      ? ` (${found.length - 1} more value(s) outside the contract)` : "";
+    return found[0][1] + more;
   }
   window.tarnReady = false;
   window.tarnError = null;
@@ -267,21 +329,99 @@
     return job;
   }
 
-  function columnsFromRecords(records) {
-    const columns = {};
-    for (const f of state.fields) columns[f.name] = new Array(records.length).fill(null);
-    records.forEach((r, i) => {
-      const seen = new Set();
-      for (const [key, v] of Object.entries(r)) {
-        const name = resolveName(key);
-        if (name === undefined || !(name in columns)) {
-          throw new Error(`row ${i}: unknown column ${JSON.stringify(key)}`);
+  function pyType(v) {
+    if (typeof v === "string") return "str";
+    if (typeof v === "boolean") return "bool";
+    if (Array.isArray(v)) return "list";
+    if (typeof v === "number") return Number.isInteger(v) ? "int" : "float";
+    return "dict";
+  }
+
+  /** A whole number's integer text (2 -> "2"), else null (tarn.core.columns.code_text). */
+  function codeText(v) {
+    return typeof v === "number" && Number.isInteger(v) && Math.abs(v) < 2 ** 53
+      ? String(v) : null;
+  }
+
+  /** One column's record values, checked in the server's order (tarn.serve.inputs). */
+  function recordValues(name, values) {
+    if (state.required.has(name)) {
+      const i = values.findIndex(isMissing);
+      if (i >= 0) throw new Error(`row ${i}: ${requiredText(name)}`);
+    }
+    const kind = state.kinds.get(name);
+    if (kind === "string") {
+      const codes = state.codes.get(name);
+      return values.map((v, i) => {
+        if (isMissing(v) || typeof v === "string") return isMissing(v) ? null : v;
+        const text = codes ? codeText(v) : null;
+        if (text === null) {
+          const hint = codes ? " (or a whole number naming one of its integer codes)" : "";
+          throw new Error(`row ${i}: column ${quote(name)} must be a string${hint}, got ` +
+                          pyType(v));
         }
-        if (seen.has(name)) throw new Error(`row ${i}: two names for column ${name}`);
-        seen.add(name);
-        columns[name][i] = v === undefined ? null : v;
+        return text;
+      });
+    }
+    values.forEach((v, i) => {
+      if (!isMissing(v) && typeof v !== "number") {
+        throw new Error(`row ${i}: column ${quote(name)} must be a number, got ${pyType(v)}`);
       }
     });
+    values.forEach((v, i) => {
+      if (!isMissing(v) && !Number.isFinite(v)) {
+        throw new Error(`row ${i}: column ${quote(name)} must be finite, got ${v}`);
+      }
+    });
+    if (kind === "long") {
+      values.forEach((v, i) => {
+        if (!isMissing(v) && !Number.isInteger(v)) {
+          throw new Error(`row ${i}: column ${quote(name)} must be an integer, got ${v}`);
+        }
+      });
+    }
+    return values.map((v) => (isMissing(v) ? null : v));
+  }
+
+  /** Input columns from records by the server's rule and with its messages: names (inputs,
+   * accepted and ignored, or refused), required values, types, integer codes. */
+  function columnsFromRecords(records) {
+    if (!Array.isArray(records) || !records.length) {
+      throw new Error("no rows to score: send at least one record");
+    }
+    if (records.some((r) => r === null || typeof r !== "object" || Array.isArray(r))) {
+      throw new Error("each row must be an object of column values (or a list in column order)");
+    }
+    const wanted = new Set(state.fields.map((f) => f.name));
+    const rename = new Map();
+    const unknown = [];
+    for (const key of new Set(records.flatMap((r) => Object.keys(r)))) {
+      if (wanted.has(key)) continue;
+      const name = resolveName(key);
+      if (wanted.has(name)) rename.set(key, name);
+      else if (!acceptsUnread(key)) unknown.push(key);
+    }
+    if (unknown.length) throw new Error(unknownMessage(unknown));
+    const raw = {};
+    for (const f of state.fields) raw[f.name] = new Array(records.length).fill(null);
+    records.forEach((r, i) => {
+      const seen = new Map();
+      for (const [key, v] of Object.entries(r)) {
+        const name = rename.get(key) || key;
+        if (!wanted.has(name)) continue;
+        if (seen.has(name)) {
+          const spelled = [seen.get(name), key].map(String).sort();
+          throw new Error(`row ${i}: two names for column ${quote(name)} (${quote(spelled[0])} ` +
+                          `and ${quote(spelled[1])})`);
+        }
+        seen.set(name, key);
+        raw[name][i] = v === undefined ? null : v;
+      }
+    });
+    const columns = {};
+    for (const name of state.names) {
+      if (wanted.has(name)) columns[name] = recordValues(name, raw[name]);
+    }
     return columns;
   }
 
@@ -444,14 +584,19 @@
     const header = rows[0].cells.map((h) => h.trim());
     const wanted = new Set(state.fields.map((f) => f.name));
     const index = {};
+    const unknown = [];
     header.forEach((h, i) => {
       const name = wanted.has(h) ? h : resolveName(h);
-      if (!wanted.has(name)) return;  // an id, the label: not an input
+      if (!wanted.has(name)) {  // excluded, the target, batch: accepted, not an input
+        if (!acceptsUnread(h)) unknown.push(h);
+        return;
+      }
       if (name in index) {
         throw new Error(`columns ${header[index[name]]} and ${h} both name ${name}`);
       }
       index[name] = i;
     });
+    if (unknown.length) throw new Error(unknownMessage(unknown));
     const absent = state.fields.map((f) => f.name).filter((name) => !(name in index));
     if (absent.length) throw new Error(`missing column(s) ${absent.join(", ")}`);
     const columns = Object.fromEntries(state.fields.map((f) => [f.name, []]));
@@ -463,12 +608,15 @@
       for (const f of state.fields) {
         const cell = cells[index[f.name]].trim();
         let value;
+        if (state.csvMissing.has(cell) && state.required.has(f.name)) {
+          throw new Error(`line ${line}: ${requiredText(f.name)}`);
+        }
         if (state.csvMissing.has(cell)) value = f.isString ? null : NaN;
         else if (f.isString) value = cell;
         else {
           value = parseNumber(cell);
           if (value === undefined) {
-            throw new Error(`line ${line}: column ${f.name}: ${JSON.stringify(cell)} ` +
+            throw new Error(`line ${line}: column ${quote(f.name)}: ${quote(cell)} ` +
                             "is not a number");
           }
         }
