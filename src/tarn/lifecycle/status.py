@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tarn.config import METRICS_BY_TASK, Params
+from tarn.core import address
 from tarn.core.registry import Registry
 from tarn.core.tags import DeploymentRecord, PromotionRecord
 from tarn.edge.export import current_bundle, current_version
@@ -82,8 +83,8 @@ def status(params: Params, root: Path, server_url: str = "") -> Status:
             {m: mets[f"test_{m}"] for m in TEST_FIGURES if f"test_{m}" in mets},
             PromotionRecord.from_tags(tags).promoted_at,
             DeploymentRecord.from_tags(tags).deployment_note))
-    url = server_url or params.serve.notify_url
-    backend = ask_backend(url) if url else None
+    url = server_url or address.server_url(params.serve, root)[0]
+    backend = ask_backend(url)
     out_root = root / params.edge.bundle_dir
     bundle_version = current_version(out_root)
     if production and bundle_version != production:
