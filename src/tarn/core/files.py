@@ -2,6 +2,11 @@
 
 Writers create a temporary sibling, then ``os.replace`` it over the target, which is atomic on
 POSIX. :func:`staged` groups several outputs so that either all of them appear or none does.
+
+Owner-only: every file written here is 0600 and every folder it creates 0700, whatever the
+umask (the curated and quarantine tables and the snapshot hold raw personal records; the
+prediction log was already owner-only). The mode is set on the temporary file before the rename,
+so the target never exists with wider permissions.
 """
 
 from __future__ import annotations
@@ -17,12 +22,44 @@ from typing import Any
 
 import pandas as pd
 
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def private_dir(path: str | os.PathLike[str]) -> Path:
+    """``path`` as an owner-only folder: created 0700 (its missing parents too), and made
+    0700 if it exists."""
+    p = Path(path)
+    missing = []
+    q = p
+    while not q.exists():
+        missing.append(q)
+        q = q.parent
+    p.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    for d in [p, *missing]:
+        os.chmod(d, DIR_MODE)
+    return p
+
+
+def open_private(path: str | os.PathLike[str], mode: str = "wb"):
+    """Open ``path`` for writing, created 0600 (an existing file is made 0600 too)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)
+    return os.fdopen(fd, mode)
+
 
 def _tmp_sibling(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    os.close(fd)  # mkstemp creates it 0600
     return Path(tmp)
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    """Rename into place, owner-only (a writer may have replaced the temporary file)."""
+    os.chmod(tmp, FILE_MODE if not tmp.is_dir() else DIR_MODE)
+    os.replace(tmp, target)
 
 
 @contextlib.contextmanager
@@ -32,7 +69,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = _tmp_sibling(target)
     try:
         yield tmp
-        os.replace(tmp, target)
+        _replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -58,15 +95,21 @@ def _json_default(o: Any) -> Any:
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``path`` as a whole if the block succeeds."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.parent.is_dir():
+        private_dir(target.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        for folder, dirs, files in os.walk(tmp):  # whatever the block wrote: owner-only
+            for d in dirs:
+                os.chmod(os.path.join(folder, d), DIR_MODE)
+            for f in files:
+                os.chmod(os.path.join(folder, f), FILE_MODE)
         old = target.with_name(f".{target.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if target.exists():
             os.replace(target, old)
-        os.replace(tmp, target)
+        _replace(tmp, target)
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -95,7 +138,7 @@ class Staged:
 
     def commit(self) -> None:
         for tmp, target in self._pending:
-            os.replace(tmp, target)
+            _replace(tmp, target)
         self._pending.clear()
 
     def discard(self) -> None:

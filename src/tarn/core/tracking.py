@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tarn.config import MlflowConfig, Params, ParamsView
+from tarn.core.files import private_dir
 from tarn.errors import TarnError, first_line
 
 
@@ -56,9 +57,20 @@ def tracking_uri(cfg: MlflowConfig, root: Path) -> str:
     database land in the same place whatever folder a process runs in)."""
     if cfg.tracking_uri:
         return cfg.tracking_uri
-    store = (root / cfg.store_dir).resolve()
-    store.mkdir(parents=True, exist_ok=True)
+    store = private_dir((root / cfg.store_dir).resolve())  # the database and the artifacts
     return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def _private_database(uri: str) -> None:
+    """MLflow creates the SQLite file with the umask's mode (0644): make it owner-only, with
+    its journal files (the folder is 0700 too)."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        for f in (db, db.with_name(db.name + "-journal"), db.with_name(db.name + "-wal"),
+                  db.with_name(db.name + "-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                if f.stat().st_mode & 0o077:
+                    os.chmod(f, 0o600)
 
 
 def connect(cfg: MlflowConfig, root: Path) -> Tracking:
@@ -89,6 +101,7 @@ def connect(cfg: MlflowConfig, root: Path) -> Tracking:
                                    f"({first_line(e)})"),
                             "start the tracking server, free the SQLite file, or fix "
                             "mlflow.tracking_uri / MLFLOW_TRACKING_URI") from e
+    _private_database(uri)
     mlflow.set_experiment(experiment_id=exp_id)
     return Tracking(uri, exp_id, cfg.registered_model)
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from tarn.config import Params, stage_view
 from tarn.core import schema as sc
 from tarn.core.catalog import CURATED, ETL_REPORT, QUARANTINE, load_manifest
-from tarn.core.files import staged
+from tarn.core.files import private_dir, staged
 from tarn.core.ingest import (
     QUARANTINE_SCHEMA,
     Counts,
@@ -55,7 +55,7 @@ def run(params: Params, root: Path, progress: Progress = silent) -> EtlResult:
     snap_dir = root / params.paths.snapshot
     manifest = load_manifest(snap_dir)
     out_dir = root / params.paths.curated
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(out_dir)  # raw personal records: owner-only (the tables are 0600)
     report_path = root / params.paths.reports / ETL_REPORT
     report_path.parent.mkdir(parents=True, exist_ok=True)
     fs = fsspec.filesystem("file")
