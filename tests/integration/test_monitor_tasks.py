@@ -244,3 +244,70 @@ def test_a_changed_task_in_the_contract_asks_for_a_full_retraining(tmp_path):
     assert res.decision.mode == "full"
     assert res.decision.reasons == ["lake: schema change (schema.task is binary, production "
                                     "version 1 is a multiclass model)"]
+
+
+def _page(root, params, name: str) -> tuple[str, float]:
+    """(the drift page's HTML, the share Evidently's headline counted) of a source."""
+    import json
+
+    out = root / params.monitor.reports
+    data = json.loads((out / f"{name}_drift.json").read_text())
+    count = next(m for m in data["metrics"]
+                 if m["config"]["type"].endswith(":DriftedColumnsCount"))
+    return (out / f"{name}_drift.html").read_text(), count["value"]["share"]
+
+
+def test_the_drift_page_says_what_tarn_decided_and_numpy_stays_quiet(tmp_path):
+    """Two plain lake batches (figures per batch besides the total) and a 1-row prediction
+    log (not enough data: no verdict, no page), then a drifted batch: each time the page's
+    headline counts what tarn counts and states tarn's decision. RuntimeWarnings are errors
+    throughout (Evidently's correlation of a 1-row sample warned six times before)."""
+    import shutil
+    import warnings
+
+    from tarn.core.features import to_model_frame
+    from tarn.core.predictions import log_columns
+
+    params, root, df = production_project(tmp_path, "regression")
+    reg = Registry(params.mlflow, root)
+    model, card = reg.load_with_card("1")
+    task = Task.from_card(card)
+    one = df.sample(1, random_state=4).drop(columns=params.schema.target.name)
+    X = to_model_frame(one, params.schema, params.prepare)
+    logdir = root / params.serve.prediction_log
+    logdir.mkdir(parents=True)
+    pd.DataFrame({**{c: X[c].to_numpy() for c in X}, **log_columns(task, task.scores(model, X)),
+                  "model_version": "1"}).to_parquet(logdir / "preds-20260101T000000-1-1.parquet")
+    (root / params.monitor.reports).mkdir(parents=True)
+    (root / params.monitor.reports / "log_drift.html").write_text("an old page")
+    _write(root, "0004-plain", df.sample(300, random_state=1))
+    _write(root, "0005-plain", df.sample(250, random_state=2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        res = monitor.run(params, root, ("lake", "log"))
+    lake, log = res.sources
+    assert res.decision.mode == "none", res.decision.reasons
+    assert [(b.name, b.rows) for b in lake.batches] == [("0004-plain", 300), ("0005-plain", 250)]
+    assert lake.rows == 550 and all(b.verdict.startswith("no drift") for b in lake.batches)
+    assert log.rows == 1 and log.verdict == "not enough data (1 rows < monitor.min_rows 50)"
+    assert log.drifted == [] and log.html == ""
+    assert not (root / params.monitor.reports / "log_drift.html").exists()  # no stale page
+    assert "log: not enough data (1 rows < monitor.min_rows 50)" in res.decision.reasons[0]
+    html, share = _page(root, params, "lake")
+    assert share == pytest.approx(lake.drift_share)
+    assert "Dataset Drift is NOT detected" in html and "tarn&#x27;s decision: none" in html
+
+    for b in ("0004-plain", "0005-plain"):
+        shutil.rmtree(root / "data" / "lake" / b)
+    simulate.simulate(params, root, "covariate", 400, seed=3, strength=3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        res = monitor.run(params, root, ("lake",))
+    lake = res.sources[0]
+    assert lake.drift_share >= params.monitor.drift_share_incremental, lake.drifted
+    assert res.decision.mode in ("incremental", "full") and lake.batches == []
+    html, share = _page(root, params, "lake")
+    assert share == pytest.approx(lake.drift_share)
+    assert "Dataset Drift is detected" in html
+    assert f"tarn&#x27;s decision: {res.decision.mode}" in html
+    assert html.count('id="tarn-verdict"') == 1
