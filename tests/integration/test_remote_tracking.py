@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import mlflow
 import pytest
 
@@ -10,7 +12,7 @@ from tarn.config import MlflowConfig
 from tarn.core.tracking import TrackingError, connect
 from tarn.stages import tune
 from tests.support.project import small_project
-from tests.support.servers import Postgres, free_port
+from tests.support.servers import Postgres
 
 pytestmark = pytest.mark.cluster
 
@@ -30,9 +32,12 @@ def test_tune_tracks_straight_to_postgres(tmp_path, postgres):
 
 @pytest.mark.timeout(60)
 def test_a_tracking_server_that_does_not_answer(tmp_path):
-    url = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(TrackingError, match="does not answer") as e:
-        connect(MlflowConfig(tracking_uri=url), tmp_path)
+    # a port held bound but not listening: refused, and no other process can take it meanwhile
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{held.getsockname()[1]}"
+        with pytest.raises(TrackingError, match="does not answer") as e:
+            connect(MlflowConfig(tracking_uri=url), tmp_path)
     assert url in e.value.message and "Scaling out" in e.value.hint
 
 
