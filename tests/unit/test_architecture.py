@@ -19,11 +19,10 @@ ALLOWED = {
     "errors": set(),
     "config": {"errors"},
     "datasets": set(),
-    "core": {"config", "errors", "core", "datasets"},
+    "core": {"config", "errors", "core"},
     "stages": {"config", "errors", "core"},
     "edge": {"config", "errors", "core", "edge"},
-    # datasets: `lake simulate` still draws from the bundled rows
-    "lifecycle": {"config", "errors", "core", "edge", "lifecycle", "datasets"},
+    "lifecycle": {"config", "errors", "core", "edge", "lifecycle"},
     "serve": {"config", "errors", "core", "edge", "serve"},
 }
 # inside the lifecycle, data flows one way: monitor -> retrain, gates -> promote -> retrain

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tarn.core.predictions import LABEL, PREDICTION, PROBA, log_columns, score_columns
+from tarn.core.predictions import LABEL, PREDICTION, PROBA, log_columns
 from tarn.core.task import Task
 from tarn.edge.export import parity_of
 from tarn.serve.inputs import Violation
@@ -75,11 +75,8 @@ def test_bodies_carry_version_request_id_and_flags():
 
 
 def test_log_columns_per_task():
-    assert score_columns(BINARY) == [PROBA]
-    assert score_columns(MULTI) == ["proba_0", "proba_1", "proba_2", LABEL]
-    assert score_columns(REG) == [PREDICTION]
     cols = log_columns(MULTI, np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]))
-    assert list(cols) == score_columns(MULTI)
+    assert list(cols) == ["proba_0", "proba_1", "proba_2", LABEL]
     assert cols[LABEL].tolist() == [0, 2] and cols["proba_2"].tolist() == [0.1, 0.6]
     assert log_columns(REG, np.array([3.5]))[PREDICTION].tolist() == [3.5]
     assert log_columns(BINARY, np.array([0.4]))[PROBA].tolist() == [0.4]

@@ -25,15 +25,6 @@ def proba_column(i: int) -> str:
     return f"{PROBA}_{i}"
 
 
-def score_columns(task: Task) -> list[str]:
-    """The columns :func:`log_columns` writes for ``task``, in order."""
-    if task.kind == "binary":
-        return [PROBA]
-    if task.kind == "multiclass":
-        return [*(proba_column(i) for i in range(task.n_classes)), LABEL]
-    return [PREDICTION]
-
-
 def log_columns(task: Task, scores: np.ndarray) -> dict[str, np.ndarray]:
     """Pure: one request's scores (see :meth:`Task.scores`) as the log's columns."""
     scores = np.asarray(scores, dtype=np.float64)

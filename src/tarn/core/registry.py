@@ -170,10 +170,6 @@ class Registry:
         mv = mv or self.version(version)
         return dict(self.client.get_run(mv.run_id).data.metrics) if mv.run_id else {}
 
-    def run_params(self, version: str) -> dict[str, str]:
-        mv = self.version(version)
-        return dict(self.client.get_run(mv.run_id).data.params) if mv.run_id else {}
-
     def load_model(self, version: str):
         """The version's sklearn Pipeline: the one place a ``models:/`` URI is loaded.
 
@@ -202,6 +198,7 @@ class Registry:
                 e.message = f"{self.name} version {version} refused: {e.message}"
                 with contextlib.suppress(Exception):  # recording must not hide the refusal
                     self._tag(version, LoadRefusal(e.message).to_tags())
+                    self._forget_agreed(str(version))
                 raise
 
     def card(self, version: str) -> dict:
@@ -422,7 +419,23 @@ class Registry:
             for other in self.stage_versions():
                 if other != str(version):
                     self.client.transition_model_version_stage(self.name, other, "Archived")
-        self.client.set_registered_model_tag(self.name, AGREED_PRODUCTION, str(version))
+        if self.refusal(str(version)):
+            self._forget_agreed(str(version))
+        else:
+            self.client.set_registered_model_tag(self.name, AGREED_PRODUCTION, str(version))
+
+    def refusal(self, version: str) -> str:
+        """Why tarn's loader refused ``version`` ('' if it never did): recorded on the
+        version the first time anything tried to load it."""
+        return LoadRefusal.from_tags(dict(self.version(version).tags)).load_refused
+
+    def _forget_agreed(self, version: str) -> None:
+        """A refused version is never the one alias and stage agreed on: the record goes
+        (``production_intent`` then resolves a disagreement without it: a refused version
+        never wins one)."""
+        tags = self.client.get_registered_model(self.name).tags
+        if tags.get(AGREED_PRODUCTION) == version:
+            self.client.delete_registered_model_tag(self.name, AGREED_PRODUCTION)
 
     def sync_stage(self) -> None:
         """Make the stage follow the alias (repairs an alias set by hand in the UI)."""
@@ -455,8 +468,11 @@ class Registry:
             if (alias is not None and staged == [alias]) or (not staged and alias is None):
                 return alias
             agreed = self.client.get_registered_model(self.name).tags.get(AGREED_PRODUCTION)
-            entered = [v for v in staged if v != agreed and v != alias]
-            if entered and (alias is None or alias == agreed):  # the stage moved: alias follows
+            # a version tarn refused to load never wins a disagreement: moving the stage (or
+            # the alias) away from one is the fix, moving it onto one is not an intent
+            entered = [v for v in staged if v != agreed and v != alias and not self.refusal(v)]
+            if entered and (alias is None or alias == agreed or self.refusal(alias)):
+                # the stage moved: alias follows
                 newest = max(entered, key=lambda v: self.version(v).last_updated_timestamp or 0)
                 self._promote_locked(owner, newest, None, "stage set to Production in the "
                                      "MLflow registry: gates skipped", STAGE_PROMOTION_ACTOR)

@@ -28,7 +28,6 @@ NOT_INTEGER = "not_an_integer"
 OUT_OF_RANGE = "out_of_range"
 UNKNOWN_CATEGORY = "unknown_category"
 UNKNOWN_LABEL = "unknown_label"
-MISSING_COLUMN = "missing_column"
 DUPLICATE = "duplicate"
 NOT_A_TIME = "not_a_time"
 

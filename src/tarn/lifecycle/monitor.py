@@ -28,7 +28,6 @@ from tarn.core.progress import Step, no_steps
 from tarn.core.task import Task
 from tarn.errors import EtlError, TarnError
 
-MODES = ("none", "incremental", "full")
 PREDICTED = "predicted"  # prefix of the model-output columns in the drift reports
 
 
