@@ -69,3 +69,32 @@ def test_a_forced_mode_is_recorded_as_forced():
     assert retrain_reason("auto", "incremental", incr) == (
         "incremental retraining: lake: 20% of features drifted")
     assert "schema change" in retrain_reason("auto", "full", incr)
+
+
+@pytest.mark.parametrize(("mode", "new_data_label"), [
+    ("incremental", "new data: the new data's held-out rows"),
+    ("full", "new data: the new batches, which it trained on"),
+])
+def test_both_modes_print_the_same_old_vs_new_table(mode, new_data_label):
+    from tarn.cli import _print_comparison
+    from tarn.core.progress import console
+    from tarn.lifecycle.retrain import RetrainResult
+
+    q = {"logloss": 0.30, "roc_auc": 0.90, "accuracy": 0.85, "rows": 100}
+    res = RetrainResult(mode, "1", "2", metrics={
+        "old": {"test": q, "new_data": {**q, "logloss": 0.40}},
+        "new": {"test": {**q, "logloss": 0.29}, "new_data": {**q, "logloss": 0.33}}})
+    width, console.width = console.width, 200  # one label, one line
+    try:
+        with console.capture() as out:
+            _print_comparison(res)
+    finally:
+        console.width = width
+    text = out.get()
+    assert "old vs new model (version 1 vs 2)" in text
+    assert "test: the test split" in text and new_data_label in text
+    assert "-0.07" in text and "-0.01" in text  # the change, signed
+    res.metrics = {"old": {"test": q}, "new": {"test": q}}  # no new batches: test rows only
+    with console.capture() as out:
+        _print_comparison(res)
+    assert "test: the test split" in out.get() and "new data" not in out.get()
