@@ -202,3 +202,14 @@ def test_counts_measures_years_and_flags_are_not_codes(name, values):
 
 def test_codes_need_rows_per_code():
     assert checks.integer_codes("plan", np.asarray([3, 17, 42, 58, 91] * 3)) is None
+
+
+def test_text_with_thousands_of_values_is_said_to_maybe_name_entities():
+    import pandas as pd
+
+    from tarn.core import contract_checks as checks
+
+    many = pd.Series([f"N{i % 1500:04d}" for i in range(30_000)])
+    why = checks.high_cardinality(many)
+    assert why is not None and why.startswith("1,500 distinct values")
+    assert checks.high_cardinality(pd.Series([f"N{i % 500}" for i in range(30_000)])) is None

@@ -140,6 +140,19 @@ def identifier(name: str, present: pd.Series, numbers: np.ndarray | None,
     return None
 
 
+def high_cardinality(present: pd.Series) -> str | None:
+    """Why text with thousands of values, not an identifier by the rules above, may still
+    name an entity (an aircraft, a shop, a doctor) rather than describe the row, or None. It
+    is kept (one column of target-ordered codes, see core/features), but said: a model that
+    learns entities does not carry over to new ones."""
+    distinct = int(present.nunique())
+    if distinct < HIGH_CARDINALITY:
+        return None
+    return (f"{distinct:,} distinct values (an entity such as a device, a place or a person?): "
+            "kept as one column of codes; a model that learns entities does not carry over "
+            "to new ones")
+
+
 def integer_codes(name: str, integers: np.ndarray) -> str | None:
     """Why a few distinct integers look like codes (categories) rather than a count or a
     measure, or None: at most :data:`MAX_CODES` values (and at most one per 20 rows), named

@@ -382,6 +382,9 @@ def _findings(text: pd.DataFrame, target: str, target_spec: dict, task: str,
             why = checks.identifier(name, present, ints, integer=ints is not None)
             if why:
                 found["identifier"].append(checks.Finding(name, "identifier", why, True))
+            elif ints is None and (many := checks.high_cardinality(present)):
+                found["identifier"].append(checks.Finding(name, "high-cardinality", many,
+                                                          False))
         why = checks.function_of_target(feats[raw], y_text, task, raw in numeric)
         if why and name in score:
             why += f"; alone it scores {metric} {score[name]:.3f}"
