@@ -2,13 +2,22 @@
 
 Data bias: group sizes and shares, what the target looks like per group (positive rate, class
 shares, or the target's mean and quantiles), disparate impact against a privileged (reference)
-group, and missingness per group. Correction: reweighing (Kamiran & Calders 2012),
-``w(g, y) = P(g) P(y) / P(g, y)``, which makes label and group independent in the weighted
-training data; it applies to class labels (binary or multiclass), not to a numeric target.
-Pure functions; the prepare stage does the I/O.
+group, and missingness per group. The per-group target figures are fairlearn's
+``MetricFrame`` (the same tool evaluation uses for predictions). A group smaller than
+``bias.min_group_rows`` is shown and marked, but does not make the headline figures (gap,
+disparate impact, the four-fifths flag): a group of 1 row has a positive rate of 0 or 1 by
+chance alone.
+
+Correction: reweighing (Kamiran & Calders 2012), ``w(g, y) = P(g) P(y) / P(g, y)``, which
+makes label and group independent in the weighted training data; it applies to class labels
+(binary or multiclass), not to a numeric target. Whether the reweighed model is registered is
+decided on validation against the unmitigated one (:func:`decide_mitigation`).
+Pure functions; the prepare and train stages do the I/O.
 """
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -42,32 +51,102 @@ def _target_figures(y: pd.Series, w: pd.Series, task: str, classes: list[str]) -
                                                            strict=True)}}
 
 
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def _weighted_mean(y_true, y_pred, sample_weight=None) -> float:
+    return float(np.average(np.asarray(y_true, dtype=np.float64), weights=sample_weight))
+
+
+def _weighted_std(y_true, y_pred, sample_weight=None) -> float:
+    y = np.asarray(y_true, dtype=np.float64)
+    mean = np.average(y, weights=sample_weight)
+    return float(np.sqrt(np.average((y - mean) ** 2, weights=sample_weight)))
+
+
+def _quantile(p: float):
+    def q(y_true, y_pred) -> float:  # unweighted, as the overall figures
+        return float(np.quantile(np.asarray(y_true, dtype=np.float64), p))
+    q.__name__ = f"q{int(p * 100)}"
+    return q
+
+
+def _class_share(i: int):
+    def share(y_true, y_pred, sample_weight=None) -> float:
+        return float(np.average(np.asarray(y_true) == i, weights=sample_weight))
+    share.__name__ = f"share_{i}"
+    return share
+
+
+def group_frame(y: np.ndarray, groups: pd.Series, w: np.ndarray, task: str,
+                classes: list[str]) -> pd.DataFrame:
+    """fairlearn's MetricFrame over the target itself: per group the row count and the target
+    figures of :func:`_target_figures` (binary: ``positive_rate``, fairlearn's selection rate of
+    the labels; multiclass: ``share_<i>`` per class; regression: mean, std, quantiles), weighted
+    by ``w`` (quantiles unweighted)."""
+    from fairlearn.metrics import MetricFrame, count, selection_rate
+
+    weighted: dict = {}
+    plain: dict = {"count": count}
+    if task == "binary":
+        weighted["positive_rate"] = selection_rate
+    elif task == "multiclass":
+        weighted.update({f"share_{i}": _class_share(i) for i in range(len(classes))})
+    else:
+        weighted.update(mean=_weighted_mean, std=_weighted_std)
+        plain.update({f"q{int(p * 100)}": _quantile(p) for p in QUANTILES})
+    y = np.asarray(y)
+    mf = MetricFrame(metrics={**plain, **weighted}, y_true=y, y_pred=y,
+                     sensitive_features=groups.to_numpy(),
+                     sample_params={k: {"sample_weight": np.asarray(w, dtype=np.float64)}
+                                    for k in weighted})
+    out = mf.by_group.copy()
+    out.index = out.index.astype(str)
+    return out
+
+
 def group_table(df: pd.DataFrame, feature: str, target: str, feature_cols: list[str],
                 privileged: str | None, weights: np.ndarray | None = None,
-                task: str = "binary", classes: list[str] | None = None) -> pd.DataFrame:
+                task: str = "binary", classes: list[str] | None = None,
+                min_rows: int = 1) -> pd.DataFrame:
     """Per-group figures for one sensitive feature (weighted when ``weights`` given).
 
-    ``disparate_impact`` compares each group with the reference (privileged, else largest)
-    group: binary, the ratio of positive rates; multiclass, the smallest ratio of class shares
-    over the classes; regression, the difference in target mean as a share of the target's
-    standard deviation (``mean_difference``; there is no label to have an impact on)."""
+    ``disparate_impact`` compares each group with the reference group (privileged, else the
+    largest; a privileged group under ``min_rows`` rows is no reference): binary, the ratio of
+    positive rates; multiclass, the smallest ratio of class shares over the classes;
+    regression, the difference in target mean as a share of the target's standard deviation
+    (``mean_difference``; there is no label to have an impact on). ``too_small`` marks the
+    groups under ``min_rows`` rows: shown, but kept out of the headline figures."""
     classes = list(classes or [])
-    w = pd.Series(np.ones(len(df)) if weights is None else weights, index=df.index)
+    w = np.ones(len(df)) if weights is None else np.asarray(weights, dtype=np.float64)
     g = group_key(df, [feature])
+    by = group_frame(df[target].to_numpy(), g, w, task, classes)
     any_missing = df[feature_cols].isna().any(axis=1)
     rows = []
     for name, idx in g.groupby(g).groups.items():
+        f = by.loc[str(name)]
+        if task == "binary":
+            figures: dict = {"positive_rate": float(f["positive_rate"])}
+        elif task == "multiclass":
+            figures = {"class_shares": {c: float(f[f"share_{i}"])
+                                        for i, c in enumerate(classes)}}
+        else:
+            figures = {"mean": float(f["mean"]), "std": float(f["std"]),
+                       **{f"q{int(p * 100)}": float(f[f"q{int(p * 100)}"]) for p in QUANTILES}}
         rows.append({
             "group": name,
-            "count": int(len(idx)),
+            "count": int(f["count"]),
             "share": len(idx) / len(df),
-            **_target_figures(df.loc[idx, target], w[idx], task, classes),
+            "too_small": bool(f["count"] < min_rows),
+            **figures,
             "missing_rate": float(any_missing[idx].mean()),
             "missing_by_column": {c: float(df.loc[idx, c].isna().mean())
                                   for c in feature_cols if df.loc[idx, c].isna().any()},
         })
     table = pd.DataFrame(rows).sort_values("count", ascending=False).reset_index(drop=True)
-    ref = privileged if privileged in set(table["group"]) else table.loc[0, "group"]
+    big = set(table.loc[~table["too_small"], "group"])
+    ref = (privileged if privileged in big or (privileged in set(table["group"]) and not big)
+           else table.loc[0, "group"])
     at_ref = table["group"] == ref
     if task == "binary":
         ref_rate = float(table.loc[at_ref, "positive_rate"].iloc[0])
@@ -93,34 +172,52 @@ def data_bias(df: pd.DataFrame, schema: SchemaConfig, cfg: BiasConfig,
     number for "how unequal is the target across groups": binary, the statistical parity
     difference (largest minus smallest positive rate); multiclass, the largest such difference
     over the classes' shares; regression, the spread of group means as a share of the
-    target's standard deviation."""
+    target's standard deviation.
+
+    The headline figures (``gap``, ``disparate_impact_min``, ``statistical_parity_difference``,
+    ``passes_four_fifths``, ``mean_gap``) are taken over the groups of at least
+    ``bias.min_group_rows`` rows, as evaluation's are; smaller groups are listed under
+    ``small_groups`` and marked ``too_small``. With fewer than two groups that large the
+    headline is None and ``not_measurable`` says why."""
     target = schema.target.name
     task, classes = schema.task, schema.classes
     w = np.ones(len(df)) if weights is None else np.asarray(weights, dtype=np.float64)
     overall = _target_figures(df[target], pd.Series(w, index=df.index), task, classes)
-    out: dict = {"rows": int(len(df)), "task": task, **overall, "features": {}}
+    out: dict = {"rows": int(len(df)), "task": task, **overall, "features": {},
+                 "min_group_rows": int(cfg.min_group_rows)}
     for feat in schema.sensitive:
         t = group_table(df, feat, target, schema.feature_names, cfg.privileged.get(feat),
-                        weights, task, classes)
+                        weights, task, classes, cfg.min_group_rows)
         groups = {r["group"]: {k: r[k] for k in t.columns if k != "group"}
                   for r in t.to_dict("records")}
-        entry: dict = {"reference_group": t.attrs["reference"]}
+        entry: dict = {"reference_group": t.attrs["reference"],
+                       "small_groups": {str(r["group"]): int(r["count"])
+                                        for r in t.to_dict("records") if r["too_small"]}}
+        h = t[~t["too_small"]]  # the groups the headline is taken over
+        measurable = len(h) >= 2
+        if not measurable:
+            entry["not_measurable"] = (
+                f"fewer than two groups with bias.min_group_rows ({cfg.min_group_rows}) rows "
+                f"({', '.join(f'{g} {n}' for g, n in zip(t['group'], t['count'], strict=True))})")
         if task == "regression":
             std = overall["std"] or 1.0
-            entry["mean_gap"] = float((t["mean"].max() - t["mean"].min()) / std)
+            entry["mean_gap"] = (float((h["mean"].max() - h["mean"].min()) / std)
+                                 if measurable else None)
             entry["gap"] = entry["mean_gap"]
         else:
             if task == "binary":
-                rates = {"positive": t["positive_rate"]}
+                rates = {"positive": h["positive_rate"]}
             else:
-                rates = {c: t["class_shares"].map(lambda s, c=c: s[c]) for c in classes}
+                rates = {c: h["class_shares"].map(lambda s, c=c: s[c]) for c in classes}
             entry["disparate_impact_min"] = float(min(
-                (r.min() / r.max() if r.max() > 0 else np.nan) for r in rates.values()))
+                (r.min() / r.max() if r.max() > 0 else np.nan)
+                for r in rates.values())) if measurable else None
             entry["statistical_parity_difference"] = float(max(
-                r.max() - r.min() for r in rates.values()))
+                r.max() - r.min() for r in rates.values())) if measurable else None
             entry["gap"] = entry["statistical_parity_difference"]
             entry["passes_four_fifths"] = bool(
-                (t["disparate_impact"].dropna() >= cfg.disparate_impact_threshold).all())
+                (h["disparate_impact"].dropna() >= cfg.disparate_impact_threshold).all()
+            ) if measurable else None
         entry["groups"] = groups
         out["features"][feat] = entry
     return out
@@ -159,3 +256,104 @@ def reweighing_note(task: str, features: list[str]) -> str:
     if not features:
         return "no reweighing feature declared (bias.reweighing_features): weights are 1"
     return ""
+
+
+# ---------------------------------------------------------------- mitigation: kept or not
+# short names of the task's fairness gap (Task.fairness) in sentences
+GAP_NAME = {"binary": "DPD", "multiclass": "largest DPD over classes",
+            "regression": "mean prediction gap (target std)"}
+
+
+def signed_change(before: float | None, after: float | None, digits: int = 4,
+                  lower_is_better: bool = True) -> str:
+    """A change as a signed difference, never a ratio: ``0.0018 -> 0.0155 (+0.0137, worse)``.
+    (A relative "reduction" of a gap near zero reads as "-776 %".)"""
+    if before is None or after is None:
+        shown = ["not measurable" if v is None else f"{v:.{digits}f}" for v in (before, after)]
+        return f"{shown[0]} -> {shown[1]}"
+    diff = after - before
+    if round(diff, digits) == 0:
+        verdict = "unchanged"
+    else:
+        verdict = "better" if (diff < 0) == lower_is_better else "worse"
+    return f"{before:.{digits}f} -> {after:.{digits}f} ({diff:+.{digits}f}, {verdict})"
+
+
+@dataclass(frozen=True)
+class MitigationCheck:
+    """Both models on the same validation rows: the mitigated (reweighed) and the unmitigated
+    configuration of the search, each fitted on the training rows."""
+
+    validation: str  # what the figures were measured on, in words
+    loss: str  # the task's loss: "logloss"
+    loss_with: float
+    loss_without: float
+    gaps_with: dict[str, float | None]  # per sensitive feature, the task's fairness gap
+    gaps_without: dict[str, float | None]
+    task: str = "binary"
+
+
+@dataclass(frozen=True)
+class MitigationDecision:
+    """Which model the train stage registers, and why (one line, recorded with the version)."""
+
+    applied: bool  # the reweighed model is registered
+    reason: str
+    policy: str = "compare"
+    checked: bool = False  # measured on validation (False: nothing to compare with)
+    worse: tuple[str, ...] = ()  # reweighing features whose gap reweighing widened
+    quality_cost: float | None = None  # relative loss increase with mitigation
+    over_budget: bool = False
+    changes: dict[str, str] = field(default_factory=dict)  # per feature: signed_change text
+    figures: dict = field(default_factory=dict)  # the check's figures
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def decide_mitigation(check: MitigationCheck | None, features: list[str], policy: str,
+                      max_quality_cost: float) -> MitigationDecision:
+    """Pure: register the reweighed model, or the unmitigated one?
+
+    Reweighing is there to narrow the fairness gap of the features it reweighs by. With
+    ``policy`` "compare" the unmitigated model is registered when, on validation, reweighing
+    widened that gap on any of ``features`` or raised the task's loss by more than
+    ``max_quality_cost`` (relative); "always" registers the reweighed model anyway and says
+    so. Without a check (no unmitigated configuration) the reweighed model is registered and
+    the reason says it was not compared."""
+    if check is None:
+        return MitigationDecision(True, "reweighing applied without a comparison on validation "
+                                  "(the search recorded no unmitigated model)", policy)
+    name = GAP_NAME.get(check.task, "fairness gap")
+    changes = {f: signed_change(check.gaps_without.get(f), check.gaps_with.get(f))
+               for f in dict.fromkeys([*features, *check.gaps_with])}
+    worse = tuple(f for f in features
+                  if check.gaps_with.get(f) is not None
+                  and check.gaps_without.get(f) is not None
+                  and check.gaps_with[f] > check.gaps_without[f])
+    unmeasured = [f for f in features
+                  if check.gaps_with.get(f) is None or check.gaps_without.get(f) is None]
+    base = check.loss_without
+    cost = (check.loss_with - base) / base if base > 0 else check.loss_with - base
+    over = cost > max_quality_cost
+    problems = [f"it widened the {name} on {f}: {changes[f]}" for f in worse]
+    if over:
+        problems.append(f"it raised the {check.loss} by {100 * cost:.1f} % "
+                        f"({signed_change(base, check.loss_with)}), over bias.max_quality_cost "
+                        f"{100 * max_quality_cost:g} %")
+    where = f"on {check.validation}"
+    note = (f"; the {name} on {', '.join(unmeasured)} is not measurable there"
+            if unmeasured else "")
+    common = dict(policy=policy, checked=True, worse=worse, quality_cost=float(cost),
+                  over_budget=over, changes=changes, figures=asdict(check))
+    if not problems:
+        gains = ", ".join(f"{name} on {f} {changes[f]}" for f in features if f not in unmeasured)
+        return MitigationDecision(True, f"reweighing kept: {where} {gains or 'no gap measured'}, "
+                                  f"{check.loss} {100 * cost:+.1f} % (budget "
+                                  f"{100 * max_quality_cost:g} %){note}", **common)
+    if policy == "always":
+        return MitigationDecision(True, f"reweighing applied although, {where}, "
+                                  f"{'; '.join(problems)} (bias.mitigation_policy: always)"
+                                  f"{note}", **common)
+    return MitigationDecision(False, f"reweighing not applied, the unmitigated model is "
+                              f"registered: {where}, {'; '.join(problems)}{note}", **common)

@@ -33,6 +33,8 @@ BIAS_DETAIL = "bias_detail.json"
 BIAS_HTML = "bias.html"
 # tune stage: <paths.models>/ and <paths.reports>/
 BEST = "best_params.json"
+# both models' validation scores (reweighed, unmitigated): the train stage's mitigation check
+VALIDATION_SCORES = "validation_scores.parquet"
 TUNE_REPORT = "tune.json"
 TUNE_TRIALS = "plots/tune_trials.csv"
 # train stage: <paths.models>/
@@ -74,6 +76,17 @@ def load_best(params: Params, root: Path) -> dict:
     path = _need(root / params.paths.models / BEST, "tuning result",
                  "run `tarn tune` (or dvc repro)")
     return json.loads(path.read_text())
+
+
+def load_validation_scores(params: Params, root: Path) -> pd.DataFrame | None:
+    """The tune stage's validation scores of the reweighed and the unmitigated model (columns
+    ``row``, ``mitigated_<j>``, ``unmitigated_<j>``); None when absent or empty (nothing was
+    compared)."""
+    path = root / params.paths.models / VALIDATION_SCORES
+    if not path.is_file():
+        return None
+    df = pd.read_parquet(path)
+    return None if df.empty else df
 
 
 def load_train_info(params: Params, root: Path) -> dict:

@@ -111,6 +111,8 @@ class Lineage(_Record):
     schema_hash: str = ""
     train_rows: int = 0
     mitigation: str = ""
+    # why the train stage registered the reweighed or the unmitigated model (validation check)
+    mitigation_reason: str = ""
     batches: tuple[str, ...] = ()  # every lake batch the version's trees learned from
     tune_run_id: str = ""  # full: the search that chose its hyperparameters
     parent_version: str = ""  # incremental: the version it continued
@@ -129,6 +131,8 @@ class Lineage(_Record):
                      "incremental_streak", "test_batches"):
             if not getattr(self, name):
                 tags.pop(self.key(name))
+        if not self.mitigation_reason:  # not checked (incremental, or no reweighing)
+            tags.pop(self.key("mitigation_reason"))
         return tags
 
 

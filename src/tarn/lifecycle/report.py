@@ -249,22 +249,25 @@ def _evaluation(ev: dict, sensitive: list[str]) -> list[Section]:
         loss = "rmse" if task == "regression" else "logloss"
         out.append(_references("test split", loss, ev["unmitigated"][loss],
                                ev["reference_test"], ev.get("reference_verdict", "")))
-    effect = ev.get("effect", {})
+    # signed differences without -> with reweighing (never a relative "reduction")
+    changes = ev.get("fairness_changes") or {}
     if task == "binary":
         fair = [[feat, _f(m[f"{feat}_demographic_parity_difference"]),
                  _f(m.get(f"{feat}_equalized_odds_difference")),
-                 _f(effect.get(f"dpd_reduction_{feat}", 0.0) * 100, 0) + " %"]
+                 changes.get(feat, "not applied")]
                 for feat in sensitive if f"{feat}_demographic_parity_difference" in m]
         columns = ["feature", "demographic parity difference", "equalized odds difference",
-                   "reduced by mitigation"]
+                   "gap without -> with reweighing"]
     else:
         what = ("largest demographic parity difference over classes" if task == "multiclass"
                 else "gap in mean prediction (target std)")
-        fair = [[feat, _f(m[f"{feat}_gap"]),
-                 (_f(effect[f"gap_reduction_{feat}"] * 100, 0) + " %"
-                  if f"gap_reduction_{feat}" in effect else "not applied")]
+        fair = [[feat, _f(m[f"{feat}_gap"]), changes.get(feat, "not applied")]
                 for feat in sensitive if f"{feat}_gap" in m]
-        columns = ["feature", what, "reduced by mitigation"]
+        columns = ["feature", what, "gap without -> with reweighing"]
     if fair:
         out.append(Section("fairness on the test split", columns, fair))
+    if (ev.get("mitigation") or {}).get("reason"):
+        out.append(Section("mitigation (decided on validation)", ["registered", "why"], [[
+            "reweighed" if ev["mitigation"]["applied"] else "unmitigated",
+            ev["mitigation"]["reason"]]]))
     return out

@@ -26,7 +26,7 @@ from sklearn import metrics as skm
 from tarn.config import Params, stage_view
 from tarn.core import html_report as html
 from tarn.core import reference, windows
-from tarn.core.bias import reweighing_note
+from tarn.core.bias import GAP_NAME, reweighing_note, signed_change
 from tarn.core.catalog import (
     COMPARATOR_DIR,
     EVALUATE_REPORT,
@@ -162,8 +162,11 @@ def _regression_plots(task: Task, y: np.ndarray, pred: np.ndarray, bins: int,
 
 def compare(main: dict, other: dict, mitigated: bool, features: list[str],
             task: Task | None = None) -> dict:
-    """Mitigation's cost (the task's loss; binary also AUC) and gain (the fairness gap; binary
-    also demographic parity and equalized odds) between the two models."""
+    """Mitigation's cost (the task's loss; binary also AUC) and its effect on fairness, as
+    signed differences with minus without mitigation: ``gap_change_<f>`` (the fairness gap;
+    positive = mitigation widened it; absent when not measurable), binary also
+    ``eod_change_<f>`` (equalized odds). Never a ratio: a change of a gap near zero is
+    "+0.0137", not "-776 %"."""
     task = task or Task("binary", ("0", "1"))
     with_m, without_m = (main, other) if mitigated else (other, main)
     qa, qb = with_m["quality"], without_m["quality"]
@@ -174,13 +177,20 @@ def compare(main: dict, other: dict, mitigated: bool, features: list[str],
         out["accuracy_cost"] = qb["accuracy"] - qa["accuracy"]
     for f in features:
         fa, fb = with_m["fairness"][f], without_m["fairness"][f]
-        a, b = fb["gap"], fa["gap"]  # None: not measurable (too few rows per group)
-        out[f"gap_reduction_{f}"] = (a - b) / a if a and b is not None else 0.0
+        if fa["gap"] is not None and fb["gap"] is not None:  # None: too few rows per group
+            out[f"gap_change_{f}"] = fa["gap"] - fb["gap"]
         if task.kind == "binary":
-            out[f"dpd_reduction_{f}"] = out[f"gap_reduction_{f}"]
             out[f"eod_change_{f}"] = (fa["equalized_odds_difference"]
                                       - fb["equalized_odds_difference"])
     return out
+
+
+def fairness_changes(comparison: dict, features: list[str]) -> dict[str, str]:
+    """Per feature, the fairness gap without -> with mitigation as a signed difference, e.g.
+    "0.0018 -> 0.0155 (+0.0137, worse)" (:data:`tarn.core.bias.GAP_NAME` names the gap)."""
+    a, b = comparison["without_mitigation"], comparison["with_mitigation"]
+    return {f: signed_change(a["fairness"][f]["gap"], b["fairness"][f]["gap"])
+            for f in features}
 
 
 def flat_figures(quality: dict, fairness: dict) -> dict:
@@ -215,7 +225,12 @@ def run(params: Params, root: Path, step: Step = no_steps) -> EvaluateResult:
                          "fairness": task.fairness(test.y, s, test.frame, sensitive,
                                                    params.bias.min_group_rows)}
     note = reweighing_note(task.kind, params.bias.reweighing_features)
-    mitigated = params.bias.mitigation == "reweighing" and not note
+    # which model train registered: its decision (reweighing kept or not, checked on
+    # validation); a train.json from before the check: the declared setting
+    decision = train_info.get("mitigation")
+    mitigated = (bool(decision["applied"]) if decision else
+                 params.bias.mitigation == "reweighing" and not note and
+                 "mitigation" not in train_info)
     comparison = {
         "task": task.kind,
         "with_mitigation" if mitigated else "without_mitigation": results["model"],
@@ -224,7 +239,10 @@ def run(params: Params, root: Path, step: Step = no_steps) -> EvaluateResult:
         "effect": {} if note else compare(results["model"], results["comparator"], mitigated,
                                           sensitive, task),
         "mitigation_note": note,
+        # train's decision: applied, reason, the validation figures it was based on
+        "mitigation_decision": decision,
     }
+    comparison["fairness_changes"] = {} if note else fairness_changes(comparison, sensitive)
     # like with like: the unmitigated model against the default references, same features
     unmitigated = results["comparator" if mitigated else "model"]["quality"]
     references = _references(params, root, task, pipes["model"].named_steps["pre"], test,
@@ -250,6 +268,10 @@ def run(params: Params, root: Path, step: Step = no_steps) -> EvaluateResult:
     with staged() as st:
         st.json(reports / EVALUATE_REPORT, {"task": task.kind, "model": flat,
                                             "effect": comparison["effect"],
+                                            "fairness_changes": comparison["fairness_changes"],
+                                            "mitigation": None if not decision else {
+                                                "applied": decision["applied"],
+                                                "reason": decision["reason"]},
                                             "unmitigated": {k: unmitigated[k]
                                                             for k in task.metrics},
                                             "reference_test": comparison["reference_test"],
@@ -324,6 +346,9 @@ def _log_to_mlflow(params: Params, root: Path, run_id: str, flat: dict, comparis
             client.set_tag(run_id, RunTag.REFERENCE_VERDICT, comparison["reference_verdict"])
         if comparison["mitigation_note"]:
             client.set_tag(run_id, "mitigation_note", comparison["mitigation_note"])
+        if comparison.get("mitigation_decision"):
+            client.set_tag(run_id, "mitigation_reason",
+                           comparison["mitigation_decision"]["reason"][:4000])
         for path, dest in ((reports / EVALUATION_HTML, None),
                            (reports / FAIRNESS_REPORT, None), (reports / PLOTS_DIR, PLOTS_DIR),
                            (reports / EVIDENTLY_DIR, EVIDENTLY_DIR)):
@@ -368,6 +393,10 @@ def render_html(comparison: dict, mitigated: bool, train_info: dict,
     ]
     if comparison.get("test_window"):
         sections.append(f"<p>Test split: {html.esc(comparison['test_window'])}.</p>")
+    decision = comparison.get("mitigation_decision")
+    if decision:  # which model was registered, and why (checked on validation)
+        sections.append(f"<p><b>{'Reweighed' if decision['applied'] else 'Unmitigated'} model "
+                        f"registered</b>: {html.esc(decision['reason'])}.</p>")
     if note:  # one model: no with/without columns
         sections += [f"<p class='note'>{html.esc(note)}</p>", "<h2>Quality</h2>",
                      html.table(["metric", "value"], [[k, a["quality"][k]] for k in keys])]
@@ -398,6 +427,9 @@ def render_html(comparison: dict, mitigated: bool, train_info: dict,
     for feat in a["fairness"]:
         fa, fb = a["fairness"][feat], b["fairness"][feat]
         sections.append(f"<h3>{html.esc(feat)}</h3>")
+        if comparison.get("fairness_changes", {}).get(feat):
+            sections.append(f"<p>{html.esc(GAP_NAME[task.kind])} without -> with reweighing: "
+                            f"{html.esc(comparison['fairness_changes'][feat])} (test split)</p>")
         figures = [k for k, v in fa.items() if k != "groups" and isinstance(v, (int, float))]
         sections.append(html.table(["", "value"], [[k.replace("_", " "), fa[k]]
                                                    for k in figures]) if note else

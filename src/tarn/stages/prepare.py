@@ -170,8 +170,26 @@ def _metrics(report: dict) -> dict:
                 else:
                     figures["class_shares"] = {g: v["class_shares"] for g, v in groups}
             out.setdefault(name, {})[feat] = {**figures, "gap": f["gap"],
-                                              "share": {g: v["share"] for g, v in groups}}
+                                              "share": {g: v["share"] for g, v in groups},
+                                              "small_groups": f.get("small_groups", {})}
     return out
+
+
+def _fmt(x: float | None) -> str:
+    return "not measurable" if x is None else f"{x:.3f}"
+
+
+def _small_note(f: dict, min_rows: int | None) -> str:
+    """Which groups the headline figures leave out (fewer than bias.min_group_rows rows)."""
+    small = f.get("small_groups") or {}
+    if f.get("not_measurable"):
+        return f"<p class='note'>No headline figure: {html.esc(f['not_measurable'])}.</p>"
+    if not small:
+        return ""
+    listed = ", ".join(f"{g} ({n} row{'s' if n != 1 else ''})" for g, n in small.items())
+    return (f"<p class='note'>Too small for the headline figures (fewer than "
+            f"bias.min_group_rows = {min_rows} rows): {html.esc(listed)}; shown in the table, "
+            "not counted in the gap or the disparate impact.</p>")
 
 
 def _rate_chart(split_data: dict, reweighed: dict, feature: str) -> str:
@@ -231,31 +249,40 @@ def _feature_section(report: dict, feat: str) -> list[str]:
     rw = report["train_reweighed"]["features"][feat]["groups"]
     out = [f"<h2>{html.esc(feat)} (reference: {html.esc(f['reference_group'])})</h2>"]
     rows, classes = [], []
+    min_rows = train.get("min_group_rows")
+
+    def small(v: dict) -> str:
+        return "too small" if v.get("too_small") else ""
+
     if "mean_gap" in f:  # regression
         for g, v in f["groups"].items():
-            rows.append([g, v["count"], v["share"], v["mean"], v["std"], v["q10"], v["q50"],
-                         v["q90"], v["mean_difference"], v["missing_rate"]])
-        out.append(html.table(["group", "rows", "share", "target mean", "target std", "10 %",
-                               "median", "90 %", "mean difference (std)",
+            rows.append([g, v["count"], small(v), v["share"], v["mean"], v["std"], v["q10"],
+                         v["q50"], v["q90"], v["mean_difference"], v["missing_rate"]])
+        out.append(html.table(["group", "rows", "", "share", "target mean", "target std",
+                               "10 %", "median", "90 %", "mean difference (std)",
                                "rows with a missing value"], rows))
-        out.append(f"<p>Gap between group means: {f['mean_gap']:.3f} standard deviations of "
-                   "the target.</p>")
+        out.append(f"<p>Gap between group means: {_fmt(f['mean_gap'])} standard deviations "
+                   "of the target.</p>")
+        out.append(_small_note(f, min_rows))
         out.append(_target_chart(train, feat))
         return out
     names = list(train.get("class_shares", {}))
     for g, v in f["groups"].items():
         figures = ([v["positive_rate"], rw[g]["positive_rate"]] if not names
                    else [v["class_shares"][c] for c in names])
-        rows.append([g, v["count"], v["share"], *figures, v["disparate_impact"],
+        rows.append([g, v["count"], small(v), v["share"], *figures, v["disparate_impact"],
                      v["missing_rate"]])
-        classes.append("bad" if v["disparate_impact"] < report["threshold"] else None)
+        classes.append("bad" if v["disparate_impact"] < report["threshold"]
+                       and not v.get("too_small") else None)
     figure_cols = (["positive rate", "positive rate (reweighed)"] if not names
                    else [f"share {c}" for c in names])
-    out.append(html.table(["group", "rows", "share", *figure_cols, "disparate impact",
+    out.append(html.table(["group", "rows", "", "share", *figure_cols, "disparate impact",
                            "rows with a missing value"], rows, classes))
-    out.append(f"<p>Min/max disparate impact: {f['disparate_impact_min']:.3f} (after "
-               f"reweighing: "
-               f"{report['train_reweighed']['features'][feat]['disparate_impact_min']:.3f})</p>")
+    after = report["train_reweighed"]["features"][feat]
+    out.append(f"<p>Min/max disparate impact: {_fmt(f['disparate_impact_min'])} (after "
+               f"reweighing: {_fmt(after['disparate_impact_min'])}); statistical parity "
+               f"difference {_fmt(f['statistical_parity_difference'])}.</p>")
+    out.append(_small_note(f, min_rows))
     out.append(_rate_chart(train, report["train_reweighed"], feat) if not names
                else _shares_chart(train, feat))
     return out

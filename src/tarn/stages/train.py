@@ -6,6 +6,12 @@ The model with the other mitigation setting is fitted too (same hyperparameters)
 beside it, so the evaluate stage can show the cost and gain of mitigation side by side. A
 regression target is not reweighed (there is no label to balance): the comparator is then the
 model itself, and the run records why (``mitigation_note``).
+
+With ``bias.mitigation: reweighing`` the reweighed model is registered only when it does no
+harm on validation (``bias.mitigation_policy: compare``): the tune stage's validation scores of
+both configurations give the task's fairness gap per sensitive feature and the loss of each,
+and :func:`tarn.core.bias.decide_mitigation` says which one is registered and why (the tag
+``tarn.mitigation_reason``, ``train.json``'s ``mitigation``, the evaluation report).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from sklearn.pipeline import Pipeline
 
 from tarn.config import Params, stage_view
 from tarn.core import memory
-from tarn.core.bias import reweighing_note
+from tarn.core.bias import MitigationCheck, MitigationDecision, decide_mitigation, reweighing_note
 from tarn.core.catalog import (
     COMPARATOR_DIR,
     MODEL_DIR,
@@ -30,6 +36,7 @@ from tarn.core.catalog import (
     load_best,
     load_manifest,
     load_split,
+    load_validation_scores,
     split_batches,
 )
 from tarn.core.features import FEATURES, build_preprocessor, design_width, encode, to_model_frame
@@ -42,6 +49,7 @@ from tarn.errors import TarnError
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both)
 READS = ("schema", "train", "tune.seed", "bias.mitigation", "bias.reweighing_features",
+         "bias.min_group_rows", "bias.mitigation_policy", "bias.max_quality_cost",
          "mlflow.registered_model",
          *FEATURES)
 # keys that only say where work runs or lands: read, but not DVC params
@@ -55,6 +63,7 @@ class TrainResult:
     model_uri: str
     version: str
     tags: dict
+    mitigation_reason: str = ""  # why reweighing was kept or not ("" = not decided)
 
 
 def model_params(best: dict, params: Params, mitigated: bool = True) -> dict:
@@ -111,6 +120,34 @@ def training_data(params: Params, root: Path) -> SplitData:
                      np.concatenate([p.y for p in parts]), w)
 
 
+def mitigation_check(params: Params, root: Path, best: dict,
+                     task: Task) -> MitigationCheck | None:
+    """The reweighed and the unmitigated configuration on the same validation rows (the tune
+    stage's scores): the task's loss and fairness gap per sensitive feature, each model with
+    the decision threshold it would ship with. None when the search compared nothing."""
+    meta = best.get("mitigation_check")
+    scores = load_validation_scores(params, root) if meta else None
+    if scores is None:
+        return None
+    parts = [load_split(params, root, s) for s in (
+        ("train", "valid") if meta["rows"] == "train+valid" else ("valid",))]
+    frame = pd.concat([p.frame for p in parts], ignore_index=True)
+    y = np.concatenate([p.y for p in parts])
+    rows = scores["row"].to_numpy()
+    frame, y = frame.iloc[rows].reset_index(drop=True), y[rows]
+    loss, gaps = {}, {}
+    for name in ("mitigated", "unmitigated"):
+        cols = sorted((c for c in scores.columns if c.startswith(f"{name}_")),
+                      key=lambda c: int(c.rsplit("_", 1)[1]))
+        sc = scores[cols].to_numpy(dtype=np.float64)
+        sc = sc if task.kind == "multiclass" else sc[:, 0]
+        loss[name] = task.metric(task.loss, y, sc)
+        fair = task.fairness(y, sc, frame, params.schema.sensitive, params.bias.min_group_rows)
+        gaps[name] = {f: fair[f]["gap"] for f in params.schema.sensitive}
+    return MitigationCheck(meta["validation"], task.loss, loss["mitigated"], loss["unmitigated"],
+                           gaps["mitigated"], gaps["unmitigated"], task.kind)
+
+
 def run(params: Params, root: Path, progress: Progress = silent,
         step: Step = no_steps) -> TrainResult:
     params = stage_view(params, "train", READS, AMBIENT)
@@ -121,11 +158,18 @@ def run(params: Params, root: Path, progress: Progress = silent,
     models = root / params.paths.models
     best = load_best(params, root)
     data = training_data(params, root)
-    mparams = model_params(best, params, params.bias.mitigation == "reweighing")
     task = Task.of(params.schema, params.train.threshold)
     # why rows all weigh 1 ("" when reweighing weights exist): recorded with the run
     note = reweighing_note(task.kind, params.bias.reweighing_features)
-    mitigated = params.bias.mitigation == "reweighing" and not note
+    decision: MitigationDecision | None = None
+    if params.bias.mitigation == "reweighing" and not note:
+        step("comparing reweighing with no mitigation on validation")
+        decision = decide_mitigation(mitigation_check(params, root, best, task),
+                                     params.bias.reweighing_features,
+                                     params.bias.mitigation_policy, params.bias.max_quality_cost)
+        step(decision.reason)
+    mitigated = decision is not None and decision.applied
+    mparams = model_params(best, params, mitigated)
     if data.weight is None:
         raise TarnError("reweighing weights missing beside the splits", "run `tarn prepare`")
     comparable = not note  # else both models would be one
@@ -163,16 +207,20 @@ def run(params: Params, root: Path, progress: Progress = silent,
         params_hash=params_hash(params, ("schema", "etl", "prepare", "bias", "tune", "train")),
         schema_hash=schema_hash(params.schema, params.prepare), train_rows=len(data.y),
         tune_run_id=best["parent_run_id"], mitigation="reweighing" if mitigated else "none",
+        mitigation_reason=decision.reason[:4000] if decision else "",
         batches=tuple(sorted(data.frame["batch"].unique())),
         test_batches=tuple(split_batches(params, root, "test")))
     registry = Registry(params.mlflow, root)
     logged = {**mparams, "task": task.kind, "mitigation": params.bias.mitigation,
               "mitigation_applied": mitigated,
+              **({"mitigation_policy": params.bias.mitigation_policy} if decision else {}),
               **({"mitigation_note": note} if params.bias.mitigation == "reweighing" and note
                  else {})}
     reg = registry.register(pipe, lineage, "train", logged, {"train_rows": len(data.y)}, sig)
     tags = lineage.to_tags()
-    result = {**reg.as_dict(), "tags": tags, "params": mparams}
+    result = {**reg.as_dict(), "tags": tags, "params": mparams,
+              # which model was registered and why (None: no reweighing to decide on)
+              "mitigation": decision.as_dict() if decision else None}
     with atomic_dir(models / MODEL_DIR) as tmp:
         shutil.rmtree(tmp)
         save_local(pipe, tmp, sig, example)
@@ -181,6 +229,7 @@ def run(params: Params, root: Path, progress: Progress = silent,
         save_local(comparator, tmp, sig, example)
     with staged() as st:
         st.json(models / TRAIN_JSON, result)
-    return TrainResult(reg.run_id, reg.model_uri, reg.version, tags)
+    return TrainResult(reg.run_id, reg.model_uri, reg.version, tags,
+                       decision.reason if decision else "")
 
 

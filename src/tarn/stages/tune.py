@@ -43,7 +43,7 @@ from xgboost.callback import TrainingCallback
 
 from tarn.config import DEFAULT_LEARNING_RATE, INTEGER_PARAMS, Params, TuneConfig, stage_view
 from tarn.core import memory, reference
-from tarn.core.catalog import BEST, TUNE_REPORT, TUNE_TRIALS, load_split
+from tarn.core.catalog import BEST, TUNE_REPORT, TUNE_TRIALS, VALIDATION_SCORES, load_split
 from tarn.core.features import FEATURES, build_preprocessor, design_width, encode
 from tarn.core.files import staged
 from tarn.core.progress import Progress, silent
@@ -193,6 +193,9 @@ class Matrices:
     # small tables: k-fold cross-validation over train + valid (the *_train arrays hold every
     # row; each fit is k fits, scored on the pooled out-of-fold predictions)
     folds: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
+    # per validation score, its row: in the valid split (holdout), or in train + valid
+    # concatenated (cross-validation, out-of-fold scores): the train stage reads the groups
+    valid_rows: np.ndarray | None = None
 
     @property
     def validation(self) -> str:
@@ -227,6 +230,8 @@ class TrialResult:
     rows: int = 0  # training rows the fit saw
     cap: int = 0  # its round cap
     cut: bool = False  # the deadline ended it
+    # validation (or out-of-fold) scores, kept only when asked (the mitigation comparison)
+    scores: np.ndarray | None = None
 
     @property
     def capped(self) -> bool:
@@ -253,10 +258,11 @@ class Fit:
 def fit_trial(fit: Fit, data: Matrices, early_stopping_rounds: int, n_jobs: int, seed: int,
               rule: StopRule | None = None, references: Sequence[Reference] = (),
               deadline: float = 0.0,
-              on_round: Callable[[int, float], None] | None = None) -> TrialResult:
+              on_round: Callable[[int, float], None] | None = None,
+              keep_scores: bool = False) -> TrialResult:
     """Fit one configuration on the first ``fit.rows`` training rows with early stopping (and
     the stop rule against ``references``, and the wall-clock ``deadline``); never raises (a
-    failure is a result)."""
+    failure is a result). ``keep_scores``: the result carries its validation scores."""
     task = data.task
     start = time.perf_counter()
     base = {"tid": fit.tid, "params": fit.hparams, "rung": fit.rung, "rows": fit.rows,
@@ -265,7 +271,7 @@ def fit_trial(fit: Fit, data: Matrices, early_stopping_rounds: int, n_jobs: int,
         lr = learning_rate_of(fit.hparams)
         if data.folds:  # small table: no stop rule (fits are quick), the deadline holds
             return _fit_folds(fit, data, early_stopping_rounds, n_jobs, seed, deadline,
-                              on_round, base, start)
+                              on_round, base, start, keep_scores)
         watch = Watch(rule, references, lr, task, deadline, on_round)
         w = None if data.w_train is None else data.w_train[:fit.rows]
         model, curve = _fit_one(fit, task, data.z_train[:fit.rows], data.y_train[:fit.rows], w,
@@ -279,7 +285,8 @@ def fit_trial(fit: Fit, data: Matrices, early_stopping_rounds: int, n_jobs: int,
                            duration_s=time.perf_counter() - start, rounds=len(curve),
                            stopped=watch.reason, cut=watch.cut,
                            reference=None if watch.reason else Reference(
-                               best_so_far(curve).astype(np.float32), lr))
+                               best_so_far(curve).astype(np.float32), lr),
+                           scores=scores if keep_scores else None)
     except Exception as e:  # noqa: BLE001 - a failed fit is recorded, the search goes on
         return TrialResult(**base, status="fail", duration_s=time.perf_counter() - start,
                            error=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
@@ -296,7 +303,8 @@ def _fit_one(fit: Fit, task: Task, z, y, w, z_valid, y_valid, early_stopping_rou
 
 
 def _fit_folds(fit: Fit, data: Matrices, early_stopping_rounds: int, n_jobs: int, seed: int,
-               deadline: float, on_round, base: dict, start: float) -> TrialResult:
+               deadline: float, on_round, base: dict, start: float,
+               keep_scores: bool = False) -> TrialResult:
     """k fits, each early-stopped on its held-out fold; judged on the pooled out-of-fold
     scores (one validation figure over every row: a 70-row validation split picks by luck)."""
     task, lr = data.task, learning_rate_of(fit.hparams)
@@ -320,7 +328,7 @@ def _fit_folds(fit: Fit, data: Matrices, early_stopping_rounds: int, n_jobs: int
                        figures=trial_figures(task, y, oof),
                        best_iteration=int(round(float(np.mean(iterations)))),
                        duration_s=time.perf_counter() - start, rounds=rounds, stopped=stopped,
-                       cut=cut)
+                       cut=cut, scores=oof if keep_scores else None)
 
 
 def _best_iteration(model, curve: Sequence[float]) -> int:
@@ -372,8 +380,9 @@ def matrices(params: Params, root: Path, progress: Progress = silent) -> tuple[M
     w = None if w is None else w[order]
     if cv:
         return Matrices(z, y[order], w, z[:0], y[:0], task,
-                        _folds(y[order], task, cfg.cv_folds, cfg.seed)), pre
-    return Matrices(z, y[order], w, encode(pre, valid.X, progress), valid.y, task), pre
+                        _folds(y[order], task, cfg.cv_folds, cfg.seed), order), pre
+    return Matrices(z, y[order], w, encode(pre, valid.X, progress), valid.y, task,
+                    valid_rows=np.arange(len(valid.y))), pre
 
 
 def _folds(y: np.ndarray, task: Task, k: int, seed: int) -> tuple:
@@ -694,9 +703,33 @@ def unmitigated_choice(results: list[TrialResult], data: Matrices, cfg: TuneConf
         progress("tune", f"refitting trial {r.tid} without the reweighing weights", 0, None)
         fit = Fit(r.tid, r.params, r.rung, data.rows, r.cap)
         refits.append(fit_trial(fit, unweighted, cfg.early_stopping_rounds, cfg.n_jobs,
-                                cfg.seed))
+                                cfg.seed, keep_scores=True))
     ok = [r for r in refits if r.clean]
     return min(ok, key=lambda r: (r.loss, r.tid)) if ok else None
+
+
+def mitigation_scores(best: TrialResult, unmitigated: TrialResult | None, data: Matrices,
+                      cfg: TuneConfig, progress: Progress = silent) -> pd.DataFrame:
+    """The validation scores of both models, for the train stage to compare mitigation with
+    none (fairness and quality, :func:`tarn.core.bias.decide_mitigation`): the chosen
+    (reweighed) configuration refitted as the search fitted it, keeping its scores, beside
+    the unmitigated refit's. ``row`` names each score's row (see ``Matrices.valid_rows``).
+    Empty when the search was unweighted (nothing to compare)."""
+    if unmitigated is None or unmitigated.scores is None or data.valid_rows is None:
+        return pd.DataFrame({"row": np.zeros(0, dtype=np.int64)})
+    progress("tune", f"refitting trial {best.tid} with the reweighing weights for the "
+             "comparison with no mitigation", 0, None)
+    mitigated = fit_trial(Fit(best.tid, best.params, best.rung, data.rows, best.cap), data,
+                          cfg.early_stopping_rounds, cfg.n_jobs, cfg.seed, keep_scores=True)
+    if mitigated.scores is None:
+        return pd.DataFrame({"row": np.zeros(0, dtype=np.int64)})
+    out = {"row": np.asarray(data.valid_rows, dtype=np.int64)}
+    for name, r in (("mitigated", mitigated), ("unmitigated", unmitigated)):
+        sc = np.asarray(r.scores, dtype=np.float64)
+        cols = sc.reshape(len(sc), -1)
+        for j in range(cols.shape[1]):
+            out[f"{name}_{j}"] = cols[:, j]
+    return pd.DataFrame(out)
 
 
 def too_small_budget(outcome: SearchOutcome, cfg: TuneConfig) -> str:
@@ -769,6 +802,7 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
             raise TarnError(small, "raise tune.timeout_s in params.yaml")
         best = choose(results)
         unmitigated = unmitigated_choice(results, data, cfg, started + budget, progress)
+        compared_scores = mitigation_scores(best, unmitigated, data, cfg, progress)
         # like with like: the unmitigated model's validation loss against the references
         compared = unmitigated or best
         verdict = reference.verdict(task, compared.loss, refs, data.validation) if (
@@ -814,6 +848,11 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
             "params": unmitigated.params, "best_iteration": unmitigated.best_iteration,
             "trial": unmitigated.tid, f"val_{task.loss}": unmitigated.loss},
         "reference_verdict": verdict,
+        # validation scores of both models (models/validation_scores.parquet): the train
+        # stage decides whether reweighing is kept; None when nothing was compared
+        "mitigation_check": None if compared_scores.empty else {
+            "rows": "train+valid" if data.folds else "valid", "validation": data.validation,
+            "file": VALIDATION_SCORES},
         "parent_run_id": parent.info.run_id,
         "duration_s": outcome.duration_s,
     }
@@ -821,6 +860,7 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
     reports = root / params.paths.reports
     with staged() as st:
         st.json(models / BEST, summary)
+        st.parquet(models / VALIDATION_SCORES, compared_scores)
         st.json(reports / TUNE_REPORT, {k: summary[k] for k in (
             "task", "loss", f"val_{task.loss}", *(f"val_{k}" for k in best.figures),
             "best_iteration", "rows", "validation", "n_trials", "n_fits", "n_failed",

@@ -124,7 +124,8 @@
   /** Python's repr of a string, cut to ECHO_CHARS characters (tarn.core.columns.clip). */
   function quote(s) {
     s = String(s);
-    const q = (t) => (t.includes("'") && !t.includes('"') ? `"${t}"` : `'${t.replace(/'/g, "\\'")}'`);
+    const q = (t) => (t.includes("'") && !t.includes('"') ? `"${t}"`
+      : `'${t.replace(/'/g, "\\'")}'`);
     return s.length > ECHO_CHARS
       ? `${q(s.slice(0, ECHO_CHARS))}... (${s.length.toLocaleString("en-US")} characters)`
       : q(s);
