@@ -12,6 +12,18 @@ the others load the bundle it wrote. A nudge (admin call, webhook) reaching one 
 passed to all through a shared counter, so every worker swaps at once rather than at its next
 poll. The parent restarts a worker that dies and stops them all on SIGTERM/SIGINT.
 
+Bounded clients: a client may hold only what ``serve.*`` allows. uvicorn parses with httptools
+when it is installed (else h11) and bounds neither the head's size (with httptools: a 100 MB
+header was read and answered 200) nor the time a client takes to send a request (2,000
+half-sent requests held 2,000 descriptors). :func:`bounded_protocol` subclasses uvicorn's
+protocol: the request head must arrive within ``header_timeout_s`` and the body within
+``body_timeout_s`` (a 408), at most ``max_connections`` connections per worker (a 503 at once,
+so descriptors stay bounded), a head of at most ``max_header_bytes`` (a 431, counted as bytes
+arrive) and ``max_headers`` lines (a 431), an idle kept-alive connection closed after
+``keepalive_timeout_s``. Every refusal made below the application (these, and the parser's
+own: a bad chunk size, conflicting lengths, a CR in a header) is a JSON body like every other
+error, written straight to the socket, and the connection is closed.
+
 Why ``SO_REUSEPORT`` and not one shared listening socket: with a shared socket the event loop
 that wakes first accepts every connection waiting (asyncio and uvloop accept in a batch), so 8
 keep-alive clients connecting together mostly landed on one worker (measured: 8/0 in four of six
@@ -22,8 +34,10 @@ starts the worker again).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
+import ipaddress
 import logging
 import os
 import signal
@@ -33,7 +47,7 @@ import threading
 import time
 from pathlib import Path
 
-from tarn.config import Params
+from tarn.config import Params, ServeConfig
 from tarn.core.tracking import redact
 from tarn.serve.app import ServerState, create_app
 from tarn.serve.deploy import ModelHolder, Reconciler
@@ -101,8 +115,31 @@ def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(0)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (its traffic never crosses a network)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def plain_http_warning(host: str) -> str:
+    """The warning for a server reachable from other machines over plain HTTP ('' if none)."""
+    if is_loopback(host):
+        return ""
+    return (f"serving plain HTTP on {host}, reachable from other machines: the admin secret, "
+            "webhook signatures and scored rows travel unencrypted. Put a TLS-terminating "
+            "proxy in front and bind to 127.0.0.1 (README: 'Behind a TLS proxy')")
+
+
 def run(params: Params, root: Path, host: str, port: int, admin_secret: str,
         webhook_secret: str, workers: int = 1) -> None:
+    warning = plain_http_warning(host)
+    if warning:
+        setup_process()
+        logging.getLogger("tarn.serve").warning(warning)
     if workers <= 1:
         _serve(params, root, host, port, admin_secret, webhook_secret)
     else:
@@ -127,8 +164,12 @@ def _serve(params: Params, root: Path, host: str, port: int, admin_secret: str,
         state.predlog.start()
     state.reconciler.reconcile()  # serve the production model from the first request on
     state.reconciler.start()
-    config = uvicorn.Config(create_app(state), host=host, port=port, log_level="warning",
-                            access_log=False, server_header=False)
+    cfg = params.serve
+    config = uvicorn.Config(HeaderCount(create_app(state), cfg.max_headers), host=host,
+                            port=port, log_level="warning", access_log=False,
+                            server_header=False, http=bounded_protocol(cfg),
+                            h11_max_incomplete_event_size=cfg.max_header_bytes,
+                            timeout_keep_alive=cfg.keepalive_timeout_s)
     # the libraries and the model are a few million long-lived objects: move them out of the
     # garbage collector's reach, so a full collection (triggered by the objects a large request
     # creates) walks only the request's own objects instead of stalling every thread ~100 ms
@@ -141,6 +182,190 @@ def _serve(params: Params, root: Path, host: str, port: int, admin_secret: str,
         if state.predlog is not None:
             with contextlib.suppress(Exception):
                 state.predlog.close()
+
+
+# ------------------------------------------------------------------------ bounded clients
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
+            503: b"Service Unavailable"}
+_CODES = {400: "MALFORMED_REQUEST", 408: "REQUEST_TIMEOUT", 431: "REQUEST_HEADER_TOO_LARGE",
+          503: "UNAVAILABLE"}
+
+
+def refusal_bytes(status: int, message: str) -> bytes:
+    """A whole HTTP/1.1 response (JSON body, connection closed), written straight to the
+    socket: below the application no framework shapes the answer."""
+    import orjson
+
+    body = orjson.dumps({"error_code": _CODES[status], "message": message})
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n" % (status, _REASONS[status], len(body))) + body
+
+
+class HeaderCount:
+    """ASGI: a request with more than ``limit`` header lines gets a JSON 431 (h11 bounds the
+    head's bytes, not its lines)."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and len(scope["headers"]) > self.limit:
+            body = refusal_bytes(431, f"{len(scope['headers'])} header lines; at most "
+                                 f"{self.limit} are accepted").split(b"\r\n\r\n", 1)[1]
+            await send({"type": "http.response.start", "status": 431, "headers": [
+                (b"content-type", b"application/json"), (b"connection", b"close"),
+                (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+def bounded_protocol(cfg: ServeConfig) -> type:
+    """uvicorn's HTTP protocol (httptools when installed, as uvicorn picks, else h11) with the
+    limits of ``cfg`` (see the module docstring)."""
+    import sys
+
+    log = logging.getLogger("tarn.serve")
+
+    class Bounds:
+        """Timers, the connection cap and JSON refusals, shared by both parsers."""
+
+        max_connections = cfg.max_connections
+        max_header_bytes = cfg.max_header_bytes
+        header_timeout_s = cfg.header_timeout_s
+        body_timeout_s = cfg.body_timeout_s
+        refused = 0  # connections turned away at the cap (logged every 1,000)
+
+        def connection_made(self, transport) -> None:
+            self._timer: asyncio.TimerHandle | None = None
+            self._timing = ""  # "head" | "body" | ""
+            super().connection_made(transport)
+            if len(self.connections) > self.max_connections:
+                Bounds.refused += 1
+                if Bounds.refused % 1000 == 1:
+                    log.warning("connection cap reached (serve.max_connections: %d per "
+                                "worker): new connections get 503 (%d so far)",
+                                self.max_connections, Bounds.refused)
+                self._refuse(503, f"server busy: {self.max_connections} connections open "
+                             "(serve.max_connections); retry shortly")
+                return
+            self._arm("head")
+
+        def _arm(self, what: str) -> None:
+            if self._timing == what:
+                return
+            self._disarm()
+            delay = self.header_timeout_s if what == "head" else self.body_timeout_s
+            self._timing = what
+            self._timer = self.loop.call_later(delay, self._expired, what)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timing = None, ""
+
+        def _refuse(self, status: int, message: str) -> None:
+            self._disarm()
+            if not self.transport.is_closing():
+                self.transport.write(refusal_bytes(status, message))
+                self.transport.close()
+
+        def _expired(self, what: str) -> None:
+            self._timer, self._timing = None, ""
+            if self.transport.is_closing():
+                return
+            cycle = self.cycle
+            if what == "body" and cycle is not None:
+                started = cycle.response_started
+                if not cycle.response_complete:
+                    cycle.disconnected = True  # the application reads a disconnect
+                    cycle.message_event.set()
+                if started:  # answered (e.g. a 413) or answering: no room for a second one
+                    self.transport.close()
+                    return
+            limit = self.header_timeout_s if what == "head" else self.body_timeout_s
+            self._refuse(408, f"request {'headers' if what == 'head' else 'body'} not received "
+                         f"within {limit:g} s (serve.{'header' if what == 'head' else 'body'}"
+                         "_timeout_s)")
+
+        def _head_too_large(self) -> None:
+            self._refuse(431, f"request head beyond {self.max_header_bytes:,} bytes "
+                         "(serve.max_header_bytes)")
+
+        def send_400_response(self, msg: str) -> None:
+            """The parser refused the request (called inside its ``except``): the same
+            refusal as JSON (431 when h11 says the head is too large)."""
+            exc = sys.exc_info()[1]
+            if getattr(exc, "error_status_hint", 400) == 431:
+                self._head_too_large()
+                return
+            self._refuse(400, f"invalid HTTP request: {exc or msg}"[:300])
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    try:
+        import httptools  # noqa: F401 - uvicorn's choice when installed
+    except ImportError:
+        httptools = None
+    if httptools is not None:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        class BoundedHttpTools(Bounds, HttpToolsProtocol):
+            """httptools buffers a header until it ends: the head's bytes are counted as
+            they arrive, before the parser sees them. The parser's callbacks set the phase;
+            the timer follows it once per read (a request that arrives whole arms none)."""
+
+            def connection_made(self, transport) -> None:
+                self._phase, self._head_bytes = "idle", 0  # "idle" | "head" | "body"
+                super().connection_made(transport)
+
+            def data_received(self, data: bytes) -> None:
+                if self._phase != "body":
+                    self._head_bytes += len(data)
+                    if self._head_bytes > self.max_header_bytes:
+                        self._head_too_large()
+                        return
+                super().data_received(data)
+                if self._phase == "idle":
+                    if self._timing:
+                        self._disarm()
+                elif self._timing != self._phase:
+                    self._arm(self._phase)
+
+            def on_message_begin(self) -> None:
+                super().on_message_begin()
+                self._phase = "head"
+
+            def on_headers_complete(self) -> None:
+                super().on_headers_complete()
+                self._phase, self._head_bytes = "body", 0
+
+            def on_message_complete(self) -> None:
+                super().on_message_complete()
+                self._phase, self._head_bytes = "idle", 0  # a pipelined next head counts anew
+
+        return BoundedHttpTools
+
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class BoundedH11(Bounds, H11Protocol):
+        """h11 bounds the head itself (``h11_max_incomplete_event_size``); its states say
+        which timer runs."""
+
+        def data_received(self, data: bytes) -> None:
+            if self._timing == "" and self.conn.their_state is h11.IDLE:
+                self._arm("head")  # the next request on a kept-alive connection began
+            super().data_received(data)
+            state = self.conn.their_state
+            if state is h11.SEND_BODY:
+                self._arm("body")
+            elif state is not h11.IDLE:  # the whole request is in (or the connection ended)
+                self._disarm()
+
+    return BoundedH11
 
 
 class Nudges:
