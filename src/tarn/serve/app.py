@@ -1,7 +1,11 @@
 """The FastAPI application: scoring, health, metrics, admin and webhook endpoints.
 
-Scoring bodies must be JSON (415 otherwise: a web page cannot make a browser score and log
-rows), are read with a size cap, then parsed and validated column-wise
+Scoring bodies must be UTF-8 JSON sent as exactly ``application/json`` (an optional
+``charset=utf-8``; 415 otherwise: a web page cannot make a browser score and log rows, and a
+UTF-16 body or an ``application/*+json`` type is refused rather than guessed at). A body with a
+``Content-Encoding`` is refused with 415 on every route: tarn decodes none (a compressed body
+would make the size cap count compressed bytes while the decoded ones fill memory; a proxy in
+front can decompress). Bodies are read with a size cap, then parsed and validated column-wise
 (:mod:`tarn.serve.inputs`) and scored in a worker thread, so one large request never stalls
 ``/health`` or ``/metrics``. The request handler reads the serving model once, so a swap in the
 middle of a request cannot mix two versions. Every error is a 4xx JSON body naming the field;
@@ -135,6 +139,8 @@ class _Metrics:
                                   "does not allow (the ETL would quarantine them), refused or "
                                   "flagged (serve.unknown_values)", ["column", "reason", "action"],
                                   registry=r)
+        self.unauthorized = Counter("tarn_unauthorized", "401s: a missing or wrong admin "
+                                    "secret, a bad webhook signature", ["route"], registry=r)
         self.worker = Gauge("tarn_worker_info", "The server process that answered this scrape "
                             "(metrics are per process)", ["worker", "pid", "workers"],
                             registry=r)
@@ -328,6 +334,12 @@ class Front:
             return
         rid = request_id(scope["headers"])
         scope["tarn_request_id"] = rid
+        encoding = _content_encoding(scope["headers"])
+        if encoding:
+            await _send_error(send, 415, f"Content-Encoding {encoding[:40]!r} is not decoded "
+                              "here: send the body uncompressed", rid)
+            self.state.tarn_metrics.request(_endpoint(scope["path"]), 415)
+            return
         if scope["method"] == "POST" and scope["path"] in SCORING_PATHS:
             await self.scoring(scope, receive, send)
             return
@@ -373,13 +385,41 @@ async def _receive_body(receive, headers, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+_CHARSET_UTF8 = re.compile(rb'\s*charset\s*=\s*"?utf-8"?\s*', re.I)
+
+
 def _is_json_media(headers) -> bool:
+    """Exactly ``application/json``, with no parameter but ``charset=utf-8``."""
     for k, v in headers:
         if k == b"content-type":
-            media = v.split(b";", 1)[0].strip().lower()
-            return media == b"application/json" or (media.startswith(b"application/")
-                                                      and media.endswith(b"+json"))
+            media, _, param = v.partition(b";")
+            if media.strip().lower() != b"application/json":
+                return False
+            return not param.strip() or bool(_CHARSET_UTF8.fullmatch(param))
     return False
+
+
+def _content_encoding(headers) -> str:
+    """The request's Content-Encoding unless absent or ``identity`` ('' then)."""
+    for k, v in headers:
+        if k == b"content-encoding" and v.strip().lower() not in (b"", b"identity"):
+            return v.decode("latin-1")
+    return ""
+
+
+def require_utf8(body: bytes) -> None:
+    """A JSON text in UTF-16 or UTF-32 (a byte-order mark, or a NUL among its first bytes,
+    which UTF-8 JSON never has) is refused with 415 instead of decoded by a fallback."""
+    if body[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in body[:4]:
+        raise InputError("the body is not UTF-8 (UTF-16 or UTF-32?): send UTF-8 JSON", 415)
+
+
+async def _send_error(send, status: int, message: str, rid: str) -> None:
+    body = _error_body(status, message, rid)
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", rid.encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(state: ServerState) -> Front:
@@ -391,6 +431,7 @@ def create_app(state: ServerState) -> Front:
     cfg = state.params.serve
     refuse = cfg.unknown_values == "refuse"
     app.state.tarn = state
+    app.state.tarn_metrics = m
     limiter = []  # one anyio CapacityLimiter, made inside the event loop on first use
     worker_header = (b"x-tarn-worker", str(state.worker).encode())
 
@@ -452,9 +493,10 @@ def create_app(state: ServerState) -> Front:
         extra = []
         try:
             if not _is_json_media(headers):
-                raise InputError("send the rows as JSON with Content-Type: application/json",
-                                 415)
+                raise InputError("send the rows as UTF-8 JSON with Content-Type: "
+                                 "application/json", 415)
             body = await _receive_body(receive, headers, cfg.max_body_bytes)
+            require_utf8(body)
             if len(body) <= INLINE_BYTES:
                 content, version, flagged = score(body, endpoint, rid)
             else:
@@ -500,10 +542,20 @@ def create_app(state: ServerState) -> Front:
         return resp
 
     def is_admin(request: Request) -> bool:
+        """``Authorization: Bearer <secret>``: the scheme is required (RFC 6750)."""
         if not state.admin_secret:
             return False
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        return hmac.compare_digest(given.encode(), state.admin_secret.encode())
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(given.strip().encode("utf-8", "replace"),
+                                   state.admin_secret.encode())
+
+    def unauthorized(route: str, message: str, request: Request) -> Response:
+        """A 401, counted by route (tarn_unauthorized_total, tarn_requests_total)."""
+        m.unauthorized.labels(route).inc()
+        m.request(route, 401)
+        return _err(401, message, request)
 
     @app.post("/invocations", openapi_extra=_body_doc(_INVOCATIONS_SCHEMA),
               summary="Score rows (compatible with `mlflow models serve`)")
@@ -566,11 +618,14 @@ def create_app(state: ServerState) -> Front:
             return _err(503, "admin endpoint disabled: start the server with "
                         "TARN_ADMIN_SECRET", request)
         if not is_admin(request):
-            return _err(401, "bad or missing admin secret (Authorization: Bearer <secret>)",
-                        request)
+            return unauthorized("admin", "bad or missing admin secret (Authorization: Bearer "
+                                "<secret>)", request)
         try:
-            body = _parse(await _read_body(request, 10_000)) if request.headers.get(
-                "content-length", "0") != "0" else {}
+            raw = await _read_body(request, 10_000) if request.headers.get(
+                "content-length", "0") != "0" else b""
+            if raw:
+                require_utf8(raw)
+            body = _parse(raw) if raw else {}
         except InputError as e:
             return _err(e.status, str(e), request)
         wanted = body.get("version") if isinstance(body, dict) else None
@@ -597,7 +652,7 @@ def create_app(state: ServerState) -> Front:
         problem = verify_webhook(request.headers, body, state.webhook_secret,
                                  seen=state.deliveries)
         if problem:
-            return _err(401, problem, request)
+            return unauthorized("webhooks", problem, request)
         try:
             event = orjson.loads(body)
         except orjson.JSONDecodeError:
