@@ -132,6 +132,9 @@ class Reconciler:
         self._registry = None
         self._holdout: pd.DataFrame | None = None
         self._failures: dict[str, _Failure] = {}  # version -> its last failed deployment
+        # last_error is about reaching production (a refused version, the registry away):
+        # it goes once production is served again
+        self._error_until_served = False
 
     # --------------------------------------------------------------- lifecycle
     def start(self) -> Reconciler:
@@ -171,10 +174,13 @@ class Reconciler:
             except Exception as e:  # noqa: BLE001 - unreachable registry: keep serving
                 self.status.registry_errors += 1
                 self.status.last_error = f"registry unreachable: {first_line(e)}"
+                self._error_until_served = True
                 self._registry = None
                 return None
             current = self.holder.current
             if target is None or (current is not None and current.version == target):
+                if self._error_until_served and (target is None or current is not None):
+                    self.status.last_error, self._error_until_served = "", False
                 return target
             failed = self._failures.get(target)
             if failed is not None and not retry_now and time.monotonic() < failed.retry_at:
@@ -185,7 +191,7 @@ class Reconciler:
                 self._failed(target, first_line(e), failed)
                 return target
             self._failures.pop(target, None)
-            self.status.last_error = ""
+            self.status.last_error, self._error_until_served = "", False
             self.holder.current = deployed  # the swap
             if self.leader:
                 self._point_clients(reg.name, target, bundle)
@@ -221,6 +227,7 @@ class Reconciler:
         self.status.swap_failures += 1
         self.status.last_error = (f"version {version} failed to load: {error} (attempt "
                                   f"{attempts}; next try in {delay:.0f} s)")
+        self._error_until_served = True
         if before is None or before.error != error:  # reported once, not every poll
             log.error(self.status.last_error)
 
