@@ -102,7 +102,7 @@ def test_init_names_and_excludes_every_planted_column_then_etl_and_prepare_run(
     assert cols[STAMP].dtype == "string" and "free text" not in out.split(f"  {STAMP}:")[1][:40]
     assert cols[CODES].dtype == "category" and cols[CODES].categories == [
         "3", "17", "42", "58", "91"]
-    assert raw["prepare"]["test_split"] == "latest" and "test_batches" not in raw["prepare"]
+    assert raw["prepare"]["test_split"] == "latest" and raw["prepare"]["test_batches"] == []
     assert [b.name for b in Lake(str(tmp_path / "data" / "lake")).batches()] == [
         "0001-2015", "0002-2016"]
 

@@ -164,3 +164,17 @@ def register_pickled_version(params: Params, root: Path, marker: Path) -> str:
     mv = mlflow.register_model(info.model_uri, params.mlflow.registered_model)
     assert not marker.exists()
     return str(mv.version)
+
+
+def missing_params(raw: dict) -> list[str]:
+    """The dvc.yaml params keys a params.yaml dict lacks: `dvc repro` fails on each, read by
+    the stage or not."""
+    out = []
+    for stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].values():
+        for p in stage.get("params", []):
+            node = raw
+            for part in (p if isinstance(p, str) else next(iter(p))).split("."):
+                node = node[part] if isinstance(node, dict) and part in node else KeyError
+            if node is KeyError:
+                out.append(p)
+    return out

@@ -11,7 +11,7 @@ import yaml
 
 from tarn.config import UndeclaredParam, params_from_dict, stage_view
 from tests.support.imports import closure, imports, layer, module_path, modules
-from tests.support.project import REPO, repo_params_dict
+from tests.support.project import REPO, missing_params, repo_params_dict
 
 STAGES = ("snapshot", "etl", "prepare", "tune", "train", "evaluate")
 # who may import whom (by layer: the folder under src/tarn, or the top-level module)
@@ -89,6 +89,10 @@ def undeclared(dvc_stage: dict, reads: tuple[str, ...]) -> list[str]:
     """The keys a stage reads that its dvc.yaml ``params`` do not cover."""
     declared = [p if isinstance(p, str) else next(iter(p)) for p in dvc_stage.get("params", [])]
     return [k for k in reads if not any(k == d or k.startswith(d + ".") for d in declared)]
+
+
+def test_params_yaml_holds_every_key_dvc_yaml_names():
+    assert missing_params(yaml.safe_load((REPO / "params.yaml").read_text())) == []
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -13,7 +13,7 @@ from tarn.cli import app
 from tarn.config import params_from_dict
 from tarn.core import windows
 from tarn.core.infer import InitError, propose
-from tests.support.project import REPO
+from tests.support.project import REPO, missing_params
 
 runner = CliRunner()
 
@@ -62,6 +62,8 @@ def test_init_proposes_a_contract_that_validates_and_says_why(tmp_path, monkeypa
     batches = sorted(p.name for p in (tmp_path / "data" / "lake").iterdir())
     assert batches == ["0001-data", "0002-data"]
     assert params.prepare.test_split == "latest" and params.prepare.test_latest == 1
+    # dvc repro needs every key dvc.yaml names, read or not
+    assert missing_params(yaml.safe_load((tmp_path / "params.yaml").read_text())) == []
     assert "# tarn configuration" in (tmp_path / "params.yaml").read_text()  # comments kept
 
 

@@ -114,9 +114,8 @@ def init(params_path: Path, files: list[Path], target: str, task: str = "auto",
                                                 "proposed by `tarn init`; review it"))
     mitigate = bool(sens) and proposal.task != "regression"
     updates = {
-        "prepare": ({**{k: v for k, v in (raw.get("prepare") or {}).items()
-                        if k != "test_batches"},
-                     "test_split": "latest", "test_latest": 1,
+        "prepare": ({**(raw.get("prepare") or {}), "test_split": "latest", "test_latest": 1,
+                     "test_batches": [],  # not read with a moving window (dvc.yaml lists it)
                      "exclude_features": list(proposal.excluded)},
                     "set by `tarn init`; test_split latest: the newest batch is the test "
                     "split, and each new batch moves it forward; exclude_features: the "
