@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import mlflow
@@ -13,17 +14,20 @@ import pytest
 from tarn.config import Params
 from tarn.core.catalog import load_split
 from tarn.core.model import load_local
+from tarn.core.tags import Lineage
 from tarn.core.tracking import TrackingError, connect
 from tarn.stages import evaluate, train, tune
 from tests.support.project import small_project
 
 pytestmark = pytest.mark.slow
+STARTED: dict[str, float] = {}  # when a stage began (wall clock), set by the fixture
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     params = small_project(root)
     tuned = tune.run(params, root)
+    STARTED["train"] = time.time()
     trained = train.run(params, root)
     evaluated = evaluate.run(params, root)
     return params, root, tuned, trained, evaluated
@@ -81,11 +85,58 @@ def test_version_carries_lineage(trained):
     manifest = json.loads((root / "data" / "snapshot" / "manifest.json").read_text())
     rows = sum(len(pd.read_parquet(root / "data" / "prepared" / f"{s}.parquet"))
                for s in ("train", "valid"))
-    assert mv.tags["tarn.snapshot_hash"] == manifest["hash"]
-    assert mv.tags["tarn.tune_run_id"] == tuned.parent_run_id
-    assert mv.tags["tarn.train_rows"] == str(rows)
-    assert len(mv.tags["tarn.params_hash"]) == 64 and mv.tags["tarn.git_commit"]
+    lineage = Lineage.from_tags(dict(mv.tags))
+    assert lineage.snapshot_hash == manifest["hash"]
+    assert lineage.tune_run_id == tuned.parent_run_id
+    assert lineage.train_rows == rows
+    assert len(lineage.params_hash) == 64 and lineage.git_commit
     assert mv.run_id == res.run_id
+    # a page a person reads: the readable tags, one JSON lineage tag, nothing else yet
+    assert set(mv.tags) == {"tarn.task", "tarn.test", "tarn.data", "tarn.lineage"}
+    assert mv.tags["tarn.task"] == "binary" and mv.tags["tarn.test"].startswith("roc_auc 0.")
+    assert mv.tags["tarn.data"] == f"{manifest['hash'][:12]} ({rows:,} rows)"
+    # the run keeps the flat tags, and the card as Markdown
+    run = c.get_run(res.run_id)
+    assert run.data.tags["tarn.train_rows"] == str(rows)
+    card = (Path(c.download_artifacts(res.run_id, "model_card.md"))).read_text()
+    assert card.startswith("# Model card") and "| train_rows |" in card
+
+
+def _datasets(c: mlflow.MlflowClient, run_id: str) -> dict[str, tuple[str, int]]:
+    """name -> (context, rows) of the datasets a run logged."""
+    out = {}
+    for d in c.get_run(run_id).inputs.dataset_inputs:
+        ctx = [t.value for t in d.tags if t.key == "mlflow.data.context"]
+        out[d.dataset.name] = (ctx[0], json.loads(d.dataset.profile)["num_rows"])
+    return out
+
+
+def test_runs_show_the_data_they_read_and_last_as_long_as_the_work(trained):
+    params, root, tuned, res, _ = trained
+    c = client(params, root)
+    manifest = json.loads((root / "data" / "snapshot" / "manifest.json").read_text())
+    n = {s: len(pd.read_parquet(root / "data" / "prepared" / f"{s}.parquet"))
+         for s in ("train", "valid", "test")}
+    at = f"@ snapshot {manifest['hash'][:8]}"
+    assert _datasets(c, tuned.parent_run_id) == {f"train {at}": ("training", n["train"]),
+                                                 f"valid {at}": ("validation", n["valid"])}
+    # the version's run: what it learned from (train + valid), what evaluate measured on
+    assert _datasets(c, res.run_id) == {f"train {at}": ("training", n["train"]),
+                                        f"valid {at}": ("training", n["valid"]),
+                                        f"test {at}": ("test", n["test"])}
+    ds = c.get_run(res.run_id).inputs.dataset_inputs[0].dataset
+    assert json.loads(ds.source)["uri"].endswith(f"data/snapshot?manifest={manifest['hash']}")
+    # durations cover the work: the tune run its trials, the train run its fits
+    tune_run = c.get_run(tuned.parent_run_id).info
+    kids = c.search_runs([tune_run.experiment_id],
+                         f"tags.mlflow.parentRunId = '{tuned.parent_run_id}'")
+    assert tune_run.start_time <= min(k.info.start_time for k in kids)
+    assert tune_run.end_time >= max(k.info.end_time for k in kids)
+    train_run = c.get_run(res.run_id).info
+    # the train run starts as the stage does (before loading and the fits), not at the upload
+    assert abs(train_run.start_time / 1000 - STARTED["train"]) < 0.5
+    registered = int(c.get_model_version("tarn-test", res.version).creation_timestamp)
+    assert train_run.start_time < registered <= train_run.end_time + 1000
 
 
 def test_evaluation_outputs_and_mlflow_artifacts(trained):
@@ -120,7 +171,7 @@ def test_evaluation_outputs_and_mlflow_artifacts(trained):
     run = c.get_run(res.run_id)
     assert run.data.metrics["test_roc_auc"] == pytest.approx(m["roc_auc"])
     arts = {a.path for a in c.list_artifacts(res.run_id)}
-    assert {"evaluation.html", "evidently", "plots"} <= arts
+    assert {"evaluation.html", "bias.html", "evidently", "plots", "model_card.md"} <= arts
 
 
 def test_group_metrics_match_a_hand_computation(trained):

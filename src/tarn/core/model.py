@@ -198,3 +198,52 @@ def served_contract(card: dict, schema: SchemaConfig, prepare: PrepareConfig,
     task = (Task.of(schema, threshold) if schema.task == "binary"
             else Task("binary", ("0", "1"), float(threshold), schema.target.name))
     return Served(task, schema, prepare, False)
+
+
+def _cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def card_markdown(card: dict, lineage: dict, metrics: dict[str, float]) -> str:
+    """The card as a page a person reads (``model_card.md`` on the version's run): what the
+    model predicts, from which inputs, learned from which data. The MLmodel metadata keeps the
+    machine copy; the MLflow UI shows only this one."""
+    schema = card.get("schema") or {}
+    target = schema.get("target") or {}
+    lines = [f"# Model card: {_cell(schema.get('name', 'model'))}", "",
+             f"- **Task:** {card.get('task', 'binary')}",
+             f"- **Predicts:** `{_cell(card.get('target', target.get('name', '')))}`"]
+    if card.get("classes"):
+        lines.append("- **Classes:** " + ", ".join(f"`{_cell(c)}`" for c in card["classes"]))
+    if card.get("task") == "binary":
+        lines.append(f"- **Decision threshold:** {card.get('threshold', 0.5)} "
+                     "(probability of the second class at or above it)")
+    sensitive = schema.get("sensitive") or []
+    if sensitive:
+        lines.append("- **Sensitive features (fairness measured on):** "
+                     + ", ".join(f"`{_cell(s)}`" for s in sensitive))
+    lines += ["", "## Inputs", "", "| column | type | required | values |", "|---|---|---|---|"]
+    for c in schema.get("columns") or []:
+        if c.get("categories"):
+            cats = c["categories"]
+            values = ", ".join(map(str, cats[:8])) + (f" (+{len(cats) - 8})" if len(cats) > 8
+                                                      else "")
+        elif c.get("min") is not None or c.get("max") is not None:
+            values = f"{c.get('min', '')} .. {c.get('max', '')}"
+        else:
+            values = ""
+        lines.append(f"| `{_cell(c.get('name'))}` | {c.get('dtype')} | "
+                     f"{'yes' if c.get('required') else 'no'} | {_cell(values)} |")
+    if lineage:
+        lines += ["", "## Lineage", "", "| | |", "|---|---|"]
+        for k, v in lineage.items():
+            shown = ", ".join(map(str, v)) if isinstance(v, list) else v
+            lines.append(f"| {k} | {_cell(shown)} |")
+    figures = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    if figures:
+        lines += ["", "## Figures at registration", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:,.0f} |" if float(v).is_integer() else f"| {k} | {v:.4f} |"
+                  for k, v in sorted(figures.items())]
+    lines += ["", "Test figures and reports (evaluation, fairness, drift) are the run's "
+              "metrics and artifacts, logged by the evaluate stage.", ""]
+    return "\n".join(lines)

@@ -45,6 +45,7 @@ from tarn.core.tags import (
     PromotionRecord,
     RetrainRecord,
     RunTag,
+    VersionTag,
 )
 from tarn.errors import TarnError, first_line
 
@@ -52,6 +53,23 @@ DEFAULT_ALIAS = "production"
 LOCK_TTL_S = 300.0  # a promoter that died frees the lock after this long
 LOCK_WAIT_S = 120.0  # how long a promotion waits for another one to finish
 LOCK_SETTLE_S = 0.5  # written, then read back after this long: the last writer owns it
+
+
+CARD_MARKDOWN = "model_card.md"  # on the version's run: the card, for a person
+
+
+def headline(metrics: dict[str, float]) -> str:
+    """The readable test figure ("roc_auc 0.9121") from ``test_*`` metrics ("" if none)."""
+    for name in VersionTag.HEADLINE:
+        v = metrics.get(f"test_{name}")
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return f"{name} {float(v):.4f}"
+    return ""
+
+
+def logged_model_id(model_uri: str) -> str | None:
+    """The MLflow 3 logged model id in a ``models:/m-...`` URI (None for another URI)."""
+    return model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
 
 
 class RegistryError(TarnError):
@@ -264,23 +282,39 @@ class Registry:
 
     # ------------------------------------------------------------------ writing
     def register(self, pipe, lineage: Lineage, run_name: str, logged_params: dict,
-                 metrics: dict, pack, documents: dict[str, object] | None = None) -> Registered:
+                 metrics: dict, pack, documents: dict[str, object] | None = None, *,
+                 started: float | None = None, inputs: list | None = None) -> Registered:
         """Log the Pipeline as an MLflow model in a new run and register it as a new version
         carrying its lineage (one call: no version without its lineage). Training and
-        retraining both register through here."""
+        retraining both register through here.
+
+        ``started`` (a ``time.time()``) is when the work the run records began: the run
+        starts then, so its duration in the UI is the fit's, not the upload's. ``inputs``
+        (:class:`tarn.core.tracking.DataInput`) are the tables the model learned from: the
+        run's datasets. The version gets the readable tags and one JSON lineage tag; the
+        run keeps the flat tags, and the card as ``model_card.md``."""
         import mlflow
 
-        from tarn.core.model import TRUSTED_TYPES, pip_requirements
-        from tarn.core.tracking import quiet_mlflow
+        from tarn.core.model import TRUSTED_TYPES, card_markdown, pip_requirements
+        from tarn.core.tracking import log_inputs, quiet_mlflow, start_run
 
         tags = lineage.to_tags()
-        with quiet_mlflow(), mlflow.start_run(run_name=run_name,
-                                              experiment_id=self.tracking.experiment_id) as run:
+        readable = {VersionTag.TASK: str(pack.card.get("task", "")),
+                    VersionTag.DATA: lineage.data_tag()}
+        test = headline(metrics)
+        if test:
+            readable[VersionTag.TEST] = test
+        version_tags = {**readable, **lineage.version_tags()}
+        # the run starts when the work began (``started``), not at the upload
+        with quiet_mlflow(), start_run(run_name, self.tracking.experiment_id, started) as run:
             mlflow.set_tags({**tags, RunTag.STAGE: run_name})
             mlflow.log_params(dict(logged_params))
             mlflow.log_metrics(metrics)
+            log_inputs(run.info.run_id, list(inputs or []))
             for name, doc in (documents or {}).items():  # e.g. the manifest of the new data
                 mlflow.log_dict(doc, name)
+            mlflow.log_text(card_markdown(pack.card, lineage.as_json_dict(), metrics),
+                            CARD_MARKDOWN)
             # no input example: MLflow would check it by loading the model with its own
             # loader, which tarn switches off (pickle); the signature carries the contract,
             # and tarn's loader and the server's warm-up check the model
@@ -288,17 +322,35 @@ class Registry:
                 pipe, name="model", signature=pack.signature, pyfunc_predict_fn=pack.predict_fn,
                 metadata=pack.metadata,
                 skops_trusted_types=TRUSTED_TYPES, pip_requirements=pip_requirements())
-            mv = mlflow.register_model(info.model_uri, self.name, tags=tags)
+            mv = mlflow.register_model(info.model_uri, self.name, tags=version_tags)
         return Registered(run.info.run_id, info.model_uri, self.name, str(mv.version))
 
     def record_deployment(self, version: str, record: DeploymentRecord) -> None:
-        self._tag(version, record.to_tags())
+        self._tag(version, record.version_tags())
 
     def record_retrain(self, version: str, record: RetrainRecord) -> None:
-        self._tag(version, record.to_tags())
+        """Why a retrained version exists, added to its lineage tag (written once, by the
+        process that registered it, before anyone promotes it)."""
+        tags = dict(self.version(version).tags)
+        raw = tags.get(Lineage.TAG)
+        if raw is None:  # a version from before the JSON lineage: its own tags
+            self._tag(version, record.to_tags())
+            return
+        doc = {**json.loads(raw), **record.as_json_dict()}
+        self._tag(version, {Lineage.TAG: json.dumps(doc, sort_keys=True, default=float)})
 
     def record_gates(self, version: str, result: str, verdict: Verdict) -> None:
-        self._tag(version, GateRecord(result, verdict.as_dict()).to_tags())
+        self._tag(version, GateRecord(result, verdict.as_dict()).version_tags())
+
+    def record_test(self, version: str, metrics: dict[str, float]) -> None:
+        """The headline test figure on the version (``tarn.test``), from the evaluate
+        stage's ``test_*`` metrics."""
+        text = headline(metrics)
+        if text:
+            self._tag(version, {VersionTag.TEST: text})
+
+    def gate_record(self, version: str) -> GateRecord:
+        return GateRecord.from_tags(dict(self.version(version).tags))
 
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:
@@ -392,9 +444,13 @@ class Registry:
             promoted_at=datetime.now(UTC).isoformat(timespec="seconds"),
             reason=reason or "passed gates", forced=forced,
             previous_production=previous or "")
-        self._tag(version, record.to_tags())
+        self._tag(version, record.version_tags())
         if verdict is not None:
             self.record_gates(version, "passed", verdict)
+        else:  # the gates did not run: say so, beside what they said when they last did
+            last = self.gate_record(version)
+            self._tag(version, GateRecord(GateRecord.SKIPPED, last.figures, last.measured if (
+                last.result == GateRecord.SKIPPED) else last.result).version_tags())
         self.check_consistent()
         return Promotion(version, previous, verdict, forced)
 

@@ -4,6 +4,13 @@ Model-version tags are typed records (:class:`Lineage`, :class:`PromotionRecord`
 :class:`GateRecord`, :class:`DeploymentRecord`) so a reader gets ints and lists, not strings
 parsed two different ways. Run tags (on MLflow runs, not versions) are the constants in
 :class:`RunTag`.
+
+A version page is read by a person: it carries at most :data:`MAX_VERSION_TAGS` tags, the few
+readable ones of :class:`VersionTag` (task, test figure, gate verdict, data digest) and one JSON
+tag per record (``tarn.lineage``, ``tarn.promotion``, ``tarn.gates``, ``tarn.deployment``).
+``version_tags()`` writes that form; ``from_tags`` reads it and the older one tag per field
+(versions registered before), so every reader works on both. ``to_tags()`` stays the flat
+form, for run tags (a run page has room) and results.
 """
 
 from __future__ import annotations
@@ -19,6 +26,18 @@ PROMOTION_LOCK = "tarn.promotion_lock"
 # two someone moved since, in the MLflow UI or API)
 AGREED_PRODUCTION = "tarn.agreed_production"
 STAGE_PROMOTION_ACTOR = "mlflow-registry-stage"
+MAX_VERSION_TAGS = 8  # what a version page shows without scrolling past the useful ones
+
+
+class VersionTag:
+    """The readable tags on a model version: what a person scans on the versions list."""
+
+    TASK = "tarn.task"  # binary | multiclass | regression
+    TEST = "tarn.test"  # the headline test figure, e.g. "roc_auc 0.912"
+    GATE = "tarn.gate"  # the last gate verdict: passed | refused | skipped (forced)
+    DATA = "tarn.data"  # the snapshot digest (12 characters) and the training rows
+    # the headline test figure per task: the first of these the version has
+    HEADLINE = ("roc_auc", "accuracy", "rmse")
 
 
 class RunTag:
@@ -55,10 +74,28 @@ class _Record:
     BOOLS: ClassVar[frozenset[str]] = frozenset()
     JSONS: ClassVar[frozenset[str]] = frozenset()
     NAMES: ClassVar[dict[str, str]] = {}  # field -> tag name when it differs from the field
+    # the one JSON tag holding the record on a version page ("" = one tag per field)
+    TAG: ClassVar[str] = ""
 
     @classmethod
     def key(cls, name: str) -> str:
         return PREFIX + cls.NAMES.get(name, name)
+
+    def as_json_dict(self) -> dict[str, Any]:
+        """The record's set fields (empty ones left out), as the JSON tag holds them."""
+        out: dict[str, Any] = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if v in ("", (), None, 0, False) and f.name not in self.BOOLS:
+                continue
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def version_tags(self) -> dict[str, str]:
+        """The record as a version carries it: one JSON tag (flat tags if it has no ``TAG``)."""
+        if not self.TAG:
+            return self.to_tags()
+        return {self.TAG: json.dumps(self.as_json_dict(), default=float, sort_keys=True)}
 
     def to_tags(self) -> dict[str, str]:
         out = {}
@@ -77,6 +114,15 @@ class _Record:
 
     @classmethod
     def from_tags(cls, tags: dict[str, str]):
+        """The record from a version's (or a run's) tags: the JSON tag when there is one, else
+        the tag per field of versions registered before it."""
+        if cls.TAG and cls.TAG in tags:
+            try:
+                doc = json.loads(tags[cls.TAG])
+            except ValueError:
+                doc = None
+            if isinstance(doc, dict):
+                return cls._from_json(doc)
         kw: dict[str, Any] = {}
         for f in fields(cls):  # type: ignore[arg-type]
             raw = tags.get(cls.key(f.name))
@@ -95,9 +141,26 @@ class _Record:
         return cls(**kw)
 
     @classmethod
+    def _from_json(cls, doc: dict[str, Any]):
+        kw: dict[str, Any] = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            if f.name not in doc:
+                continue
+            v = doc[f.name]
+            if f.name in cls.LISTS:
+                v = tuple(str(x) for x in (v or ()))
+            elif f.name in cls.INTS:
+                v = int(v or 0)
+            elif f.name in cls.BOOLS:
+                v = bool(v)
+            kw[f.name] = v
+        return cls(**kw)
+
+    @classmethod
     def present(cls, tags: dict[str, str]) -> bool:
         """True if any of this record's tags is set on a version."""
-        return any(cls.key(f.name) in tags for f in fields(cls))  # type: ignore[arg-type]
+        return (bool(cls.TAG) and cls.TAG in tags) or any(
+            cls.key(f.name) in tags for f in fields(cls))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -123,6 +186,12 @@ class Lineage(_Record):
 
     LISTS: ClassVar[frozenset[str]] = frozenset({"batches", "new_batches", "test_batches"})
     INTS: ClassVar[frozenset[str]] = frozenset({"train_rows", "incremental_streak"})
+    TAG: ClassVar[str] = "tarn.lineage"
+
+    def data_tag(self) -> str:
+        """The readable data digest: which snapshot (or new data), how many rows."""
+        digest = (self.new_data_hash if self.kind == "incremental" else "") or self.snapshot_hash
+        return f"{digest[:12]} ({self.train_rows:,} rows)"
 
     def to_tags(self) -> dict[str, str]:
         tags = super().to_tags()
@@ -149,6 +218,7 @@ class PromotionRecord(_Record):
     BOOLS: ClassVar[frozenset[str]] = frozenset({"forced"})
     NAMES: ClassVar[dict[str, str]] = {"reason": "promotion_reason",
                                        "forced": "promotion_forced"}
+    TAG: ClassVar[str] = "tarn.promotion"
 
 
 @dataclass(frozen=True)
@@ -161,18 +231,36 @@ class RetrainRecord(_Record):
     retrain_reason: str = ""
 
     BOOLS: ClassVar[frozenset[str]] = frozenset({"retrain_forced"})
+    # written once, just after registration, into the version's lineage (one tag fewer)
+    TAG: ClassVar[str] = "tarn.lineage"
 
 
 @dataclass(frozen=True)
 class GateRecord(_Record):
     """The last gate verdict on a version, with the figures it was based on."""
 
-    result: str = ""  # "passed" | "refused"
+    result: str = ""  # "passed" | "refused" | "skipped (forced)"
     figures: dict | None = None
+    # a forced promotion skips the gates: ``result`` says so, and this says what the last
+    # verdict that was run said (e.g. "passed"), so the two are never read as one
+    measured: str = ""
 
     JSONS: ClassVar[frozenset[str]] = frozenset({"figures"})
     NAMES: ClassVar[dict[str, str]] = {"result": "last_gate_result",
                                        "figures": "last_gate_figures"}
+    TAG: ClassVar[str] = "tarn.gates"
+    SKIPPED: ClassVar[str] = "skipped (forced)"
+
+    def version_tags(self) -> dict[str, str]:
+        """The readable verdict (``tarn.gate``) beside the JSON record."""
+        return {VersionTag.GATE: self.result, **super().version_tags()}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]):
+        rec = super().from_tags(tags)
+        if not rec.result and tags.get(VersionTag.GATE):
+            return cls(tags[VersionTag.GATE], rec.figures, rec.measured)
+        return rec
 
 
 @dataclass(frozen=True)
@@ -184,6 +272,8 @@ class DeploymentRecord(_Record):
     deployed_source: str = ""
     deployed_bundle: str = ""
     deployment_note: str = ""
+
+    TAG: ClassVar[str] = "tarn.deployment"
 
     def to_tags(self) -> dict[str, str]:
         return {k: v for k, v in super().to_tags().items() if v}

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,3 +180,148 @@ def quiet_mlflow() -> Iterator[None]:
     finally:
         for lg, lv in zip(loggers, levels, strict=True):
             lg.setLevel(lv)
+
+
+def start_run(run_name: str, experiment_id: str | None = None, started: float | None = None):
+    """``mlflow.start_run``, with the run starting at ``started`` (a ``time.time()``) when the
+    work it records began before it could be opened: its duration in the UI is the work's."""
+    import mlflow
+    from mlflow.environment_variables import MLFLOW_RUN_ID
+
+    if started is None or MLFLOW_RUN_ID.get():  # `mlflow run`: its run, which began first
+        return mlflow.start_run(run_name=run_name, experiment_id=experiment_id)
+    exp = experiment_id or mlflow.tracking.fluent._get_experiment_id()
+    run = mlflow.MlflowClient().create_run(exp, start_time=int(started * 1000),
+                                           run_name=run_name)
+    return mlflow.start_run(run_id=run.info.run_id)
+
+
+# ----------------------------------------------------------------------------- datasets
+# MLflow's Dataset column and a run's "Datasets used": what a run read, named and fingerprinted,
+# never its rows (a 300k-row table would otherwise be profiled and hashed by MLflow itself)
+CONTEXTS = ("training", "validation", "test", "reference", "new data")
+
+
+@dataclass(frozen=True)
+class DataInput:
+    """One table a run read: a name a person scans, the context it was read in, where it came
+    from (``source``: a URI, with the manifest digest of the files as ``?manifest=``), a digest
+    of its content, its row count and columns (a profile, not the rows)."""
+
+    name: str
+    context: str
+    source: str
+    digest: str
+    rows: int
+    columns: tuple[tuple[str, str], ...]  # (name, MLflow type) of each column
+
+    def dataset(self):
+        """The MLflow dataset: metadata only (source, digest, schema, profile)."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.types import ColSpec, Schema
+
+        bare = self.source.split("?", 1)[0]
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": both local
+            warnings.simplefilter("ignore")
+            source = type(resolve_dataset_source(bare))(self.source)  # local / s3 / gs ...
+        schema = Schema([ColSpec(t, n) for n, t in self.columns]) if self.columns else None
+        rows, cols = self.rows, len(self.columns)
+
+        class _Profiled(MetaDataset):
+            @property
+            def profile(self):  # shown beside the digest in the UI
+                return {"num_rows": rows, "num_columns": cols}
+
+            def to_dict(self) -> dict[str, str]:
+                return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+        return _Profiled(source, name=self.name, digest=self.digest, schema=schema)
+
+
+def _mlflow_type(dtype) -> str:
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(dtype):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "long"
+    if pd.api.types.is_float_dtype(dtype):
+        return "double"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    return "string"
+
+
+def source_uri(location: str | Path, manifest_digest: str = "") -> str:
+    """``location`` as a URI (a local folder becomes ``file://``), with the digest of the
+    manifest that pins its files."""
+    text = str(location)
+    uri = text if "://" in text else Path(text).resolve().as_uri()
+    return f"{uri}?manifest={manifest_digest}" if manifest_digest else uri
+
+
+def frame_input(frame, name: str, context: str, source: str) -> DataInput:
+    """A table in memory (new lake batches, a training frame): digest of every row's values
+    (pandas' row hashes, then sha256: about 0.1 s per 300k rows), columns from the dtypes."""
+    import pandas as pd
+
+    h = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    h.update(",".join(map(str, frame.columns)).encode())
+    return DataInput(name, context, source, h.hexdigest()[:16], len(frame),
+                     tuple((str(c), _mlflow_type(t)) for c, t in frame.dtypes.items()))
+
+
+def file_input(path: Path, name: str, context: str, source: str) -> DataInput:
+    """A Parquet file (a prepared split): digest of its bytes, rows and columns from its
+    footer; the rows themselves are not read."""
+    import pyarrow.parquet as pq
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    meta = pq.read_metadata(path)
+    empty = pq.read_schema(path).empty_table().to_pandas()
+    return DataInput(name, context, source, h.hexdigest()[:16], meta.num_rows,
+                     tuple((str(c), _mlflow_type(t)) for c, t in empty.dtypes.items()))
+
+
+def batches_input(lake_url: str, root: Path, frame, names: list[str], manifest: list[dict],
+                  context: str) -> DataInput:
+    """New lake batches (curated rows): sourced from the lake, with the digest of the manifest
+    of the files read (the same digest an incremental version records as new_data_hash)."""
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    where = lake_url if "://" in lake_url else root / lake_url
+    shown = names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]} ({len(names)} batches)"
+    return frame_input(frame, f"lake {shown}", context, redact(source_uri(where, digest)))
+
+
+def split_inputs(params: Params | ParamsView, root: Path,
+                 contexts: dict[str, str]) -> list[DataInput]:
+    """The prepared splits named in ``contexts`` (split -> context), each sourced from the
+    snapshot it was cut from (its URI and manifest digest)."""
+    from tarn.core.catalog import SPLIT_FILE, load_manifest
+
+    snapshot = root / params.paths.snapshot
+    digest = load_manifest(snapshot).get("hash", "")
+    src = source_uri(snapshot, digest)
+    return [file_input(root / params.paths.prepared / SPLIT_FILE.format(split=split),
+                       f"{split} @ snapshot {digest[:8]}", context, src)
+            for split, context in contexts.items()]
+
+
+def log_inputs(run_id: str, inputs: list[DataInput]) -> None:
+    """Record ``inputs`` on a run (MLflow's Dataset column): one call for every stage."""
+    import mlflow
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    if not inputs:
+        return
+    for i in inputs:
+        if i.context not in CONTEXTS:
+            raise ValueError(f"dataset context {i.context!r} is not one of {CONTEXTS}")
+    mlflow.MlflowClient().log_inputs(run_id, [
+        DatasetInput(i.dataset()._to_mlflow_entity(),
+                     [InputTag(MLFLOW_DATASET_CONTEXT, i.context)]) for i in inputs])

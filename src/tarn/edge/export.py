@@ -267,13 +267,14 @@ def _metadata(*, name: str, version: str, tags: dict, metrics: dict, parity: Par
     why, previous), deployment notes and the other tags are left out: the bundle is public."""
     from tarn.core.tags import Lineage
 
-    public_tags = (Lineage.key("git_commit"),)
+    # the code version, from either tag form (the JSON lineage tag, or one tag per field)
+    commit = Lineage.from_tags(tags).git_commit
     quality = {str(k): float(v) for k, v in metrics.items()
                if str(k).removeprefix("test_") in PUBLIC_METRICS}
     return {
         "format": FORMAT, "name": name, "version": str(version),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "tags": {k: str(tags[k]) for k in public_tags if k in tags},
+        "tags": {Lineage.key("git_commit"): commit} if commit else {},
         "metrics": quality,
         "task": task.kind, "classes": list(task.classes), "target": task.target,
         "parity": asdict(parity), "threshold": task.threshold, "sha256": checksum,

@@ -15,9 +15,11 @@ are the probability of class 1 (binary), the predicted class and each class's pr
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -66,6 +68,9 @@ class SourceReport:
     # minimum sample (no drift figures then), else :func:`drift_verdict`
     verdict: str = ""
     batches: list[BatchReport] = field(default_factory=list)  # per lake batch, when several
+    # the rows read, as the monitoring run's dataset (tarn.core.tracking.DataInput; not in
+    # monitor.json)
+    data: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -83,7 +88,8 @@ class MonitorResult:
 
     def as_dict(self) -> dict:
         return {"production": self.production, "new_batches": self.new_batches,
-                "sources": [asdict(s) for s in self.sources], "decision": asdict(self.decision)}
+                "sources": [{k: v for k, v in asdict(s).items() if k != "data"}
+                            for s in self.sources], "decision": asdict(self.decision)}
 
 
 # ----------------------------------------------------------------------------- data
@@ -416,6 +422,7 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log"),
     from tarn.core.catalog import load_split
     from tarn.core.registry import Registry
 
+    began = time.time()  # the monitoring run covers the scoring and the reports
     step("opening the model registry")
     reg = Registry(params.mlflow, root, params.promote.alias)
     production = reg.production()
@@ -461,7 +468,7 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log"),
 
     (out / MONITOR_REPORT).write_text(json.dumps(result.as_dict(), indent=2, default=float))
     step(f"decision {result.decision.mode}; logging to MLflow")
-    _log_mlflow(params, root, result, out)
+    _log_mlflow(params, root, result, out, began)
     return result
 
 
@@ -469,12 +476,14 @@ def _lake_source(params, root, fresh, reference, ref_scores, model, task: Task, 
                  ref_loss, step: Step = no_steps) -> SourceReport:
     from tarn.core.features import to_model_frame
     from tarn.core.ingest import read_batches
+    from tarn.core.tracking import batches_input
 
     if not fresh:
         return SourceReport("lake", loss=task.loss, problems=["no new lake batches"])
     step(f"lake: reading {', '.join(fresh)} through the contract")
+    manifest: list[dict] = []  # the files read: the dataset's digest in MLflow
     try:
-        current, notes = read_batches(params, root, fresh)  # the ETL's own code path
+        current, notes = read_batches(params, root, fresh, manifest)  # the ETL's own code path
     except EtlError as e:
         return SourceReport("lake", loss=task.loss, schema_change=e.message, problems=[str(e)])
     if current.empty:
@@ -485,6 +494,7 @@ def _lake_source(params, root, fresh, reference, ref_scores, model, task: Task, 
     rep = analyse("lake", current, reference, params, out, task, scores, ref_scores, True,
                   ref_loss, step)
     rep.problems = notes
+    rep.data = batches_input(params.lake.url, root, current, fresh, manifest, "new data")
     if len(fresh) > 1:  # the total hides which batch moved: each batch's own figures too
         for name in fresh:
             mine = (current["batch"] == name).to_numpy()
@@ -533,14 +543,18 @@ def _log_source(params, root, reference, ref_scores, task: Task, out,
     return rep
 
 
-def _log_mlflow(params: Params, root: Path, result: MonitorResult, out: Path) -> None:
+def _log_mlflow(params: Params, root: Path, result: MonitorResult, out: Path,
+                began: float | None = None) -> None:
     import mlflow
 
     from tarn.core.tags import RunTag
-    from tarn.core.tracking import connect, quiet_mlflow
+    from tarn.core.tracking import connect, log_inputs, quiet_mlflow, split_inputs, start_run
 
-    connect(params.mlflow, root)
-    with quiet_mlflow(), mlflow.start_run(run_name="monitor"):
+    tracking = connect(params.mlflow, root)
+    with quiet_mlflow(), start_run("monitor", tracking.experiment_id, began) as run:
+        # what was compared: the training reference and the new batches
+        log_inputs(run.info.run_id, [*split_inputs(params, root, {"train": "reference"}),
+                                     *(s.data for s in result.sources if s.data is not None)])
         mlflow.set_tags({RunTag.STAGE: "monitor", RunTag.DECISION: result.decision.mode,
                          RunTag.PRODUCTION_VERSION: result.production or "",
                          RunTag.NEW_BATCHES: ",".join(result.new_batches)})

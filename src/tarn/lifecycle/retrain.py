@@ -117,7 +117,7 @@ def run_incremental(params: Params, root: Path, batches: list[str], step: Step =
     from tarn.core.tags import Lineage
     from tarn.core.tracking import git_commit, params_hash
 
-    start = time.perf_counter()
+    start, began = time.perf_counter(), time.time()
     cfg = params.retrain
     step("opening the model registry")
     reg = Registry(params.mlflow, root, params.promote.alias)
@@ -193,7 +193,8 @@ def run_incremental(params: Params, root: Path, batches: list[str], step: Step =
                         pipe.steps[-1][1].get_booster().num_boosted_rounds(),
                         "new_rows": len(y)}, flat_metrics(task, metrics),
                        packaging(schema, prepare, task, new_pipe, X),
-                       {NEW_DATA_MANIFEST: {"files": manifest}})
+                       {NEW_DATA_MANIFEST: {"files": manifest}}, started=began,
+                       inputs=_new_data_inputs(params, root, data, hold, batches, manifest))
     return RetrainResult("incremental", parent, out.version, metrics=metrics,
                          duration_s=time.perf_counter() - start, windows=window,
                          held_out=SplitData(hold, Xh, yh, None))
@@ -218,6 +219,16 @@ def holdout(data: pd.DataFrame, fraction: float, seed: int, prepare: PrepareConf
 def targets(task: Task, values: pd.Series) -> np.ndarray:
     """Curated target values as the model learns them: class indexes, or numbers."""
     return values.to_numpy().astype(np.int64 if task.classification else np.float64)
+
+
+def _new_data_inputs(params: Params, root: Path, data: pd.DataFrame, hold: pd.DataFrame,
+                     batches: list[str], manifest: list[dict]) -> list:
+    """The run's datasets: the new batches it continued on, and the share of them held out
+    for its test figures (same source: the lake, the manifest digest of the files read)."""
+    from tarn.core.tracking import batches_input, frame_input
+
+    new = batches_input(params.lake.url, root, data, batches, manifest, "training")
+    return [new, frame_input(hold, f"held out of {new.name}", "test", new.source)]
 
 
 def flat_metrics(task: Task, metrics: dict) -> dict[str, float]:

@@ -28,6 +28,7 @@ from tarn.core import html_report as html
 from tarn.core import reference, windows
 from tarn.core.bias import GAP_NAME, reweighing_note, signed_change
 from tarn.core.catalog import (
+    BIAS_HTML,
     COMPARATOR_DIR,
     EVALUATE_REPORT,
     EVALUATION_HTML,
@@ -282,7 +283,7 @@ def run(params: Params, root: Path, step: Step = no_steps) -> EvaluateResult:
         st.text(reports / EVALUATION_HTML,
                 render_html(comparison, mitigated, train_info, evidently_paths, task))
     step(f"logging to MLflow (run {train_info['run_id']})")
-    _log_to_mlflow(params, root, train_info["run_id"], flat, comparison, reports)
+    _log_to_mlflow(params, root, train_info, flat, comparison, reports)
     return EvaluateResult(flat, comparison)
 
 
@@ -325,18 +326,31 @@ def _evidently(params: Params, root: Path, test, task: Task, scores: np.ndarray,
     return paths
 
 
-def _log_to_mlflow(params: Params, root: Path, run_id: str, flat: dict, comparison: dict,
-                   reports: Path) -> None:
+def _log_to_mlflow(params: Params, root: Path, train_info: dict, flat: dict,
+                   comparison: dict, reports: Path) -> None:
+    """Test figures, the test split (a dataset) and the reports, on the registered version's
+    run: the run page shows what the model was measured on and the pages that say so; the
+    version gets its readable test figure."""
     import mlflow
 
-    from tarn.core.tracking import connect, quiet_mlflow
+    from tarn.core.registry import Registry, logged_model_id
+    from tarn.core.tracking import connect, log_inputs, quiet_mlflow, split_inputs
 
+    run_id = train_info["run_id"]
     connect(params.mlflow, root)
     with quiet_mlflow():
         client = mlflow.MlflowClient()
-        for k, v in flat.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v):
-                client.log_metric(run_id, f"test_{k}", float(v))
+        test = split_inputs(params, root, {"test": "test"})
+        log_inputs(run_id, test)
+        # the logged model's figures name the dataset they were measured on (MLflow 3)
+        model_id = logged_model_id(str(train_info.get("model_uri", "")))
+        tests = {f"test_{k}": float(v) for k, v in flat.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
+        for k, v in tests.items():
+            client.log_metric(run_id, k, v, dataset_name=test[0].name,
+                              dataset_digest=test[0].digest, model_id=model_id)
+        if train_info.get("version"):
+            Registry(params.mlflow, root).record_test(str(train_info["version"]), tests)
         for k, v in comparison["effect"].items():
             client.log_metric(run_id, f"mitigation_{k}", float(v))
         for name, figures in comparison.get("reference_test", {}).items():
@@ -349,7 +363,7 @@ def _log_to_mlflow(params: Params, root: Path, run_id: str, flat: dict, comparis
         if comparison.get("mitigation_decision"):
             client.set_tag(run_id, "mitigation_reason",
                            comparison["mitigation_decision"]["reason"][:4000])
-        for path, dest in ((reports / EVALUATION_HTML, None),
+        for path, dest in ((reports / EVALUATION_HTML, None), (reports / BIAS_HTML, None),
                            (reports / FAIRNESS_REPORT, None), (reports / PLOTS_DIR, PLOTS_DIR),
                            (reports / EVIDENTLY_DIR, EVIDENTLY_DIR)):
             if path.is_dir():

@@ -17,6 +17,7 @@ and :func:`tarn.core.bias.decide_mitigation` says which one is registered and wh
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,7 +154,9 @@ def run(params: Params, root: Path, progress: Progress = silent,
     params = stage_view(params, "train", READS, AMBIENT)
     from tarn.core.compute import dask_client
     from tarn.core.registry import Registry
-    from tarn.core.tracking import git_commit, params_hash
+    from tarn.core.tracking import git_commit, params_hash, split_inputs
+
+    started = time.time()  # the run in MLflow covers the fits, not only the upload
 
     models = root / params.paths.models
     best = load_best(params, root)
@@ -216,7 +219,9 @@ def run(params: Params, root: Path, progress: Progress = silent,
               **({"mitigation_policy": params.bias.mitigation_policy} if decision else {}),
               **({"mitigation_note": note} if params.bias.mitigation == "reweighing" and note
                  else {})}
-    reg = registry.register(pipe, lineage, "train", logged, {"train_rows": len(data.y)}, sig)
+    reg = registry.register(pipe, lineage, "train", logged, {"train_rows": len(data.y)}, sig,
+                            started=started, inputs=split_inputs(
+                                params, root, {"train": "training", "valid": "training"}))
     tags = lineage.to_tags()
     result = {**reg.as_dict(), "tags": tags, "params": mparams,
               # which model was registered and why (None: no reweighing to decide on)

@@ -753,8 +753,10 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
     import mlflow
 
     from tarn.core.compute import dask_client
-    from tarn.core.tracking import connect, params_hash, quiet_mlflow
+    from tarn.core.tracking import connect, log_inputs, params_hash, quiet_mlflow, split_inputs
+    from tarn.core.tracking import start_run as open_run
 
+    began = time.time()  # the run covers the reference fits and the search
     cfg = params.tune
     if cfg is None:
         from tarn.errors import ConfigError
@@ -770,7 +772,9 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
                                      f"{reference.REFERENCES[name]}", 0, None),
         folds=data.folds)
     tracking = connect(params.mlflow, root)
-    with quiet_mlflow(), mlflow.start_run(run_name="tune") as parent:
+    with quiet_mlflow(), open_run("tune", tracking.experiment_id, began) as parent:
+        log_inputs(parent.info.run_id, split_inputs(
+            params, root, {"train": "training", "valid": "validation"}))
         mlflow.set_tags({RunTag.STAGE: "tune", RunTag.PARAMS_HASH: params_hash(params, (
             "schema", "etl", "prepare", "bias", "tune"))})
         mlflow.log_params({"max_evals": cfg.max_evals, "parallelism": cfg.parallelism,
