@@ -286,8 +286,7 @@ def test_monitor_then_retrain_on_a_new_batch(project, production, server):
     status, text = project.tarn("retrain", "--mode", "incremental", check=False)
     assert "incremental retraining from version 1 -> version 2" in text, text
     reg = project.registry()
-    mv = reg.version("2")
-    assert mv.tags["tarn.kind"] == "incremental"
+    assert reg.lineage("2").kind == "incremental"
     assert reg.card("2")["task"] == data.task
     assert status == 0 and "version 2 is production" in text, text
     wait_version(server, "2", timeout=60)

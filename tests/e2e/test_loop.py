@@ -61,7 +61,7 @@ def test_new_batch_to_retrained_model_in_production(server, served_project):
     assert "old vs new model" in out  # the summary table, on the test split and the new data
     assert server.http.get("/version").json()["version"] == "2"  # nudged: already serving
     reg = Registry(params.mlflow, root)
-    mv = reg.version("2")
-    assert mv.tags["tarn.kind"] == "full" and "tarn.promoted_at" in mv.tags
-    assert "0004-new" in mv.tags["tarn.batches"].split(",")  # the fresh snapshot saw it
+    tags = reg.record_tags("2")
+    assert tags["tarn.kind"] == "full" and "tarn.promoted_at" in tags
+    assert "0004-new" in tags["tarn.batches"].split(",")  # the fresh snapshot saw it
     assert reg.stage_versions() == ["2"]

@@ -218,7 +218,7 @@ def test_worse_candidate_is_refused_and_force_is_recorded(server, served_project
         promote(params, root, bad)
     assert not e.value.gates.metric_ok and "logloss" in e.value.message
     assert reg.production() == "1"
-    assert reg.version(bad).tags["tarn.last_gate_result"] == "refused"
+    assert reg.record_tags(bad)["tarn.last_gate_result"] == "refused"
     with pytest.raises(Exception, match="--reason"):
         promote(params, root, bad, force=True)
 
@@ -258,7 +258,7 @@ def test_hot_swap_under_load_fails_no_request(server, served_project):
     # the new version may answer once the alias moved, inside promote(); never before it
     assert all(v == "1" for _, v, at in results if at < started)
     assert reg.stage_versions() == [v_new]  # stage follows the alias, old one archived
-    assert reg.version(v_new).tags["tarn.promotion_forced"] == "true"
+    assert reg.record_tags(v_new)["tarn.promotion_forced"] == "true"
 
 
 def test_alias_set_by_hand_deploys_and_is_recorded(server, served_project):
@@ -271,9 +271,9 @@ def test_alias_set_by_hand_deploys_and_is_recorded(server, served_project):
     while time.monotonic() < deadline and reg.stage_versions() != [v]:
         time.sleep(0.2)
     assert reg.stage_versions() == [v]
-    while time.monotonic() < deadline and "tarn.deployment_note" not in reg.version(v).tags:
+    while time.monotonic() < deadline and "tarn.deployment_note" not in reg.record_tags(v):
         time.sleep(0.2)  # recorded after the swap, one tag at a time
-    assert "gates were skipped" in reg.version(v).tags["tarn.deployment_note"]
+    assert "gates were skipped" in reg.record_tags(v)["tarn.deployment_note"]
 
 
 def test_a_version_that_fails_to_load_leaves_the_old_one_serving(server, served_project):
@@ -309,7 +309,7 @@ def test_rollback(server, served_project):
     assert back.version == "1" and reg.production() == "1"
     server.admin()
     wait_version(server, "1")
-    assert "rollback" in reg.version("1").tags["tarn.promotion_reason"]
+    assert "rollback" in reg.record_tags("1")["tarn.promotion_reason"]
     # version 1's verified bundle is reused, not exported and parity-checked again
     assert v1_bundle.stat().st_mtime_ns == published
     current = json.loads((root / params.edge.bundle_dir / "current.json").read_text())
@@ -381,7 +381,7 @@ def test_an_untrusted_version_is_never_loaded(server, served_project, tmp_path):
     assert server.http.get("/version").json()["version"] == "1"
     assert server.http.post("/predict", json=sample_rows(root, 1)).status_code == 200
     assert not marker.exists()
-    assert "not skops" in reg.version(evil).tags["tarn.load_refused"]
+    assert "not skops" in reg.record_tags(evil)["tarn.load_refused"]
     bundle = json.loads((root / "bundles" / "current.json").read_text())
     assert bundle["version"] == "1"  # clients were not pointed anywhere either
 

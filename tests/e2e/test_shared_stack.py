@@ -9,6 +9,7 @@ import urllib.request
 
 import pytest
 
+from tarn.core.tags import Lineage
 from tarn.lifecycle import retrain
 from tarn.lifecycle.promote import promote
 from tarn.stages import train, tune
@@ -55,7 +56,7 @@ def test_tune_train_promote_serve_retrain_on_postgres_and_s3(tmp_path, shared_st
     assert len(runs["runs"]) == params.tune.max_evals
     mv = version_tags(url, "tarn-test", trained.version)
     assert mv["status"] == "READY" and mv["run_id"] == trained.run_id
-    assert mv["tags"]["tarn.tune_run_id"] == tuned.parent_run_id
+    assert Lineage.from_tags(mv["tags"]).tune_run_id == tuned.parent_run_id
     # the model's files are objects in the S3 bucket, written by the server
     s3 = shared_stack.s3.client()
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
@@ -74,8 +75,8 @@ def test_tune_train_promote_serve_retrain_on_postgres_and_s3(tmp_path, shared_st
         write_batch(root, "0004-shifted", prior_shifted(800))
         mon, res = retrain.run(params, root, mode="incremental")
         assert mon.new_batches == ["0004-shifted"] and res.promoted, res.refused
-        tags = version_tags(url, "tarn-test", res.version)["tags"]
-        assert tags["tarn.kind"] == "incremental" and tags["tarn.parent_version"] == "1"
+        lineage = Lineage.from_tags(version_tags(url, "tarn-test", res.version)["tags"])
+        assert lineage.kind == "incremental" and lineage.parent_version == "1"
         wait_version(server, res.version, timeout=60)
         alias = api(url, "registered-models/alias?" + urllib.parse.urlencode(
             {"name": "tarn-test", "alias": "production"}))["model_version"]

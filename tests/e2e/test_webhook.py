@@ -57,7 +57,7 @@ def test_alias_set_on_the_tracking_server_deploys_through_the_webhook(tmp_path, 
         assert 'tarn_requests_total{endpoint="predict"' not in text  # nothing else touched it
 
         deadline = time.monotonic() + 20
-        while "tarn.deployed_at" not in reg.version("1").tags:  # deployment recorded
+        while "tarn.deployed_at" not in reg.record_tags("1"):  # deployment recorded
             assert time.monotonic() < deadline
             time.sleep(0.1)
         remote.stop()  # the registry goes away: the last good model keeps serving

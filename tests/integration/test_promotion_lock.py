@@ -44,7 +44,7 @@ def test_promotions_from_two_machines_do_not_interleave(tmp_path):
                  for root, v in zip(roots, (a, b), strict=True)]
         outs = [p.communicate(timeout=300) for p in procs]
         assert all(p.returncode == 0 for p in procs), outs
-        prev = {v: reg.version(v).tags["tarn.previous_production"] for v in (a, b)}
+        prev = {v: reg.record_tags(v)["tarn.previous_production"] for v in (a, b)}
         winner = reg.production()
         loser = a if winner == b else b
         # serialized: the first recorded the old production, the second the first

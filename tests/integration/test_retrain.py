@@ -68,10 +68,10 @@ def test_drift_is_detected_and_incremental_retraining_helps(served):
     assert new["logloss"] < old["logloss"] - 0.01, (old, new)  # it learned the new population
     assert r.metrics["new"]["test"]["roc_auc"] > r.metrics["old"]["test"]["roc_auc"] - 0.02
     reg = Registry(params.mlflow, root)
-    mv = reg.version(r.version)
-    assert mv.tags["tarn.parent_version"] == "1" and mv.tags["tarn.kind"] == "incremental"
-    assert "0004-shifted" in mv.tags["tarn.batches"].split(",")
-    assert mv.tags["tarn.incremental_streak"] == "1"
+    mv, tags = reg.version(r.version), reg.record_tags(r.version)
+    assert tags["tarn.parent_version"] == "1" and tags["tarn.kind"] == "incremental"
+    assert "0004-shifted" in tags["tarn.batches"].split(",")
+    assert tags["tarn.incremental_streak"] == "1"
     parent_trees = reg.client.get_run(mv.run_id).data.params["new_trees"]
     assert int(parent_trees) >= 1
     # its test figures, under the names monitoring and `tarn status` read for any version
@@ -91,7 +91,7 @@ def test_drift_is_detected_and_incremental_retraining_helps(served):
                              "size": lake_file.stat().st_size,
                              "sha256": hashlib.sha256(lake_file.read_bytes()).hexdigest(),
                              "rows": 800, "rows_used": 800}]
-    assert mv.tags["tarn.new_data_hash"] == hashlib.sha256(
+    assert tags["tarn.new_data_hash"] == hashlib.sha256(
         json.dumps(doc["files"], sort_keys=True).encode()).hexdigest()
     # the continued model keeps the parent's normalization, untouched
     a = reg.load_model("1").steps[0][1]

@@ -183,6 +183,18 @@ class Registry:
     def promotion_record(self, version: str) -> PromotionRecord:
         return PromotionRecord.from_tags(dict(self.version(version).tags))
 
+    def record_tags(self, version: str) -> dict[str, str]:
+        """The version's tags with every record also in the flat form (one ``tarn.<field>``
+        tag per field, as versions registered before the JSON tags carry them): one view for
+        readers of either form."""
+        tags = dict(self.version(version).tags)
+        flat: dict[str, str] = {}
+        for record in (Lineage, RetrainRecord, PromotionRecord, GateRecord, DeploymentRecord,
+                       LoadRefusal):
+            if record.present(tags):
+                flat.update(record.from_tags(tags).to_tags())
+        return {**flat, **tags}
+
     def run_metrics(self, version: str, mv=None) -> dict[str, float]:
         """The metrics of the run that logged ``version`` (test figures from evaluate)."""
         mv = mv or self.version(version)
