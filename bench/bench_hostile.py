@@ -8,13 +8,16 @@ benchmark prints, it does not assert):
   how many the server still holds after ``--hold-s`` seconds (its open file descriptors);
 - ``slowbody``: one request that declares a body and sends one byte a second for
   ``--slow-s`` (60) seconds; when the server cuts it;
-- ``bodies``: ``--clients`` clients posting ~5 MB scoring requests back to back.
+- ``bodies``: ``--clients`` clients posting ~5 MB scoring requests back to back;
+- ``throughput``: single-row ``/predict`` requests per second with 1 and 8 keep-alive clients
+  (what the limits cost a well-behaved client: compare with ``--src``).
 
 Self-contained: builds a small project in a temporary folder (as the tests do), registers and
 promotes a version, starts a real `tarn serve`. ``--src`` runs the server from another source
 tree (e.g. ``git archive`` of an older commit) to compare before / after on the same machine.
 
-Usage: python bench/bench_hostile.py [--attacks header,halfsent,slowbody,bodies] [--seconds 20]
+Usage: python bench/bench_hostile.py [--attacks header,halfsent,slowbody,bodies,throughput]
+       [--seconds 20]
        [--clients 2] [--header-mb 100] [--halfsent 2000] [--hold-s 30] [--slow-s 60] [--src PATH]
 """
 
@@ -276,6 +279,9 @@ def main() -> None:
                 if name == "bodies":
                     bodies(root, params, port, args)
                     continue
+                if name == "throughput":
+                    throughput(root, port, args.seconds)
+                    continue
                 run = {"header": lambda: attack_header(port, pid, args.header_mb),
                        "halfsent": lambda: attack_halfsent(port, pid, args.halfsent,
                                                            args.hold_s),
@@ -295,6 +301,33 @@ def _serve_keys(src: Path) -> set[str]:
     text = (src / "src" / "tarn" / "config.py").read_text()
     block = text.split("class ServeConfig", 1)[1].split("\nclass ", 1)[0]
     return set(re.findall(r"^    ([a-z_]+):", block, re.M))
+
+
+def throughput(root: Path, port: int, seconds: float) -> None:
+    """What the limits cost a well-behaved client: single-row /predict requests per second,
+    one keep-alive client, then 8 (compare with ``--src`` on the same machine)."""
+    from tests.support.serving import sample_rows
+
+    body = json.dumps(sample_rows(root, 1)).encode()
+    for clients in (1, 8):
+        counts = [0] * clients
+        stop = time.monotonic() + seconds
+
+        def client(i: int, stop: float = stop, counts: list[int] = counts) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            while time.monotonic() < stop:
+                conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+                r = conn.getresponse()
+                r.read()
+                counts[i] += r.status == 200
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print(f"throughput, {clients} client(s): {sum(counts) / seconds:8.0f} single-row "
+              "/predict per s")
 
 
 def bodies(root: Path, params, port: int, args) -> None:
