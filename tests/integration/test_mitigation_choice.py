@@ -13,6 +13,7 @@ import pytest
 from tarn.config import load_params
 from tarn.core.catalog import load_split
 from tarn.core.registry import Registry
+from tarn.core.tags import Lineage
 from tarn.core.task import Task
 from tarn.stages import evaluate, train, tune
 from tests.support.project import set_param, small_project
@@ -68,9 +69,9 @@ def test_over_the_quality_budget_the_unmitigated_model_is_registered_and_why(tun
     worse = f["gaps_with"]["sex"] > f["gaps_without"]["sex"]
     over = f["loss_with"] > f["loss_without"]
     assert d["applied"] == (not worse and not over)
-    tags = Registry(params.mlflow, root).version(res.version).tags
-    assert tags["tarn.mitigation"] == ("reweighing" if d["applied"] else "none")
-    assert tags["tarn.mitigation_reason"] == d["reason"] == res.mitigation_reason
+    lineage = Lineage.from_tags(Registry(params.mlflow, root).version(res.version).tags)
+    assert lineage.mitigation == ("reweighing" if d["applied"] else "none")
+    assert lineage.mitigation_reason == d["reason"] == res.mitigation_reason
     if not d["applied"]:
         assert d["reason"].startswith("reweighing not applied, the unmitigated model is "
                                       "registered: on the validation split")
@@ -102,7 +103,7 @@ def test_policy_always_registers_the_reweighed_model_and_says_so(tuned):
     set_param(root, "bias.mitigation_policy", "always")
     res = train.run(load_params(root / "params.yaml", env={}), root)
     d = json.loads((root / "models" / "train.json").read_text())["mitigation"]
-    assert d["applied"] and res.tags["tarn.mitigation"] == "reweighing"
+    assert d["applied"] and Lineage.from_tags(res.tags).mitigation == "reweighing"
     if d["worse"] or d["over_budget"]:
         assert "(bias.mitigation_policy: always)" in d["reason"]
     else:
