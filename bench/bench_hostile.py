@@ -318,8 +318,10 @@ def throughput(root: Path, port: int, seconds: float) -> None:
             while time.monotonic() < stop:
                 conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
                 r = conn.getresponse()
-                r.read()
-                counts[i] += r.status == 200
+                text = r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"/predict answered {r.status}: {text[:300]!r}")
+                counts[i] += 1
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
         for t in threads:
