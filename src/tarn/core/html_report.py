@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from collections.abc import Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -26,25 +28,55 @@ def esc(x: object) -> str:
     return html.escape(str(x))
 
 
-def fmt(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:.4f}"
+# columns whose values are counts: printed as whole numbers ("5,421", never "5421.0000"),
+# whatever type the figures arrived in (MetricFrame counts are floats)
+COUNT_HEADERS = frozenset({"rows", "count", "counts", "fits", "trials", "batches"})
+
+
+def fmt(v: object, count: bool = False) -> str:
+    """A cell: counts as integers with thousands separators, other floats to 4 decimals."""
+    if isinstance(v, bool | np.bool_):
+        return esc(v)
+    if count and isinstance(v, int | float | np.number) and math.isfinite(float(v)):
+        return f"{round(float(v)):,}"
+    if isinstance(v, float | np.floating):
+        return f"{float(v):.4f}"
+    if isinstance(v, np.integer):
+        return esc(int(v))
     return esc(v)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]],
           classes: Sequence[str | None] | None = None) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    counts = [str(h).strip().lower() in COUNT_HEADERS for h in headers]
     body = []
     for i, r in enumerate(rows):
         cls = f' class="{classes[i]}"' if classes and classes[i] else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{fmt(v)}</td>" for v in r) + "</tr>")
+        body.append(f"<tr{cls}>" + "".join(
+            f"<td>{fmt(v, counts[k] if k < len(counts) else False)}</td>"
+            for k, v in enumerate(r)) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def legend_outside(ax) -> None:
+    """The legend beside the plot, not over its bars (the page keeps it: tight bounding box)."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+
+
+def annotate_counts(ax, cm: np.ndarray) -> None:
+    """Counts on a heatmap drawn with a sequential colormap (light to dark): white text on the
+    dark cells, black on the light ones, so every count stays readable."""
+    top = float(cm.max()) if cm.size else 0.0
+    for (i, j), v in np.ndenumerate(cm):
+        dark = top > 0 and v > top / 2
+        ax.text(j, i, f"{int(v):,}", ha="center", va="center", fontsize=11,
+                color="white" if dark else "black")
 
 
 def figure(fig: plt.Figure) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     data = base64.b64encode(buf.getvalue()).decode()
     return f'<img alt="figure" src="data:image/png;base64,{data}">'

@@ -88,7 +88,9 @@ def _binary_plots(task: Task, y: np.ndarray, proba: np.ndarray, bins: int, out: 
         out / "calibration.csv", index=False)
     pred = task.decide(proba)
     pd.DataFrame({"actual": y, "predicted": pred}).to_csv(out / "confusion.csv", index=False)
-    fig, ax = plt.subplots(1, 4, figsize=(18, 4.2))
+    # two by two at 110 dpi: each panel about 600 px wide on the page, labels readable
+    fig, axes = plt.subplots(2, 2, figsize=(11, 9))
+    ax = axes.ravel()
     ax[0].plot(fpr, tpr)
     ax[0].plot([0, 1], [0, 1], "k:", lw=1)
     ax[0].set(title=f"ROC (AUC {skm.roc_auc_score(y, proba):.4f})", xlabel="FPR", ylabel="TPR")
@@ -103,8 +105,7 @@ def _binary_plots(task: Task, y: np.ndarray, proba: np.ndarray, bins: int, out: 
 
 def _confusion_axes(ax, cm: np.ndarray, names: list[str]) -> None:
     ax.imshow(cm, cmap="Blues")
-    for (i, j), v in np.ndenumerate(cm):
-        ax.text(j, i, f"{v:,}", ha="center", va="center")
+    html.annotate_counts(ax, cm)  # white on the dark cells: the largest count stays readable
     ticks = list(range(len(names)))
     ax.set(title="Confusion matrix", xlabel="predicted", ylabel="actual", xticks=ticks,
            yticks=ticks)
@@ -114,7 +115,7 @@ def _confusion_axes(ax, cm: np.ndarray, names: list[str]) -> None:
 
 def _save(fig, out: Path) -> None:
     fig.tight_layout()
-    fig.savefig(out / "evaluation.png", dpi=80)
+    fig.savefig(out / "evaluation.png", dpi=110)
     plt.close(fig)
 
 
@@ -128,7 +129,7 @@ def _multiclass_plots(task: Task, y: np.ndarray, proba: np.ndarray, bins: int,
     per_class = task.quality(y, proba, bins)["per_class"]
     pd.DataFrame([{"class": c, **v} for c, v in per_class.items()]).to_csv(
         out / "per_class.csv", index=False)
-    fig, ax = plt.subplots(1, 2, figsize=(6 + 0.8 * len(names), 4.5))
+    fig, ax = plt.subplots(1, 2, figsize=(8 + 0.8 * len(names), 5.5))
     _confusion_axes(ax[0], task.confusion(y, proba), names)
     x = np.arange(len(names))
     for k, what in enumerate(("precision", "recall", "f1")):
@@ -136,7 +137,7 @@ def _multiclass_plots(task: Task, y: np.ndarray, proba: np.ndarray, bins: int,
                   label=what)
     ax[1].set_xticks(x, names, rotation=30, ha="right")
     ax[1].set(title="Per class", ylim=(0, 1.05))
-    ax[1].legend(fontsize=8)
+    html.legend_outside(ax[1])
     _save(fig, out)
 
 
@@ -146,7 +147,7 @@ def _regression_plots(task: Task, y: np.ndarray, pred: np.ndarray, bins: int,
     resid = np.asarray(y, dtype=np.float64) - pred
     pd.DataFrame({"actual": y, "predicted": pred, "residual": resid}).to_csv(
         out / "residuals.csv", index=False)
-    fig, ax = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig, ax = plt.subplots(1, 3, figsize=(15, 5))
     ax[0].scatter(pred, resid, s=8, alpha=0.6)
     ax[0].axhline(0, color="k", lw=1)
     ax[0].set(title="Residuals vs prediction", xlabel="predicted", ylabel="actual - predicted")

@@ -205,7 +205,7 @@ def _rate_chart(split_data: dict, reweighed: dict, feature: str) -> str:
     ax.axvline(split_data["positive_rate"], color="k", ls="--", lw=1, label="overall")
     ax.set_yticks(y, names)
     ax.set_xlabel("positive-label rate (train)")
-    ax.legend(loc="lower right", fontsize=8)
+    html.legend_outside(ax)
     return html.figure(fig)
 
 
@@ -220,7 +220,7 @@ def _shares_chart(split_data: dict, feature: str) -> str:
         ax.barh(names, share, left=left, label=c)
         left += share
     ax.set_xlabel("class share (train)")
-    ax.legend(loc="lower right", fontsize=8)
+    html.legend_outside(ax)
     return html.figure(fig)
 
 
@@ -238,7 +238,7 @@ def _target_chart(split_data: dict, feature: str) -> str:
     ax.axvline(split_data["mean"], color="k", ls="--", lw=1, label="overall mean")
     ax.set_yticks(y, names)
     ax.set_xlabel("target (train): 10-90 % range, quartiles, mean")
-    ax.legend(loc="lower right", fontsize=8)
+    html.legend_outside(ax)
     return html.figure(fig)
 
 
