@@ -13,7 +13,7 @@ from tarn.core.catalog import load_split
 from tarn.core.features import build_preprocessor
 from tarn.core.model import packaging, schema_hash
 from tarn.core.registry import Registry
-from tarn.core.tags import Lineage
+from tarn.core.tags import Lineage, PromotionRecord, RetrainRecord
 from tarn.core.task import Task
 from tarn.lifecycle import monitor, retrain, simulate
 from tarn.stages import etl, prepare, snapshot
@@ -191,6 +191,8 @@ def test_tarn_retrain_registers_and_promotes_per_task(project, monkeypatch):
     print(res.output)
     assert res.exit_code == 0, res.output
     assert "incremental retraining from version 1 -> version 2" in res.output
+    assert "forced by --mode incremental" in res.output  # the user chose the mode
+    assert "old vs new model (version 1 vs 2)" in res.output
     task = Task.from_card(Registry(params.mlflow, root).card("2"))
     for m in task.metrics:  # the table shows the task's figures
         assert f" {m} " in res.output
@@ -202,6 +204,9 @@ def test_tarn_retrain_registers_and_promotes_per_task(project, monkeypatch):
     for m in task.metrics:  # both versions show their task's test figures, not "nan"
         assert res.output.count(f"{m} ") >= 2, res.output
     assert "production: version 2" in res.output
+    tags = dict(Registry(params.mlflow, root).version("2").tags)
+    assert RetrainRecord.from_tags(tags).retrain_forced
+    assert "forced by --mode incremental" in PromotionRecord.from_tags(tags).reason
 
 
 def test_full_retraining_of_a_regression_project(repo_copy):
@@ -228,6 +233,24 @@ def test_full_retraining_of_a_regression_project(repo_copy):
     assert reg.production() == "2" and reg.card("2")["task"] == "regression"
     assert set(r.metrics["new"]["test"]) >= {"rmse", "mae", "r2"}
     assert reg.run_metrics("2")["test_rmse"] > 0  # what monitoring reads next time
+    # forced: recorded as forced in the promotion reason, the tags and the report
+    assert r.forced and r.reason.startswith("full retraining forced by --mode full")
+    tags = dict(reg.version("2").tags)
+    assert PromotionRecord.from_tags(tags).reason.startswith(
+        "full retraining forced by --mode full")
+    assert RetrainRecord.from_tags(tags) == RetrainRecord("full", True, r.reason[:400])
+    import json
+
+    report = json.loads((root / params.monitor.reports / "retrain.json").read_text())
+    assert report["forced"] and report["reason"] == r.reason and report["version"] == "2"
+    # the same old-vs-new summary as incremental: test split and the new batch
+    assert set(r.metrics["old"]) == {"test", "new_data"} == set(r.metrics["new"])
+    assert r.metrics["new"]["new_data"]["rows"] == 200
+    from tarn.lifecycle.report import report as gather
+
+    sections = {s.title.split(" (")[0]: s for s in gather(params, root)[0]}
+    assert sections["production"].rows[0][0] == "2"
+    assert sections["last retraining"].rows[0][1] == "full (forced)"
 
 
 def test_a_changed_task_in_the_contract_asks_for_a_full_retraining(tmp_path):
