@@ -558,12 +558,15 @@ def _log_mlflow(params: Params, root: Path, result: MonitorResult, out: Path,
         mlflow.set_tags({RunTag.STAGE: "monitor", RunTag.DECISION: result.decision.mode,
                          RunTag.PRODUCTION_VERSION: result.production or "",
                          RunTag.NEW_BATCHES: ",".join(result.new_batches)})
-        for s in result.sources:
-            mlflow.log_metrics({f"{s.name}_rows": s.rows, f"{s.name}_drift_share": s.drift_share,
-                                f"{s.name}_prediction_drift": float(s.prediction_drift)})
+        for s in result.sources:  # drift figures only where measured (>= monitor.min_rows)
+            mlflow.log_metrics({f"{s.name}_rows": s.rows, **({
+                f"{s.name}_drift_share": s.drift_share,
+                f"{s.name}_prediction_drift": float(s.prediction_drift)} if s.html else {})})
             for b in s.batches:
-                mlflow.log_metrics({f"{s.name}_batch_{b.name}_rows": b.rows,
-                                    f"{s.name}_batch_{b.name}_drift_share": b.drift_share})
+                measured = not b.verdict.startswith("not enough data")
+                mlflow.log_metrics({f"{s.name}_batch_{b.name}_rows": b.rows, **(
+                    {f"{s.name}_batch_{b.name}_drift_share": b.drift_share} if measured
+                    else {})})
             if s.quality:  # the figures (multiclass per-class tables stay in monitor.json)
                 mlflow.log_metrics({f"{s.name}_{k}": v for k, v in s.quality.items()
                                     if isinstance(v, int | float)})
