@@ -213,3 +213,26 @@ def test_text_with_thousands_of_values_is_said_to_maybe_name_entities():
     why = checks.high_cardinality(many)
     assert why is not None and why.startswith("1,500 distinct values")
     assert checks.high_cardinality(pd.Series([f"N{i % 500}" for i in range(30_000)])) is None
+
+
+def test_a_leak_that_takes_two_columns_is_named_by_their_difference():
+    import numpy as np
+    import pandas as pd
+
+    from tarn.core import contract_checks as checks
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    scheduled = rng.integers(500, 2300, n)
+    delay = rng.normal(5, 30, n)
+    arrived = scheduled + delay  # known only after the outcome
+    other = rng.normal(0, 1, n) + (delay > 15) * 0.8  # an honest, weaker signal
+    y = (delay > 15).astype(float)
+    text = pd.DataFrame({"scheduled": scheduled, "arrived": arrived, "other": other}).astype(str)
+    numeric = {"scheduled", "arrived", "other"}
+    single = checks.single_column_scores(text, numeric, y, "binary")
+    assert max(single.values()) < 0.9  # nothing near-perfect alone
+    pairs = checks.pair_scores(text, numeric, y, "binary")
+    assert pairs[("scheduled", "arrived")] > 0.99
+    found = checks.pair_leakage(pairs, single, "binary")
+    assert list(found) == ["arrived"] and "scheduled kept" in found["arrived"]

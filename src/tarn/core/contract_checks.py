@@ -13,6 +13,9 @@ the contract's types and the findings ``tarn init`` prints, and decides what is 
   (:data:`NEAR_PERFECT`), or far above every other column, is likely leakage; so is a column
   that is a function of the target (one value per class, or a monotone function of a number).
   An identifier scores nothing out of fold: its values are unseen in the held-out fold.
+  Leaks that take two columns (an arrival time with the scheduled one) score little alone, so
+  the **difference of every two numeric columns** is scored the same way: a near-perfect pair
+  names the column of the two that scores higher alone.
 - **Identifiers**: near-unique text, unique integers that increase with the row or fill a
   dense run (row numbers), identifier-like names, text of thousands of values most of them
   rare.
@@ -275,6 +278,51 @@ def single_column_scores(features: pd.DataFrame, numeric: set[str], y: np.ndarra
     frame = features.iloc[rows]
     return {c: _score(y, _out_of_fold(_bins(frame[c], c in numeric), y, folds, task, n_classes),
                       task) for c in frame.columns}
+
+
+PAIR_ROWS = 5_000  # rows sampled for the scores of differences of two columns
+PAIR_MAX_COLUMNS = 40  # numeric columns paired (the first ones): at most 780 differences
+
+
+def pair_scores(features: pd.DataFrame, numeric: set[str], y: np.ndarray, task: str,
+                seed: int = 0) -> dict[tuple[str, str], float]:
+    """Each difference of two numeric columns scored alone, as a column is (binned, out of
+    fold), on a seeded sample of at most :data:`PAIR_ROWS` rows: an arrival time minus the
+    scheduled one is the delay itself, though each alone says little."""
+    cols = [c for c in features.columns if c in numeric][:PAIR_MAX_COLUMNS]
+    if len(y) < 2 * LEAK_FOLDS or len(cols) < 2:
+        return {}
+    rows = sample_rows(len(y), seed)[:PAIR_ROWS] if len(y) > PAIR_ROWS else np.arange(len(y))
+    y = np.asarray(y)[rows]
+    if len(np.unique(y)) < 2:
+        return {}
+    values = {c: pd.to_numeric(features[c].iloc[rows], errors="coerce") for c in cols}
+    folds = np.random.default_rng(seed + 1).permutation(len(rows)) % LEAK_FOLDS
+    n_classes = int(y.max()) + 1 if task == "multiclass" else 0
+    return {(a, b): _score(y, _out_of_fold(_bins(values[a] - values[b], True), y, folds, task,
+                                           n_classes), task)
+            for i, a in enumerate(cols) for b in cols[i + 1:]}
+
+
+def pair_leakage(pairs: dict[tuple[str, str], float], single: dict[str, float],
+                 task: str) -> dict[str, str]:
+    """Column -> why, for the pairs whose difference predicts the target near-perfectly while
+    neither column does alone: the pair's column that scores higher alone is named as the
+    likely leak (the one known only after the outcome usually carries more of it)."""
+    metric = METRIC[task]
+    out: dict[str, str] = {}
+    for (a, b), score in sorted(pairs.items(), key=lambda kv: -kv[1]):
+        if score < NEAR_PERFECT[task] or single.get(a, 0) >= NEAR_PERFECT[task] or \
+                single.get(b, 0) >= NEAR_PERFECT[task]:
+            continue
+        leak, other = (a, b) if single.get(a, 0) >= single.get(b, 0) else (b, a)
+        if leak in out or other in out:
+            continue
+        out[leak] = (f"{a} - {b} predicts the target with {metric} {score:.3f} (alone: "
+                     f"{leak} {single.get(leak, float('nan')):.3f}, {other} "
+                     f"{single.get(other, float('nan')):.3f}): {leak} is likely known only "
+                     f"after the outcome ({other} kept)")
+    return out
 
 
 def skill(score: float, task: str, n_classes: int = 2) -> float:

@@ -391,4 +391,10 @@ def _findings(text: pd.DataFrame, target: str, target_spec: dict, task: str,
         why = why or leaks.get(name)
         if why:
             found["leakage"].append(checks.Finding(name, "leakage", why, True))
+    flagged = {f.column for f in found["leakage"]}
+    pairs = {(specs[a]["name"], specs[b]["name"]): s
+             for (a, b), s in checks.pair_scores(feats, numeric, y, task).items()}
+    for col, why in checks.pair_leakage(pairs, score, task).items():
+        if col not in flagged:
+            found["leakage"].append(checks.Finding(col, "leakage", why, True))
     return [f for group in found.values() for f in group]
