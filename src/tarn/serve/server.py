@@ -323,11 +323,14 @@ def bounded_protocol(cfg: ServeConfig) -> type:
 
             def data_received(self, data: bytes) -> None:
                 if self._phase != "body":
-                    self._head_bytes += len(data)
-                    if self._head_bytes > self.max_header_bytes:
-                        self._head_too_large()
+                    self._head_bytes += len(data)  # the head and maybe a body's start
+                    if self._phase == "head" and self._head_bytes > self.max_header_bytes:
+                        self._head_too_large()  # before the parser buffers any more
                         return
                 super().data_received(data)
+                if self._phase == "head" and self._head_bytes > self.max_header_bytes:
+                    self._head_too_large()  # one read's worth buffered, no more
+                    return
                 if self._phase == "idle":
                     if self._timing:
                         self._disarm()
