@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # postgresql: the MLflow server on PostgreSQL, tests/e2e/test_shared_stack.py and others).
 SYSTEM_PACKAGES := chromium postgresql
 
-.PHONY: help venv lock lock-check client run repro test test-quick test-fast lint bench system-deps clean ui
+.PHONY: help venv lock lock-check client run repro test test-quick test-fast lint bench system-deps clean ui screenshots
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
@@ -96,6 +96,9 @@ ui: venv ## The MLflow UI on http://127.0.0.1:5000 (another port: make ui UI_POR
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 --host 127.0.0.1 \
 	  --port $(UI_PORT) \
 	  --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/.mlflow/mlflow.db}"
+
+screenshots: venv ## Refresh docs/img: the MLflow UI and the reports, in headless chromium
+	TARN_SCREENSHOTS=docs/img pytest tests/e2e/test_mlflow_ui.py -q
 
 lint: venv ## ruff
 	ruff check src tests bench

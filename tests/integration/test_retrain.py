@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 
+from tarn.core.catalog import load_split
 from tarn.core.registry import Registry
 from tarn.core.task import Task
 from tarn.datasets import ADULT_COLUMNS, adult_lines
@@ -57,6 +61,13 @@ def test_drift_is_detected_and_incremental_retraining_helps(served):
     res = monitor.run(params, root, ("lake",))
     lake = res.sources[0]
     assert {"age", "hours_per_week"} <= set(lake.drifted)
+    # the monitoring run names what it compared: the training reference and the new batch
+    runs = Registry(params.mlflow, root).client.search_runs(
+        [Registry(params.mlflow, root).tracking.experiment_id], "tags.`tarn.stage` = 'monitor'")
+    seen = {d.dataset.name.split(" @ ")[0]: (d.tags[0].value, json.loads(d.dataset.profile)[
+        "num_rows"]) for d in runs[0].inputs.dataset_inputs}
+    assert seen == {"train": ("reference", len(load_split(params, root, "train").y)),
+                    "lake 0004-shifted": ("new data", 600)}
     assert lake.prediction_drift
     assert res.decision.mode in ("incremental", "full")
 
@@ -79,7 +90,6 @@ def test_drift_is_detected_and_incremental_retraining_helps(served):
         r.metrics["new"]["test"]["logloss"])
     # the new trees' data resolves to exact lake bytes: the manifest logged with the run
     import hashlib
-    import json
     from pathlib import Path
 
     import mlflow.artifacts
@@ -93,12 +103,19 @@ def test_drift_is_detected_and_incremental_retraining_helps(served):
                              "rows": 800, "rows_used": 800}]
     assert tags["tarn.new_data_hash"] == hashlib.sha256(
         json.dumps(doc["files"], sort_keys=True).encode()).hexdigest()
+    # the MLflow UI shows the same data: the new batch it learned from, the share held out
+    inputs = reg.client.get_run(mv.run_id).inputs.dataset_inputs
+    assert {d.dataset.name: d.tags[0].value for d in inputs} == {
+        "lake 0004-shifted": "training", "held out of lake 0004-shifted": "test"}
+    assert all(json.loads(d.dataset.source)["uri"].endswith(
+        f"/data/lake?manifest={tags['tarn.new_data_hash']}") for d in inputs)
+    assert reg.lineage(r.version).data_tag() == f"{tags['tarn.new_data_hash'][:12]} (" \
+        f"{int(tags['tarn.train_rows']):,} rows)" == mv.tags["tarn.data"]
     # the continued model keeps the parent's normalization, untouched
     a = reg.load_model("1").steps[0][1]
     b = reg.load_model(r.version).steps[0][1]
     assert list(a.get_feature_names_out()) == list(b.get_feature_names_out())
     # and it still exports to a parity-checked client bundle
-    from tarn.core.catalog import load_split
     from tarn.edge import export as edge
     test = load_split(params, root, "test")
     test_x = test.X
@@ -131,7 +148,9 @@ def test_schema_change_forces_full_with_a_reason(served):
 def test_incremental_refused_when_lineage_does_not_match_the_schema(served):
     params, root = served
     reg = Registry(params.mlflow, root)
-    reg.client.set_model_version_tag("tarn-test", "1", "tarn.schema_hash", "something-else")
+    changed = dataclasses.replace(reg.lineage("1"), schema_hash="something-else")
+    for key, value in changed.version_tags().items():
+        reg.client.set_model_version_tag("tarn-test", "1", key, value)
     write_batch(root, "0004-shifted", shifted(200))
     with pytest.raises(retrain.RetrainError, match="another input schema"):
         retrain.run_incremental(params, root, ["0004-shifted"])

@@ -92,7 +92,7 @@ def test_version_carries_lineage(trained):
     assert len(lineage.params_hash) == 64 and lineage.git_commit
     assert mv.run_id == res.run_id
     # a page a person reads: the readable tags, one JSON lineage tag, nothing else yet
-    assert set(mv.tags) == {"tarn.task", "tarn.test", "tarn.data", "tarn.lineage"}
+    assert set(mv.tags) == {"tarn.task", "tarn.test", "tarn.data", "tarn_lineage"}
     assert mv.tags["tarn.task"] == "binary" and mv.tags["tarn.test"].startswith("roc_auc 0.")
     assert mv.tags["tarn.data"] == f"{manifest['hash'][:12]} ({rows:,} rows)"
     # the run keeps the flat tags, and the card as Markdown

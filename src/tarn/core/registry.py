@@ -349,7 +349,8 @@ class Registry:
             self._tag(version, record.to_tags())
             return
         doc = {**json.loads(raw), **record.as_json_dict()}
-        self._tag(version, {Lineage.TAG: json.dumps(doc, sort_keys=True, default=float)})
+        self._tag(version, {Lineage.TAG: json.dumps(doc, sort_keys=True, default=float,
+                                                    separators=(",", ":"))})
 
     def record_gates(self, version: str, result: str, verdict: Verdict) -> None:
         self._tag(version, GateRecord(result, verdict.as_dict()).version_tags())

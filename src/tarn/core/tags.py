@@ -7,7 +7,9 @@ parsed two different ways. Run tags (on MLflow runs, not versions) are the const
 
 A version page is read by a person: it carries at most :data:`MAX_VERSION_TAGS` tags, the few
 readable ones of :class:`VersionTag` (task, test figure, gate verdict, data digest) and one JSON
-tag per record (``tarn.lineage``, ``tarn.promotion``, ``tarn.gates``, ``tarn.deployment``).
+tag per record (``tarn_lineage``, ``tarn_promotion``, ``tarn_gates``, ``tarn_deployment``: the
+underscore sorts them after every ``tarn.`` tag, and the UI lists tags by name, so the readable
+ones come first).
 ``version_tags()`` writes that form; ``from_tags`` reads it and the older one tag per field
 (versions registered before), so every reader works on both. ``to_tags()`` stays the flat
 form, for run tags (a run page has room) and results.
@@ -95,7 +97,8 @@ class _Record:
         """The record as a version carries it: one JSON tag (flat tags if it has no ``TAG``)."""
         if not self.TAG:
             return self.to_tags()
-        return {self.TAG: json.dumps(self.as_json_dict(), default=float, sort_keys=True)}
+        return {self.TAG: json.dumps(self.as_json_dict(), default=float, sort_keys=True,
+                                     separators=(",", ":"))}
 
     def to_tags(self) -> dict[str, str]:
         out = {}
@@ -186,7 +189,7 @@ class Lineage(_Record):
 
     LISTS: ClassVar[frozenset[str]] = frozenset({"batches", "new_batches", "test_batches"})
     INTS: ClassVar[frozenset[str]] = frozenset({"train_rows", "incremental_streak"})
-    TAG: ClassVar[str] = "tarn.lineage"
+    TAG: ClassVar[str] = "tarn_lineage"
 
     def data_tag(self) -> str:
         """The readable data digest: which snapshot (or new data), how many rows."""
@@ -218,7 +221,7 @@ class PromotionRecord(_Record):
     BOOLS: ClassVar[frozenset[str]] = frozenset({"forced"})
     NAMES: ClassVar[dict[str, str]] = {"reason": "promotion_reason",
                                        "forced": "promotion_forced"}
-    TAG: ClassVar[str] = "tarn.promotion"
+    TAG: ClassVar[str] = "tarn_promotion"
 
 
 @dataclass(frozen=True)
@@ -232,7 +235,7 @@ class RetrainRecord(_Record):
 
     BOOLS: ClassVar[frozenset[str]] = frozenset({"retrain_forced"})
     # written once, just after registration, into the version's lineage (one tag fewer)
-    TAG: ClassVar[str] = "tarn.lineage"
+    TAG: ClassVar[str] = "tarn_lineage"
 
 
 @dataclass(frozen=True)
@@ -248,7 +251,7 @@ class GateRecord(_Record):
     JSONS: ClassVar[frozenset[str]] = frozenset({"figures"})
     NAMES: ClassVar[dict[str, str]] = {"result": "last_gate_result",
                                        "figures": "last_gate_figures"}
-    TAG: ClassVar[str] = "tarn.gates"
+    TAG: ClassVar[str] = "tarn_gates"
     SKIPPED: ClassVar[str] = "skipped (forced)"
 
     def version_tags(self) -> dict[str, str]:
@@ -273,7 +276,7 @@ class DeploymentRecord(_Record):
     deployed_bundle: str = ""
     deployment_note: str = ""
 
-    TAG: ClassVar[str] = "tarn.deployment"
+    TAG: ClassVar[str] = "tarn_deployment"
 
     def to_tags(self) -> dict[str, str]:
         return {k: v for k, v in super().to_tags().items() if v}
