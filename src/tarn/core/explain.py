@@ -1,0 +1,300 @@
+"""Why a prediction: exact TreeSHAP contributions per user column, from XGBoost itself.
+
+XGBoost computes exact TreeSHAP for its own trees (``Booster.predict(pred_contribs=True)``):
+one contribution per encoded column plus a bias column, adding up to the raw score (the
+margin). The model sees encoded columns (one-hot groups, target-ordered codes, imputed
+numerics: :mod:`tarn.core.features`), a person thinks in their own columns, so every
+encoded column's contribution is summed back onto the column it came from; SHAP values are
+additive, so the sum still adds up to the raw score. Raw score, per task: binary, the
+log-odds of class 1; multiclass, one softmax log-odds per class; regression, the value.
+
+Only the fitted Pipeline is needed (its preprocessor ``pre`` and an XGBoost estimator), so any
+version, including those registered before explanations existed, is explained from the model
+itself; a model that is not XGBoost raises :class:`NotExplainable` with the reason.
+
+The summaries built on them are here too (pure, numpy/pandas): global importance (mean
+|contribution| per column), importance per sensitive group, attribution drift between two
+samples, and the proxy check (the columns most associated with a sensitive feature and the
+share of the model's output they carry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tarn.core.task import MISSING_GROUP, Task
+
+PROXY_TOP = 3  # columns named per sensitive feature by the proxy check
+
+
+class NotExplainable(ValueError):
+    """This model cannot be explained here (the message says why and what still works)."""
+
+
+@dataclass(frozen=True)
+class Contributions:
+    """Contributions of ``n`` rows: ``values`` (n, K, m) per output and user column, ``base``
+    (K,) the bias per output; K = 1 (binary, regression) or the number of classes. For every
+    row and output, ``values.sum(-1) + base`` is the raw score."""
+
+    columns: tuple[str, ...]
+    outputs: tuple[str, ...]  # what each output's raw score is (a class name, or the target)
+    values: np.ndarray
+    base: np.ndarray
+
+    @property
+    def raw(self) -> np.ndarray:
+        """(n, K) the raw scores the contributions add up to."""
+        return self.values.sum(axis=2) + self.base
+
+
+@dataclass(frozen=True)
+class Explainer:
+    """A fitted Pipeline, ready to explain: its preprocessor, booster, the user column of
+    every encoded column and the trees the model predicts with."""
+
+    task: Task
+    pre: object
+    booster: object
+    columns: tuple[str, ...]  # user columns, in the preprocessor's order
+    owner: np.ndarray  # encoded column j belongs to user column owner[j]
+    iteration_range: tuple[int, int]
+
+    @property
+    def scale(self) -> str:
+        """What the raw score is, in words (shown beside the numbers)."""
+        if self.task.kind == "binary":
+            name = self.task.classes[1] if len(self.task.classes) > 1 else "1"
+            return f"log-odds of class {name!r} (probability = 1 / (1 + exp(-raw_score)))"
+        if self.task.kind == "multiclass":
+            return "log-odds per class (probabilities = softmax of the raw scores)"
+        return "the predicted value"
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        if self.task.kind == "multiclass":
+            return self.task.classes
+        if self.task.kind == "binary":
+            return (self.task.classes[1] if len(self.task.classes) > 1 else "1",)
+        return (self.task.target,)
+
+    def encode(self, X: pd.DataFrame) -> np.ndarray:
+        """The design matrix the booster sees (float32, as it was fitted)."""
+        return np.asarray(self.pre.transform(X), dtype=np.float32)
+
+    def explain(self, X: pd.DataFrame) -> Contributions:
+        """Contributions per user column for every row of ``X`` (the model's input frame)."""
+        return self.explain_encoded(self.encode(X))
+
+    def explain_encoded(self, Z: np.ndarray) -> Contributions:
+        from xgboost import DMatrix
+
+        dm = DMatrix(Z, feature_names=self.booster.feature_names)
+        raw = np.asarray(self.booster.predict(dm, pred_contribs=True,
+                                              iteration_range=self.iteration_range),
+                         dtype=np.float64)
+        if raw.ndim == 2:  # (n, m + 1): one output
+            raw = raw[:, None, :]
+        k = len(self.columns)
+        values = np.zeros((raw.shape[0], raw.shape[1], k))
+        for j, owner in enumerate(self.owner):  # a handful of encoded columns per user one
+            values[:, :, owner] += raw[:, :, j]
+        base = raw[0, :, -1] if len(raw) else np.zeros(raw.shape[1])
+        return Contributions(self.columns, self.outputs, values, base)
+
+    def margin(self, X: pd.DataFrame) -> np.ndarray:
+        """(n, K) the model's own raw score (``output_margin``): what contributions add to."""
+        from xgboost import DMatrix
+
+        dm = DMatrix(self.encode(X), feature_names=self.booster.feature_names)
+        m = np.asarray(self.booster.predict(dm, output_margin=True,
+                                            iteration_range=self.iteration_range),
+                       dtype=np.float64)
+        return m.reshape(len(X), -1)
+
+
+def explainer(pipe, task: Task) -> Explainer:
+    """An :class:`Explainer` for a fitted ``Pipeline([("pre", ColumnTransformer), (...,
+    XGBoost estimator)])``; NotExplainable when it is not one."""
+    steps = getattr(pipe, "steps", None)
+    if not steps or len(steps) < 2:
+        raise NotExplainable(f"the model is a {type(pipe).__name__}, not a Pipeline of a "
+                             "preprocessor and an XGBoost estimator")
+    pre, model = steps[0][1], steps[-1][1]
+    if not hasattr(model, "get_booster"):
+        raise NotExplainable(f"the model's estimator is a {type(model).__name__}, not XGBoost: "
+                             "contributions are computed by XGBoost's TreeSHAP")
+    booster = model.get_booster()
+    columns, owner = column_owners(pre)
+    return Explainer(task, pre, booster, tuple(columns), owner, _iterations(model))
+
+
+def _iterations(model) -> tuple[int, int]:
+    """The trees the estimator's own predict uses (up to the best iteration, if early
+    stopping set one)."""
+    try:
+        best = model.best_iteration
+    except AttributeError:
+        return (0, 0)
+    return (0, int(best) + 1) if best is not None else (0, 0)
+
+
+def column_owners(pre) -> tuple[list[str], np.ndarray]:
+    """(user columns, owner index per encoded column) of a fitted ColumnTransformer: each
+    transformer's output slice (``output_indices_``) is mapped onto its input columns; a
+    one-hot block by the encoder's outputs per input (exact, even when one column's name
+    prefixes another's), else an output named as its input, else by the longest
+    ``<column>_`` prefix of its name."""
+    transformers = getattr(pre, "transformers_", None)
+    if transformers is None:
+        raise NotExplainable(f"the preprocessor is a {type(pre).__name__}, not a fitted "
+                             "ColumnTransformer: encoded columns cannot be traced to inputs")
+    names_out = [str(n) for n in pre.get_feature_names_out()]
+    columns: list[str] = []
+    owner = np.full(len(names_out), -1, dtype=np.int64)
+    for name, trans, cols in transformers:
+        sl = pre.output_indices_.get(name)
+        if sl is None or sl.stop <= sl.start or isinstance(cols, slice):
+            continue
+        cols = [str(c) for c in cols]
+        index = {}
+        for c in cols:
+            if c not in columns:
+                columns.append(c)
+            index[c] = columns.index(c)
+        counts = _outputs_per_input(trans, len(cols))
+        if counts is not None and sum(counts) == sl.stop - sl.start:  # one-hot: exact
+            owner[sl] = np.repeat([index[c] for c in cols], counts)
+            continue
+        for j in range(sl.start, sl.stop):
+            out = names_out[j]
+            src = out if out in index else max(
+                (c for c in cols if out.startswith(f"{c}_")), key=len, default=None)
+            if src is None:
+                if sl.stop - sl.start == len(cols):  # one output per input, renamed
+                    src = cols[j - sl.start]
+                else:
+                    raise NotExplainable(f"encoded column {out!r} of {name!r} cannot be traced "
+                                         f"to one of its inputs {cols[:10]}")
+            owner[j] = index[src]
+    if (owner < 0).any():
+        raise NotExplainable("some encoded columns belong to no input column")
+    return columns, owner
+
+
+def _outputs_per_input(trans, n_inputs: int) -> list[int] | None:
+    """Output columns per input of a fitted one-hot encoder (the last step of a Pipeline),
+    None for any other transformer. scikit-learn keeps the counts it computed at fit time
+    (``_n_features_outs``: categories minus a dropped one, infrequent ones as one column)."""
+    last = trans.steps[-1][1] if hasattr(trans, "steps") else trans
+    counts = getattr(last, "_n_features_outs", None)
+    if counts is None or len(counts) != n_inputs:
+        return None
+    return [int(k) for k in counts]
+
+
+# ---------------------------------------------------------------------- summaries (pure)
+def importance(c: Contributions) -> dict[str, float]:
+    """Mean |contribution| per user column (over rows, and over classes for multiclass),
+    largest first: how much of the model's output each column moves on these rows."""
+    if not len(c.values):
+        return {}
+    mean = np.abs(c.values).mean(axis=(0, 1))
+    order = np.argsort(-mean, kind="stable")
+    return {c.columns[i]: float(mean[i]) for i in order}
+
+
+def group_importance(c: Contributions, groups: pd.Series) -> dict[str, dict[str, float]]:
+    """:func:`importance` within each group of one sensitive feature (missing values as
+    their own group); every group's columns in the global order."""
+    overall = list(importance(c))
+    labels = groups.astype(object).where(groups.notna(), MISSING_GROUP).astype(str).to_numpy()
+    out = {}
+    for g in sorted(set(labels)):
+        mask = labels == g
+        sub = Contributions(c.columns, c.outputs, c.values[mask], c.base)
+        imp = importance(sub)
+        out[g] = {col: imp[col] for col in overall}
+    return out
+
+
+def attribution_drift(reference: dict[str, float], current: dict[str, float]) -> dict:
+    """Per column, mean |contribution| on the reference rows and on the new ones, the change
+    and the change in share of the whole (shares sum to 1 in each sample, so a column that
+    now carries more of the output shows a positive share change); largest share change
+    first. ``max_share_change`` is the headline."""
+    ref_total = sum(reference.values()) or 1.0
+    cur_total = sum(current.values()) or 1.0
+    rows = []
+    for col in reference:
+        r, n = reference[col], current.get(col, 0.0)
+        rows.append({"column": col, "reference": r, "current": n, "change": n - r,
+                     "share_change": n / cur_total - r / ref_total})
+    rows.sort(key=lambda x: -abs(x["share_change"]))
+    return {"columns": rows,
+            "max_share_change": max((abs(x["share_change"]) for x in rows), default=0.0)}
+
+
+def association(a: pd.Series, b: pd.Series, a_numeric: bool, b_numeric: bool) -> float:
+    """How much one column tells about another, in [0, 1]: Cramér's V (both categorical),
+    the correlation ratio (one numeric; the categorical one groups it), |Pearson r| (both
+    numeric). Missing values are a category of their own; numeric NaN rows are dropped."""
+    if a_numeric and b_numeric:
+        ok = a.notna() & b.notna()
+        x, y = a[ok].astype(float), b[ok].astype(float)
+        if len(x) < 3 or x.std() == 0 or y.std() == 0:
+            return 0.0
+        return float(abs(np.corrcoef(x, y)[0, 1]))
+    if a_numeric or b_numeric:
+        num, cat = (a, b) if a_numeric else (b, a)
+        ok = num.notna()
+        x = num[ok].astype(float).to_numpy()
+        g = cat[ok].astype(object).where(cat[ok].notna(), MISSING_GROUP).astype(str).to_numpy()
+        total = ((x - x.mean()) ** 2).sum()
+        if len(x) < 3 or total == 0:
+            return 0.0
+        between = sum(len(x[g == k]) * (x[g == k].mean() - x.mean()) ** 2 for k in set(g))
+        return float(np.sqrt(between / total))
+    table = pd.crosstab(a.astype(object).where(a.notna(), MISSING_GROUP).astype(str),
+                        b.astype(object).where(b.notna(), MISSING_GROUP).astype(str))
+    n = table.to_numpy().sum()
+    r, k = table.shape
+    if n == 0 or min(r, k) < 2:
+        return 0.0
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / n
+    chi2 = float((((table.to_numpy() - expected) ** 2) / expected).sum())
+    return float(np.sqrt(chi2 / n / (min(r, k) - 1)))
+
+
+def proxies(X: pd.DataFrame, sensitive: list[str], numeric: set[str],
+            imp: dict[str, float], top: int = PROXY_TOP) -> dict[str, dict]:
+    """The proxy check, per sensitive feature: every other model column's association with
+    it (:func:`association`, on ``X``, the training rows), the ``top`` most associated, and
+    the share of the model's output (``imp``, mean |contribution|) they carry, beside the
+    sensitive feature's own share. A strong proxy with a large share means the model can
+    use the sensitive feature without reading it."""
+    total = sum(imp.values()) or 1.0
+    out = {}
+    for s in sensitive:
+        if s not in X.columns:
+            continue
+        scores = {c: association(X[s], X[c], s in numeric, c in numeric)
+                  for c in X.columns if c != s}
+        ranked = sorted(scores.items(), key=lambda kv: -kv[1])[:top]
+        cols = [{"column": c, "association": v, "share": imp.get(c, 0.0) / total}
+                for c, v in ranked]
+        out[s] = {"proxies": cols,
+                  "proxies_share": sum(x["share"] for x in cols),
+                  "own_share": imp.get(s, 0.0) / total,
+                  "measure": "Cramér's V (categorical pairs), correlation ratio (numeric "
+                             "with categorical), |Pearson r| (numeric pairs)"}
+    return out
+
+
+def sample(X: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """At most ``n`` rows of ``X`` (a fixed random subset): TreeSHAP costs trees x depth^2
+    per row, so summaries are computed on a sample."""
+    return X if len(X) <= n else X.sample(n=n, random_state=seed)
