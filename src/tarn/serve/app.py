@@ -57,6 +57,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tarn.config import Params
 from tarn.core.predictions import log_columns
 from tarn.core.tracking import redact
+from tarn.serve import explain as explaining
 from tarn.serve.deploy import ModelHolder, Reconciler
 from tarn.serve.inputs import (
     InputError,
@@ -74,7 +75,7 @@ WEBHOOK_MAX_AGE_S = 300
 SCORING_THREADS = 8  # requests parsed and scored at once; the rest wait their turn
 INLINE_BYTES = 8_192  # bodies up to this size (a few rows) are scored on the event loop: a
 #                       thread hop would cost more than the work; larger ones go to a thread
-SCORING_PATHS = {"/predict": "predict", "/invocations": "invocations"}
+SCORING_PATHS = {"/predict": "predict", "/invocations": "invocations", "/explain": "explain"}
 _SAFE_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 log = logging.getLogger("tarn.serve")
 
@@ -234,7 +235,7 @@ def request_id(headers) -> str:
 def _endpoint(path: str) -> str:
     """A bounded metrics label for any path (fuzzed paths must not grow the label set)."""
     p = path.strip("/").split("/", 1)[0]
-    return p if p in {"predict", "invocations", "health", "ready", "version", "metrics",
+    return p if p in {"predict", "invocations", "explain", "health", "ready", "version", "metrics",
                       "admin", "webhooks", "client"} else "other"
 
 
@@ -458,7 +459,9 @@ def create_app(state: ServerState) -> Front:
             raise InputError("no model in production yet: promote a version "
                              "(`tarn promote --latest`)", 503)
         inputs = d.inputs
-        records = records_from_payload(_parse(body), inputs, cfg.max_rows)
+        payload = _parse(body)
+        explain = explaining.wanted(endpoint, payload)
+        records = records_from_payload(payload, inputs, cfg.max_rows)
         columns = to_columns(records, inputs, cfg.max_rows)
         found = contract_violations(columns, inputs) if inputs.checked else ()
         if found:
@@ -468,6 +471,7 @@ def create_app(state: ServerState) -> Front:
             if refuse:
                 raise refusal(found, inputs)
         scores = d.predictor.scores(columns)
+        explained = explaining.explanations(d, columns) if explain else None  # 409: cannot
         n = len(scores)
         per_row = None
         if found:
@@ -475,11 +479,13 @@ def create_app(state: ServerState) -> Front:
             for v in found:
                 per_row[v.row] = f"{per_row[v.row]}; {v.detail}" if per_row[v.row] \
                     else v.detail
-        if state.predlog is not None:
+        if state.predlog is not None and endpoint != "explain":  # asking why is no new score
             state.predlog.append(columns, log_columns(d.task, scores), d.version, rid, per_row)
         m.rows.inc(n)
-        if endpoint == "predict":
+        if endpoint != "invocations":
             out = predict_body(d.task, scores, d.version, rid, found)
+            if explained is not None:
+                explaining.attach(out, explained)
         else:
             out = invocations_body(d.task, scores, rid, found)
         return (orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY), d.version,
@@ -566,6 +572,12 @@ def create_app(state: ServerState) -> Front:
               summary="Score JSON records: probability, label, model version and request id")
     async def predict(request: Request) -> Response:
         return await handle(request, "predict")
+
+    @app.post("/explain", openapi_extra=_body_doc(_RECORDS_SCHEMA),
+              summary="Score and explain records: /predict's answer plus, per row, each "
+                      "column's contribution and the base value they add to")
+    async def explain(request: Request) -> Response:
+        return await handle(request, "explain")
 
     @app.get("/health", summary="Liveness: the process answers")
     async def health() -> dict:
