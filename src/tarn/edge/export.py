@@ -40,8 +40,17 @@ from sklearn.pipeline import Pipeline
 from tarn.config import EdgeConfig, PrepareConfig, SchemaConfig
 from tarn.core.columns import ColumnRules
 from tarn.core.features import MISSING_CATEGORY, OrderedCodes, feature_columns, input_schema
-from tarn.core.files import atomic_dir, write_json
+from tarn.core.files import atomic_dir
 from tarn.core.task import Task
+
+# re-exported: the deployment publishes and points through this module
+from tarn.edge.pointer import (  # noqa: F401
+    CURRENT,
+    current_bundle,
+    current_version,
+    point_current,
+    withdraw_current,
+)
 from tarn.edge.runner import (
     METADATA,
     MISSING_KEY,
@@ -57,7 +66,6 @@ from tarn.edge.runner import (
 from tarn.errors import TarnError
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}  # the default ai.onnx.ml 5 is not supported yet
-CURRENT = "current.json"
 FORMAT = 1
 
 
@@ -336,37 +344,3 @@ def publish_bundle(pipe: Pipeline, *, name: str, version: str, tags: dict, metri
     return bundle
 
 
-def point_current(out_root: Path, name: str, version: str, bundle: Bundle) -> None:
-    """Make ``bundle`` the one clients get (current.json, replaced atomically)."""
-    write_json(Path(out_root) / CURRENT, {"name": name, "version": version,
-                                          "path": bundle.path.name, "sha256": bundle.checksum})
-
-
-def withdraw_current(out_root: Path) -> None:
-    """No bundle for clients (the served version has none): better none than a stale one."""
-    (Path(out_root) / CURRENT).unlink(missing_ok=True)
-
-
-def current_version(out_root: Path) -> str | None:
-    """The model version clients get (current.json), or None."""
-    path = Path(out_root) / CURRENT
-    try:
-        return str(json.loads(path.read_text(encoding="utf-8"))["version"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def current_bundle(out_root: Path) -> Path | None:
-    """The folder current.json points at; None when nothing was published yet."""
-    path = Path(out_root) / CURRENT
-    if not path.is_file():
-        return None
-    try:
-        folder = json.loads(path.read_text(encoding="utf-8"))["path"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise TarnError(f"{path}: unreadable ({e})", "republish the bundle") from None
-    bundle = Path(out_root) / folder
-    if Path(folder).name != folder or not bundle.is_dir():
-        raise TarnError(f"{path}: points at {folder!r}, which is not a bundle folder",
-                        "republish the bundle (the server does on its next deployment)")
-    return bundle

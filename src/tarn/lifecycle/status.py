@@ -12,7 +12,7 @@ from tarn.config import METRICS_BY_TASK, Params
 from tarn.core import address
 from tarn.core.registry import Registry
 from tarn.core.tags import DeploymentRecord, LoadRefusal, PromotionRecord
-from tarn.edge.export import current_bundle, current_version
+from tarn.edge.pointer import current_bundle, current_version
 
 # every task's quality figures, in a stable order (a version logs its own task's as test_<m>)
 TEST_FIGURES = tuple(dict.fromkeys(m for ms in METRICS_BY_TASK.values() for m in ms))

@@ -698,7 +698,7 @@ def create_app(state: ServerState) -> Front:
 
     def _client_file(path: str) -> Response:
         if path.startswith("bundle/"):
-            from tarn.edge.export import current_bundle
+            from tarn.edge.pointer import current_bundle
 
             base = current_bundle(state.root / state.params.edge.bundle_dir)
             if base is None:
