@@ -152,3 +152,38 @@ def test_association_and_proxies():
         [p["column"] for p in found["proxies"]] == ["height", "role"]
     assert found["proxies_share"] == pytest.approx(4.0 / 5.0)
     assert found["own_share"] == pytest.approx(0.1)
+
+
+def test_a_served_version_that_cannot_be_explained_is_refused_with_409_and_why():
+    from tarn.core.features import input_schema
+    from tarn.serve import explain as serving
+    from tarn.serve.deploy import Deployed, PythonPredictor
+    from tarn.serve.inputs import InputError, columns_from_signature
+
+    p, X, y = _adult(300)
+    pipe = Pipeline([("pre", build_preprocessor(p.schema, p.prepare, X)),
+                     ("model", LogisticRegression(max_iter=1000))]).fit(X, y)
+    cols = columns_from_signature(input_schema(p.schema, p.prepare).to_dict(), p.schema)
+    task = Task.of(p.schema)
+    d = Deployed("m", "7", PythonPredictor(pipe, cols, task), cols, "python", "now", None, task)
+    values = {c: X[c].to_numpy() for c in X.columns}
+    with pytest.raises(InputError, match="version 7 cannot be explained: .*LogisticRegression"
+                                         ".*/predict still scores it") as e:
+        serving.explanations(d, values)
+    assert e.value.status == 409
+    xgb = _fit(p, X, y, "binary", rounds=5)  # the same rows, a version tarn can explain
+    d2 = Deployed("m", "8", PythonPredictor(xgb, cols, task), cols, "python", "now", None, task)
+    per_row, scale = serving.explanations(d2, values)
+    assert len(per_row) == len(X) and "log-odds" in scale
+
+
+def test_only_a_boolean_asks_predict_for_explanations():
+    from tarn.serve import explain as serving
+    from tarn.serve.inputs import InputError
+
+    assert serving.wanted("explain", [{"a": 1}])
+    assert serving.wanted("predict", {"dataframe_records": [], "explain": True})
+    assert not serving.wanted("predict", {"dataframe_records": []})
+    assert not serving.wanted("invocations", {"dataframe_records": [], "explain": True})
+    with pytest.raises(InputError, match="explain must be true or false"):
+        serving.wanted("predict", {"inputs": [], "explain": 1})
