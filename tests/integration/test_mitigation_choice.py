@@ -109,3 +109,24 @@ def test_policy_always_registers_the_reweighed_model_and_says_so(tuned):
     else:
         assert d["reason"].startswith("reweighing kept")
     assert np.isfinite(d["quality_cost"])
+
+
+def test_cross_validated_scores_name_their_rows_in_train_plus_valid(tmp_path):
+    """A small table is cross-validated: the scores are out-of-fold over train + valid in the
+    search's shuffled order, and ``row`` puts each back on its row (the groups train reads)."""
+    params = small_project(tmp_path, **{"tune.max_evals": 2})
+    tune.run(params, tmp_path)
+    best = json.loads((tmp_path / "models" / "best_params.json").read_text())
+    assert best["mitigation_check"]["rows"] == "train+valid"
+    scores = pd.read_parquet(tmp_path / "models" / "validation_scores.parquet")
+    parts = [load_split(params, tmp_path, s) for s in ("train", "valid")]
+    y = np.concatenate([p.y for p in parts])
+    assert sorted(scores["row"]) == list(range(len(y)))  # every row once, shuffled
+    assert scores["row"].tolist() != list(range(len(y)))
+    task = Task.of(params.schema)
+    aligned = y[scores["row"].to_numpy()]
+    assert task.metric("logloss", aligned, scores["unmitigated_0"].to_numpy()) == \
+        pytest.approx(best["unmitigated"]["val_logloss"])
+    check = train.mitigation_check(params, tmp_path, best, task)
+    assert check is not None and check.validation == best["mitigation_check"]["validation"]
+    assert check.loss_without == pytest.approx(best["unmitigated"]["val_logloss"])
