@@ -95,12 +95,14 @@ def test_card_markdown_says_what_the_model_predicts_and_from_which_data():
     card = {"task": "binary", "classes": ["<=50K", ">50K"], "threshold": 0.4, "target": "income",
             "schema": {"name": "adult", "sensitive": ["sex"], "target": {"name": "income"},
                        "columns": [{"name": "age", "dtype": "int", "min": 17, "max": 90},
+                                   {"name": "fnlwgt", "dtype": "int", "min": 1.0, "max": None},
                                    {"name": "sex", "dtype": "category", "required": True,
                                     "categories": ["Female", "Male"]}]}}
     md = card_markdown(card, LINEAGE.as_json_dict(), {"train_rows": 5421.0, "test_auc": 0.9})
     assert md.startswith("# Model card: adult")
     assert "**Decision threshold:** 0.4" in md and "`>50K`" in md
     assert "| `sex` | category | yes | Female, Male |" in md
+    assert "| `age` | int | no | 17 .. 90 |" in md and "| `fnlwgt` | int | no | >= 1 |" in md
     assert "| train_rows | 5,421 |" in md and "| test_auc | 0.9000 |" in md
     assert "| batches | 0001-a, 0002-b |" in md
 

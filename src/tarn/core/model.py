@@ -228,8 +228,12 @@ def card_markdown(card: dict, lineage: dict, metrics: dict[str, float]) -> str:
             cats = c["categories"]
             values = ", ".join(map(str, cats[:8])) + (f" (+{len(cats) - 8})" if len(cats) > 8
                                                       else "")
-        elif c.get("min") is not None or c.get("max") is not None:
-            values = f"{c.get('min', '')} .. {c.get('max', '')}"
+        elif c.get("min") is not None and c.get("max") is not None:
+            values = f"{c['min']:g} .. {c['max']:g}"
+        elif c.get("min") is not None:
+            values = f">= {c['min']:g}"
+        elif c.get("max") is not None:
+            values = f"<= {c['max']:g}"
         else:
             values = ""
         lines.append(f"| `{_cell(c.get('name'))}` | {c.get('dtype')} | "
