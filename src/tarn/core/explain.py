@@ -298,3 +298,81 @@ def sample(X: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     """At most ``n`` rows of ``X`` (a fixed random subset): TreeSHAP costs trees x depth^2
     per row, so summaries are computed on a sample."""
     return X if len(X) <= n else X.sample(n=n, random_state=seed)
+
+
+SUMMARY_ROWS = 5_000  # rows explained for a report: mean |contribution| settles well before
+PROXY_ROWS = 20_000  # training rows the proxy check measures associations on
+
+
+def summary(pipe, task: Task, X: pd.DataFrame, frame: pd.DataFrame, train: pd.DataFrame,
+            sensitive: list[str], numeric: set[str], rows: int = SUMMARY_ROWS) -> dict:
+    """What a report shows of the model's reasons on ``X`` (its input frame; ``frame`` the
+    same rows with every contract column, for the sensitive groups): global importance,
+    importance per group of each sensitive feature and the proxy check (associations on
+    ``train``, the training rows). A model that cannot be explained gives its reason."""
+    try:
+        e = explainer(pipe, task)
+    except NotExplainable as err:
+        return {"unavailable": str(err)}
+    Xs = sample(X, rows)
+    c = e.explain(Xs)
+    imp = importance(c)
+    by_group = {f: group_importance(c, frame.loc[Xs.index, f])
+                for f in sensitive if f in frame.columns}
+    cols = [col for col in dict.fromkeys([*e.columns, *sensitive]) if col in train.columns]
+    return {"rows": len(Xs), "raw_score": e.scale, "global": imp, "by_group": by_group,
+            "proxies": proxies(sample(train[cols], PROXY_ROWS), sensitive, numeric, imp)}
+
+
+TABLE_COLUMNS = 15  # columns listed in a report's tables (largest first)
+
+
+def tables(s: dict | None, top: int = TABLE_COLUMNS) -> list[tuple[str, list[str], list]]:
+    """A :func:`summary` as (title, headers, rows) tables, the largest ``top`` columns each:
+    global importance, importance per group of each sensitive feature, the proxy check
+    (the evaluation page and `tarn report` print the same tables)."""
+    if not s or "unavailable" in s:
+        return []
+    cols = list(s["global"])[:top]
+    total = sum(s["global"].values()) or 1.0
+    out = [("global importance (mean |contribution|)", ["column", "mean |contribution|",
+                                                        "share"],
+            [[c, s["global"][c], s["global"][c] / total] for c in cols])]
+    for feat, groups in s["by_group"].items():
+        names = list(groups)
+        out.append((f"importance per group of {feat}", ["column", *names],
+                    [[c, *(groups[g][c] for g in names)] for c in cols]))
+    if s["proxies"]:
+        rows = []
+        for feat, p in s["proxies"].items():
+            rows += [[feat, x["column"], x["association"], x["share"]] for x in p["proxies"]]
+            rows.append([feat, "(these together)", "", p["proxies_share"]])
+            rows.append([feat, f"({feat} itself)", "", p["own_share"]])
+        out.append(("proxy check (training rows)", ["sensitive", "column", "association",
+                                                    "share of output"], rows))
+    return out
+
+
+def html_sections(s: dict | None) -> list[str]:
+    """The evaluation page's explanation sections for a :func:`summary` (none without one)."""
+    from tarn.core import html_report as html
+
+    if not s:
+        return []
+    head = "<h2>Why: what the model's output rests on</h2>"
+    if "unavailable" in s:
+        return [head, f"<p class='note'>No explanations: {html.esc(s['unavailable'])}.</p>"]
+    out = [head, f"<p class='note'>Mean |contribution| per input column (exact TreeSHAP by "
+                 f"XGBoost, one-hot columns summed back onto their column) on "
+                 f"{s['rows']:,} test rows; the raw score is the {html.esc(s['raw_score'])}."
+                 "</p>"]
+    for title, headers, rows in tables(s):
+        out.append(f"<h3>{html.esc(title[0].upper() + title[1:])}</h3>")
+        if title.startswith("proxy"):
+            measure = next(iter(s["proxies"].values()))["measure"]
+            out.append("<p class='note'>The columns most associated with each sensitive "
+                       f"feature on the training rows ({html.esc(measure)}) and their share "
+                       "of the model's output: a strong proxy with a large share lets the "
+                       "model use the sensitive feature without reading it.</p>")
+        out.append(html.table(headers, rows))
+    return out

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tarn.config import Params
+from tarn.core import explain
 from tarn.core.catalog import (
     BIAS_REPORT,
     ETL_REPORT,
@@ -227,6 +228,8 @@ def _references(where: str, loss: str, tuned: float, refs: dict, verdict: str) -
     return Section(f"against default models, {where}: {verdict}", ["model", loss], rows)
 
 
+REPORT_TOP = 8  # columns per importance table in `tarn report`
+
 # the test figures shown per task (evaluate.json's `model`); a file without `task` is binary
 TEST_FIGURES = {
     "binary": ("logloss", "roc_auc", "accuracy", "f1", "brier", "calibration_error"),
@@ -270,4 +273,6 @@ def _evaluation(ev: dict, sensitive: list[str]) -> list[Section]:
         out.append(Section("mitigation (decided on validation)", ["registered", "why"], [[
             "reweighed" if ev["mitigation"]["applied"] else "unmitigated",
             ev["mitigation"]["reason"]]]))
+    out += [Section(f"{title}, test split", headers, [[_f(v) for v in r] for r in rows])
+            for title, headers, rows in explain.tables(ev.get("explanations"), REPORT_TOP)]
     return out

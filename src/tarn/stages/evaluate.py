@@ -24,8 +24,8 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from tarn.config import Params, stage_view
+from tarn.core import explain, reference, windows
 from tarn.core import html_report as html
-from tarn.core import reference, windows
 from tarn.core.bias import GAP_NAME, reweighing_note, signed_change
 from tarn.core.catalog import (
     BIAS_HTML,
@@ -256,6 +256,10 @@ def run(params: Params, root: Path, step: Step = no_steps) -> EvaluateResult:
     comparison["test_window"] = windows.label(split_batches(params, root, "test"),
                                               len(test.y), trained)
     comparison["reference_verdict"] = ref_verdict
+    step(f"explanations (TreeSHAP) on up to {explain.SUMMARY_ROWS:,} test rows")
+    comparison["explanations"] = explain.summary(
+        pipes["model"], task, test.X, test.frame, load_split(params, root, "train").frame,
+        sensitive, {c.name for c in params.schema.columns if c.numeric})
     main = results["model"]
     flat = flat_figures(main["quality"], main["fairness"])
     plots_dir = reports / PLOTS_DIR
@@ -279,6 +283,7 @@ def run(params: Params, root: Path, step: Step = no_steps) -> EvaluateResult:
                                             "reference_test": comparison["reference_test"],
                                             "reference_verdict": ref_verdict,
                                             "test_window": comparison["test_window"],
+                                            "explanations": comparison["explanations"],
                                             "version": train_info["version"]})
         st.json(reports / FAIRNESS_REPORT, comparison)
         st.text(reports / EVALUATION_HTML,
@@ -462,6 +467,7 @@ def render_html(comparison: dict, mitigated: bool, train_info: dict,
                       for g, v in fa["groups"].items()]
             sections.append(html.table(["group", *(f"predicted {c}" for c in task.classes)],
                                        shares))
+    sections += explain.html_sections(comparison.get("explanations"))
     sections.append("<h2>Plots</h2><img src='plots/evaluation.png' alt='evaluation plots'>")
     if evidently_paths:
         sections.append("<h2>Evidently reports</h2><ul>" + "".join(
