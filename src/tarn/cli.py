@@ -748,7 +748,11 @@ def _print_monitor(res) -> None:
                        if b.within_noise else ""))
     console.print(t)
     console.print(f"decision: [bold]{res.decision.mode}[/] - " + "; ".join(res.decision.reasons))
+    from tarn.lifecycle.monitor import attribution_summary
+
     for s in res.sources:
+        if line := attribution_summary(s):
+            console.print(line, highlight=False)
         if s.html:
             console.print(f"{s.name} drift report: {s.html}", highlight=False)
         elif s.verdict and not measured(s.verdict):

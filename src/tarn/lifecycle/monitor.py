@@ -68,6 +68,9 @@ class SourceReport:
     # minimum sample (no drift figures then), else :func:`drift_verdict`
     verdict: str = ""
     batches: list[BatchReport] = field(default_factory=list)  # per lake batch, when several
+    # mean |contribution| per column, reference vs these rows (tarn.core.explain), beside
+    # feature drift: which columns the model's output now rests on more, or less
+    attribution_drift: dict = field(default_factory=dict)
     # the rows read, as the monitoring run's dataset (tarn.core.tracking.DataInput; not in
     # monitor.json)
     data: Any = field(default=None, repr=False, compare=False)
@@ -438,6 +441,7 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log"),
     step(f"scoring the training reference ({len(train.X):,} rows)")
     ref_scores = task.scores(model, train.X)
     ref_loss = reg.run_metrics(production).get(f"test_{task.loss}")
+    attribution = attribution_against(model, task, train.X, params, step)
     out = root / params.monitor.reports
     out.mkdir(parents=True, exist_ok=True)
     seen = set(lineage.batches)
@@ -451,11 +455,11 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log"),
     elif "lake" in sources:
         step(f"drift on {len(fresh)} new lake batch(es)")
         reports.append(_lake_source(params, root, fresh, reference, ref_scores, model, task,
-                                    out, ref_loss, step))
+                                    out, ref_loss, step, attribution))
     if "log" in sources:
         step("drift on the prediction log")
         reports.append(_log_source(params, root, reference, ref_scores, task, out,
-                                   production, step, card))
+                                   production, step, card, attribution))
     step("deciding: none, incremental or full")
     result = MonitorResult(production, fresh, reports,
                            decide(reports, params, lineage.incremental_streak))
@@ -473,7 +477,7 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log"),
 
 
 def _lake_source(params, root, fresh, reference, ref_scores, model, task: Task, out,
-                 ref_loss, step: Step = no_steps) -> SourceReport:
+                 ref_loss, step: Step = no_steps, attribution=None) -> SourceReport:
     from tarn.core.features import to_model_frame
     from tarn.core.ingest import read_batches
     from tarn.core.tracking import batches_input
@@ -494,6 +498,8 @@ def _lake_source(params, root, fresh, reference, ref_scores, model, task: Task, 
     rep = analyse("lake", current, reference, params, out, task, scores, ref_scores, True,
                   ref_loss, step)
     rep.problems = notes
+    if attribution is not None and len(current) >= params.monitor.min_rows:
+        rep.attribution_drift = attribution("lake", current)
     rep.data = batches_input(params.lake.url, root, current, fresh, manifest, "new data")
     if len(fresh) > 1:  # the total hides which batch moved: each batch's own figures too
         for name in fresh:
@@ -507,7 +513,8 @@ def _lake_source(params, root, fresh, reference, ref_scores, model, task: Task, 
 
 
 def _log_source(params, root, reference, ref_scores, task: Task, out,
-                version: str, step: Step = no_steps, card: dict | None = None) -> SourceReport:
+                version: str, step: Step = no_steps, card: dict | None = None,
+                attribution=None) -> SourceReport:
     """Drift of the inputs the production version itself scored: rows logged by earlier
     versions describe another model's traffic and are skipped (and counted). Only a model
     input of the version (its card) missing from the log is a schema change: a column it
@@ -540,7 +547,56 @@ def _log_source(params, root, reference, ref_scores, task: Task, out,
     rep = analyse("log", log, reference, params, out, task, scores,
                   ref_scores if scores is not None else None, False, None, step)
     rep.problems = problems
+    if attribution is not None and len(log) >= params.monitor.min_rows:
+        rep.attribution_drift = attribution("log", log)
     return rep
+
+
+ATTRIBUTION_TOP = 10  # columns of the attribution drift kept in monitor.json
+
+
+def attribution_against(model, task: Task, reference_X: pd.DataFrame, params: Params,
+                        step: Step = no_steps):
+    """A function (source name, new rows) -> attribution drift against the reference rows
+    (mean |contribution| per column, tarn.core.explain), or None when the model cannot be
+    explained (feature drift is still measured)."""
+    from tarn.core import explain
+    from tarn.core.features import to_model_frame
+
+    try:
+        e = explain.explainer(model, task)
+    except explain.NotExplainable:
+        return None
+    ref = explain.sample(reference_X, explain.SUMMARY_ROWS)
+    step(f"explaining {len(ref):,} reference rows (attribution drift)")
+    ref_imp = explain.importance(e.explain(ref))
+
+    def drift(name: str, frame: pd.DataFrame) -> dict:
+        try:
+            X = explain.sample(to_model_frame(frame, params.schema, params.prepare),
+                               explain.SUMMARY_ROWS)
+        except KeyError as err:  # the rows lack a model input: nothing to explain
+            return {"unavailable": str(err)}
+        step(f"{name}: explaining {len(X):,} rows (attribution drift)")
+        d = explain.attribution_drift(ref_imp, explain.importance(e.explain(X)))
+        return {"reference_rows": len(ref), "rows": len(X),
+                "max_share_change": d["max_share_change"],
+                "columns": d["columns"][:ATTRIBUTION_TOP]}
+
+    return drift
+
+
+def attribution_summary(rep: SourceReport, top: int = 3) -> str:
+    """One printed line: the columns whose share of the model's output moved most."""
+    d = rep.attribution_drift
+    if not d:
+        return ""
+    if "unavailable" in d:
+        return f"{rep.name} attribution drift: not measured ({d['unavailable']})"
+    cols = "; ".join(f"{c['column']} {c['reference']:.3g} -> {c['current']:.3g} "
+                     f"({c['share_change']:+.1%} of the output)" for c in d["columns"][:top])
+    return (f"{rep.name} attribution drift (mean |contribution|, reference -> new rows; "
+            f"largest share change {d['max_share_change']:.1%}): {cols}")
 
 
 def _log_mlflow(params: Params, root: Path, result: MonitorResult, out: Path,
