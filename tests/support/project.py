@@ -4,16 +4,21 @@ helpers from here (never from another test module)."""
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from tarn.config import Params, params_from_dict
+from tarn.core.tracking import quiet_mlflow, tracking_uri
 from tarn.datasets import ADULT_COLUMNS, adult_lines
 from tarn.stages import etl, prepare, snapshot, train
 
@@ -87,20 +92,85 @@ def write_small_lake(lake: Path, n_train: int = 400, n_test: int = 200) -> None:
         (lake / name / "adult.csv").write_text(adult_csv(part, start, n))
 
 
+# What the data stages read (their declared READS and AMBIENT keys): two projects that agree
+# on these get the same snapshot, curated table and splits, whatever else their params say
+DATA_KEYS = tuple(sorted({*snapshot.READS, *snapshot.AMBIENT, *etl.READS, *etl.AMBIENT,
+                          *prepare.READS, *prepare.AMBIENT}))
+_CACHE: dict[str, Path] = {}  # this session's scratch folder ("dir") and its templates
+
+
+def _scratch() -> Path:
+    """A folder for this test session's templates, removed when the session ends."""
+    if "dir" not in _CACHE:
+        _CACHE["dir"] = Path(tempfile.mkdtemp(prefix="tarn-templates-"))
+        atexit.register(shutil.rmtree, _CACHE["dir"], True)
+    return _CACHE["dir"]
+
+
+def _dig(raw: dict, dotted: str):
+    node = raw
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def small_project(root: Path, lake: tuple[int, int] = (600, 300), **overrides) -> Params:
-    """A project with a small lake, snapshotted, curated and prepared (real stages)."""
-    params = write_params(root, {**SMALL, **overrides})
-    if not (root / "data" / "lake").exists():
-        write_small_lake(root / "data" / "lake", n_train=lake[0], n_test=lake[1])
+    """A project with a small lake, snapshotted, curated and prepared (real stages).
+
+    The stages run once per session for each distinct lake and data-stage params (DATA_KEYS);
+    later projects copy that prepared template into ``root`` (before anything is tracked or
+    registered: no MLflow store is copied). A lake the caller wrote itself, or one not on the
+    local disk, is always prepared in place."""
+    raw = params_dict({**SMALL, **overrides})
+    if (root / "data" / "lake").exists() or "://" in str(_dig(raw, "lake.url")):
+        params = write_params(root, {**SMALL, **overrides})
+        if not (root / "data" / "lake").exists():
+            write_small_lake(root / "data" / "lake", n_train=lake[0], n_test=lake[1])
+        _prepare(params, root)
+        return params
+    key = hashlib.sha256(json.dumps([lake, {k: _dig(raw, k) for k in DATA_KEYS}],
+                                    sort_keys=True, default=str).encode()).hexdigest()[:16]
+    template = _scratch() / key
+    if key not in _CACHE:
+        shutil.rmtree(template, ignore_errors=True)  # a build this session did not finish
+        template.mkdir()
+        params = write_params(template, {**SMALL, **overrides})
+        write_small_lake(template / "data" / "lake", n_train=lake[0], n_test=lake[1])
+        _prepare(params, template)
+        _CACHE[key] = template
+    shutil.copytree(template, root, dirs_exist_ok=True, symlinks=True)
+    return write_params(root, {**SMALL, **overrides})
+
+
+def _prepare(params: Params, root: Path) -> None:
     snapshot.run(params, root)
     etl.run(params, root)
     prepare.run(params, root)
-    return params
+
+
+def seed_store(params: Params, root: Path) -> None:
+    """Put an empty, already migrated MLflow SQLite database where the project's local store
+    will be: what MLflow's first use would create (its schema and Default experiment), without
+    running its ~100 migrations again for every test project. Nothing else is in it, so the
+    project's own experiment, runs and versions are made by the code under test."""
+    if params.mlflow.tracking_uri or (root / params.mlflow.store_dir / "mlflow.db").exists():
+        return
+    blank = _scratch() / "blank-store" / "mlflow.db"
+    if not blank.exists():
+        import mlflow
+
+        blank.parent.mkdir()
+        with quiet_mlflow():  # creates and migrates the database, as a first use would
+            mlflow.MlflowClient(f"sqlite:///{blank}").search_experiments()
+        os.chmod(blank, 0o600)
+    store = Path(tracking_uri(params.mlflow, root).removeprefix("sqlite:///"))  # its folder
+    shutil.copy2(blank, store)
 
 
 def make_version(params: Params, root: Path, rounds: int = 30, depth: int = 4,
                  lr: float = 0.2) -> str:
     """Register a new version with the given capacity (few rounds = a worse model)."""
+    seed_store(params, root)
     (root / "models").mkdir(exist_ok=True)
     (root / "models" / "best_params.json").write_text(json.dumps(
         {"params": {"max_depth": depth, "learning_rate": lr}, "best_iteration": rounds - 1,
