@@ -13,6 +13,7 @@ from tarn.core.model import packaging
 from tarn.core.registry import Registry
 from tarn.core.tags import Lineage
 from tarn.core.task import Task
+from tests.support.project import seed_store
 
 
 def narrower(schema: SchemaConfig, drop: tuple[str, ...]) -> SchemaConfig:
@@ -29,6 +30,7 @@ def fit_version(params: Params, root: Path, *, drop: tuple[str, ...] = (),
     without ``drop``) and register it with its card; returns the version."""
     from sklearn.pipeline import Pipeline
 
+    seed_store(params, root)
     schema = narrower(params.schema, drop)
     task = Task.of(schema, threshold)
     train, test = load_split(params, root, "train"), load_split(params, root, "test")
