@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -98,6 +99,9 @@ def proxy(monkeypatch):
         monkeypatch.setenv(name, f"http://127.0.0.1:{p.port}")
     yield p
     p.close()
+    # urlopen's default opener reads the proxy settings once and is kept for the process:
+    # drop it, or every later urlopen in this process goes to this (closed) proxy
+    urllib.request.install_opener(None)
 
 
 def test_the_secret_never_reaches_a_configured_proxy(proxy):
