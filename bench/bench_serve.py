@@ -6,9 +6,11 @@ Prints:
   1. single-row /invocations throughput and p50/p99 latency with 1 and 8 concurrent clients:
      MLflow's server, `tarn serve` with 1 worker and with 2 workers (targets: >= 850 req/s with
      one client; with 8 clients, 2 workers >= 1.3x one worker; >= 3x MLflow, lower p99);
-  2. one 10,000-row request vs in-process `predict_proba` of the sklearn Pipeline on the same
+  2. /explain vs /predict for one Adult row, one client (target: p99 <= 5 ms above /predict;
+     --explain-only runs just this line);
+  3. one 10,000-row request vs in-process `predict_proba` of the sklearn Pipeline on the same
      rows (target: <= 1.5x), and MLflow's server for reference;
-  3. promotion to traffic, on the multi-worker server: two promotions (`tarn promote`, then
+  4. promotion to traffic, on the multi-worker server: two promotions (`tarn promote`, then
      `tarn rollback`) under a 30 s load: time from the command returning to *every* worker
      answering with the new version (target <= 2 s), failed requests (target 0), responses
      naming a version that was not production (target 0).
@@ -17,7 +19,7 @@ The clients run on the same machine as the servers (load generation takes CPU to
 ratios measured in one run, and repeat when other work shares the machine.
 
 Usage: python bench/bench_serve.py [--root PROJECT] [--seconds 5] [--load-seconds 30]
-                                   [--workers 2]
+                                   [--workers 2] [--explain-only]
 """
 
 from __future__ import annotations
@@ -79,15 +81,17 @@ def post(conn: http.client.HTTPConnection, body: bytes) -> tuple[int, bytes]:
 _LENGTH = re.compile(rb"(?i)\r\ncontent-length: *([0-9]+)")
 
 
-def _client(port: int, body: bytes, seconds: float, out: mp.Queue) -> None:
+def _client(port: int, body: bytes, seconds: float, out: mp.Queue,
+            path: str = "/invocations") -> None:
     """One keep-alive connection sending the same request back to back. A raw socket with the
     request bytes built once: the load generator shares the machine with the server, so it
     must cost as little CPU per request as possible (http.client parses every header with the
     email package, which would make the clients, not the server, the bottleneck)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    request = (b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-               b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+    request = (b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+               b"application/json\r\nContent-Length: %d\r\n\r\n" % (path.encode(), len(body))
+               ) + body
     lat, fails, buf = [], 0, b""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -106,9 +110,11 @@ def _client(port: int, body: bytes, seconds: float, out: mp.Queue) -> None:
     out.put((lat, fails))
 
 
-def load(port: int, body: bytes, clients: int, seconds: float) -> dict:
+def load(port: int, body: bytes, clients: int, seconds: float,
+         path: str = "/invocations") -> dict:
     q: mp.Queue = mp.Queue()
-    procs = [mp.Process(target=_client, args=(port, body, seconds, q)) for _ in range(clients)]
+    procs = [mp.Process(target=_client, args=(port, body, seconds, q, path))
+             for _ in range(clients)]
     for p in procs:
         p.start()
     results = [q.get() for _ in procs]
@@ -146,6 +152,8 @@ def main() -> None:
     ap.add_argument("--load-seconds", type=float, default=30)
     ap.add_argument("--workers", type=int, default=2, help="workers of the multi-process "
                     "server compared with one worker")
+    ap.add_argument("--explain-only", action="store_true", help="only the /explain vs "
+                    "/predict line (one tarn serve worker)")
     args = ap.parse_args()
     ROOT = args.root.resolve()
     from tarn.config import load_params
@@ -157,6 +165,9 @@ def main() -> None:
     if version is None:
         sys.exit("no production version: run `tarn promote --latest` first")
     name = params.mlflow.registered_model
+    if args.explain_only:
+        explain_only(name, version, args.seconds)
+        return
     p_ml, p_us, p_mw = free_port(), free_port(), free_port()
     procs = []
     try:
@@ -199,6 +210,8 @@ def main() -> None:
                 print(f"{'':>8} {'':>24} target: >= 850 req/s with one client (1 worker: "
                       f"{a['rps']:.0f})")
 
+        print()
+        explain_vs_predict(p_us, args.seconds)
         big, X = rows_payload(10_000)
         from tarn.core.model import load_local
         pipe = load_local(ROOT / params.paths.models / "model")
@@ -233,6 +246,48 @@ def main() -> None:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def one_record() -> bytes:
+    """One test row as a /predict record list."""
+    _, X = rows_payload(1)
+    row = {k: (None if isinstance(v, float) and np.isnan(v) else
+               (v.item() if hasattr(v, "item") else v)) for k, v in X.iloc[0].items()}
+    return json.dumps([row]).encode()
+
+
+def explain_vs_predict(port: int, seconds: float) -> None:
+    """One Adult row, one client: /explain (TreeSHAP through the Pipeline) against /predict
+    (target: p99 at most 5 ms above)."""
+    body = one_record()
+    load(port, body, 1, 1, "/explain")  # warm: the explainer is built on first use
+    res = {p: load(port, body, 1, seconds, p) for p in ("/predict", "/explain")}
+    for p, r in res.items():
+        print(f"{'1':>8} {'tarn serve ' + p:>24} {r['rps']:>8.0f} {r['p50']:>8.2f} "
+              f"{r['p99']:>8.2f} {r['fails']:>6}")
+    extra = res["/explain"]["p99"] - res["/predict"]["p99"]
+    print(f"{'':>8} {'/explain - /predict':>24} {'':>8} "
+          f"{res['/explain']['p50'] - res['/predict']['p50']:>+8.2f} {extra:>+8.2f}   "
+          f"(target: p99 <= +5 ms{'' if extra <= 5 else ': MISSED'})")
+
+
+def explain_only(name: str, version: str, seconds: float) -> None:
+    port = free_port()
+    proc = subprocess.Popen([str(BIN / "tarn"), "serve", "--port", str(port), "--workers",
+                             "1"], cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(port, "/ready", proc)
+        print(f"model {name} version {version}; one row, one client, {seconds:.0f} s each")
+        print(f"{'clients':>8} {'server':>24} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+              f"{'fails':>6}")
+        explain_vs_predict(port, seconds)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def promotion_under_load(reg, params, port: int, body: bytes, old: str, seconds: float,

@@ -30,6 +30,12 @@
  * its line (or row) and column named. Messages are the server's, client values cut to 80
  * characters and names to the first 10 and a count.
  *
+ * Why a row got its score: after a form row is scored here, the page asks the backend that
+ * served it (same origin, POST /explain) for the row's contributions and shows the largest
+ * (TOP_CONTRIBUTIONS; for multiclass those of the predicted class), with the base value and
+ * raw score they add up to. The bundle does not compute contributions: without a reachable
+ * backend the page says so (#why data-explained="unavailable"), and the score stays local.
+ *
  * For tests and scripts: window.tarnReady (true once the session is loaded), window.tarnError
  * (a message when loading failed), window.tarn.predict(records) and window.tarnResults; every
  * shown probability carries its full-precision value in a data-probability attribute (binary),
@@ -45,6 +51,7 @@
   const CSV_MISSING = new Set([""]);  // a bundle whose contract names no markers
   const CSV_SHOWN_ROWS = 1000;  // every row is scored; the table shows the first ones
   const CHUNK_ROWS = 4096;
+  const TOP_CONTRIBUTIONS = 6;
 
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -177,7 +184,7 @@
   }
   window.tarnReady = false;
   window.tarnError = null;
-  window.tarnResults = { form: null, csv: null };
+  window.tarnResults = { form: null, csv: null, explanation: null };
 
   // ------------------------------------------------------------------ loading
   async function fetchOk(url) {
@@ -515,6 +522,7 @@
       out.dataset.version = String(state.metadata.version);
       out.dataset.run = String(state.formRuns);
       window.tarnResults.form = { ...r, run: state.formRuns };
+      explainRow(formRecord(), r, state.formRuns);
     } catch (e) {
       state.formRuns += 1;
       out.classList.add("error");
@@ -524,6 +532,74 @@
       out.dataset.run = String(state.formRuns);
       out.textContent = `Error: ${e.message || e}`;
     }
+  }
+
+  // ------------------------------------------------------------------ why
+  /** Ask the backend for one row's contributions; show the largest, or say why there are none. */
+  async function explainRow(record, local, run) {
+    const box = $("why"), status = $("why-status"), table = $("why-table");
+    table.hidden = true;
+    table.replaceChildren();
+    box.dataset.explained = "pending";
+    status.textContent = "Asking the backend why…";
+    let body;
+    try {
+      const r = await fetch(new URL("/explain", location.origin), {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify([record]), cache: "no-store",
+      });
+      body = await r.json().catch(() => ({}));
+      if (!r.ok) throw new Error(body.message || `HTTP ${r.status}`);
+    } catch (e) {
+      if (run !== state.formRuns) return;
+      box.dataset.explained = "unavailable";
+      status.textContent = "No contributions: the backend's /explain did not answer " +
+        `(${e.message || e}). The bundle in this browser does not compute them.`;
+      window.tarnResults.explanation = null;
+      return;
+    }
+    if (run !== state.formRuns) return;  // a newer row was scored meanwhile
+    const p = body.predictions[0], e = p.explanation;
+    const multi = typeof e.raw_score === "object";
+    const cls = multi ? (p.class in e.contributions ? p.class : Object.keys(e.contributions)[0])
+      : null;
+    const contributions = multi ? e.contributions[cls] : e.contributions;
+    const base = multi ? e.base_value[cls] : e.base_value;
+    const raw = multi ? e.raw_score[cls] : e.raw_score;
+    const top = Object.entries(contributions).slice(0, TOP_CONTRIBUTIONS);  // largest first
+    const head = document.createElement("tr");
+    for (const h of ["column", "value", "contribution"]) {
+      const th = document.createElement("th");
+      th.textContent = h;
+      head.append(th);
+    }
+    table.append(head);
+    for (const [name, v] of top) {
+      const tr = document.createElement("tr");
+      tr.dataset.column = name;
+      tr.dataset.contribution = String(v);
+      const value = record[name];
+      const cells = [[name, ""], [isMissing(value) ? "missing" : String(value), ""],
+                     [(v >= 0 ? "+" : "") + v.toFixed(4), `num ${v >= 0 ? "up" : "down"}`]];
+      for (const [text, cls_] of cells) {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (cls_) td.className = cls_;
+        tr.append(td);
+      }
+      table.append(tr);
+    }
+    table.hidden = false;
+    box.dataset.explained = "true";
+    const others = Object.keys(contributions).length - top.length;
+    const agree = body.model_version === String(state.metadata.version) ? ""
+      : ` Note: the backend serves version ${body.model_version}, this page scored with ` +
+        `version ${state.metadata.version}.`;
+    status.textContent = `Backend version ${body.model_version}${multi ? `, class ${cls}` : ""}: ` +
+      `base value ${base.toFixed(4)} + the contributions = raw score ${raw.toFixed(4)} ` +
+      `(${body.explanation.raw_score}); the ${top.length} largest shown` +
+      `${others > 0 ? `, ${others} smaller not` : ""}.${agree}`;
+    window.tarnResults.explanation = { ...p, run, local };
   }
 
   // ------------------------------------------------------------------ CSV
