@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -58,3 +59,12 @@ def wait_version(server, version: str, timeout: float = 30) -> float:
         time.sleep(0.05)
     raise AssertionError(f"server never served version {version}: "
                          f"{server.http.get('/version').json()}")
+
+
+def until(ok: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    """Poll ``ok()`` until it holds (instead of sleeping a fixed time and hoping); fail naming
+    ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < deadline, f"no {what} within {timeout:g} s"
+        time.sleep(0.05)
