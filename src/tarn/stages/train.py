@@ -137,14 +137,16 @@ def mitigation_check(params: Params, root: Path, best: dict,
     rows = scores["row"].to_numpy()
     frame, y = frame.iloc[rows].reset_index(drop=True), y[rows]
     loss, gaps = {}, {}
+    # every sensitive feature, and a reweighing feature the schema does not call sensitive
+    features = list(dict.fromkeys([*params.schema.sensitive, *params.bias.reweighing_features]))
     for name in ("mitigated", "unmitigated"):
         cols = sorted((c for c in scores.columns if c.startswith(f"{name}_")),
                       key=lambda c: int(c.rsplit("_", 1)[1]))
         sc = scores[cols].to_numpy(dtype=np.float64)
         sc = sc if task.kind == "multiclass" else sc[:, 0]
         loss[name] = task.metric(task.loss, y, sc)
-        fair = task.fairness(y, sc, frame, params.schema.sensitive, params.bias.min_group_rows)
-        gaps[name] = {f: fair[f]["gap"] for f in params.schema.sensitive}
+        fair = task.fairness(y, sc, frame, features, params.bias.min_group_rows)
+        gaps[name] = {f: fair[f]["gap"] for f in features}
     return MitigationCheck(meta["validation"], task.loss, loss["mitigated"], loss["unmitigated"],
                            gaps["mitigated"], gaps["unmitigated"], task.kind)
 
