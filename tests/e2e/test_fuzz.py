@@ -25,6 +25,18 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
+def served_project(shared_served_project):
+    """This module only reads: the session's shared project and server
+    (tests/e2e/conftest.py)."""
+    return shared_served_project
+
+
+@pytest.fixture(scope="module")
+def server(shared_server):
+    return shared_server
+
+
+@pytest.fixture(scope="module")
 def promoted(server, served_project):
     params, root = served_project
     if registry(params, root).production() is None:

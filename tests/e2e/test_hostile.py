@@ -15,6 +15,18 @@ from tests.support.serving import ADMIN, sample_rows, wait_version
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def served_project(shared_served_project):
+    """This module only reads (and starts its own second server): the session's shared
+    project and server (tests/e2e/conftest.py)."""
+    return shared_served_project
+
+
+@pytest.fixture(scope="module")
+def server(shared_server):
+    return shared_server
+
+
 @pytest.fixture(scope="module", autouse=True)
 def serving(server, served_project):
     params, root = served_project
