@@ -97,7 +97,7 @@ $(PYCACHE)/.stamp: $(STAMP)
 
 test test-quick: export PYTHONPYCACHEPREFIX := $(PYCACHE)
 test: venv client lint $(PYCACHE)/.stamp ## Run every test (ruff, then unit, integration, e2e): what CI runs
-	pytest
+	pytest --durations=15  # the slowest tests, printed every run: where the 20 minutes go
 
 test-quick: venv lint $(PYCACHE)/.stamp ## The edit loop: ruff + unit tests + fast integration tests (under 2 min)
 	pytest tests/unit tests/integration -m "not slow" -q
