@@ -9,6 +9,7 @@ import json
 import pandas as pd
 import pytest
 
+from tarn.core.explain import SUMMARY_ROWS
 from tarn.lifecycle.report import report
 from tarn.stages import etl, evaluate, prepare, snapshot
 from tests.support.project import make_version, small_project
@@ -42,7 +43,7 @@ def test_global_and_per_group_importance_per_task(evaluated):
     values = list(s["global"].values())
     assert values == sorted(values, reverse=True) and values[0] > 0
     test_rows = len(pd.read_parquet(root / "data" / "prepared" / "test.parquet"))
-    assert s["rows"] == min(test_rows, 5_000)
+    assert s["rows"] == min(test_rows, SUMMARY_ROWS)
     assert s["raw_score"].startswith({"binary": "log-odds of class", "multiclass":
                                       "log-odds per class", "regression":
                                       "the predicted value"}[kind])
