@@ -13,7 +13,7 @@ from tarn.core.registry import Registry
 from tarn.lifecycle.promote import promote
 from tests.support.project import make_version, small_project
 from tests.support.servers import free_port, start_shared_mlflow
-from tests.support.serving import ADMIN, Server, sample_rows, server_env, wait_version
+from tests.support.serving import ADMIN, Server, sample_rows, server_env, until, wait_version
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -46,7 +46,8 @@ def test_registry_away_and_back_during_a_swap(tmp_path, postgres, s3):
         Registry(params.mlflow, root).client.set_registered_model_alias(
             "tarn-test", "production", v2)  # the new version, then the registry goes away
         stack.mlflow.kill()
-        time.sleep(4)  # several polls (and perhaps a download) fail meanwhile
+        until(lambda: _failures(server) >= 1, "a failed poll while the registry is away",
+              timeout=120)  # polls every 1 s
         assert server.http.get("/version").json()["version"] == v1
         stack.mlflow.restart()
         wait_version(server, v2, timeout=90)
@@ -55,13 +56,17 @@ def test_registry_away_and_back_during_a_swap(tmp_path, postgres, s3):
         worker.join()
         assert len(statuses) > 20 and all(code == 200 for code, _ in statuses)
         assert {v for _, v in statuses} == {v1, v2}
-        metrics = server.http.get("/metrics").text
-        failures = [ln for ln in metrics.splitlines()
-                    if ln.startswith(("tarn_registry_errors ", "tarn_model_swap_failures "))]
-        assert any(float(ln.split()[-1]) >= 1 for ln in failures), failures
+        assert _failures(server) >= 1
         info = server.http.get("/version", headers={"Authorization": f"Bearer {ADMIN}"}).json()
         assert info["version"] == v2
     finally:
         stop.set()
         server.stop()
         stack.mlflow.stop()
+
+
+def _failures(server: Server) -> float:
+    """Failed polls so far: the registry unreachable, or a version that failed to load."""
+    metrics = server.http.get("/metrics").text
+    return sum(float(ln.split()[-1]) for ln in metrics.splitlines()
+               if ln.startswith(("tarn_registry_errors ", "tarn_model_swap_failures ")))
