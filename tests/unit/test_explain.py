@@ -187,3 +187,27 @@ def test_only_a_boolean_asks_predict_for_explanations():
     assert not serving.wanted("invocations", {"dataframe_records": [], "explain": True})
     with pytest.raises(InputError, match="explain must be true or false"):
         serving.wanted("predict", {"inputs": [], "explain": 1})
+
+
+def test_a_multiclass_row_is_explained_per_class_and_adds_up_per_class():
+    from tarn.core.features import input_schema
+    from tarn.serve import explain as serving
+    from tarn.serve.deploy import Deployed, PythonPredictor
+    from tarn.serve.inputs import columns_from_signature
+
+    p, X, y = _task_data("multiclass")
+    pipe = _fit(p, X, y, "multiclass")
+    task = Task.of(p.schema)
+    cols = columns_from_signature(input_schema(p.schema, p.prepare).to_dict(), p.schema)
+    d = Deployed("m", "3", PythonPredictor(pipe, cols, task), cols, "python", "now", None, task)
+    per_row, scale = serving.explanations(d, {c: X[c].head(4).to_numpy() for c in X.columns})
+    assert "softmax" in scale and len(per_row) == 4
+    proba = task.scores(pipe, X.head(4))
+    for e, want in zip(per_row, proba, strict=True):
+        assert set(e["contributions"]) == set(task.classes) == set(e["raw_score"])
+        raw = np.array([e["raw_score"][k] for k in task.classes])
+        for k in task.classes:
+            assert set(e["contributions"][k]) == set(X.columns)
+            total = e["base_value"][k] + sum(e["contributions"][k].values())
+            assert abs(total - e["raw_score"][k]) < 1e-4
+        assert np.allclose(np.exp(raw) / np.exp(raw).sum(), want, atol=1e-4)
