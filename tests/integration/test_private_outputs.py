@@ -4,23 +4,14 @@ the snapshot are 0600 files in 0700 folders, whatever the umask."""
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 import pytest
 
 from tarn.stages import etl, snapshot
+from tests.support.perms import mode, open_umask  # noqa: F401 (a fixture)
 
-
-def mode(p: Path) -> int:
-    return stat.S_IMODE(p.stat().st_mode)
-
-
-@pytest.fixture(autouse=True)
-def open_umask():
-    old = os.umask(0o000)
-    yield
-    os.umask(old)
+pytestmark = pytest.mark.usefixtures("open_umask")
 
 
 def test_snapshot_curated_and_quarantine_are_owner_only(lake_project):

@@ -4,25 +4,14 @@ and the MLflow SQLite store it creates is too."""
 from __future__ import annotations
 
 import os
-import stat
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tarn.core.files import atomic_dir, atomic_path, private_dir, staged, write_json
+from tests.support.perms import mode, open_umask  # noqa: F401 (a fixture)
 
-
-def mode(p: Path) -> int:
-    return stat.S_IMODE(p.stat().st_mode)
-
-
-@pytest.fixture(autouse=True)
-def open_umask():
-    """The most permissive umask a user may have: nothing may rely on it."""
-    old = os.umask(0o000)
-    yield
-    os.umask(old)
+pytestmark = pytest.mark.usefixtures("open_umask")
 
 
 def test_atomic_writes_are_owner_only(tmp_path):
