@@ -11,7 +11,6 @@ import pytest
 from tarn.serve.app import CLIENT_DIR
 from tests.support.servers import need
 from tests.support.serving import sample_rows, wait_version
-from tests.support.task_models import force_production
 
 pytestmark = pytest.mark.slow
 
@@ -21,13 +20,21 @@ ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
 
 
 @pytest.fixture(scope="module")
+def served_project(shared_served_project):
+    """Read-only: the session's small Adult project, version 1 in production."""
+    return shared_served_project
+
+
+@pytest.fixture(scope="module")
+def server(shared_server):
+    return shared_server
+
+
+@pytest.fixture(scope="module")
 def browser(served_project, server):
     need(CHROMIUM.exists(), "chromium missing: run `make system-deps` (apt-get install chromium)")
     need((CLIENT_DIR / "vendor" / "ort.wasm.min.js").is_file(),
          "onnxruntime-web is not vendored: run `make client` (npm ci in web/)")
-    params, root = served_project
-    force_production(params, root, "1")
-    server.admin()
     wait_version(server, "1", timeout=120)
     from playwright.sync_api import sync_playwright
 

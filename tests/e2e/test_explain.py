@@ -12,17 +12,26 @@ import pytest
 
 from tarn.core.catalog import load_split
 from tests.support.serving import sample_rows, wait_version
-from tests.support.task_models import force_production, served_task_project
+from tests.support.task_models import served_task_project
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
+def served_project(shared_served_project):
+    """Read-only: the session's small Adult project, version 1 in production."""
+    return shared_served_project
+
+
+@pytest.fixture(scope="module")
+def server(shared_server):
+    return shared_server
+
+
+@pytest.fixture(scope="module")
 def adult(served_project, server):
-    """(params, server) with the small Adult project's version 1 in production."""
+    """(params, root, server) with the small Adult project's version 1 in production."""
     params, root = served_project
-    force_production(params, root, "1")
-    server.admin()
     wait_version(server, "1", timeout=120)
     return params, root, server
 
