@@ -4,14 +4,13 @@ of the repository, and real servers shared by the session. Helpers live in tests
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tarn.config import Params
-from tests.support.project import REPO, write_params, write_small_lake
+from tests.support.project import copy_repo, write_params, write_small_lake
 from tests.support.servers import Postgres, S3Server, SharedStack, start_shared_mlflow
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -53,13 +52,7 @@ def lake_project(tmp_path: Path) -> tuple[Params, Path]:
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
     """A git + DVC repo holding this project's pipeline files (src/, dvc.yaml, params.yaml)."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
-    return root
+    return copy_repo(tmp_path / "repo")
 
 
 # ------------------------------------------------------------------ shared real servers

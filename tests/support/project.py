@@ -36,6 +36,9 @@ FAST_TUNE = {
 SMALL = {
     "tune.max_evals": 4,
     **FAST_TUNE,
+    # tests count trials: a fixed budget no search here comes near, not `auto` (rows x columns
+    # x cores), which a loaded machine reaches before the last trials (8 of 10 ran)
+    "tune.timeout_s": 600,
     "tune.early_stopping_rounds": 5,
     "tune.n_jobs": 1,
     "train.n_jobs": 1,
@@ -76,6 +79,17 @@ def set_param(root: Path, dotted: str, value) -> None:
         node = node[k]
     node[leaf] = value
     p.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def copy_repo(root: Path) -> Path:
+    """``root`` made a DVC repo holding this project's pipeline files (src/, dvc.yaml,
+    params.yaml; git is the caller's)."""
+    root.mkdir(parents=True)
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    return root
 
 
 def adult_csv(part: str, start: int, n: int) -> str:
@@ -165,6 +179,14 @@ def seed_store(params: Params, root: Path) -> None:
         os.chmod(blank, 0o600)
     store = Path(tracking_uri(params.mlflow, root).removeprefix("sqlite:///"))  # its folder
     shutil.copy2(blank, store)
+
+
+def tracked_project(root: Path, lake: tuple[int, int] = (600, 300), **overrides) -> Params:
+    """``small_project`` with its local MLflow store already made (``seed_store``): for tests
+    of tuning and training, where the store's first creation is not what they test."""
+    params = small_project(root, lake, **overrides)
+    seed_store(params, root)
+    return params
 
 
 def make_version(params: Params, root: Path, rounds: int = 30, depth: int = 4,
