@@ -10,7 +10,7 @@ import pytest
 from tarn.core.tracking import connect
 from tarn.errors import TarnError
 from tarn.stages import tune
-from tests.support.project import small_project
+from tests.support.project import tracked_project
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ LADDER = {"tune.max_evals": 9, "tune.min_fidelity_rows": 250, "tune.fidelity_fac
 @pytest.fixture(scope="module")
 def laddered(tmp_path_factory):
     root = tmp_path_factory.mktemp("ladder")
-    params = small_project(root, lake=(1500, 300), **LADDER)
+    params = tracked_project(root, lake=(1500, 300), **LADDER)
     return params, root, tune.run(params, root)
 
 
@@ -60,7 +60,7 @@ def test_the_references_are_scored_on_the_same_validation_rows(laddered):
 
 
 def test_the_deadline_ends_the_search_and_a_budget_too_small_for_one_fit_is_refused(tmp_path):
-    params = small_project(tmp_path, lake=(1500, 300), **{**LADDER, "tune.timeout_s": 0.001})
+    params = tracked_project(tmp_path, lake=(1500, 300), **{**LADDER, "tune.timeout_s": 0.001})
     with pytest.raises(TarnError) as e:
         tune.run(params, tmp_path)
     assert "too small for one fit" in e.value.message
@@ -68,7 +68,7 @@ def test_the_deadline_ends_the_search_and_a_budget_too_small_for_one_fit_is_refu
 
 
 def test_a_search_stopped_by_its_budget_says_so(tmp_path):
-    params = small_project(tmp_path, lake=(1500, 300), **{
+    params = tracked_project(tmp_path, lake=(1500, 300), **{
         **LADDER, "tune.timeout_s": 15, "tune.max_evals": 10_000})
     res = tune.run(params, tmp_path)
     assert res.best["stop_reason"] == "time budget" and res.best["budget_s"] == 15
@@ -80,7 +80,7 @@ def test_a_search_stopped_by_its_budget_says_so(tmp_path):
 def test_a_small_table_is_judged_by_cross_validation_and_so_are_the_references(tmp_path):
     """A 70-row validation split picks by luck: under tune.cv_max_rows every fit (and every
     reference) is scored on the pooled out-of-fold predictions of train + valid."""
-    params = small_project(tmp_path, lake=(300, 100), **{"tune.max_evals": 3})
+    params = tracked_project(tmp_path, lake=(300, 100), **{"tune.max_evals": 3})
     res = tune.run(params, tmp_path)
     rows = res.best["rows"]
     assert res.best["validation"] == f"5-fold cross-validation on {rows:,} rows"

@@ -17,7 +17,7 @@ from tarn.core.model import load_local
 from tarn.core.tags import Lineage
 from tarn.core.tracking import TrackingError, connect
 from tarn.stages import evaluate, train, tune
-from tests.support.project import small_project
+from tests.support.project import tracked_project
 
 pytestmark = pytest.mark.slow
 STARTED: dict[str, float] = {}  # when a stage began (wall clock), set by the fixture
@@ -25,7 +25,7 @@ STARTED: dict[str, float] = {}  # when a stage began (wall clock), set by the fi
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
-    params = small_project(root)
+    params = tracked_project(root)
     tuned = tune.run(params, root)
     STARTED["train"] = time.time()
     trained = train.run(params, root)
@@ -190,7 +190,7 @@ def test_group_metrics_match_a_hand_computation(trained):
 
 
 def test_parallel_tuning_runs_as_many_trials_as_sequential(tmp_path):
-    params = small_project(tmp_path, **{"tune.parallelism": 2})
+    params = tracked_project(tmp_path, **{"tune.parallelism": 2})
     res = tune.run(params, tmp_path)
     assert len(res.trials) == 4 and all(t.status == "ok" for t in res.trials)
     c = client(params, tmp_path)
@@ -217,7 +217,7 @@ def stopped_trials_in_mlflow(params, root: Path, res) -> tuple[list, list]:
 
 
 def test_trials_behind_the_others_stop_early_and_are_kept_with_the_reason(tmp_path):
-    params = small_project(tmp_path, **STOPPING)
+    params = tracked_project(tmp_path, **STOPPING)
     res = tune.run(params, tmp_path)
     stopped = [t for t in res.trials if t.stopped]
     assert len(res.trials) == 8 and all(t.status == "ok" for t in res.trials)
@@ -241,20 +241,20 @@ def test_trials_behind_the_others_stop_early_and_are_kept_with_the_reason(tmp_pa
 
 
 def test_the_stop_rule_works_on_parallel_trials_and_can_be_turned_off(tmp_path):
-    params = small_project(tmp_path, **{**STOPPING, "tune.parallelism": 2})
+    params = tracked_project(tmp_path, **{**STOPPING, "tune.parallelism": 2})
     res = tune.run(params, tmp_path)
     assert len(res.trials) == 8 and all(t.status == "ok" for t in res.trials)
     kids, tagged = stopped_trials_in_mlflow(params, tmp_path, res)
     assert len(kids) == 8 and len(tagged) == sum(1 for t in res.trials if t.stopped)
     (tmp_path / "off").mkdir()
-    off = small_project(tmp_path / "off", **{**STOPPING, "tune.stop_rule": "none"})
+    off = tracked_project(tmp_path / "off", **{**STOPPING, "tune.stop_rule": "none"})
     res = tune.run(off, tmp_path / "off")
     assert not any(t.stopped for t in res.trials)
     assert stopped_trials_in_mlflow(off, tmp_path / "off", res)[1] == []
 
 
 def test_failed_trial_is_recorded_and_the_search_goes_on(tmp_path):
-    params = small_project(tmp_path, **{
+    params = tracked_project(tmp_path, **{
         "tune.max_evals": 6,
         "tune.space": {"learning_rate": {"dist": "uniform", "low": 0.25, "high": 0.3},
                        "max_bin": {"dist": "choice", "options": [1, 64]}}})  # max_bin=1 fails
@@ -268,7 +268,7 @@ def test_failed_trial_is_recorded_and_the_search_goes_on(tmp_path):
 
 
 def test_distributed_training_with_xgboost_dask(tmp_path):
-    params = small_project(tmp_path, **{"train.distributed": True})
+    params = tracked_project(tmp_path, **{"train.distributed": True})
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "best_params.json").write_text(json.dumps(
         {"params": {"max_depth": 3, "learning_rate": 0.2}, "best_iteration": 9,
@@ -283,7 +283,7 @@ def test_distributed_training_with_xgboost_dask(tmp_path):
 
 
 def test_unusable_tracking_store_is_a_clear_error_and_registers_nothing(tmp_path):
-    params = small_project(tmp_path, **{"mlflow.tracking_uri": "sqlite:////proc/no/mlflow.db"})
+    params = tracked_project(tmp_path, **{"mlflow.tracking_uri": "sqlite:////proc/no/mlflow.db"})
     with pytest.raises(TrackingError) as e:
         tune.run(params, tmp_path)
     assert "sqlite:////proc/no/mlflow.db" in e.value.message
