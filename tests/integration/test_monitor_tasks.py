@@ -17,7 +17,7 @@ from tarn.core.tags import Lineage, PromotionRecord, RetrainRecord
 from tarn.core.task import Task
 from tarn.lifecycle import monitor, retrain, simulate
 from tarn.stages import etl, prepare, snapshot
-from tests.support.project import FAST_TUNE, write_params
+from tests.support.project import FAST_TUNE, seed_store, write_params
 from tests.support.tasks import diabetes_frame, iris_frame, task_params
 
 pytestmark = pytest.mark.slow
@@ -59,6 +59,7 @@ def production_project(root, kind: str):
     pipe.fit(train.X, train.y)
     test = load_split(params, root, "test")
     figures = task.quality(test.y, task.scores(pipe, test.X))
+    seed_store(params, root)
     reg = Registry(params.mlflow, root)
     lineage = Lineage(kind="full", schema_hash=schema_hash(params.schema, params.prepare),
                       batches=("0001-train", "0002-train"), train_rows=len(train.y))
