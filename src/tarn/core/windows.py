@@ -57,14 +57,15 @@ def is_forward(trained: Iterable[str], tested: Iterable[str]) -> bool:
     return max(map(batch_order, trained)) < min(map(batch_order, tested))
 
 
-def label(tested: Sequence[str], rows: int, trained: Iterable[str] = ()) -> str:
+def label(tested: Sequence[str], rows: int | None, trained: Iterable[str] = ()) -> str:
     """One line saying what a test figure was measured on: which batches, how many rows, and
     whether they are forward in time for a model trained on ``trained`` (or in-sample, when
     it trained on some of them)."""
     tested = list(tested)
     trained = set(trained)
     names = ", ".join(tested[:3]) + (f" (+{len(tested) - 3} more)" if len(tested) > 3 else "")
-    head = f"{rows:,} rows of batch{'es' if len(tested) != 1 else ''} {names}"
+    head = (f"{rows:,} rows of " if rows is not None else "") + (
+        f"batch{'es' if len(tested) != 1 else ''} {names}")
     if not trained:
         return head
     seen = sorted(trained & set(tested), key=batch_order)
@@ -85,7 +86,7 @@ def _standing(tested: Sequence[str], trained: Iterable[str]) -> str:
     return "forward in time" if is_forward(trained, tested) else "held out"
 
 
-def gate_label(tested: Sequence[str], rows: int, candidate: Iterable[str],
+def gate_label(tested: Sequence[str], rows: int | None, candidate: Iterable[str],
                champion: Iterable[str] | None = None) -> str:
     """What the gates measured both versions on: the rows, and for each version whether they
     are forward in time or in-sample (a champion that trained on the window is favoured)."""

@@ -443,7 +443,7 @@ def run(params: Params, root: Path, mode: str = "auto", step: Step = no_steps,
         progress: Progress = silent) -> tuple:
     """Monitor, decide, retrain, promote. Returns (monitor result, retrain result | None).
     ``step`` hears of each piece of work, ``progress`` of the boosting rounds."""
-    from tarn.core.registry import PromotionRefused
+    from tarn.core.registry import PromotionRefused, Registry
     from tarn.lifecycle import monitor
     from tarn.lifecycle.promote import promote
 
@@ -458,10 +458,20 @@ def run(params: Params, root: Path, mode: str = "auto", step: Step = no_steps,
     result = (run_incremental(params, root, mon.new_batches, step, progress)
               if chosen == "incremental" else run_full(params, root, step=step))
     if chosen == "full" and result.parent:  # the same old-vs-new summary as incremental
+        # the new batches besides the test window (a moving window holds the newest out: they
+        # are the test rows, not data the new version learned from)
+        tested = split_batches(params, root, "test")
+        fresh = [b for b in mon.new_batches if b not in tested]
         result.metrics = _compare_versions(params, root, result.parent, result.version,
-                                           mon.new_batches, step)
+                                           fresh, step)
+        lineage = Registry(params.mlflow, root, params.promote.alias).lineage
+        trained = {"candidate": lineage(result.version).batches,
+                   "champion": lineage(result.parent).batches}
+        result.windows = {"test": windows.gate_label(
+            tested, len(load_split(params, root, "test").y), **trained)}
+        if fresh:
+            result.windows["new_data"] = windows.gate_label(fresh, None, **trained)
     result.forced, result.reason = mode != "auto", retrain_reason(mode, chosen, mon.decision)
-    from tarn.core.registry import Registry
     from tarn.core.tags import RetrainRecord
 
     Registry(params.mlflow, root, params.promote.alias).record_retrain(
