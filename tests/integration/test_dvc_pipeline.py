@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.support.project import FAST_TUNE, set_param, sh, write_small_lake
+from tests.support.project import FAST_TUNE, copy_repo, set_param, sh, write_small_lake
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -25,18 +25,27 @@ def ran(res: subprocess.CompletedProcess) -> set[str]:
 ALL = {"snapshot", "etl", "prepare", "tune", "train", "evaluate"}
 
 
-@pytest.fixture
-def repo(repo_copy: Path) -> Path:
-    sh(repo_copy, "git", "init", "-q")
-    write_small_lake(repo_copy / "data" / "lake")
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One repo for the module, built from nothing by a first `dvc repro` (the slow part):
+    the first test reads that run, then changes params and the lake; the next test starts
+    from wherever it left off (its own `dvc repro` brings any state up to date first)."""
+    repo = copy_repo(tmp_path_factory.mktemp("dvc") / "repo")
+    sh(repo, "git", "init", "-q")
+    write_small_lake(repo / "data" / "lake")
     for key, value in [("tune.max_evals", 3), *FAST_TUNE.items(),
                        ("tune.early_stopping_rounds", 5), ("evaluate.evidently", False)]:
-        set_param(repo_copy, key, value)
-    return repo_copy
+        set_param(repo, key, value)
+    return repo, sh(repo, "dvc", "repro")
 
 
-def test_repro_builds_every_stage_and_reruns_only_downstream(repo):
-    first = sh(repo, "dvc", "repro")
+@pytest.fixture
+def repo(built) -> Path:
+    return built[0]
+
+
+def test_repro_builds_every_stage_and_reruns_only_downstream(built):
+    repo, first = built
     assert ran(first) == ALL
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == ALL
