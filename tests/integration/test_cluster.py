@@ -15,7 +15,7 @@ from tarn.core.catalog import load_split
 from tarn.core.compute import ComputeError, dask_client
 from tarn.core.model import load_local
 from tarn.stages import train, tune
-from tests.support.project import small_project
+from tests.support.project import tracked_project
 from tests.support.servers import DaskCluster, ServerProcess, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
@@ -49,7 +49,7 @@ def test_tune_and_train_on_the_cluster_match_the_local_run(tmp_path, cluster):
     for where, scheduler in (("local", ""), ("cluster", cluster.address)):
         root = tmp_path / where
         root.mkdir()
-        params = small_project(root, lake=(1500, 500),
+        params = tracked_project(root, lake=(1500, 500),
                                **{**budget, "compute.scheduler": scheduler})
         tuned = tune.run(params, root)
         (root / "models" / "best_params.json").write_text(json.dumps(BEST))  # same config
@@ -71,7 +71,7 @@ def test_tune_and_train_on_the_cluster_match_the_local_run(tmp_path, cluster):
 def test_a_worker_killed_mid_search_loses_no_trial(tmp_path):
     cluster = DaskCluster(tmp_path, n_workers=2)
     try:
-        params = small_project(tmp_path, lake=(3000, 500), **{
+        params = tracked_project(tmp_path, lake=(3000, 500), **{
             "tune.max_evals": 10, "tune.parallelism": 2, "tune.n_estimators": 300,
             "tune.space.learning_rate": {"dist": "loguniform", "low": 0.07, "high": 0.3},
             "tune.early_stopping_rounds": 300, "compute.scheduler": cluster.address})
@@ -107,7 +107,7 @@ def test_a_worker_killed_mid_search_loses_no_trial(tmp_path):
 def test_losing_every_worker_fails_the_search_in_bounded_time(tmp_path):
     cluster = DaskCluster(tmp_path, n_workers=1)
     try:
-        params = small_project(tmp_path, lake=(3000, 500), **{
+        params = tracked_project(tmp_path, lake=(3000, 500), **{
             "tune.max_evals": 20, "tune.parallelism": 2, "tune.n_estimators": 300,
             "tune.space.learning_rate": {"dist": "loguniform", "low": 0.07, "high": 0.3},
             "tune.early_stopping_rounds": 300, "compute.scheduler": cluster.address,
