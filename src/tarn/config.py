@@ -483,6 +483,9 @@ class ServeConfig(_Strict):
     poll_interval_s: float = Field(2.0, gt=0)
     max_body_bytes: int = Field(5_000_000, ge=1_000)
     max_rows: int = Field(50_000, ge=1)
+    # exact TreeSHAP costs ~10x a prediction per row (tens of ms on a deep model): a request
+    # asking why is held to fewer rows, so one client cannot hold a worker for minutes
+    explain_max_rows: int = Field(100, ge=1)
     onnx_max_rows: int = Field(256, ge=0)  # larger requests use the native Pipeline
     prediction_log: str = "data/predictions"  # rolling Parquet files, read by monitoring
     log_flush_rows: int = Field(2_000, ge=1)  # write to the open file after this many rows

@@ -98,7 +98,20 @@ def test_a_bad_request_gets_the_same_answer_as_predict(adult, case):
     assert p.status_code in (400, 413, 415, 422), p.text
     assert e.status_code == p.status_code, e.text
     pb, eb = p.json(), e.json()
+    # the same refusal word for word (too many rows: the body limit comes first for both;
+    # /explain's own, lower row limit is the next test's)
     assert eb["error_code"] == pb["error_code"] and eb["message"] == pb["message"]
+
+
+def test_explaining_is_held_to_fewer_rows_than_predicting(adult):
+    params, root, server = adult
+    rows = [sample_rows(root, 1)[0]] * (params.serve.explain_max_rows + 1)
+    assert server.http.post("/predict", json=rows).status_code == 200
+    for path, body in (("/explain", rows), ("/predict", {"dataframe_records": rows,
+                                                         "explain": True})):
+        r = server.http.post(path, json=body)
+        assert r.status_code == 413, r.text
+        assert f"exceed the limit of {params.serve.explain_max_rows}" in r.json()["message"]
 
 
 def test_explain_is_counted_under_its_own_endpoint(adult):

@@ -461,8 +461,9 @@ def create_app(state: ServerState) -> Front:
         inputs = d.inputs
         payload = _parse(body)
         explain = explaining.wanted(endpoint, payload)
-        records = records_from_payload(payload, inputs, cfg.max_rows)
-        columns = to_columns(records, inputs, cfg.max_rows)
+        limit = cfg.explain_max_rows if explain else cfg.max_rows
+        records = records_from_payload(payload, inputs, limit)
+        columns = to_columns(records, inputs, limit)
         found = contract_violations(columns, inputs) if inputs.checked else ()
         if found:
             action = "refused" if refuse else "flagged"
