@@ -151,7 +151,9 @@ def run_incremental(params: Params, root: Path, batches: list[str], step: Step =
     step("mixing in replayed training rows")
     fit = pd.concat([fit, replay(params, root, len(fit))], ignore_index=True)
     w = None
-    if params.bias.mitigation == "reweighing" and task.classification:  # no groups x labels
+    # the parent's own choice: train may have registered the unmitigated model (reweighing
+    # made the gap worse or cost too much), and its continuation must not start reweighing
+    if parent_lineage.mitigation == "reweighing" and task.classification:  # no groups x labels
         table = bias.reweighing_table(fit, params.bias.reweighing_features, target)
         w = bias.apply_weights(fit, table, params.bias.reweighing_features, target)
 
@@ -177,7 +179,7 @@ def run_incremental(params: Params, root: Path, batches: list[str], step: Step =
         incremental_streak=parent_lineage.incremental_streak + 1, schema_hash=expected,
         snapshot_hash=parent_lineage.snapshot_hash,
         params_hash=params_hash(params, ("schema", "prepare", "bias", "retrain")),
-        git_commit=git_commit(root), train_rows=len(y), mitigation=params.bias.mitigation)
+        git_commit=git_commit(root), train_rows=len(y), mitigation=parent_lineage.mitigation)
     metrics = _compare(params, root, task, pipe, new_pipe, Xh, yh, step)
     trained = [*parent_lineage.batches, *batches]
     tested = sorted(set(hold["batch"].astype(str)), key=windows.batch_order)
