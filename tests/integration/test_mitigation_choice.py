@@ -130,3 +130,22 @@ def test_cross_validated_scores_name_their_rows_in_train_plus_valid(tmp_path):
     check = train.mitigation_check(params, tmp_path, best, task)
     assert check is not None and check.validation == best["mitigation_check"]["validation"]
     assert check.loss_without == pytest.approx(best["unmitigated"]["val_logloss"])
+
+
+def test_scores_for_other_rows_are_not_compared(tuned, tmp_path):
+    """A full retraining that does not re-tune prepares other rows: the search's validation
+    scores no longer describe them, so nothing is compared and the reason says why."""
+    import shutil
+
+    from tarn.stages import prepare
+
+    params, root = tuned
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    set_param(copy, "prepare.seed", params.prepare.seed + 1)  # another validation split
+    moved = load_params(copy / "params.yaml", env={})
+    prepare.run(moved, copy)
+    train.run(moved, copy)
+    d = json.loads((copy / "models" / "train.json").read_text())["mitigation"]
+    assert d["applied"] and not d.get("checked")
+    assert "validation scores are for other rows" in d["reason"]

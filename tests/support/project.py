@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from tarn.config import Params, params_from_dict
@@ -197,6 +198,8 @@ def make_version(params: Params, root: Path, rounds: int = 30, depth: int = 4,
     (root / "models" / "best_params.json").write_text(json.dumps(
         {"params": {"max_depth": depth, "learning_rate": lr}, "best_iteration": rounds - 1,
          "parent_run_id": "test"}))
+    # as the tune stage leaves it when it compared nothing (dvc.yaml: a train dependency)
+    pd.DataFrame().to_parquet(root / "models" / "validation_scores.parquet")
     return train.run(params, root).version
 
 

@@ -127,3 +127,16 @@ def split_batches(params: Params, root: Path, name: str) -> list[str]:
     path = _need(root / params.paths.prepared / SPLIT_FILE.format(split=name), "prepared split",
                  "run `tarn prepare` (or dvc repro)")
     return sorted(pd.read_parquet(path, columns=["batch"])["batch"].unique().tolist())
+
+
+def splits_digest(params: Params, root: Path, names: tuple[str, ...]) -> str:
+    """A digest of the rows of prepared splits, in order: what scores computed on them are
+    valid for (a full retraining without re-tuning prepares other rows)."""
+    import hashlib
+
+    d = root / params.paths.prepared
+    frames = [pd.read_parquet(_need(d / SPLIT_FILE.format(split=n), "prepared split",
+                                    "run `tarn prepare` (or dvc repro)")) for n in names]
+    rows = pd.concat(frames, ignore_index=True)
+    return hashlib.sha256(pd.util.hash_pandas_object(rows, index=False).to_numpy()
+                          .tobytes()).hexdigest()[:16]

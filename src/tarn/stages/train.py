@@ -39,6 +39,7 @@ from tarn.core.catalog import (
     load_split,
     load_validation_scores,
     split_batches,
+    splits_digest,
 )
 from tarn.core.features import FEATURES, build_preprocessor, design_width, encode, to_model_frame
 from tarn.core.files import atomic_dir, staged
@@ -169,9 +170,19 @@ def run(params: Params, root: Path, progress: Progress = silent,
     decision: MitigationDecision | None = None
     if params.bias.mitigation == "reweighing" and not note:
         step("comparing reweighing with no mitigation on validation")
-        decision = decide_mitigation(mitigation_check(params, root, best, task),
-                                     params.bias.reweighing_features,
-                                     params.bias.mitigation_policy, params.bias.max_quality_cost)
+        meta = best.get("mitigation_check") or {}
+        names = ("train", "valid") if meta.get("rows") == "train+valid" else ("valid",)
+        if meta and meta.get("digest") != splits_digest(params, root, names):
+            # scores for other rows (a full retraining that did not re-tune): no comparison
+            decision = MitigationDecision(
+                True, "reweighing applied without a comparison on validation: the search's "
+                "validation scores are for other rows (the data changed since `tarn tune`; "
+                "retrain.retune: true compares again)", params.bias.mitigation_policy)
+        else:
+            decision = decide_mitigation(mitigation_check(params, root, best, task),
+                                         params.bias.reweighing_features,
+                                         params.bias.mitigation_policy,
+                                         params.bias.max_quality_cost)
         step(decision.reason)
     mitigated = decision is not None and decision.applied
     mparams = model_params(best, params, mitigated)

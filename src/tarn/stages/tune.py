@@ -43,7 +43,14 @@ from xgboost.callback import TrainingCallback
 
 from tarn.config import DEFAULT_LEARNING_RATE, INTEGER_PARAMS, Params, TuneConfig, stage_view
 from tarn.core import memory, reference
-from tarn.core.catalog import BEST, TUNE_REPORT, TUNE_TRIALS, VALIDATION_SCORES, load_split
+from tarn.core.catalog import (
+    BEST,
+    TUNE_REPORT,
+    TUNE_TRIALS,
+    VALIDATION_SCORES,
+    load_split,
+    splits_digest,
+)
 from tarn.core.features import FEATURES, build_preprocessor, design_width, encode
 from tarn.core.files import staged
 from tarn.core.progress import Progress, silent
@@ -856,7 +863,8 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
         # stage decides whether reweighing is kept; None when nothing was compared
         "mitigation_check": None if compared_scores.empty else {
             "rows": "train+valid" if data.folds else "valid", "validation": data.validation,
-            "file": VALIDATION_SCORES},
+            "file": VALIDATION_SCORES, "digest": splits_digest(
+                params, root, ("train", "valid") if data.folds else ("valid",))},
         "parent_run_id": parent.info.run_id,
         "duration_s": outcome.duration_s,
     }
