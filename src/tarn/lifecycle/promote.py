@@ -19,7 +19,7 @@ def registry(params: Params, root: Path) -> Registry:
 
 def measure(reg: Registry, params: Params, root: Path, candidate: str,
             champion: str | None, step: Step = no_steps,
-            test: SplitData | None = None) -> Figures:
+            test: SplitData | None = None, window: str = "") -> Figures:
     """Score candidate and champion on the same held-out rows (``test``, else the prepared
     test split), each with its own task and threshold (from its card); the gate metric and
     the fairness gap are the candidate's task's. Both are re-measured here, never read from
@@ -30,7 +30,7 @@ def measure(reg: Registry, params: Params, root: Path, candidate: str,
         step("reading the test split")
         test = load_split(params, root, "test")
     tested = sorted(test.frame["batch"].astype(str).unique()) if "batch" in test.frame else []
-    window = windows.gate_label(
+    window = window or windows.gate_label(
         tested, len(test.y), reg.lineage(candidate).batches,
         reg.lineage(champion).batches if champion else None)
     step(f"measuring on {window}")
@@ -69,16 +69,18 @@ def measure(reg: Registry, params: Params, root: Path, candidate: str,
 
 def promote(params: Params, root: Path, version: str | None = None, *, latest: bool = False,
             force: bool = False, reason: str = "", actor: str | None = None,
-            step: Step = no_steps, test: SplitData | None = None) -> Promotion:
+            step: Step = no_steps, test: SplitData | None = None,
+            window: str = "") -> Promotion:
     """Gate ``version`` (or the newest) against the champion and make it production; ``test``
-    replaces the prepared test split as the rows both are measured on (an incremental
-    version: the newest rows of its new data)."""
+    replaces the prepared test split as the rows both are measured on, and ``window`` says
+    what they are (an incremental version: the test split and the newest rows of its new
+    data, which batch labels alone would call in-sample)."""
     step("opening the model registry")
     reg = registry(params, root)
     target = reg.latest() if latest else str(version)
 
     def gates(candidate: str, champion: str | None) -> Gates:
-        verdict = judge(measure(reg, params, root, candidate, champion, step, test),
+        verdict = judge(measure(reg, params, root, candidate, champion, step, test, window),
                         params.promote, params.schema.sensitive)
         step(f"gates {'passed' if verdict.passed else 'refused'}: "
              + ("moving the alias" if verdict.passed else "recording the verdict"))

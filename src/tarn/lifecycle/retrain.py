@@ -218,6 +218,24 @@ def holdout(data: pd.DataFrame, fraction: float, seed: int, prepare: PrepareConf
     return train_test_split(data, test_size=fraction, random_state=seed, stratify=strata)
 
 
+def gate_split(params: Params, root: Path,
+               result: RetrainResult) -> tuple[SplitData | None, str]:
+    """The rows the gates measure a retrained version on, and what they are. Under a moving
+    test window an incremental version is judged on the test split and the newest rows of its
+    new data (held out from the continuation: newer than all it learned from), together, so a
+    small new batch still gives every group enough rows; else the prepared test split."""
+    held = result.held_out
+    if held is None or params.prepare.test_split != "latest":
+        return None, ""
+    test = load_split(params, root, "test")
+    both = SplitData(pd.concat([test.frame, held.frame], ignore_index=True),
+                     pd.concat([test.X, held.X], ignore_index=True),
+                     np.concatenate([test.y, held.y]), None)
+    first = result.windows.get("test") or windows.label(split_batches(params, root, "test"),
+                                                         len(test.y))
+    return both, f"{first}; and {result.windows.get('new_data', f'{len(held.y):,} new rows')}"
+
+
 def targets(task: Task, values: pd.Series) -> np.ndarray:
     """Curated target values as the model learns them: class indexes, or numbers."""
     return values.to_numpy().astype(np.int64 if task.classification else np.float64)
@@ -480,8 +498,8 @@ def run(params: Params, root: Path, mode: str = "auto", step: Step = no_steps,
         result.version, RetrainRecord(result.mode, result.forced, result.reason[:400]))
     step(f"promoting version {result.version} through the gates")
     try:
-        promote(params, root, result.version, test=(
-                    result.held_out if params.prepare.test_split == "latest" else None),
+        gate_rows, window = gate_split(params, root, result)
+        promote(params, root, result.version, test=gate_rows, window=window,
                 reason=result.reason[:400],
                 step=step)
         result.promoted = True
