@@ -113,8 +113,9 @@ def test_losing_every_worker_fails_the_search_in_bounded_time(tmp_path):
             "tune.early_stopping_rounds": 300, "compute.scheduler": cluster.address,
             "compute.worker_timeout_s": 5})
         def kill_on_first_trial(key, description, *_):
-            # once fits are in flight (not while the references are fitted before the search)
-            if "in flight" in description:
+            # once the search runs (not while the references are fitted before it): its first
+            # report, whether or not a fit has yet lasted the 2 s that "in flight" needs
+            if "budget left" in description or "in flight" in description:
                 cluster.workers[0].kill()
 
         with pytest.raises(ComputeError, match="no Dask worker") as e:

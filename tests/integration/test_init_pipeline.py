@@ -21,7 +21,7 @@ def test_init_then_the_pipeline_trains_on_every_row(tmp_path):
     frame.to_csv(tmp_path / "cancer.csv", index=False)
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     res = init(tmp_path / "params.yaml", [tmp_path / "cancer.csv"], "target", force=True)
-    assert res.proposal.task == "binary" and res.batches == ["0001-cancer", "0002-cancer-test"]
+    assert res.proposal.task == "binary" and res.batches == ["0001-cancer", "0002-cancer"]
     for key, value in (("tune.max_evals", 3), *FAST_TUNE.items(),
                        ("mlflow.registered_model", "tarn-init")):
         set_param(tmp_path, key, value)

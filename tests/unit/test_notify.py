@@ -97,6 +97,7 @@ def proxy(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy"):
         monkeypatch.setenv(name, f"http://127.0.0.1:{p.port}")
+    urllib.request.install_opener(None)  # an opener cached earlier would not see the proxy
     yield p
     p.close()
     # urlopen's default opener reads the proxy settings once and is kept for the process:

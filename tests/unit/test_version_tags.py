@@ -125,7 +125,8 @@ def test_datasets_are_metadata_not_rows(tmp_path: Path):
         log_inputs("run", [frame_input(frame, "x", "bogus", "file:///x")])
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
     try:
-        with mlflow.start_run() as run:
+        # this store's own experiment: one set active by an earlier test is not in it
+        with mlflow.start_run(experiment_id=mlflow.create_experiment("datasets")) as run:
             log_inputs(run.info.run_id, [a, b])
         got = mlflow.MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs
     finally:
