@@ -133,9 +133,11 @@ def test_runs_show_the_data_they_read_and_last_as_long_as_the_work(trained):
     assert tune_run.start_time <= min(k.info.start_time for k in kids)
     assert tune_run.end_time >= max(k.info.end_time for k in kids)
     train_run = c.get_run(res.run_id).info
-    # the train run starts as the stage does (before loading and the fits), not at the upload
-    assert abs(train_run.start_time / 1000 - STARTED["train"]) < 0.5
     registered = int(c.get_model_version("tarn-test", res.version).creation_timestamp)
+    # the train run starts as the stage does (before loading and the fits), not at the upload:
+    # in the first half of the stage, whatever the machine's speed
+    start = train_run.start_time / 1000
+    assert STARTED["train"] - 1 <= start <= (STARTED["train"] + registered / 1000) / 2
     assert train_run.start_time < registered <= train_run.end_time + 1000
 
 
