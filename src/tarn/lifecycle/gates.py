@@ -14,14 +14,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from tarn.config import HIGHER_IS_BETTER, METRICS_BY_TASK, PromoteConfig
+from tarn.config import PromoteConfig
+from tarn.core.tasks import Task, task_class
 
-# what the fairness gap measures, per task (the messages name it)
-GAP_MEASURE = {
-    "binary": "demographic parity difference",
-    "multiclass": "largest demographic parity difference over classes",
-    "regression": "gap in mean prediction between groups (in target std)",
-}
+
+def gap_measure(task: str) -> str:
+    """What the fairness gap measures for a task (``Task.GAP_MEASURE``; the messages name
+    it)."""
+    try:
+        return task_class(task).GAP_MEASURE
+    except ValueError:
+        return "fairness gap"
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,7 @@ class Figures:
 def gate_metric(cfg: PromoteConfig, task: str) -> str:
     """``promote.metric``, or the task's loss when it is "" (or names another task's metric,
     e.g. a candidate whose card says regression under a binary params.yaml)."""
-    metrics = METRICS_BY_TASK[task]
-    return cfg.metric if cfg.metric in metrics else metrics[0]
+    return task_class(task).gate_metric(cfg.metric)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class Gates:
     champion_metric: float | None
     tolerance: float
     fairness_features: list[str]  # the gated features; []: the fairness gate is skipped
-    fairness: dict[str, float | None]  # the gap per measured feature (see GAP_MEASURE)
+    fairness: dict[str, float | None]  # the gap per measured feature (see gap_measure)
     max_dpd: float
     schema_compatible: bool
     schema_problems: list[str] = field(default_factory=list)
@@ -71,7 +73,7 @@ class Gates:
 
     @property
     def higher_is_better(self) -> bool:
-        return self.metric in HIGHER_IS_BETTER
+        return Task.higher_is_better(self.metric)
 
     @property
     def metric_ok(self) -> bool:
@@ -118,7 +120,7 @@ class Gates:
         for feat, why in self.unmeasured.items():
             out.append(f"fairness on {feat} not measurable: {why}")
         for feat, gap in self.over.items():
-            out.append(f"{GAP_MEASURE.get(self.task, 'fairness gap')} on {feat} {gap:.4f} > "
+            out.append(f"{gap_measure(self.task)} on {feat} {gap:.4f} > "
                        f"{self.max_dpd} ({self.task})")
         if not self.schema_compatible:
             out.append("input schema incompatible: " + "; ".join(self.schema_problems))
@@ -128,7 +130,7 @@ class Gates:
         """One line: each measured feature's gap, the gated ones against the ceiling."""
         if not self.fairness:
             return "no fairness gate (no sensitive feature measured)"
-        measure = GAP_MEASURE.get(self.task, "fairness gap")
+        measure = gap_measure(self.task)
         parts = []
         for feat, gap in self.fairness.items():
             shown = "not measurable" if gap is None else f"{gap:.4f}"

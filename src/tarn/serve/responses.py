@@ -1,7 +1,8 @@
 """Scores -> response bodies, per task. Pure: no web framework, no model, no clock.
 
 What a row says depends on what the served version predicts (its card's task, classes and
-decision threshold, never today's params.yaml):
+decision threshold, never today's params.yaml); each task's class shapes its rows
+(:mod:`tarn.core.tasks`):
 
 - ``/predict``: binary ``{"probability": p, "label": 0|1, "class": name}`` (``label`` is 1
   when ``p`` reaches the version's threshold); multiclass ``{"probabilities": {name: p, ...},
@@ -18,36 +19,18 @@ from __future__ import annotations
 import numpy as np
 
 from tarn.core.task import Task
-
-LIST_ROWS = 64  # up to this many rows, Python lists serialize faster than numpy arrays
+from tarn.core.tasks.base import LIST_ROWS  # noqa: F401 (rows up to it are answered as lists)
 
 
 def predict_rows(task: Task, scores: np.ndarray) -> list[dict]:
     """One ``/predict`` row per score (scores as :meth:`Task.scores` returns them)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if task.kind == "regression":
-        return [{"prediction": v} for v in scores.tolist()]
-    names = task.classes
-    if task.kind == "binary":  # Task.decide's rule, without numpy: the hot single-row path
-        thr, no, yes = task.threshold, names[0], names[1]
-        return [{"probability": p, "label": 1, "class": yes} if p >= thr
-                else {"probability": p, "label": 0, "class": no} for p in scores.tolist()]
-    labels = task.decide(scores).tolist()
-    return [{"probabilities": dict(zip(names, row, strict=True)), "label": k, "class": names[k]}
-            for row, k in zip(scores.tolist(), labels, strict=True)]
+    return task.predict_rows(scores)
 
 
 def invocations_predictions(task: Task, scores: np.ndarray) -> list | np.ndarray:
     """The ``predictions`` of an ``/invocations`` answer (a list, or an array the JSON
     encoder writes as nested lists)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if task.kind == "binary":
-        if len(scores) <= LIST_ROWS:
-            return [[1.0 - p, p] for p in scores.tolist()]
-        return np.column_stack([1 - scores, scores])
-    if len(scores) <= LIST_ROWS:
-        return scores.tolist()
-    return scores
+    return task.invocations_predictions(scores)
 
 
 def predict_body(task: Task, scores: np.ndarray, version: str, request_id: str,

@@ -174,10 +174,11 @@ class Task:
     def higher_is_better(metric: str) -> bool:
         return any(metric in cls.HIGHER_IS_BETTER for cls in _KINDS.values())
 
-    def gate_metric(self, metric: str) -> str:
+    @classmethod
+    def gate_metric(cls, metric: str) -> str:
         """``metric`` (``promote.metric``), or the task's loss when it is "" or names another
         task's metric."""
-        return metric if metric in self.METRICS else self.METRICS[0]
+        return metric if metric in cls.METRICS else cls.METRICS[0]
 
     def compatible(self, other: Task) -> str:
         """Why a version of this task cannot answer ``other``'s clients the same way ("" =
