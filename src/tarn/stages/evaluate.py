@@ -18,15 +18,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 
 from tarn.config import Params, stage_view
 from tarn.core import explain, reference, windows
 from tarn.core import html_report as html
-from tarn.core.bias import GAP_NAME, reweighing_note, signed_change
+from tarn.core.bias import reweighing_note, signed_change
 from tarn.core.catalog import (
     BIAS_HTML,
     COMPARATOR_DIR,
@@ -45,7 +43,7 @@ from tarn.core.files import atomic_dir, staged
 from tarn.core.model import load_local, task_of
 from tarn.core.progress import Step, no_steps
 from tarn.core.tags import RunTag
-from tarn.core.task import Task, calibration_curve
+from tarn.core.task import Task
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both); the
 # decision threshold is the model's own (its card), so train.threshold is not among them
@@ -62,104 +60,10 @@ class EvaluateResult:
     comparison: dict
 
 
-# the plot files dvc.yaml declares: every task writes them (header only where a curve does not
-# apply), so `dvc repro` finds its outputs whatever the task
-DVC_PLOTS = {"roc.csv": ["fpr", "tpr"], "pr.csv": ["recall", "precision"],
-             "calibration.csv": ["mean_predicted", "fraction_positive"],
-             "confusion.csv": ["actual", "predicted"]}
-
-
 def _plots(task: Task, y: np.ndarray, scores: np.ndarray, bins: int, out: Path) -> None:
-    for name, cols in DVC_PLOTS.items():
-        pd.DataFrame(columns=cols).to_csv(out / name, index=False)
-    {"binary": _binary_plots, "multiclass": _multiclass_plots,
-     "regression": _regression_plots}[task.kind](task, y, scores, bins, out)
-
-
-def _binary_plots(task: Task, y: np.ndarray, proba: np.ndarray, bins: int, out: Path) -> None:
-    fpr, tpr, _ = skm.roc_curve(y, proba)
-    pd.DataFrame({"fpr": fpr, "tpr": tpr}).to_csv(out / "roc.csv", index=False)
-    prec, rec, _ = skm.precision_recall_curve(y, proba)
-    step = max(1, len(prec) // 2000)  # a readable curve, not one point per row
-    pd.DataFrame({"recall": rec[::step], "precision": prec[::step]}).to_csv(
-        out / "pr.csv", index=False)
-    frac, mean = calibration_curve(y, proba, bins)
-    pd.DataFrame({"mean_predicted": mean, "fraction_positive": frac}).to_csv(
-        out / "calibration.csv", index=False)
-    pred = task.decide(proba)
-    pd.DataFrame({"actual": y, "predicted": pred}).to_csv(out / "confusion.csv", index=False)
-    # two by two at 110 dpi: each panel about 600 px wide on the page, labels readable
-    fig, axes = plt.subplots(2, 2, figsize=(11, 9))
-    ax = axes.ravel()
-    ax[0].plot(fpr, tpr)
-    ax[0].plot([0, 1], [0, 1], "k:", lw=1)
-    ax[0].set(title=f"ROC (AUC {skm.roc_auc_score(y, proba):.4f})", xlabel="FPR", ylabel="TPR")
-    ax[1].plot(rec, prec)
-    ax[1].set(title="Precision-recall", xlabel="recall", ylabel="precision")
-    ax[2].plot(mean, frac, "o-")
-    ax[2].plot([0, 1], [0, 1], "k:", lw=1)
-    ax[2].set(title="Calibration", xlabel="mean predicted", ylabel="fraction positive")
-    _confusion_axes(ax[3], task.confusion(y, proba), ["0", "1"])
-    _save(fig, out)
-
-
-def _confusion_axes(ax, cm: np.ndarray, names: list[str]) -> None:
-    ax.imshow(cm, cmap="Blues")
-    html.annotate_counts(ax, cm)  # white on the dark cells: the largest count stays readable
-    ticks = list(range(len(names)))
-    ax.set(title="Confusion matrix", xlabel="predicted", ylabel="actual", xticks=ticks,
-           yticks=ticks)
-    ax.set_xticklabels(names, rotation=30, ha="right")
-    ax.set_yticklabels(names)
-
-
-def _save(fig, out: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(out / "evaluation.png", dpi=110)
-    plt.close(fig)
-
-
-def _multiclass_plots(task: Task, y: np.ndarray, proba: np.ndarray, bins: int,
-                      out: Path) -> None:
-    """Confusion matrix (counts, class names) and per-class precision / recall / F1."""
-    names = list(task.classes)
-    pred = task.decide(proba)
-    pd.DataFrame({"actual": task.label_names(y), "predicted": task.label_names(pred)}).to_csv(
-        out / "confusion.csv", index=False)
-    per_class = task.quality(y, proba, bins)["per_class"]
-    pd.DataFrame([{"class": c, **v} for c, v in per_class.items()]).to_csv(
-        out / "per_class.csv", index=False)
-    fig, ax = plt.subplots(1, 2, figsize=(8 + 0.8 * len(names), 5.5))
-    _confusion_axes(ax[0], task.confusion(y, proba), names)
-    x = np.arange(len(names))
-    for k, what in enumerate(("precision", "recall", "f1")):
-        ax[1].bar(x + (k - 1) * 0.27, [per_class[c][what] for c in names], width=0.27,
-                  label=what)
-    ax[1].set_xticks(x, names, rotation=30, ha="right")
-    ax[1].set(title="Per class", ylim=(0, 1.05))
-    html.legend_outside(ax[1])
-    _save(fig, out)
-
-
-def _regression_plots(task: Task, y: np.ndarray, pred: np.ndarray, bins: int,
-                      out: Path) -> None:
-    """Residuals against the prediction, predicted against actual, the residuals' histogram."""
-    resid = np.asarray(y, dtype=np.float64) - pred
-    pd.DataFrame({"actual": y, "predicted": pred, "residual": resid}).to_csv(
-        out / "residuals.csv", index=False)
-    fig, ax = plt.subplots(1, 3, figsize=(15, 5))
-    ax[0].scatter(pred, resid, s=8, alpha=0.6)
-    ax[0].axhline(0, color="k", lw=1)
-    ax[0].set(title="Residuals vs prediction", xlabel="predicted", ylabel="actual - predicted")
-    lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
-    ax[1].scatter(y, pred, s=8, alpha=0.6)
-    ax[1].plot([lo, hi], [lo, hi], "k:", lw=1)
-    ax[1].set(title=f"Predicted vs actual (R2 {task.metric('r2', y, pred):.3f})",
-              xlabel="actual", ylabel="predicted")
-    ax[2].hist(resid, bins=max(10, bins * 2))
-    ax[2].set(title=f"Residuals (RMSE {task.metric('rmse', y, pred):.3f})",
-              xlabel="actual - predicted", ylabel="rows")
-    _save(fig, out)
+    """Every plot file dvc.yaml declares (:data:`DVC_PLOTS`, whatever the task) and the task's
+    own (``Task.plots``)."""
+    task.plots(y, scores, bins, out)
 
 
 def compare(main: dict, other: dict, mitigated: bool, features: list[str],
@@ -172,18 +76,12 @@ def compare(main: dict, other: dict, mitigated: bool, features: list[str],
     task = task or Task("binary", ("0", "1"))
     with_m, without_m = (main, other) if mitigated else (other, main)
     qa, qb = with_m["quality"], without_m["quality"]
-    out = {f"{task.loss}_cost": qa[task.loss] - qb[task.loss]}
-    if task.kind == "binary":
-        out["auc_cost"] = qb["roc_auc"] - qa["roc_auc"]
-    elif task.kind == "multiclass":
-        out["accuracy_cost"] = qb["accuracy"] - qa["accuracy"]
+    out = {f"{task.loss}_cost": qa[task.loss] - qb[task.loss], **task.mitigation_costs(qa, qb)}
     for f in features:
         fa, fb = with_m["fairness"][f], without_m["fairness"][f]
         if fa["gap"] is not None and fb["gap"] is not None:  # None: too few rows per group
             out[f"gap_change_{f}"] = fa["gap"] - fb["gap"]
-        if task.kind == "binary":
-            out[f"eod_change_{f}"] = (fa["equalized_odds_difference"]
-                                      - fb["equalized_odds_difference"])
+        out.update(task.fairness_changes(f, fa, fb))
     return out
 
 
@@ -378,33 +276,11 @@ def _log_to_mlflow(params: Params, root: Path, train_info: dict, flat: dict,
                 client.log_artifact(run_id, str(path))
 
 
-# the quality rows of the report page, per task (binary: today's)
-HTML_QUALITY = {
-    "binary": ["logloss", "roc_auc", "accuracy", "f1", "brier", "calibration_error",
-               "positive_rate_predicted"],
-    "multiclass": ["logloss", "accuracy", "f1_macro"],
-    "regression": ["rmse", "mae", "r2", "mean_prediction", "mean_target"],
-}
-# per-group columns of the fairness tables, per task: (MetricFrame key, heading)
-HTML_GROUPS = {
-    "binary": [("selection_rate", "selection rate"), ("tpr", "TPR"), ("fpr", "FPR"),
-               ("accuracy", "accuracy")],
-    "multiclass": [("accuracy", "accuracy")],
-    "regression": [("mean_prediction", "mean prediction"), ("mean_target", "mean target"),
-                   ("mae", "MAE")],
-}
-GAP_MEANING = {
-    "binary": "demographic parity difference (selection rates)",
-    "multiclass": "largest demographic parity difference over classes (one against the rest)",
-    "regression": "spread of group mean predictions, in standard deviations of the target",
-}
-
-
 def render_html(comparison: dict, mitigated: bool, train_info: dict,
                 evidently_paths: dict[str, str], task: Task | None = None) -> str:
     task = task or Task("binary", ("0", "1"))
     a, b = comparison["with_mitigation"], comparison["without_mitigation"]
-    keys = HTML_QUALITY[task.kind]
+    keys = task.HTML_QUALITY
     note = comparison.get("mitigation_note", "")
     sections = [
         f"<p>Registered model <b>{html.esc(train_info['registered_model'])}</b> version "
@@ -435,34 +311,34 @@ def render_html(comparison: dict, mitigated: bool, train_info: dict,
         sections += ["<h2>Against default models (same split, same features)</h2>",
                      f"<p><b>{html.esc(comparison.get('reference_verdict', ''))}</b></p>",
                      html.table(["model", *metrics, "fit seconds"], rows)]
-    if task.kind == "multiclass":
-        main = comparison["with_mitigation" if mitigated else "without_mitigation"]
+    main = comparison["with_mitigation" if mitigated else "without_mitigation"]
+    if isinstance(main["quality"].get("per_class"), dict):  # a task with classes to list
         sections += ["<h2>Per class</h2>", html.table(
             ["class", "precision", "recall", "F1", "support", "predicted share"],
             [[c, v["precision"], v["recall"], v["f1"], v["support"], v["predicted_share"]]
              for c, v in main["quality"]["per_class"].items()])]
-    sections.append(f"<h2>Fairness</h2><p class='note'>gap = {GAP_MEANING[task.kind]} (the "
+    sections.append(f"<h2>Fairness</h2><p class='note'>gap = {task.GAP_MEANING} (the "
                     "number the fairness gate reads).</p>")
-    cols = HTML_GROUPS[task.kind]
+    cols = task.HTML_GROUPS
     for feat in a["fairness"]:
         fa, fb = a["fairness"][feat], b["fairness"][feat]
         sections.append(f"<h3>{html.esc(feat)}</h3>")
         if comparison.get("fairness_changes", {}).get(feat):
-            sections.append(f"<p>{html.esc(GAP_NAME[task.kind])} without -> with reweighing: "
+            sections.append(f"<p>{html.esc(task.GAP_NAME)} without -> with reweighing: "
                             f"{html.esc(comparison['fairness_changes'][feat])} (test split)</p>")
         figures = [k for k, v in fa.items() if k != "groups" and isinstance(v, (int, float))]
         sections.append(html.table(["", "value"], [[k.replace("_", " "), fa[k]]
                                                    for k in figures]) if note else
                         html.table(["", "with reweighing", "without"],
                                    [[k.replace("_", " "), fa[k], fb[k]] for k in figures]))
+        # the first figure without mitigation beside them, when it is a selection rate
+        without = [k for k, _ in cols[:1] if k == "selection_rate"]
         rows = [[g, v["count"], *(v[k] for k, _ in cols),
-                 *([fb["groups"].get(g, {}).get("selection_rate", float("nan"))]
-                   if task.kind == "binary" else [])]
+                 *(fb["groups"].get(g, {}).get(k, float("nan")) for k in without)]
                 for g, v in fa["groups"].items()]
-        heads = [h for _, h in cols] + (["selection rate (without)"] if task.kind == "binary"
-                                        else [])
+        heads = [h for _, h in cols] + [f"{h} (without)" for k, h in cols[:1] if k in without]
         sections.append(html.table(["group", "rows", *heads], rows))
-        if task.kind == "multiclass":
+        if any(f"share_{c}" in v for v in fa["groups"].values() for c in task.classes):
             shares = [[g, *(v[f"share_{c}"] for c in task.classes)]
                       for g, v in fa["groups"].items()]
             sections.append(html.table(["group", *(f"predicted {c}" for c in task.classes)],
