@@ -230,17 +230,16 @@ def _references(where: str, loss: str, tuned: float, refs: dict, verdict: str) -
 
 REPORT_TOP = 8  # columns per importance table in `tarn report`
 
-# the test figures shown per task (evaluate.json's `model`); a file without `task` is binary
-TEST_FIGURES = {
-    "binary": ("logloss", "roc_auc", "accuracy", "f1", "brier", "calibration_error"),
-    "multiclass": ("logloss", "accuracy", "f1_macro"),
-    "regression": ("rmse", "mae", "r2"),
-}
+def _task(kind: str):
+    """The task class evaluate.json names (a file without ``task`` is binary)."""
+    from tarn.core.tasks import task_class
+
+    return task_class(kind or "binary")
 
 
 def _evaluation(ev: dict, sensitive: list[str]) -> list[Section]:
     m, task = ev["model"], ev.get("task", "binary")
-    keys = [k for k in TEST_FIGURES.get(task, ()) if k in m]
+    keys = [k for k in _task(task).REPORT_FIGURES if k in m]
     out = [Section(f"test split, version {ev.get('version')} ({task})", keys,
                    [[_f(m[k]) for k in keys]])]
     if isinstance(m.get("per_class"), dict):
@@ -249,24 +248,16 @@ def _evaluation(ev: dict, sensitive: list[str]) -> list[Section]:
                            [[c, _f(v["precision"]), _f(v["recall"]), _f(v["f1"]),
                              _f(v["support"])] for c, v in m["per_class"].items()]))
     if ev.get("reference_test") and ev.get("unmitigated"):
-        loss = "rmse" if task == "regression" else "logloss"
+        loss = _task(task).LOSS
         out.append(_references("test split", loss, ev["unmitigated"][loss],
                                ev["reference_test"], ev.get("reference_verdict", "")))
     # signed differences without -> with reweighing (never a relative "reduction")
     changes = ev.get("fairness_changes") or {}
-    if task == "binary":
-        fair = [[feat, _f(m[f"{feat}_demographic_parity_difference"]),
-                 _f(m.get(f"{feat}_equalized_odds_difference")),
-                 changes.get(feat, "not applied")]
-                for feat in sensitive if f"{feat}_demographic_parity_difference" in m]
-        columns = ["feature", "demographic parity difference", "equalized odds difference",
-                   "gap without -> with reweighing"]
-    else:
-        what = ("largest demographic parity difference over classes" if task == "multiclass"
-                else "gap in mean prediction (target std)")
-        fair = [[feat, _f(m[f"{feat}_gap"]), changes.get(feat, "not applied")]
-                for feat in sensitive if f"{feat}_gap" in m]
-        columns = ["feature", what, "gap without -> with reweighing"]
+    shown = _task(task).REPORT_FAIRNESS  # (figure, heading); rows need the first
+    fair = [[feat, *(_f(m.get(f"{feat}_{k}")) for k, _ in shown),
+             changes.get(feat, "not applied")]
+            for feat in sensitive if f"{feat}_{shown[0][0]}" in m]
+    columns = ["feature", *(h for _, h in shown), "gap without -> with reweighing"]
     if fair:
         out.append(Section("fairness on the test split", columns, fair))
     if (ev.get("mitigation") or {}).get("reason"):

@@ -8,7 +8,7 @@ them, the fairness gap and its wording, plots, prediction-log columns, response 
 ONNX outputs. A new task is one module in this package (found by :mod:`tarn.core.tasks`), plus
 the ``schema.task`` literal in ``config.py``, the browser page and the edge runner.
 
-Imports stay light (numpy, pandas): ``tarn status`` asks a task for its figure names;
+Imports stay light (numpy only): ``tarn status`` asks a task for its figure names; pandas,
 scikit-learn, fairlearn, XGBoost and matplotlib are imported inside the methods that use them.
 """
 
@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import pandas as pd
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from tarn.config import SchemaConfig
 
 MISSING_GROUP = "<missing>"
@@ -310,6 +311,8 @@ class Task:
     def plots(self, y: np.ndarray, scores: np.ndarray, bins: int, out: Path) -> None:
         """Every file of :data:`DVC_PLOTS` (header only where a curve does not apply), the
         task's own files beside them, and ``evaluation.png``."""
+        import pandas as pd
+
         for name, cols in DVC_PLOTS.items():
             pd.DataFrame(columns=cols).to_csv(out / name, index=False)
         self.task_plots(y, scores, bins, out)
