@@ -70,8 +70,8 @@ def test_only_the_registry_module_calls_the_model_registry():
                "set_registered_model_alias(", "transition_model_version_stage(",
                "mlflow.pyfunc.load_model(", "get_model_version", "search_model_versions(")
     for m in modules():
-        if m == "tarn.core.registry":
-            continue
+        if m == "tarn.core.registry" or m.startswith("tarn.core.registry."):
+            continue  # the registry package: one module per concern
         text = module_path(m).read_text()
         found = [n for n in needles if n in text]
         assert not found, f"{m} calls the registry directly: {found}"

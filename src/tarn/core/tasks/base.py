@@ -103,7 +103,8 @@ class Task:
     GAP_MEANING: ClassVar[str] = ""  # the fairness gap, in words (evaluation page)
     GAP_MEASURE: ClassVar[str] = ""  # the fairness gap, in a gate's reason
     GAP_NAME: ClassVar[str] = ""  # the fairness gap, short (mitigation sentences)
-    GAP_HEADING: ClassVar[str] = ""  # the fairness gap's column in `tarn report`
+    # `tarn report`'s fairness columns: (evaluate.json figure after "<feature>_", heading)
+    REPORT_FAIRNESS: ClassVar[tuple[tuple[str, str], ...]] = ()
     PARITY: ClassVar[str] = "absolute"  # ONNX parity: absolute or relative to the spread
     # the ONNX graph's outputs as the bundle's metadata names them (edge/runner.py reads them)
     ONNX_OUTPUTS: ClassVar[dict[str, str]] = {}

@@ -43,7 +43,8 @@ class BinaryTask(Task):
     GAP_MEANING = "demographic parity difference (selection rates)"
     GAP_MEASURE = "demographic parity difference"
     GAP_NAME = "DPD"
-    GAP_HEADING = "demographic parity difference"
+    REPORT_FAIRNESS = (("demographic_parity_difference", "demographic parity difference"),
+                       ("equalized_odds_difference", "equalized odds difference"))
     ONNX_OUTPUTS = {"label": "label", "probabilities": "probabilities"}
     ONNX_OPTIONS = {"zipmap": False}
 

@@ -41,7 +41,7 @@ class MulticlassTask(Task):
     GAP_MEANING = "largest demographic parity difference over classes (one against the rest)"
     GAP_MEASURE = "largest demographic parity difference over classes"
     GAP_NAME = "largest DPD over classes"
-    GAP_HEADING = "largest demographic parity difference over classes"
+    REPORT_FAIRNESS = (("gap", "largest demographic parity difference over classes"),)
     ONNX_OUTPUTS = {"label": "label", "probabilities": "probabilities"}
     ONNX_OPTIONS = {"zipmap": False}
 

@@ -28,7 +28,7 @@ class RegressionTask(Task):
     GAP_MEANING = "spread of group mean predictions, in standard deviations of the target"
     GAP_MEASURE = "gap in mean prediction between groups (in target std)"
     GAP_NAME = "mean prediction gap (target std)"
-    GAP_HEADING = "gap in mean prediction (target std)"
+    REPORT_FAIRNESS = (("gap", "gap in mean prediction (target std)"),)
     PARITY = "relative"
     ONNX_OUTPUTS = {"prediction": "variable"}
 
