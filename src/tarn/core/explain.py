@@ -66,20 +66,11 @@ class Explainer:
     @property
     def scale(self) -> str:
         """What the raw score is, in words (shown beside the numbers)."""
-        if self.task.kind == "binary":
-            name = self.task.classes[1] if len(self.task.classes) > 1 else "1"
-            return f"log-odds of class {name!r} (probability = 1 / (1 + exp(-raw_score)))"
-        if self.task.kind == "multiclass":
-            return "log-odds per class (probabilities = softmax of the raw scores)"
-        return "the predicted value"
+        return self.task.explain_scale()
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        if self.task.kind == "multiclass":
-            return self.task.classes
-        if self.task.kind == "binary":
-            return (self.task.classes[1] if len(self.task.classes) > 1 else "1",)
-        return (self.task.target,)
+        return self.task.explain_outputs()
 
     def encode(self, X: pd.DataFrame) -> np.ndarray:
         """The design matrix the booster sees (float32, as it was fitted)."""

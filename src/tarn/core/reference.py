@@ -25,11 +25,7 @@ REFERENCES = {
 def reference_model(name: str, task: Task, n_jobs: int, seed: int):
     """An unfitted reference model."""
     if name == "hist_gradient_boosting":
-        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-
-        cls = HistGradientBoostingRegressor if task.kind == "regression" else (
-            HistGradientBoostingClassifier)
-        return cls(random_state=seed)
+        return task.reference_estimator(seed)
     if name == "xgboost_defaults":
         return task.estimator(tree_method="hist", n_jobs=n_jobs, random_state=seed)
     raise KeyError(name)

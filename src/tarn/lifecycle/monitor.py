@@ -28,9 +28,8 @@ from tarn.config import MonitorConfig, Params
 from tarn.core import windows
 from tarn.core.progress import Step, no_steps
 from tarn.core.task import Task
+from tarn.core.tasks.base import PREDICTED  # prefix of the model-output drift columns
 from tarn.errors import EtlError, TarnError
-
-PREDICTED = "predicted"  # prefix of the model-output columns in the drift reports
 
 
 @dataclass
@@ -146,34 +145,13 @@ def prediction_columns(task: Task, scores: np.ndarray) -> tuple[dict[str, np.nda
     """Pure: the model outputs watched for drift, as (columns, numeric names, categorical
     names). Binary: the probability of class 1; multiclass: the predicted class (its mix) and
     each class's probability; regression: the predicted value."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if task.kind == "binary":
-        cols = {f"{PREDICTED}_proba": scores}
-        return cols, tuple(cols), ()
-    if task.kind == "regression":
-        cols = {f"{PREDICTED}_value": scores}
-        return cols, tuple(cols), ()
-    cols = {f"{PREDICTED}_proba_{name}": scores[:, i] for i, name in enumerate(task.classes)}
-    numeric = tuple(cols)
-    cols[f"{PREDICTED}_class"] = np.asarray(task.label_names(task.decide(scores)), dtype=object)
-    return cols, numeric, (f"{PREDICTED}_class",)
+    return task.drift_columns(scores)
 
 
 def logged_scores(task: Task, log: pd.DataFrame) -> np.ndarray | None:
     """The scores (:meth:`Task.scores` shape) the server logged with each row, or None when
     the log lacks the task's columns (see :mod:`tarn.core.predictions`)."""
-    from tarn.core.predictions import PREDICTION, PROBA, proba_column
-
-    if task.kind == "binary":
-        names = [PROBA]
-    elif task.kind == "multiclass":
-        names = [proba_column(i) for i in range(task.n_classes)]
-    else:
-        names = [PREDICTION]
-    if any(n not in log.columns for n in names):
-        return None
-    values = log[names].to_numpy(dtype=np.float64)
-    return values if task.kind == "multiclass" else values[:, 0]
+    return task.logged_scores(log)
 
 
 def not_enough_data(rows: int, cfg: MonitorConfig) -> str:
@@ -272,9 +250,9 @@ def analyse(name: str, current: pd.DataFrame, reference: pd.DataFrame, params: P
             f"{name}_quality")
     rep.html = str(out / f"{name}_drift.html")
     y = current[params.schema.target.name] if labelled else None
-    if y is not None and scores_cur is not None and (task.kind != "binary" or y.nunique() > 1):
+    if y is not None and scores_cur is not None and task.measurable(y):
         step(f"{name}: quality on {len(y):,} labelled rows")
-        y = y.to_numpy().astype(np.float64 if task.kind == "regression" else np.int64)
+        y = task.labels_of(y.to_numpy())
         rep.quality = task.quality(y, scores_cur, params.evaluate.calibration_bins)
     return rep
 

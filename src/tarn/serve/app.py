@@ -607,7 +607,7 @@ def create_app(state: ServerState) -> Front:
                 "version": d.version if d else None, "source": d.source if d else None,
                 "task": d.task.kind if d else None,
                 "classes": list(d.task.classes) if d else None,
-                "threshold": d.task.threshold if d and d.task.kind == "binary" else None,
+                "threshold": d.task.decision_threshold if d else None,
                 "loaded_at": d.loaded_at if d else None, "bundle": bundle,
                 "alias": state.params.promote.alias, "last_error": redact(last_error),
                 "swaps": st.swaps, "history": st.history[-10:]}

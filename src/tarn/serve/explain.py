@@ -101,7 +101,7 @@ def explanations(d, columns: dict[str, np.ndarray]) -> tuple[list[dict], str]:
     """(per-row explanations, what the raw score means) for validated request columns."""
     e = explainer_of(d)
     X = pd.DataFrame(columns, columns=[c.name for c in d.columns])
-    return rows(e.explain(X), d.task.kind == "multiclass"), e.scale
+    return rows(e.explain(X), len(e.outputs) > 1), e.scale
 
 
 def attach(body: dict, explained: tuple[list[dict], str]) -> dict:

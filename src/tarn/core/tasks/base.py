@@ -148,6 +148,11 @@ class Task:
         return self.CLASSIFICATION
 
     @property
+    def decision_threshold(self) -> float | None:
+        """The score at or above which a row is class 1 (None: the task has no threshold)."""
+        return None
+
+    @property
     def n_classes(self) -> int:
         return len(self.classes)
 
@@ -259,6 +264,10 @@ class Task:
         out.update(self.extra_quality(y, scores, bins))
         out["rows"] = int(len(y))
         return out
+
+    def measurable(self, y) -> bool:
+        """Whether the quality figures can be computed on these labels."""
+        return True
 
     def extra_quality(self, y: np.ndarray, scores: np.ndarray, bins: int) -> dict:
         """The task's figures besides :attr:`METRICS` (calibration, per class, means)."""

@@ -49,6 +49,10 @@ class BinaryTask(Task):
     ONNX_OPTIONS = {"zipmap": False}
 
     @property
+    def decision_threshold(self) -> float | None:
+        return self.threshold
+
+    @property
     def positive(self) -> str:
         return self.classes[1] if len(self.classes) > 1 else "1"
 
@@ -74,6 +78,12 @@ class BinaryTask(Task):
         return (np.asarray(scores) >= self.threshold).astype(np.int64)
 
     # ------------------------------------------------------------------ figures
+    def measurable(self, y) -> bool:
+        """Both classes present (ROC AUC needs them)."""
+        import pandas as pd
+
+        return pd.Series(y).nunique() > 1
+
     def extra_quality(self, y: np.ndarray, scores: np.ndarray, bins: int) -> dict:
         from sklearn import metrics as skm
 
