@@ -119,7 +119,8 @@ def test_dvc_yaml_lists_every_module_the_stage_imports(stage):
     deps = set(_dvc()[stage]["deps"])
     wanted = {str(module_path(m).relative_to(REPO)) for m in closure(f"tarn.stages.{stage}")
               if m not in NOT_DEPS}
-    assert wanted - deps == set()
+    # a folder (src/tarn/core/tasks: every task module, found at import) covers its files
+    assert {w for w in wanted if not any(w.startswith(f"{d}/") for d in deps)} - deps == set()
 
 
 def test_a_stage_cannot_read_a_key_it_does_not_declare():

@@ -259,9 +259,14 @@ def reweighing_note(task: str, features: list[str]) -> str:
 
 
 # ---------------------------------------------------------------- mitigation: kept or not
-# short names of the task's fairness gap (Task.fairness) in sentences
-GAP_NAME = {"binary": "DPD", "multiclass": "largest DPD over classes",
-            "regression": "mean prediction gap (target std)"}
+def gap_name(task: str) -> str:
+    """The task's fairness gap (``Task.fairness``), short, in sentences (``Task.GAP_NAME``)."""
+    from tarn.core.tasks import task_class
+
+    try:
+        return task_class(task).GAP_NAME
+    except ValueError:
+        return "fairness gap"
 
 
 def signed_change(before: float | None, after: float | None, digits: int = 4,
@@ -324,7 +329,7 @@ def decide_mitigation(check: MitigationCheck | None, features: list[str], policy
     if check is None:
         return MitigationDecision(True, "reweighing applied without a comparison on validation "
                                   "(the search recorded no unmitigated model)", policy)
-    name = GAP_NAME.get(check.task, "fairness gap")
+    name = gap_name(check.task)
     changes = {f: signed_change(check.gaps_without.get(f), check.gaps_with.get(f))
                for f in dict.fromkeys([*features, *check.gaps_with])}
     worse = tuple(f for f in features

@@ -115,8 +115,7 @@ def fit_xgb_dask(client, z, y, weight, model_params: dict, task=None):
     Y = da.from_array(np.asarray(y), chunks=rows)
     W = None if weight is None else da.from_array(np.asarray(weight), chunks=rows)
     params = {"objective": task.objective, "eval_metric": task.eval_metric, **model_params}
-    dask_type = dxgb.DaskXGBRegressor if task.kind == "regression" else dxgb.DaskXGBClassifier
-    dm = dask_type(**params)
+    dm = task.dask_estimator(dxgb, **params)
     dm.client = client
     dm.fit(X, Y, sample_weight=W)
     local = task.estimator(**params)

@@ -70,19 +70,15 @@ def packaging(schema: SchemaConfig, prepare: PrepareConfig, task: Task, pipe: Pi
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    if task.classification:
-        out = np.asarray(pipe.predict_proba(sample))
-        outputs = Schema([TensorSpec(out.dtype, (-1, out.shape[1]))])
-    else:
-        out = np.asarray(pipe.predict(sample))
-        outputs = Schema([TensorSpec(out.dtype, (-1,))])
+    out = np.asarray(getattr(pipe, task.PREDICT_FN)(sample))
+    outputs = Schema([TensorSpec(out.dtype, (-1, *out.shape[1:]))])
     card = {**task.card(), "schema": schema.model_dump(mode="json", by_alias=True),
             "prepare": {k: getattr(prepare, k) for k in
                         ("exclude_features", "numeric_scaler", "max_categories",
                          "onehot_max_values", "min_category_rows")},
             "schema_hash": schema_hash(schema, prepare)}
     return Packaging(ModelSignature(inputs=input_schema(schema, prepare), outputs=outputs),
-                     card, "predict_proba" if task.classification else "predict")
+                     card, task.PREDICT_FN)
 
 
 def read_card(model_dir: Path) -> dict:
@@ -215,7 +211,7 @@ def card_markdown(card: dict, lineage: dict, metrics: dict[str, float]) -> str:
              f"- **Predicts:** `{_cell(card.get('target', target.get('name', '')))}`"]
     if card.get("classes"):
         lines.append("- **Classes:** " + ", ".join(f"`{_cell(c)}`" for c in card["classes"]))
-    if card.get("task") == "binary":
+    if card.get("task") and Task.from_card(card).decision_threshold is not None:
         lines.append(f"- **Decision threshold:** {card.get('threshold', 0.5)} "
                      "(probability of the second class at or above it)")
     sensitive = schema.get("sensitive") or []

@@ -55,10 +55,8 @@ from tarn.edge.runner import (
     METADATA,
     MISSING_KEY,
     MODEL,
-    PROBA_OUTPUT,
     SCHEMA,
     SUMS,
-    VALUE_OUTPUT,
     EdgeModel,
     OnnxScorer,
     sha256_bytes,
@@ -170,8 +168,8 @@ def export_onnx(pipe: Pipeline, schema_cfg: SchemaConfig, prepare_cfg: PrepareCo
     types += [(c, StringTensorType([None, 1])) for c in cat]
     try:
         model = convert_sklearn(exported, initial_types=types,
-                                options=({id(exported): {"zipmap": False}}
-                                         if task.classification else None),
+                                options=({id(exported): task.ONNX_OPTIONS}
+                                         if task.ONNX_OPTIONS else None),
                                 target_opset=TARGET_OPSET)
     except Exception as e:  # skl2onnx raises many types; all mean "not convertible"
         raise TarnError(f"ONNX export failed: {type(e).__name__}: {e}",
@@ -205,18 +203,14 @@ def parity_of(task: Task, onnx_scores: np.ndarray, python_scores: np.ndarray,
     a = np.asarray(onnx_scores, dtype=np.float64)
     b = np.asarray(python_scores, dtype=np.float64)
     if a.shape != b.shape:
-        return Parity(math.inf, False, len(b), tolerance, len(b),
-                      "relative" if task.kind == "regression" else "absolute")
-    diff = np.abs(a - b)
-    if task.kind == "regression":
-        spread = float(np.std(b)) if len(b) > 1 else 0.0
-        diff = diff / (spread if spread > 0 else max(1.0, float(np.abs(b).max(initial=0.0))))
+        return Parity(math.inf, False, len(b), tolerance, len(b), task.PARITY)
+    diff = np.abs(a - b) / task.parity_scale(b)  # 1 for probabilities
     if diff.ndim == 2:  # multiclass: a row is as far off as its worst class
         diff = diff.max(axis=1, initial=0.0)
     max_diff = float(np.max(diff, initial=0.0)) if np.all(np.isfinite(diff)) else math.inf
-    labels = task.kind == "regression" or bool(np.array_equal(task.decide(a), task.decide(b)))
+    labels = task.parity_labels(a, b)
     return Parity(max_diff, labels, len(b), tolerance, int(np.sum(~(diff <= tolerance))),
-                  "relative" if task.kind == "regression" else "absolute")
+                  task.PARITY)
 
 
 def check_parity(pipe: Pipeline, onnx_bytes: bytes, X: pd.DataFrame, tolerance: float,
@@ -287,8 +281,7 @@ def _metadata(*, name: str, version: str, tags: dict, metrics: dict, parity: Par
         "task": task.kind, "classes": list(task.classes), "target": task.target,
         "parity": asdict(parity), "threshold": task.threshold, "sha256": checksum,
         "inputs": [i.name for i in model.graph.input],
-        "outputs": ({"label": "label", "probabilities": PROBA_OUTPUT} if task.classification
-                    else {"prediction": VALUE_OUTPUT}),
+        "outputs": dict(task.ONNX_OUTPUTS),
         "opset": TARGET_OPSET,
     }
 

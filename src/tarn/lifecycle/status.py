@@ -8,14 +8,15 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tarn.config import METRICS_BY_TASK, Params
+from tarn.config import Params
 from tarn.core import address
 from tarn.core.registry import Registry
 from tarn.core.tags import DeploymentRecord, LoadRefusal, PromotionRecord
+from tarn.core.tasks import figure_names
 from tarn.edge.pointer import current_bundle, current_version
 
 # every task's quality figures, in a stable order (a version logs its own task's as test_<m>)
-TEST_FIGURES = tuple(dict.fromkeys(m for ms in METRICS_BY_TASK.values() for m in ms))
+TEST_FIGURES = figure_names()
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def compare(main: dict, other: dict, mitigated: bool, features: list[str],
 
 def fairness_changes(comparison: dict, features: list[str]) -> dict[str, str]:
     """Per feature, the fairness gap without -> with mitigation as a signed difference, e.g.
-    "0.0018 -> 0.0155 (+0.0137, worse)" (:data:`tarn.core.bias.GAP_NAME` names the gap)."""
+    "0.0018 -> 0.0155 (+0.0137, worse)" (:attr:`Task.GAP_NAME` names the gap)."""
     a, b = comparison["without_mitigation"], comparison["with_mitigation"]
     return {f: signed_change(a["fairness"][f]["gap"], b["fairness"][f]["gap"])
             for f in features}
