@@ -399,15 +399,18 @@ def prepare() -> None:
     c = ctx()
     res = stage.run(c.params, c.root)
     console.print("rows: " + ", ".join(f"{k} {v:,}" for k, v in res.rows.items()))
-    for feat, f in res.bias["splits"]["train"]["features"].items():
-        if "disparate_impact_min" not in f:  # regression: the gap between group means
-            if "mean_gap" in f:
-                console.print(f"{feat}: gap between group target means {f['mean_gap']:.3f}")
+    from tarn.core.reports import BIAS_HTML, BiasReport
+
+    figures = BiasReport.from_detail(res.bias)
+    for feat, f in figures.train.items():
+        after = figures.train_reweighed[feat].disparate_impact_min
+        if f.disparate_impact_min is None or after is None:
+            if f.mean_gap is not None:  # regression: the gap between group means
+                console.print(f"{feat}: gap between group target means {f.mean_gap:.3f}")
             continue
-        after = res.bias["train_reweighed"]["features"][feat]["disparate_impact_min"]
-        console.print(f"{feat}: disparate impact (min/max) {f['disparate_impact_min']:.3f}, "
+        console.print(f"{feat}: disparate impact (min/max) {f.disparate_impact_min:.3f}, "
                       f"after reweighing {after:.3f}")
-    console.print(f"report: {c.params.paths.reports}/bias.html")
+    console.print(f"report: {c.params.paths.reports}/{BIAS_HTML}")
 
 
 @app.command()
@@ -420,23 +423,23 @@ def tune() -> None:
     with bars() as progress:
         res = stage.run(c.params, c.root, progress)
     b = res.best
-    loss = b.get("loss", "val_logloss")  # the key the search minimized (val_logloss|val_rmse)
-    auc = f"AUC {b['val_auc']:.4f}, " if "val_auc" in b else ""
-    rungs = " + ".join(f"{r['fits']} at {r['rows']:,} rows" for r in b["fits_per_rung"]
+    loss = b.loss  # the figure the search minimized (val_logloss|val_rmse)
+    auc = f"AUC {b.figures['val_auc']:.4f}, " if "val_auc" in b.figures else ""
+    rungs = " + ".join(f"{r['fits']} at {r['rows']:,} rows" for r in b.fits_per_rung
                        if r["fits"])
-    why = ("the time budget ran out" if b["stop_reason"] == "time budget"
-           else f"all {b['n_trials']} configurations (tune.max_evals) were tried")
-    console.print(f"{b['n_trials']} configurations, {b['n_fits']} fits ({rungs}; "
-                  f"{b['n_failed']} failed, {b['n_stopped_early']} stopped behind the others) "
-                  f"in {b['duration_s']:.1f} s of a {b['budget_s']:g} s budget; stopped because "
+    why = ("the time budget ran out" if b.stop_reason == "time budget"
+           else f"all {b.n_trials} configurations (tune.max_evals) were tried")
+    console.print(f"{b.n_trials} configurations, {b.n_fits} fits ({rungs}; "
+                  f"{b.n_failed} failed, {b.n_stopped_early} stopped behind the others) "
+                  f"in {b.duration_s:.1f} s of a {b.budget_s:g} s budget; stopped because "
                   f"{why}", highlight=False)
-    console.print(f"best: trial {b['trial']} on {b['rows']:,} rows: {loss.replace('_', ' ')} "
-                  f"{b[loss]:.4f}, {auc}{b['best_iteration'] + 1} rounds", highlight=False)
-    if b["n_capped"]:
-        console.print(f"warning: {b['n_capped']} fit(s) ended at their round cap "
+    console.print(f"best: trial {b.trial} on {b.rows:,} rows: {loss.replace('_', ' ')} "
+                  f"{b.best_loss:.4f}, {auc}{b.rounds} rounds", highlight=False)
+    if b.n_capped:
+        console.print(f"warning: {b.n_capped} fit(s) ended at their round cap "
                       "(tune.n_estimators), not by early stopping", highlight=False)
-    if b.get("reference_verdict"):
-        console.print(b["reference_verdict"], highlight=False)
+    if b.reference_verdict:
+        console.print(b.reference_verdict, highlight=False)
     console.print(f"MLflow parent run {res.parent_run_id}")
 
 
@@ -449,9 +452,12 @@ def train() -> None:
     c = ctx()
     with bars() as progress, steps("training") as step:
         res = stage.run(c.params, c.root, progress, step)
+    from tarn.core.tags import Lineage
+
+    lineage = Lineage.from_tags(res.tags)
     console.print(f"registered {c.params.mlflow.registered_model} version {res.version} "
-                  f"(run {res.run_id}, {res.tags['tarn.train_rows']} rows, "
-                  f"mitigation {res.tags['tarn.mitigation']})")
+                  f"(run {res.run_id}, {lineage.train_rows} rows, "
+                  f"mitigation {lineage.mitigation})")
     if res.mitigation_reason:  # reweighing kept or not, from the check on validation
         console.print(res.mitigation_reason, highlight=False)
 
@@ -466,13 +472,15 @@ def evaluate() -> None:
         from tarn.stages import evaluate as stage
 
         res = stage.run(c.params, c.root, step)
+    from tarn.core.reports import EVALUATION_HTML
+
     m = res.metrics
     if "roc_auc" not in m:  # multiclass, regression: the task's own figures
         from tarn.config import METRICS_BY_TASK
 
         names = dict.fromkeys(k for ks in METRICS_BY_TASK.values() for k in ks)
         console.print("test: " + ", ".join(f"{k} {m[k]:.4g}" for k in names if k in m))
-        console.print(f"report: {c.root / c.params.paths.reports / 'evaluation.html'}")
+        console.print(f"report: {c.root / c.params.paths.reports / EVALUATION_HTML}")
         return
     console.print(f"test: logloss {m['logloss']:.4f}, AUC {m['roc_auc']:.4f}, accuracy "
                   f"{m['accuracy']:.4f}, F1 {m['f1']:.4f}, Brier {m['brier']:.4f}")
@@ -495,7 +503,7 @@ def evaluate() -> None:
     if decision:
         console.print(f"registered: the {'reweighed' if decision['applied'] else 'unmitigated'}"
                       f" model ({decision['reason']})", highlight=False)
-    console.print(f"report: {c.root / c.params.paths.reports / 'evaluation.html'}")
+    console.print(f"report: {c.root / c.params.paths.reports / EVALUATION_HTML}")
 
 
 @app.command()

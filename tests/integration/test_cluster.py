@@ -60,7 +60,7 @@ def test_tune_and_train_on_the_cluster_match_the_local_run(tmp_path, cluster):
 
     (local, local_auc), (remote, remote_auc) = results["local"], results["cluster"]
     assert len(remote.trials) == len(local.trials) == 8
-    assert abs(remote.best["val_auc"] - local.best["val_auc"]) <= 0.003
+    assert abs(remote.best.figures["val_auc"] - local.best.figures["val_auc"]) <= 0.003
     assert abs(remote_auc - local_auc) <= 0.003 and remote_auc > 0.8
     ran = trials_per_worker(cluster.address)
     # every fit ran on the cluster's workers (how the scheduler spread them is its business:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tarn.config import load_params
-from tarn.core.catalog import load_split
+from tarn.core.catalog import TuneSummary, load_split
 from tarn.core.registry import Registry
 from tarn.core.tags import Lineage
 from tarn.core.task import Task
@@ -79,7 +79,8 @@ def test_over_the_quality_budget_the_unmitigated_model_is_registered_and_why(tun
         assert "over bias.max_quality_cost 0 %" in d["reason"]
     # the registered model is the unmitigated configuration when not applied
     assert info["params"]["n_estimators"] == train.model_params(
-        json.loads((root / "models" / "best_params.json").read_text()), strict,
+        TuneSummary.from_json(json.loads((root / "models" / "best_params.json").read_text())),
+        strict,
         d["applied"])["n_estimators"]
     # evaluation says which model it measured and why, with signed changes
     ev = evaluate.run(strict, root)
@@ -127,7 +128,7 @@ def test_cross_validated_scores_name_their_rows_in_train_plus_valid(tmp_path):
     aligned = y[scores["row"].to_numpy()]
     assert task.metric("logloss", aligned, scores["unmitigated_0"].to_numpy()) == \
         pytest.approx(best["unmitigated"]["val_logloss"])
-    check = train.mitigation_check(params, tmp_path, best, task)
+    check = train.mitigation_check(params, tmp_path, TuneSummary.from_json(best), task)
     assert check is not None and check.validation == best["mitigation_check"]["validation"]
     assert check.loss_without == pytest.approx(best["unmitigated"]["val_logloss"])
 

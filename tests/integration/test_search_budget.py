@@ -28,13 +28,13 @@ def laddered(tmp_path_factory):
 
 def test_configurations_climb_the_rungs_and_the_chosen_one_saw_every_row(laddered):
     params, root, res = laddered
-    rungs = res.best["fits_per_rung"]
+    rungs = res.best.fits_per_rung
     assert [r["rows"] for r in rungs] == [266, 800, 2400]
     # asynchronous successive halving: the best third of each rung goes on
     assert [r["fits"] for r in rungs] == [9, 3, 1]
-    assert res.best["rows"] == 2400 and res.best["stop_reason"] == "max_evals"
+    assert res.best.rows == 2400 and res.best.stop_reason == "max_evals"
     top = [t for t in res.trials if t.rung == 2]
-    assert res.best["trial"] == top[0].tid
+    assert res.best.trial == top[0].tid
     promoted = {t.tid for t in res.trials if t.rung == 1}
     first = sorted((t for t in res.trials if t.rung == 0), key=lambda t: t.loss)
     assert top[0].tid in promoted and promoted <= {t.tid for t in first[:len(promoted) + 2]}
@@ -46,17 +46,17 @@ def test_configurations_climb_the_rungs_and_the_chosen_one_saw_every_row(laddere
         t.rows for t in res.trials)
     # the search tuned the reweighed model (bias.mitigation: reweighing): the unmitigated
     # model's configuration is the top rung's fit refitted without the weights
-    assert res.best["unmitigated"]["trial"] == top[0].tid
+    assert res.best.unmitigated["trial"] == top[0].tid
 
 
 def test_the_references_are_scored_on_the_same_validation_rows(laddered):
     _, _, res = laddered
-    refs = res.best["reference_val"]
+    refs = res.best.reference_val
     assert set(refs) == {"hist_gradient_boosting", "xgboost_defaults"}
     assert all(0 < r["logloss"] < 1 for r in refs.values())
-    better = res.best["val_logloss"] < min(r["logloss"] for r in refs.values())
-    assert ("beats" in res.best["reference_verdict"]) == better
-    assert ("did NOT beat" in res.best["reference_verdict"]) == (not better)
+    better = res.best.figures["val_logloss"] < min(r["logloss"] for r in refs.values())
+    assert ("beats" in res.best.reference_verdict) == better
+    assert ("did NOT beat" in res.best.reference_verdict) == (not better)
 
 
 def test_the_deadline_ends_the_search_and_a_budget_too_small_for_one_fit_is_refused(tmp_path):
@@ -71,10 +71,10 @@ def test_a_search_stopped_by_its_budget_says_so(tmp_path):
     params = tracked_project(tmp_path, lake=(1500, 300), **{
         **LADDER, "tune.timeout_s": 15, "tune.max_evals": 10_000})
     res = tune.run(params, tmp_path)
-    assert res.best["stop_reason"] == "time budget" and res.best["budget_s"] == 15
-    assert res.best["n_trials"] < 10_000
+    assert res.best.stop_reason == "time budget" and res.best.budget_s == 15
+    assert res.best.n_trials < 10_000
     # fits in flight at the deadline end at their next round, not at early stopping
-    assert res.best["duration_s"] < 15 + 10
+    assert res.best.duration_s < 15 + 10
 
 
 def test_a_small_table_is_judged_by_cross_validation_and_so_are_the_references(tmp_path):
@@ -82,10 +82,10 @@ def test_a_small_table_is_judged_by_cross_validation_and_so_are_the_references(t
     reference) is scored on the pooled out-of-fold predictions of train + valid."""
     params = tracked_project(tmp_path, lake=(300, 100), **{"tune.max_evals": 3})
     res = tune.run(params, tmp_path)
-    rows = res.best["rows"]
-    assert res.best["validation"] == f"5-fold cross-validation on {rows:,} rows"
+    rows = res.best.rows
+    assert res.best.validation == f"5-fold cross-validation on {rows:,} rows"
     assert rows == 600  # train + valid: every labelled row outside the test batch
-    assert res.best["fits_per_rung"] == [{"rows": 600, "fits": 3}]
-    assert "5-fold cross-validation" in res.best["reference_verdict"]
-    assert all(0 < r["logloss"] < 1 for r in res.best["reference_val"].values())
-    assert res.best["best_iteration"] >= 0 and all(t.clean for t in res.trials)
+    assert res.best.fits_per_rung == [{"rows": 600, "fits": 3}]
+    assert "5-fold cross-validation" in res.best.reference_verdict
+    assert all(0 < r["logloss"] < 1 for r in res.best.reference_val.values())
+    assert res.best.best_iteration >= 0 and all(t.clean for t in res.trials)

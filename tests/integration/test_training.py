@@ -262,7 +262,7 @@ def test_failed_trial_is_recorded_and_the_search_goes_on(tmp_path):
                        "max_bin": {"dist": "choice", "options": [1, 64]}}})  # max_bin=1 fails
     res = tune.run(params, tmp_path)
     failed = [t for t in res.trials if t.status == "fail"]
-    assert failed and len(res.trials) == 6 and res.best["params"]["max_bin"] == 64
+    assert failed and len(res.trials) == 6 and res.best.params["max_bin"] == 64
     c = client(params, tmp_path)
     exp = c.get_experiment_by_name(params.mlflow.experiment)
     bad = c.search_runs([exp.experiment_id], "attributes.status = 'FAILED'")

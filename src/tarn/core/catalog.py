@@ -14,42 +14,90 @@ import numpy as np
 import pandas as pd
 
 from tarn.config import Params
+
+# the stage reports (file names and typed contents) live in core/reports.py, part of the catalog
+from tarn.core.reports import (  # noqa: F401
+    BEST,
+    BIAS_DETAIL,
+    BIAS_HTML,
+    BIAS_REPORT,
+    ETL_REPORT,
+    EVALUATE_REPORT,
+    EVALUATION_HTML,
+    FAIRNESS_REPORT,
+    MONITOR_REPORT,
+    PREPARE_REPORT,
+    RETRAIN_REPORT,
+    TRAIN_JSON,
+    TUNE_REPORT,
+    BiasReport,
+    EtlCounts,
+    EtlReport,
+    EvaluateReport,
+    FeatureBias,
+    PrepareReport,
+    ScoresOnValidation,
+    TrainInfo,
+    TuneSummary,
+)
 from tarn.errors import LakeError, TarnError
+
+# What each dvc.yaml stage reads (its ``READS``: the params keys it may see, exactly its dvc.yaml
+# ``params``; tests/unit/test_architecture.py checks both), in pipeline order. Declared here,
+# below the stages, so that lineage can be derived from them: a model's params hash covers
+# the reads of every stage up to the one that fitted it (``lineage_keys``).
+# the params keys the feature definition (core/features.py) reads: every stage that builds
+# features declares them
+FEATURES = ("prepare.exclude_features", "prepare.numeric_scaler", "prepare.max_categories",
+            "prepare.onehot_max_values", "prepare.min_category_rows")
+STAGE_READS: dict[str, tuple[str, ...]] = {
+    "snapshot": ("lake.url", "lake.include"),
+    "etl": ("schema", "etl"),
+    "prepare": ("schema", "prepare.test_split", "prepare.test_batches", "prepare.test_latest",
+                "prepare.valid_fraction", "prepare.valid_split", "prepare.seed", "bias"),
+    "tune": ("schema", "tune", "bias.mitigation", *FEATURES),
+    "train": ("schema", "train", "tune.seed", "bias.mitigation", "bias.reweighing_features",
+              "bias.min_group_rows", "bias.mitigation_policy", "bias.max_quality_cost",
+              "mlflow.registered_model", *FEATURES),
+    # the decision threshold is the model's own (its card): train.threshold is not read here
+    "evaluate": ("schema", "evaluate", "bias.mitigation", "bias.reweighing_features",
+                 "bias.min_group_rows", *FEATURES),
+}
+
+
+def lineage_keys(stage: str, *extra: str) -> tuple[str, ...]:
+    """The params keys that shaped what ``stage`` makes: the reads of every stage from etl to
+    it (the lake's location is not a param of the result: the snapshot hash is), plus
+    ``extra`` (``retrain`` for a continuation), without duplicates or keys inside a section
+    already listed."""
+    order = list(STAGE_READS)
+    keys = [k for s in order[order.index("etl"):order.index(stage) + 1]
+            for k in STAGE_READS[s]] + list(extra)
+    whole = set(keys)
+    return tuple(sorted({k for k in keys
+                         if not any(k.startswith(f"{w}.") for w in whole if w != k)}))
+
 
 # snapshot stage: <paths.snapshot>/
 MANIFEST = "manifest.json"
 SNAPSHOT_FILES = "files"
-# etl stage: <paths.curated>/ and <paths.reports>/
+# etl stage: <paths.curated>/
 CURATED = "table.parquet"
 QUARANTINE = "quarantine.parquet"
-ETL_REPORT = "etl.json"
-# prepare stage: <paths.prepared>/ and <paths.reports>/
+# prepare stage: <paths.prepared>/
 SPLITS = ("train", "valid", "test")
 SPLIT_FILE = "{split}.parquet"
 WEIGHTS = "{split}_weights.parquet"
-PREPARE_REPORT = "prepare.json"
-BIAS_REPORT = "bias.json"
-BIAS_DETAIL = "bias_detail.json"
-BIAS_HTML = "bias.html"
-# tune stage: <paths.models>/ and <paths.reports>/
-BEST = "best_params.json"
+# tune stage: <paths.models>/ (and best_params.json, tune.json)
 # both models' validation scores (reweighed, unmitigated): the train stage's mitigation check
 VALIDATION_SCORES = "validation_scores.parquet"
-TUNE_REPORT = "tune.json"
-TUNE_TRIALS = "plots/tune_trials.csv"
-# train stage: <paths.models>/
+TUNE_TRIALS = "plots/tune_trials.csv"  # <paths.reports>/
+# train stage: <paths.models>/ (and train.json)
 MODEL_DIR = "model"
 COMPARATOR_DIR = "comparator"
-TRAIN_JSON = "train.json"
-# evaluate stage: <paths.reports>/
-EVALUATE_REPORT = "evaluate.json"
-FAIRNESS_REPORT = "fairness.json"
-EVALUATION_HTML = "evaluation.html"
+# evaluate stage: <paths.reports>/ (and evaluate.json, fairness.json, evaluation.html)
 PLOTS_DIR = "plots"
 EVIDENTLY_DIR = "evidently"
-# tarn monitor and tarn retrain: <monitor.reports>/ (read by tarn report)
-MONITOR_REPORT = "monitor.json"
-RETRAIN_REPORT = "retrain.json"
 
 
 def _need(path: Path, what: str, fix: str) -> Path:
@@ -71,11 +119,11 @@ def curated_table(params: Params, root: Path) -> Path:
                  "run `tarn etl` (or dvc repro)")
 
 
-def load_best(params: Params, root: Path) -> dict:
+def load_best(params: Params, root: Path) -> TuneSummary:
     """The tune stage's best configuration."""
     path = _need(root / params.paths.models / BEST, "tuning result",
                  "run `tarn tune` (or dvc repro)")
-    return json.loads(path.read_text())
+    return TuneSummary.from_json(json.loads(path.read_text()))
 
 
 def load_validation_scores(params: Params, root: Path) -> pd.DataFrame | None:
@@ -89,11 +137,11 @@ def load_validation_scores(params: Params, root: Path) -> pd.DataFrame | None:
     return None if df.empty else df
 
 
-def load_train_info(params: Params, root: Path) -> dict:
+def load_train_info(params: Params, root: Path) -> TrainInfo:
     """What the train stage registered (run id, version, model URI)."""
     path = _need(root / params.paths.models / TRAIN_JSON, "trained model",
                  "run `tarn train` (or dvc repro)")
-    return json.loads(path.read_text())
+    return TrainInfo.from_json(json.loads(path.read_text()))
 
 
 @dataclass(frozen=True)

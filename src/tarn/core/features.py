@@ -27,9 +27,6 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from tarn.config import ColumnSpec, PrepareConfig, SchemaConfig
 
 MISSING_CATEGORY = "missing"
-# the params keys the feature definition reads: every stage that builds features declares them
-FEATURES = ("prepare.exclude_features", "prepare.numeric_scaler", "prepare.max_categories",
-            "prepare.onehot_max_values", "prepare.min_category_rows")
 UNKNOWN_CODE = -1  # the code of a value unseen (or rare) in training
 
 

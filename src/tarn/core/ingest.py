@@ -52,11 +52,6 @@ class Counts:
         self.duplicates += other.duplicates
         self.rejected_by_reason.update(other.rejected_by_reason)
 
-    def as_dict(self) -> dict:
-        return {"read": self.read, "written": self.written, "rejected": self.rejected,
-                "duplicates": self.duplicates,
-                "rejected_by_reason": dict(sorted(self.rejected_by_reason.items()))}
-
 
 def dedup_scope(params: Params) -> str | None:
     """How the ETL (and everything reading batches through it) de-duplicates: "global" (across

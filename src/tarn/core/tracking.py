@@ -145,12 +145,20 @@ def probe(uri: str, timeout_s: float = 5) -> None:
 
 
 
-def params_hash(params: Params | ParamsView, sections: tuple[str, ...]) -> str:
-    """A stable hash of the params sections that shaped a model (lineage: recorded from the
-    whole configuration, whatever part of it the calling stage may read)."""
+def params_hash(params: Params | ParamsView, keys: tuple[str, ...]) -> str:
+    """A stable hash of the params keys that shaped a model (``catalog.lineage_keys``: whole
+    sections or dotted keys; lineage, recorded from the whole configuration, whatever part of
+    it the calling stage may read)."""
     full = params.full if isinstance(params, ParamsView) else params
     dumped = full.model_dump(mode="json", by_alias=True)
-    canon = json.dumps({k: dumped.get(k) for k in sections}, sort_keys=True)
+
+    def value(key: str):
+        node = dumped
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    canon = json.dumps({k: value(k) for k in keys}, sort_keys=True)
     return hashlib.sha256(canon.encode()).hexdigest()
 
 

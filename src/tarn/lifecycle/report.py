@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tarn.config import Params
 from tarn.core import explain
-from tarn.core.catalog import (
+from tarn.core.reports import (
     BIAS_REPORT,
     ETL_REPORT,
     EVALUATE_REPORT,
@@ -19,6 +19,13 @@ from tarn.core.catalog import (
     PREPARE_REPORT,
     RETRAIN_REPORT,
     TUNE_REPORT,
+    BiasReport,
+    EtlCounts,
+    EtlReport,
+    EvaluateReport,
+    PrepareReport,
+    R,
+    TuneSummary,
 )
 
 
@@ -52,29 +59,29 @@ def report(params: Params, root: Path) -> tuple[list[Section], list[str]]:
     sections: list[Section] = []
     missing: list[str] = []
 
-    def load(name: str) -> dict | None:
-        data = _read(reports / name)
+    def load(kind: type[R], name: str) -> R | None:
+        data = kind.read(reports / name)
         if data is None:
             missing.append(name)
         return data
 
-    if etl := load(ETL_REPORT):
-        cols = ["read", "written", "rejected", "duplicates"]
-        rows = [[b, *(_f(c[k]) for k in cols),
-                 ", ".join(f"{r}: {n:,}" for r, n in c["rejected_by_reason"].items())]
-                for b, c in [*etl["batches"].items(), ("total", etl["total"])]]
+    if etl := load(EtlReport, ETL_REPORT):
+        cols = list(EtlCounts.COLUMNS)
+        rows = [[b, *(_f(getattr(c, k)) for k in cols),
+                 ", ".join(f"{r}: {n:,}" for r, n in c.rejected_by_reason.items())]
+                for b, c in [*etl.batches.items(), ("total", etl.total)]]
         sections.append(Section("ETL (read = written + rejected + duplicates)",
                                 ["batch", *cols, "rejected by reason"], rows))
-    if prep := load(PREPARE_REPORT):
+    if prep := load(PrepareReport, PREPARE_REPORT):
         sections.append(_splits(prep))
-    if bias := load(BIAS_REPORT):
+    if bias := load(BiasReport, BIAS_REPORT):
         sections.append(_bias(bias))
-    if tune := load(TUNE_REPORT):
+    if tune := load(TuneSummary, TUNE_REPORT):
         sections.extend(_tuning(tune))
     production = _production(params, root)
-    if ev := load(EVALUATE_REPORT):
+    if ev := load(EvaluateReport, EVALUATE_REPORT):
         sections.extend(_evaluation(ev, params.schema.sensitive))
-        if production is not None and str(ev.get("version")) != production.rows[0][0]:
+        if production is not None and str(ev.version) != production.rows[0][0]:
             first = next(i for i, s in enumerate(sections) if s.title.startswith("test split"))
             s = sections[first]
             sections[first] = Section(f"{s.title}: the last pipeline run, not production "
@@ -162,63 +169,65 @@ def _retraining(ret: dict) -> list[Section]:
     return out
 
 
-def _splits(prep: dict) -> Section:
+def _splits(prep: PrepareReport) -> Section:
     """Rows per split and the target per split: positive rate (binary), class shares
     (multiclass), mean and std (regression)."""
-    rows = prep["rows"]
-    if "class_shares" in prep:
+    rows = prep.rows
+    if prep.class_shares is not None:
         return Section("splits", ["split", "rows", "class shares"],
                        [[s, _f(n), ", ".join(f"{c} {_f(v, 3)}" for c, v in
-                                             prep["class_shares"][s].items())]
+                                             prep.class_shares[s].items())]
                         for s, n in rows.items()])
-    if "target_mean" in prep:
+    if prep.target_mean is not None:
+        std = prep.target_std or {}
         return Section("splits", ["split", "rows", "target mean", "target std"],
-                       [[s, _f(n), _f(prep["target_mean"][s], 3), _f(prep["target_std"][s], 3)]
+                       [[s, _f(n), _f(prep.target_mean[s], 3), _f(std.get(s), 3)]
                         for s, n in rows.items()])
+    rate = prep.positive_rate or {}
     return Section("splits", ["split", "rows", "positive rate"],
-                   [[s, _f(n), _f(prep["positive_rate"][s], 3)] for s, n in rows.items()])
+                   [[s, _f(n), _f(rate.get(s), 3)] for s, n in rows.items()])
 
 
-def _bias(bias: dict) -> Section:
+def _bias(bias: BiasReport) -> Section:
     """Data bias on the train split: disparate impact and parity difference (classification),
     the gap between group means of the target (regression)."""
-    train, after = bias.get("train", {}), bias.get("train_reweighed", {})
-    if any("mean_gap" in f for f in train.values()):
+    train, after = bias.train, bias.train_reweighed
+    if any(f.mean_gap is not None for f in train.values()):
         return Section("data bias (train split)", [
             "feature", "gap between group target means (std)", "group means"],
-            [[feat, _f(f["mean_gap"], 3),
-              ", ".join(f"{g} {_f(v, 1)}" for g, v in f["mean"].items())]
+            [[feat, _f(f.mean_gap, 3),
+              ", ".join(f"{g} {_f(v, 1)}" for g, v in (f.mean or {}).items())]
              for feat, f in train.items()])
-    rows = [[feat, _f(f["disparate_impact_min"], 3),
-             _f(after.get(feat, {}).get("disparate_impact_min"), 3),
-             _f(f["statistical_parity_difference"], 3)] for feat, f in train.items()]
+    rows = [[feat, _f(f.disparate_impact_min, 3),
+             _f(after[feat].disparate_impact_min if feat in after else None, 3),
+             _f(f.statistical_parity_difference, 3)] for feat, f in train.items()]
     return Section("data bias (train split)", [
         "feature", "disparate impact (min/max)", "after reweighing",
         "statistical parity difference"], rows)
 
 
-# the validation figures tuning reports beside its loss (tune.json keys), by heading
+# the validation figures tuning reports beside its loss (tune.json's figures), by heading
 TUNE_FIGURES = {"val_auc": "best val AUC", "val_accuracy": "best val accuracy",
                 "val_mae": "best val MAE", "val_r2": "best val R2"}
 
 
-def _tuning(tune: dict) -> list[Section]:
+def _tuning(tune: TuneSummary) -> list[Section]:
     """The search (configurations, fits per rung, budget, why it stopped) and, on the
     validation split, the default reference models beside the best fit."""
-    loss = tune.get("loss", "val_logloss")  # tune.json before tasks: logloss
-    extra = [k for k in TUNE_FIGURES if k in tune]
-    rungs = " + ".join(f"{r['fits']} at {r['rows']:,}" for r in tune.get("fits_per_rung", ()))
+    loss = tune.loss
+    extra = [k for k in TUNE_FIGURES if k in tune.figures]
+    rungs = " + ".join(f"{r['fits']} at {r['rows']:,}" for r in tune.fits_per_rung)
     out = [Section("tuning", ["configurations", "fits (rows)", "failed",
                               f"best {loss.replace('_', ' ')}",
                               *(TUNE_FIGURES[k] for k in extra), "rounds", "seconds",
                               "budget s", "stopped by"],
-                   [[_f(tune["n_trials"]), rungs or _f(tune["n_trials"]), _f(tune["n_failed"]),
-                     _f(tune[loss]), *(_f(tune[k]) for k in extra),
-                     _f(tune["best_iteration"] + 1), _f(tune["duration_s"], 1),
-                     _f(tune.get("budget_s")), str(tune.get("stop_reason", ""))]])]
-    if tune.get("reference_val"):
-        out.append(_references("validation split", loss.removeprefix("val_"), tune[loss],
-                               tune["reference_val"], tune.get("reference_verdict", "")))
+                   [[_f(tune.n_trials), rungs or _f(tune.n_trials), _f(tune.n_failed),
+                     _f(tune.best_loss), *(_f(tune.figures[k]) for k in extra),
+                     _f(tune.rounds), _f(tune.duration_s, 1),
+                     _f(tune.budget_s), tune.stop_reason]])]
+    if tune.reference_val:
+        out.append(_references("validation split", loss.removeprefix("val_"), tune.best_loss,
+                               tune.reference_val, tune.reference_verdict))
     return out
 
 
@@ -237,22 +246,22 @@ def _task(kind: str):
     return task_class(kind or "binary")
 
 
-def _evaluation(ev: dict, sensitive: list[str]) -> list[Section]:
-    m, task = ev["model"], ev.get("task", "binary")
+def _evaluation(ev: EvaluateReport, sensitive: list[str]) -> list[Section]:
+    m, task = ev.model, ev.task
     keys = [k for k in _task(task).REPORT_FIGURES if k in m]
-    out = [Section(f"test split, version {ev.get('version')} ({task})", keys,
+    out = [Section(f"test split, version {ev.version} ({task})", keys,
                    [[_f(m[k]) for k in keys]])]
     if isinstance(m.get("per_class"), dict):
         out.append(Section("per class (test split)",
                            ["class", "precision", "recall", "F1", "support"],
                            [[c, _f(v["precision"]), _f(v["recall"]), _f(v["f1"]),
                              _f(v["support"])] for c, v in m["per_class"].items()]))
-    if ev.get("reference_test") and ev.get("unmitigated"):
+    if ev.reference_test and ev.unmitigated:
         loss = _task(task).LOSS
-        out.append(_references("test split", loss, ev["unmitigated"][loss],
-                               ev["reference_test"], ev.get("reference_verdict", "")))
+        out.append(_references("test split", loss, ev.unmitigated[loss],
+                               ev.reference_test, ev.reference_verdict))
     # signed differences without -> with reweighing (never a relative "reduction")
-    changes = ev.get("fairness_changes") or {}
+    changes = ev.fairness_changes or {}
     shown = _task(task).REPORT_FAIRNESS  # (figure, heading); rows need the first
     fair = [[feat, *(_f(m.get(f"{feat}_{k}")) for k, _ in shown),
              changes.get(feat, "not applied")]
@@ -260,10 +269,10 @@ def _evaluation(ev: dict, sensitive: list[str]) -> list[Section]:
     columns = ["feature", *(h for _, h in shown), "gap without -> with reweighing"]
     if fair:
         out.append(Section("fairness on the test split", columns, fair))
-    if (ev.get("mitigation") or {}).get("reason"):
+    if (ev.mitigation or {}).get("reason"):
         out.append(Section("mitigation (decided on validation)", ["registered", "why"], [[
-            "reweighed" if ev["mitigation"]["applied"] else "unmitigated",
-            ev["mitigation"]["reason"]]]))
+            "reweighed" if ev.mitigation["applied"] else "unmitigated",
+            ev.mitigation["reason"]]]))
     out += [Section(f"{title}, test split", headers, [[_f(v) for v in r] for r in rows])
-            for title, headers, rows in explain.tables(ev.get("explanations"), REPORT_TOP)]
+            for title, headers, rows in explain.tables(ev.explanations, REPORT_TOP)]
     return out

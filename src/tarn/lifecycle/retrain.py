@@ -32,7 +32,7 @@ from sklearn.pipeline import Pipeline
 from tarn.config import Params, PrepareConfig, SchemaConfig
 from tarn.core import progress as progress_output
 from tarn.core import windows
-from tarn.core.catalog import SplitData, load_split, split_batches
+from tarn.core.catalog import SplitData, lineage_keys, load_split, split_batches
 from tarn.core.progress import Progress, Step, no_steps, rounds_callback, silent
 from tarn.core.task import Task
 from tarn.errors import TarnError
@@ -178,7 +178,7 @@ def run_incremental(params: Params, root: Path, batches: list[str], step: Step =
         new_data_hash=hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest(),
         incremental_streak=parent_lineage.incremental_streak + 1, schema_hash=expected,
         snapshot_hash=parent_lineage.snapshot_hash,
-        params_hash=params_hash(params, ("schema", "prepare", "bias", "retrain")),
+        params_hash=params_hash(params, lineage_keys("train", "retrain")),
         git_commit=git_commit(root), train_rows=len(y), mitigation=parent_lineage.mitigation)
     metrics = _compare(params, root, task, pipe, new_pipe, Xh, yh, step)
     trained = [*parent_lineage.batches, *batches]
@@ -454,7 +454,7 @@ def _registered(params: Params, root: Path) -> str | None:
     from tarn.core.catalog import load_train_info
 
     try:
-        return str(load_train_info(params, root)["version"])
+        return str(load_train_info(params, root).version)
     except TarnError:
         return None
 

@@ -19,7 +19,15 @@ import pyarrow.parquet as pq
 
 from tarn.config import Params, stage_view
 from tarn.core import schema as sc
-from tarn.core.catalog import CURATED, ETL_REPORT, QUARANTINE, load_manifest
+from tarn.core.catalog import (
+    CURATED,
+    ETL_REPORT,
+    QUARANTINE,
+    STAGE_READS,
+    EtlCounts,
+    EtlReport,
+    load_manifest,
+)
 from tarn.core.files import private_dir, staged
 from tarn.core.ingest import (
     QUARANTINE_SCHEMA,
@@ -35,7 +43,8 @@ from tarn.core.progress import Progress, silent
 from tarn.errors import EtlError
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both)
-READS = ("schema", "etl")
+# (declared in core/catalog.py's STAGE_READS, from which lineage hashes are derived)
+READS = STAGE_READS["etl"]
 # keys that only say where work runs or lands: read, but not DVC params
 AMBIENT = ("paths",)
 
@@ -100,14 +109,11 @@ def run(params: Params, root: Path, progress: Progress = silent) -> EtlResult:
         total = Counts()
         for c in per_batch.values():
             total.add(c)
-        report = {
-            "snapshot": manifest["hash"],
-            "total": total.as_dict(),
-            "batches": {b: c.as_dict() for b, c in per_batch.items()},
-            "files": {f: c.as_dict() for f, c in per_file.items()},
-        }
-        for name, c in [("total", total), *per_batch.items()]:
-            if c.read != c.written + c.rejected + c.duplicates:  # the accounting invariant
-                raise AssertionError(f"ETL accounting broken for {name}: {c.as_dict()}")
-        st.json(report_path, report)
-    return EtlResult(out_dir / CURATED, out_dir / QUARANTINE, report)
+        report = EtlReport(manifest["hash"], EtlCounts.of(total),
+                           {b: EtlCounts.of(c) for b, c in per_batch.items()},
+                           {f: EtlCounts.of(c) for f, c in per_file.items()})
+        for name, c in [("total", report.total), *report.batches.items()]:
+            if not c.balanced():
+                raise AssertionError(f"ETL accounting broken for {name}: {c.to_json()}")
+        st.json(report_path, report.to_json())
+    return EtlResult(out_dir / CURATED, out_dir / QUARANTINE, report.to_json())

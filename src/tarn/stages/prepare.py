@@ -28,15 +28,18 @@ from tarn.core.catalog import (
     PREPARE_REPORT,
     SPLIT_FILE,
     SPLITS,
+    STAGE_READS,
     WEIGHTS,
+    BiasReport,
+    PrepareReport,
     curated_table,
 )
 from tarn.core.files import atomic_dir, staged
 from tarn.errors import TarnError
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both)
-READS = ("schema", "prepare.test_split", "prepare.test_batches", "prepare.test_latest",
-         "prepare.valid_fraction", "prepare.valid_split", "prepare.seed", "bias")
+# (declared in core/catalog.py's STAGE_READS, from which lineage hashes are derived)
+READS = STAGE_READS["prepare"]
 # keys that only say where work runs or lands: read, but not DVC params
 AMBIENT = ("paths",)
 
@@ -126,18 +129,16 @@ def run(params: Params, root: Path) -> PrepareResult:
         "splits": {s: bias.data_bias(parts[s], params.schema, bcfg) for s in SPLITS},
         "train_reweighed": bias.data_bias(parts["train"], params.schema, bcfg, weights["train"]),
     }
-    summary = {
-        "task": task,
-        "rows": {s: len(parts[s]) for s in SPLITS},
-        **target_summary(parts, target, task, params.schema.classes),
-        "batches": {s: sorted(parts[s]["batch"].unique().tolist(), key=windows.batch_order)
-                    for s in SPLITS},
-    }
-    trained = summary["batches"]["train"] + summary["batches"]["valid"]
-    summary["test_window"] = {
-        "rule": windows.describe_rule(params.prepare),
-        "forward": windows.is_forward(trained, summary["batches"]["test"]),
-        "label": windows.label(summary["batches"]["test"], len(parts["test"]), trained)}
+    batches = {s: sorted(parts[s]["batch"].unique().tolist(), key=windows.batch_order)
+               for s in SPLITS}
+    trained = batches["train"] + batches["valid"]
+    summary = PrepareReport(
+        task=task, rows={s: len(parts[s]) for s in SPLITS},
+        **target_summary(parts, target, task, params.schema.classes), batches=batches,
+        test_window={"rule": windows.describe_rule(params.prepare),
+                     "forward": windows.is_forward(trained, batches["test"]),
+                     "label": windows.label(batches["test"], len(parts["test"]), trained)})
+    figures = BiasReport.from_detail(report)
     out = root / params.paths.prepared
     reports = root / params.paths.reports
     reports.mkdir(parents=True, exist_ok=True)
@@ -146,33 +147,11 @@ def run(params: Params, root: Path) -> PrepareResult:
             parts[s].to_parquet(tmp / SPLIT_FILE.format(split=s), index=False)
         for s, w in weights.items():
             pd.DataFrame({"weight": w}).to_parquet(tmp / WEIGHTS.format(split=s), index=False)
-        st.json(reports / PREPARE_REPORT, summary)
-        st.json(reports / BIAS_REPORT, _metrics(report))
+        st.json(reports / PREPARE_REPORT, summary.to_json())
+        st.json(reports / BIAS_REPORT, figures.to_json())
         st.json(reports / BIAS_DETAIL, report)
-        st.text(reports / BIAS_HTML, render_html(report, summary))
-    return PrepareResult(out, summary["rows"], report)
-
-
-def _metrics(report: dict) -> dict:
-    """The flat figures DVC shows and diffs (the detail lives in bias_detail.json)."""
-    out: dict = {}
-    for name, data in [*report["splits"].items(), ("train_reweighed", report["train_reweighed"])]:
-        for feat, f in data["features"].items():
-            groups = f["groups"].items()
-            if "mean_gap" in f:  # regression
-                figures = {"mean_gap": f["mean_gap"],
-                           "mean": {g: v["mean"] for g, v in groups}}
-            else:
-                figures = {"disparate_impact_min": f["disparate_impact_min"],
-                           "statistical_parity_difference": f["statistical_parity_difference"]}
-                if "positive_rate" in data:  # binary
-                    figures["positive_rate"] = {g: v["positive_rate"] for g, v in groups}
-                else:
-                    figures["class_shares"] = {g: v["class_shares"] for g, v in groups}
-            out.setdefault(name, {})[feat] = {**figures, "gap": f["gap"],
-                                              "share": {g: v["share"] for g, v in groups},
-                                              "small_groups": f.get("small_groups", {})}
-    return out
+        st.text(reports / BIAS_HTML, render_html(report, summary, figures))
+    return PrepareResult(out, summary.rows, report)
 
 
 def _fmt(x: float | None) -> str:
@@ -242,7 +221,7 @@ def _target_chart(split_data: dict, feature: str) -> str:
     return html.figure(fig)
 
 
-def _feature_section(report: dict, feat: str) -> list[str]:
+def _feature_section(report: dict, figures: BiasReport, feat: str) -> list[str]:
     """One sensitive feature's tables and chart, per task."""
     train = report["splits"]["train"]
     f = train["features"][feat]
@@ -278,25 +257,25 @@ def _feature_section(report: dict, feat: str) -> list[str]:
                    else [f"share {c}" for c in names])
     out.append(html.table(["group", "rows", "", "share", *figure_cols, "disparate impact",
                            "rows with a missing value"], rows, classes))
-    after = report["train_reweighed"]["features"][feat]
-    out.append(f"<p>Min/max disparate impact: {_fmt(f['disparate_impact_min'])} (after "
-               f"reweighing: {_fmt(after['disparate_impact_min'])}); statistical parity "
-               f"difference {_fmt(f['statistical_parity_difference'])}.</p>")
+    head, after = figures.train[feat], figures.train_reweighed[feat]
+    out.append(f"<p>Min/max disparate impact: {_fmt(head.disparate_impact_min)} (after "
+               f"reweighing: {_fmt(after.disparate_impact_min)}); statistical parity "
+               f"difference {_fmt(head.statistical_parity_difference)}.</p>")
     out.append(_small_note(f, min_rows))
     out.append(_rate_chart(train, report["train_reweighed"], feat) if not names
                else _shares_chart(train, feat))
     return out
 
 
-def _target_cells(summary: dict, s: str) -> list:
-    if "positive_rate" in summary:
-        return [summary["positive_rate"][s]]
-    if "class_shares" in summary:
-        return [", ".join(f"{k}: {v:.3f}" for k, v in summary["class_shares"][s].items())]
-    return [summary["target_mean"][s], summary["target_std"][s]]
+def _target_cells(summary: PrepareReport, s: str) -> list:
+    if summary.positive_rate is not None:
+        return [summary.positive_rate[s]]
+    if summary.class_shares is not None:
+        return [", ".join(f"{k}: {v:.3f}" for k, v in summary.class_shares[s].items())]
+    return [(summary.target_mean or {})[s], (summary.target_std or {})[s]]
 
 
-def render_html(report: dict, summary: dict) -> str:
+def render_html(report: dict, summary: PrepareReport, figures: BiasReport) -> str:
     target_cols = {"binary": ["positive rate"], "multiclass": ["class shares"],
                    "regression": ["target mean", "target std"]}[report.get("task", "binary")]
     sections = [
@@ -307,12 +286,12 @@ def render_html(report: dict, summary: dict) -> str:
         "(group, label) by P(g)P(y)/P(g,y).</p>",
         "<h2>Splits</h2>",
         html.table(["split", "rows", *target_cols, "batches"],
-                   [[s, summary["rows"][s], *_target_cells(summary, s),
-                     ", ".join(summary["batches"][s])] for s in SPLITS]),
+                   [[s, summary.rows[s], *_target_cells(summary, s),
+                     ", ".join(summary.batches[s])] for s in SPLITS]),
     ]
-    if "test_window" in summary:
-        sections.append(f"<p>Test: {html.esc(summary['test_window']['label'])} "
-                        f"({html.esc(summary['test_window']['rule'])}).</p>")
+    if summary.test_window:
+        sections.append(f"<p>Test: {html.esc(summary.test_window['label'])} "
+                        f"({html.esc(summary.test_window['rule'])}).</p>")
     train = report["splits"]["train"]
     if not train["features"]:
         sections.append("<p class='note'>No sensitive feature is declared (schema.sensitive): "
@@ -320,5 +299,5 @@ def render_html(report: dict, summary: dict) -> str:
     if report["reweighing"].get("note"):
         sections.append(f"<p class='note'>{html.esc(report['reweighing']['note'])}</p>")
     for feat in train["features"]:
-        sections.extend(_feature_section(report, feat))
+        sections.extend(_feature_section(report, figures, feat))
     return html.page("tarn: data bias report", sections)

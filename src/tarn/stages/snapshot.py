@@ -17,7 +17,7 @@ from pathlib import Path
 import fsspec
 
 from tarn.config import Params, stage_view
-from tarn.core.catalog import MANIFEST, SNAPSHOT_FILES
+from tarn.core.catalog import MANIFEST, SNAPSHOT_FILES, STAGE_READS
 from tarn.core.files import atomic_dir
 from tarn.core.lake import Lake
 from tarn.core.progress import console
@@ -25,7 +25,8 @@ from tarn.core.readers import count_records
 from tarn.errors import EtlError, LakeError
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both)
-READS = ("lake.url", "lake.include")
+# (declared in core/catalog.py's STAGE_READS, from which lineage hashes are derived)
+READS = STAGE_READS["snapshot"]
 # keys that only say where work runs or lands: read, but not DVC params
 AMBIENT = ("paths", "lake.storage_options")
 

@@ -32,8 +32,12 @@ from tarn.core.bias import MitigationCheck, MitigationDecision, decide_mitigatio
 from tarn.core.catalog import (
     COMPARATOR_DIR,
     MODEL_DIR,
+    STAGE_READS,
     TRAIN_JSON,
     SplitData,
+    TrainInfo,
+    TuneSummary,
+    lineage_keys,
     load_best,
     load_manifest,
     load_split,
@@ -41,7 +45,7 @@ from tarn.core.catalog import (
     split_batches,
     splits_digest,
 )
-from tarn.core.features import FEATURES, build_preprocessor, design_width, encode, to_model_frame
+from tarn.core.features import build_preprocessor, design_width, encode, to_model_frame
 from tarn.core.files import atomic_dir, staged
 from tarn.core.model import packaging, save_local, schema_hash
 from tarn.core.progress import Progress, Step, no_steps, rounds_callback, silent
@@ -50,10 +54,8 @@ from tarn.core.task import Task
 from tarn.errors import TarnError
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both)
-READS = ("schema", "train", "tune.seed", "bias.mitigation", "bias.reweighing_features",
-         "bias.min_group_rows", "bias.mitigation_policy", "bias.max_quality_cost",
-         "mlflow.registered_model",
-         *FEATURES)
+# (declared in core/catalog.py's STAGE_READS, from which lineage hashes are derived)
+READS = STAGE_READS["train"]
 # keys that only say where work runs or lands: read, but not DVC params
 AMBIENT = ("paths", "compute", "mlflow")
 
@@ -68,15 +70,14 @@ class TrainResult:
     mitigation_reason: str = ""  # why reweighing was kept or not ("" = not decided)
 
 
-def model_params(best: dict, params: Params, mitigated: bool = True) -> dict:
+def model_params(best: TuneSummary, params: Params, mitigated: bool = True) -> dict:
     """XGBoost parameters of the final fit: the search's configuration (for the unmitigated
     model, when the search tuned the reweighed one, its unweighted refit's) and its rounds
     scaled to train+valid."""
-    if not mitigated and best.get("unmitigated"):
-        best = best["unmitigated"]
-    rounds = max(1, round((best["best_iteration"] + 1) * params.train.refit_rounds_scale))
+    config, tuned_rounds = best.configuration(mitigated)
+    rounds = max(1, round(tuned_rounds * params.train.refit_rounds_scale))
     task = Task.of(params.schema)
-    return {**best["params"], "n_estimators": rounds, "tree_method": "hist",
+    return {**config, "n_estimators": rounds, "tree_method": "hist",
             "n_jobs": params.train.n_jobs, "random_state": params.tune.seed,
             "objective": task.objective, "eval_metric": task.eval_metric}
 
@@ -122,17 +123,16 @@ def training_data(params: Params, root: Path) -> SplitData:
                      np.concatenate([p.y for p in parts]), w)
 
 
-def mitigation_check(params: Params, root: Path, best: dict,
+def mitigation_check(params: Params, root: Path, best: TuneSummary,
                      task: Task) -> MitigationCheck | None:
     """The reweighed and the unmitigated configuration on the same validation rows (the tune
     stage's scores): the task's loss and fairness gap per sensitive feature, each model with
     the decision threshold it would ship with. None when the search compared nothing."""
-    meta = best.get("mitigation_check")
+    meta = best.mitigation_check
     scores = load_validation_scores(params, root) if meta else None
-    if scores is None:
+    if meta is None or scores is None:
         return None
-    parts = [load_split(params, root, s) for s in (
-        ("train", "valid") if meta["rows"] == "train+valid" else ("valid",))]
+    parts = [load_split(params, root, s) for s in meta.splits]
     frame = pd.concat([p.frame for p in parts], ignore_index=True)
     y = np.concatenate([p.y for p in parts])
     rows = scores["row"].to_numpy()
@@ -148,7 +148,7 @@ def mitigation_check(params: Params, root: Path, best: dict,
         loss[name] = task.metric(task.loss, y, sc)
         fair = task.fairness(y, sc, frame, features, params.bias.min_group_rows)
         gaps[name] = {f: fair[f]["gap"] for f in features}
-    return MitigationCheck(meta["validation"], task.loss, loss["mitigated"], loss["unmitigated"],
+    return MitigationCheck(meta.validation, task.loss, loss["mitigated"], loss["unmitigated"],
                            gaps["mitigated"], gaps["unmitigated"], task.kind)
 
 
@@ -170,9 +170,8 @@ def run(params: Params, root: Path, progress: Progress = silent,
     decision: MitigationDecision | None = None
     if params.bias.mitigation == "reweighing" and not note:
         step("comparing reweighing with no mitigation on validation")
-        meta = best.get("mitigation_check") or {}
-        names = ("train", "valid") if meta.get("rows") == "train+valid" else ("valid",)
-        if meta and meta.get("digest") != splits_digest(params, root, names):
+        meta = best.mitigation_check
+        if meta and meta.digest != splits_digest(params, root, meta.splits):
             # scores for other rows (a full retraining that did not re-tune): no comparison
             decision = MitigationDecision(
                 True, "reweighing applied without a comparison on validation: the search's "
@@ -220,9 +219,9 @@ def run(params: Params, root: Path, progress: Progress = silent,
     manifest = load_manifest(root / params.paths.snapshot)
     lineage = Lineage(
         kind="full", git_commit=git_commit(root), snapshot_hash=manifest["hash"],
-        params_hash=params_hash(params, ("schema", "etl", "prepare", "bias", "tune", "train")),
+        params_hash=params_hash(params, lineage_keys("train")),
         schema_hash=schema_hash(params.schema, params.prepare), train_rows=len(data.y),
-        tune_run_id=best["parent_run_id"], mitigation="reweighing" if mitigated else "none",
+        tune_run_id=best.parent_run_id, mitigation="reweighing" if mitigated else "none",
         mitigation_reason=decision.reason[:4000] if decision else "",
         batches=tuple(sorted(data.frame["batch"].unique())),
         test_batches=tuple(split_batches(params, root, "test")))
@@ -236,9 +235,9 @@ def run(params: Params, root: Path, progress: Progress = silent,
                             started=started, inputs=split_inputs(
                                 params, root, {"train": "training", "valid": "training"}))
     tags = lineage.to_tags()
-    result = {**reg.as_dict(), "tags": tags, "params": mparams,
-              # which model was registered and why (None: no reweighing to decide on)
-              "mitigation": decision.as_dict() if decision else None}
+    info = TrainInfo(reg.run_id, reg.model_uri, reg.registered_model, reg.version, tags, mparams,
+                     # which model was registered and why (None: no reweighing to decide on)
+                     decision.as_dict() if decision else None)
     with atomic_dir(models / MODEL_DIR) as tmp:
         shutil.rmtree(tmp)
         save_local(pipe, tmp, sig, example)
@@ -246,7 +245,7 @@ def run(params: Params, root: Path, progress: Progress = silent,
         shutil.rmtree(tmp)
         save_local(comparator, tmp, sig, example)
     with staged() as st:
-        st.json(models / TRAIN_JSON, result)
+        st.json(models / TRAIN_JSON, info.to_json())
     return TrainResult(reg.run_id, reg.model_uri, reg.version, tags,
                        decision.reason if decision else "")
 

@@ -45,13 +45,17 @@ from tarn.config import DEFAULT_LEARNING_RATE, INTEGER_PARAMS, Params, TuneConfi
 from tarn.core import memory, reference
 from tarn.core.catalog import (
     BEST,
+    STAGE_READS,
     TUNE_REPORT,
     TUNE_TRIALS,
     VALIDATION_SCORES,
+    ScoresOnValidation,
+    TuneSummary,
+    lineage_keys,
     load_split,
     splits_digest,
 )
-from tarn.core.features import FEATURES, build_preprocessor, design_width, encode
+from tarn.core.features import build_preprocessor, design_width, encode
 from tarn.core.files import staged
 from tarn.core.progress import Progress, silent
 from tarn.core.search_plan import (
@@ -67,7 +71,8 @@ from tarn.core.task import Task
 from tarn.errors import TarnError
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both)
-READS = ("schema", "tune", "bias.mitigation", *FEATURES)
+# (declared in core/catalog.py's STAGE_READS, from which lineage hashes are derived)
+READS = STAGE_READS["tune"]
 # keys that only say where work runs or lands: read, but not DVC params
 AMBIENT = ("paths", "compute", "mlflow")
 REPORT_EVERY_S = 5.0  # a line of progress at least this often while a fit runs
@@ -455,7 +460,7 @@ class SearchOutcome:
 
 @dataclass
 class TuneResult:
-    best: dict
+    best: TuneSummary
     trials: list[TrialResult]
     parent_run_id: str
 
@@ -782,8 +787,8 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
     with quiet_mlflow(), open_run("tune", tracking.experiment_id, began) as parent:
         log_inputs(parent.info.run_id, split_inputs(
             params, root, {"train": "training", "valid": "validation"}))
-        mlflow.set_tags({RunTag.STAGE: "tune", RunTag.PARAMS_HASH: params_hash(params, (
-            "schema", "etl", "prepare", "bias", "tune"))})
+        mlflow.set_tags({RunTag.STAGE: "tune", RunTag.PARAMS_HASH: params_hash(params, lineage_keys(
+            "tune"))})
         mlflow.log_params({"max_evals": cfg.max_evals, "parallelism": cfg.parallelism,
                            "timeout_s": cfg.timeout_s, "budget_s": round(budget, 1),
                            "seed": cfg.seed, "n_estimators": cfg.n_estimators,
@@ -821,63 +826,46 @@ def run(params: Params, root: Path, progress: Progress = silent) -> TuneResult:
         per_rung = [{"rows": rows, "fits": sum(1 for r in results if r.rung == k)}
                     for k, rows in enumerate(outcome.rungs)]
         stopped = [r for r in ok if r.stopped and not r.cut]
+        summary = TuneSummary(
+            params=best.params, best_iteration=best.best_iteration,
+            rows=best.rows,  # the training rows the chosen fit saw
+            validation=data.validation, task=task.kind,
+            loss=f"val_{task.loss}",  # the figure the search minimized
+            figures={f"val_{task.loss}": best.loss,
+                     **{f"val_{k}": v for k, v in best.figures.items()}},
+            trial=best.tid, n_trials=outcome.configs, n_fits=len(results),
+            n_failed=len(results) - len(ok), n_stopped_early=len(stopped),
+            n_capped=sum(r.capped for r in results), fits_per_rung=per_rung,
+            budget_s=round(outcome.budget_s, 1), stop_reason=outcome.stop_reason,
+            reference_val=reference.as_dict(refs, task),
+            # the search tuned the reweighed model: the unmitigated one's configuration and
+            # rounds (unweighted refits of the best few); None when the search was unweighted
+            unmitigated=None if unmitigated is None else TuneSummary.unmitigated_entry(
+                unmitigated.params, unmitigated.best_iteration, unmitigated.tid,
+                f"val_{task.loss}", unmitigated.loss),
+            reference_verdict=verdict,
+            # validation scores of both models (models/validation_scores.parquet): the train
+            # stage decides whether reweighing is kept; None when nothing was compared
+            mitigation_check=None if compared_scores.empty else ScoresOnValidation(
+                "train+valid" if data.folds else "valid", data.validation, VALIDATION_SCORES,
+                splits_digest(params, root, ("train", "valid") if data.folds else ("valid",))),
+            parent_run_id=parent.info.run_id, duration_s=outcome.duration_s)
         mlflow.log_metrics({f"best_val_{task.loss}": best.loss,
                             **{f"best_val_{k}": v for k, v in best.figures.items()},
                             **{f"reference_{r.name}_val_{task.loss}": r.loss for r in refs},
-                            "n_trials": outcome.configs, "n_fits": len(results),
-                            "n_failed": len(results) - len(ok),
-                            "n_stopped_early": len(stopped),
-                            "n_capped": sum(r.capped for r in results),
+                            **summary.search_counts(),
                             **({f"unmitigated_val_{task.loss}": unmitigated.loss,
                                 "unmitigated_trial": unmitigated.tid} if unmitigated else {}),
                             "duration_s": outcome.duration_s})
         mlflow.set_tags({RunTag.BEST_TRIAL: str(best.tid), RunTag.STOP_REASON:
                          outcome.stop_reason, **({RunTag.REFERENCE_VERDICT: verdict}
                                                  if verdict else {})})
-    summary = {
-        "params": best.params,
-        "best_iteration": best.best_iteration,
-        "rows": best.rows,  # the training rows the chosen fit saw
-        "validation": data.validation,
-        "task": task.kind,
-        "loss": f"val_{task.loss}",  # the key below that the search minimized
-        f"val_{task.loss}": best.loss,
-        **{f"val_{k}": v for k, v in best.figures.items()},
-        "trial": best.tid,
-        "n_trials": outcome.configs,
-        "n_fits": len(results),
-        "n_failed": len(results) - len(ok),
-        "n_stopped_early": len(stopped),
-        "n_capped": sum(r.capped for r in results),
-        "fits_per_rung": per_rung,
-        "budget_s": round(outcome.budget_s, 1),
-        "stop_reason": outcome.stop_reason,
-        "reference_val": reference.as_dict(refs, task),
-        # the search tuned the reweighed model: the unmitigated one's configuration and
-        # rounds (unweighted refits of the best few); None when the search was unweighted
-        "unmitigated": None if unmitigated is None else {
-            "params": unmitigated.params, "best_iteration": unmitigated.best_iteration,
-            "trial": unmitigated.tid, f"val_{task.loss}": unmitigated.loss},
-        "reference_verdict": verdict,
-        # validation scores of both models (models/validation_scores.parquet): the train
-        # stage decides whether reweighing is kept; None when nothing was compared
-        "mitigation_check": None if compared_scores.empty else {
-            "rows": "train+valid" if data.folds else "valid", "validation": data.validation,
-            "file": VALIDATION_SCORES, "digest": splits_digest(
-                params, root, ("train", "valid") if data.folds else ("valid",))},
-        "parent_run_id": parent.info.run_id,
-        "duration_s": outcome.duration_s,
-    }
     models = root / params.paths.models
     reports = root / params.paths.reports
     with staged() as st:
-        st.json(models / BEST, summary)
+        st.json(models / BEST, summary.to_json())
         st.parquet(models / VALIDATION_SCORES, compared_scores)
-        st.json(reports / TUNE_REPORT, {k: summary[k] for k in (
-            "task", "loss", f"val_{task.loss}", *(f"val_{k}" for k in best.figures),
-            "best_iteration", "rows", "validation", "n_trials", "n_fits", "n_failed",
-            "n_stopped_early", "n_capped", "fits_per_rung", "budget_s", "stop_reason",
-            "reference_val", "reference_verdict", "duration_s")})
+        st.json(reports / TUNE_REPORT, summary.report_json())
         st.text(reports / TUNE_TRIALS, f"trial,rung,rows,val_{task.loss},best_so_far\n" + "".join(
             f"{r.tid},{r.rung},{r.rows},{r.loss},{b}\n" for r, b in _running_best(results)))
     return TuneResult(summary, results, parent.info.run_id)
