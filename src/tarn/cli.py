@@ -378,13 +378,15 @@ def etl() -> None:
     c = ctx()
     with bars() as progress:
         res = stage.run(c.params, c.root, progress)
-    cols = ["batch", "read", "written", "rejected", "duplicates", "rejected by reason"]
-    t = _table("ETL report (read = written + rejected + duplicates)", cols,
-               right=("read", "written", "rejected", "duplicates"))
-    for name, b in [*res.report["batches"].items(), ("total", res.report["total"])]:
-        reasons = ", ".join(f"{k}: {v}" for k, v in b["rejected_by_reason"].items())
-        t.add_row(name, f"{b['read']:,}", f"{b['written']:,}", f"{b['rejected']:,}",
-                  f"{b['duplicates']:,}", reasons)
+    from tarn.core.reports import EtlCounts, EtlReport
+
+    report = EtlReport.from_json(res.report)
+    counts = EtlCounts.COLUMNS  # read, written, rejected, duplicates
+    t = _table("ETL report (read = written + rejected + duplicates)",
+               ["batch", *counts, "rejected by reason"], right=counts)
+    for name, b in [*report.batches.items(), ("total", report.total)]:
+        reasons = ", ".join(f"{k}: {v}" for k, v in b.rejected_by_reason.items())
+        t.add_row(name, *(f"{getattr(b, k):,}" for k in counts), reasons)
     console.print(t)
     console.print(f"curated: {res.curated}; quarantine (reason, file, line, raw record): "
                   f"{res.quarantine}", highlight=False)

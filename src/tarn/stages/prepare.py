@@ -93,15 +93,15 @@ def strata(y: pd.Series, task: str, bins: int = 10) -> pd.Series | None:
 
 def target_summary(parts: dict[str, pd.DataFrame], target: str, task: str,
                    classes: list[str]) -> dict:
-    """Pure: the target per split: positive rate (binary; today's key), class shares
-    (multiclass) or mean (regression)."""
+    """Pure: the target per split, as PrepareReport's fields: positive rate (binary), class
+    shares (multiclass) or mean and std (regression)."""
     if task == "binary":
-        return {"positive_rate": {s: float(parts[s][target].mean()) for s in SPLITS}}
+        return dict(positive_rate={s: float(parts[s][target].mean()) for s in SPLITS})
     if task == "multiclass":
-        return {"class_shares": {s: {c: float((parts[s][target] == i).mean())
-                                     for i, c in enumerate(classes)} for s in SPLITS}}
-    return {"target_mean": {s: float(parts[s][target].mean()) for s in SPLITS},
-            "target_std": {s: float(parts[s][target].std(ddof=0)) for s in SPLITS}}
+        return dict(class_shares={s: {c: float((parts[s][target] == i).mean())
+                                      for i, c in enumerate(classes)} for s in SPLITS})
+    return dict(target_mean={s: float(parts[s][target].mean()) for s in SPLITS},
+                target_std={s: float(parts[s][target].std(ddof=0)) for s in SPLITS})
 
 
 def run(params: Params, root: Path) -> PrepareResult:
@@ -233,14 +233,15 @@ def _feature_section(report: dict, figures: BiasReport, feat: str) -> list[str]:
     def small(v: dict) -> str:
         return "too small" if v.get("too_small") else ""
 
-    if "mean_gap" in f:  # regression
+    head, after = figures.train[feat], figures.train_reweighed[feat]
+    if head.mean_gap is not None:  # regression
         for g, v in f["groups"].items():
             rows.append([g, v["count"], small(v), v["share"], v["mean"], v["std"], v["q10"],
                          v["q50"], v["q90"], v["mean_difference"], v["missing_rate"]])
         out.append(html.table(["group", "rows", "", "share", "target mean", "target std",
                                "10 %", "median", "90 %", "mean difference (std)",
                                "rows with a missing value"], rows))
-        out.append(f"<p>Gap between group means: {_fmt(f['mean_gap'])} standard deviations "
+        out.append(f"<p>Gap between group means: {_fmt(head.mean_gap)} standard deviations "
                    "of the target.</p>")
         out.append(_small_note(f, min_rows))
         out.append(_target_chart(train, feat))
@@ -257,7 +258,6 @@ def _feature_section(report: dict, figures: BiasReport, feat: str) -> list[str]:
                    else [f"share {c}" for c in names])
     out.append(html.table(["group", "rows", "", "share", *figure_cols, "disparate impact",
                            "rows with a missing value"], rows, classes))
-    head, after = figures.train[feat], figures.train_reweighed[feat]
     out.append(f"<p>Min/max disparate impact: {_fmt(head.disparate_impact_min)} (after "
                f"reweighing: {_fmt(after.disparate_impact_min)}); statistical parity "
                f"difference {_fmt(head.statistical_parity_difference)}.</p>")
