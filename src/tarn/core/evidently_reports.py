@@ -7,7 +7,8 @@ saved as self-contained HTML + JSON.
 
 Columns a quality report reads beside the features and the target: binary, ``prediction``
 (0/1) and ``proba`` (P(class 1)); multiclass, ``prediction`` (class index) and ``proba_<i>``
-per class (:func:`model_columns`); regression, ``prediction`` (the value).
+per class (:func:`model_columns`); regression, ``prediction`` (the value). Each task's class
+says its columns and Evidently roles (``Task.evidently_columns``, ``Task.evidently_roles``).
 """
 
 from __future__ import annotations
@@ -21,68 +22,30 @@ import pandas as pd
 from tarn.config import PrepareConfig, SchemaConfig
 from tarn.core.features import feature_columns
 from tarn.core.task import Task
-
-PREDICTION = "prediction"
-PROBA = "proba"
-
-
-def proba_columns(task: Task) -> list[str]:
-    """The probability columns of a multiclass report: ``proba_<i>`` per class index."""
-    return [f"{PROBA}_{i}" for i in range(task.n_classes)]
+from tarn.core.tasks.base import PREDICTION, PROBA  # the column names the tasks write
 
 
 def model_columns(task: Task, scores) -> dict:
     """The columns a quality report reads (see the module docstring), from a task's scores."""
-    import numpy as np
-
-    if task.kind == "binary":
-        return {PROBA: scores, PREDICTION: task.decide(scores)}
-    if task.kind == "multiclass":
-        scores = np.asarray(scores)
-        return {PREDICTION: task.decide(scores),
-                **{c: scores[:, i] for i, c in enumerate(proba_columns(task))}}
-    return {PREDICTION: np.asarray(scores, dtype=np.float64)}
+    return task.evidently_columns(scores)
 
 
 def _definition(schema: SchemaConfig, cfg: PrepareConfig, df: pd.DataFrame,
                 task: Task | None):
-    from evidently import (
-        BinaryClassification,
-        DataDefinition,
-        MulticlassClassification,
-        Regression,
-    )
+    from evidently import DataDefinition
 
     num, cat = feature_columns(schema, cfg)
     kwargs: dict = {"numerical_columns": [c for c in num if c in df],
                     "categorical_columns": [c for c in cat if c in df]}
-    target = schema.target.name
-    if task is None:  # data only
-        pass
-    elif task.kind == "binary":
-        kwargs["classification"] = [BinaryClassification(
-            target=target, prediction_labels=PREDICTION, prediction_probas=PROBA, pos_label=1)]
-    elif task.kind == "multiclass":  # labels and probability columns named by class
-        kwargs["classification"] = [MulticlassClassification(
-            target=target, prediction_labels=PREDICTION, prediction_probas=list(task.classes))]
-    else:
-        kwargs["regression"] = [Regression(target=target, prediction=PREDICTION)]
+    if task is not None:  # else data only
+        kwargs.update(task.evidently_roles(schema.target.name))
     return DataDefinition(**kwargs)
 
 
 def _model_frame(data: pd.DataFrame, df: pd.DataFrame, schema: SchemaConfig,
                  task: Task | None) -> pd.DataFrame:
-    """Multiclass: target and prediction as class names, one probability column named by each
-    class (Evidently matches probability columns to label values by name)."""
-    if task is None or task.kind != "multiclass":
-        return data
-    target = schema.target.name
-    names = dict(enumerate(task.classes))
-    data = data.assign(**{target: data[target].map(names),
-                          PREDICTION: data[PREDICTION].map(names)})
-    for name, col in zip(task.classes, proba_columns(task), strict=True):
-        data[name] = df[col].to_numpy()
-    return data
+    """The rows as Evidently matches them for the task (multiclass: by class name)."""
+    return data if task is None else task.evidently_frame(data, df, schema.target.name)
 
 
 def _dataset(df: pd.DataFrame, schema: SchemaConfig, cfg: PrepareConfig, task: Task | None,

@@ -144,7 +144,7 @@ def mitigation_check(params: Params, root: Path, best: TuneSummary,
         cols = sorted((c for c in scores.columns if c.startswith(f"{name}_")),
                       key=lambda c: int(c.rsplit("_", 1)[1]))
         sc = scores[cols].to_numpy(dtype=np.float64)
-        sc = sc if task.kind == "multiclass" else sc[:, 0]
+        sc = task.from_matrix(sc)
         loss[name] = task.metric(task.loss, y, sc)
         fair = task.fairness(y, sc, frame, features, params.bias.min_group_rows)
         gaps[name] = {f: fair[f]["gap"] for f in features}

@@ -352,15 +352,10 @@ def _best_iteration(model, curve: Sequence[float]) -> int:
         return int(np.argmin(curve))
 
 
-# the validation figures a trial reports besides its loss (MLflow `val_<name>`), per task
-TRIAL_FIGURES = {"binary": {"auc": "roc_auc"}, "multiclass": {"accuracy": "accuracy"},
-                 "regression": {"mae": "mae", "r2": "r2"}}
-
-
 def trial_figures(task: Task, y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """Pure: a trial's validation figures besides the loss (binary: AUC; multiclass: accuracy;
-    regression: MAE and R2)."""
-    return {k: task.metric(m, y, scores) for k, m in TRIAL_FIGURES[task.kind].items()}
+    """Pure: a trial's validation figures besides the loss (``Task.TRIAL_FIGURES``, MLflow's
+    ``val_<name>``; binary: AUC; multiclass: accuracy; regression: MAE and R2)."""
+    return {k: task.metric(m, y, scores) for k, m in task.TRIAL_FIGURES.items()}
 
 
 def matrices(params: Params, root: Path, progress: Progress = silent) -> tuple[Matrices, object]:

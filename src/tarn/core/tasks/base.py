@@ -363,6 +363,23 @@ class Task:
         cols = {f"{PREDICTED}_value": np.asarray(scores, dtype=np.float64)}
         return cols, tuple(cols), ()
 
+    def evidently_columns(self, scores: np.ndarray) -> dict:
+        """The columns an Evidently quality report reads beside the features and the target
+        (:mod:`tarn.core.evidently_reports`)."""
+        return {PREDICTION: np.asarray(scores, dtype=np.float64)}
+
+    def evidently_roles(self, target: str) -> dict:
+        """Evidently's ``DataDefinition`` keywords naming the target and the model outputs."""
+        from evidently import Regression
+
+        return {"regression": [Regression(target=target, prediction=PREDICTION)]}
+
+    def evidently_frame(self, data: pd.DataFrame, source: pd.DataFrame,
+                        target: str) -> pd.DataFrame:
+        """The report's rows (``data``, picked from ``source``) as Evidently matches them
+        (as they are, but for classes)."""
+        return data
+
     def explain_outputs(self) -> tuple[str, ...]:
         """What each explained raw score is the score of."""
         return (self.target,)

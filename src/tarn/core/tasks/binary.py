@@ -10,6 +10,7 @@ import numpy as np
 from tarn.core.tasks.base import (
     LIST_ROWS,
     PREDICTED,
+    PREDICTION,
     PROBA,
     Task,
     by_group,
@@ -189,6 +190,16 @@ class BinaryTask(Task):
     def drift_columns(self, scores):
         cols = {f"{PREDICTED}_proba": np.asarray(scores, dtype=np.float64)}
         return cols, tuple(cols), ()
+
+    def evidently_columns(self, scores: np.ndarray) -> dict:
+        """``prediction`` (0/1) and ``proba`` (P(class 1))."""
+        return {PROBA: scores, PREDICTION: self.decide(scores)}
+
+    def evidently_roles(self, target: str) -> dict:
+        from evidently import BinaryClassification
+
+        return {"classification": [BinaryClassification(
+            target=target, prediction_labels=PREDICTION, prediction_probas=PROBA, pos_label=1)]}
 
     def explain_outputs(self) -> tuple[str, ...]:
         return (self.positive,)

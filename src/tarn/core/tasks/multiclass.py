@@ -11,6 +11,7 @@ from tarn.core.tasks.base import (
     LABEL,
     LIST_ROWS,
     PREDICTED,
+    PREDICTION,
     Task,
     by_group,
     confusion_axes,
@@ -173,6 +174,29 @@ class MulticlassTask(Task):
         cols[f"{PREDICTED}_class"] = np.asarray(self.label_names(self.decide(scores)),
                                                 dtype=object)
         return cols, numeric, (f"{PREDICTED}_class",)
+
+    def evidently_columns(self, scores: np.ndarray) -> dict:
+        """``prediction`` (class index) and ``proba_<i>`` per class."""
+        scores = np.asarray(scores)
+        return {PREDICTION: self.decide(scores),
+                **{proba_column(i): scores[:, i] for i in range(self.n_classes)}}
+
+    def evidently_roles(self, target: str) -> dict:
+        """Labels and probability columns named by class."""
+        from evidently import MulticlassClassification
+
+        return {"classification": [MulticlassClassification(
+            target=target, prediction_labels=PREDICTION, prediction_probas=list(self.classes))]}
+
+    def evidently_frame(self, data, source, target: str):
+        """Target and prediction as class names, one probability column named by each class
+        (Evidently 0.7 matches probability columns to label values by name)."""
+        names = dict(enumerate(self.classes))
+        out = data.assign(**{target: data[target].map(names),
+                             PREDICTION: data[PREDICTION].map(names)})
+        for i, name in enumerate(self.classes):
+            out[name] = source[proba_column(i)].to_numpy()
+        return out
 
     def explain_outputs(self) -> tuple[str, ...]:
         return self.classes
