@@ -105,14 +105,16 @@ class TargetSpec(_Strict):
 
 
 TASKS = ("binary", "multiclass", "regression")
-# quality figures each task reports (and may gate on); the first is the one tuning minimizes
-# and the default gate: lower is better except roc_auc, accuracy, f1_macro and r2
+# tasks whose target is a measured number (the others': a class index); the data side (ETL,
+# splits, simulated batches) reads only this, so it does not depend on the task modules
+NUMERIC_TARGET_TASKS = frozenset({"regression"})
+# the gate metrics promote.metric may name, per task: each task module's METRICS (the first
+# is its loss), which own them with which are higher-is-better (tests/unit/test_task.py)
 METRICS_BY_TASK = {
     "binary": ("logloss", "roc_auc", "accuracy", "f1_macro"),
     "multiclass": ("logloss", "accuracy", "f1_macro"),
     "regression": ("rmse", "mae", "r2"),
 }
-HIGHER_IS_BETTER = frozenset({"roc_auc", "accuracy", "f1_macro", "r2"})
 
 
 class SchemaConfig(_Strict):
@@ -160,7 +162,7 @@ class SchemaConfig(_Strict):
 
     def _check_target(self) -> None:
         t, codes = self.target, set(self.target.mapping.values())
-        if self.task == "regression":
+        if self.numeric_target:
             if t.mapping:
                 raise ValueError("schema.target.mapping: a regression target is a number, not "
                                  "a label: remove the mapping, or set schema.task to binary or "
@@ -184,6 +186,11 @@ class SchemaConfig(_Strict):
         if codes != set(range(len(codes))) or len(codes) < 3:
             raise ValueError(f"schema.target.mapping must map raw labels to the class indexes "
                              f"0..K-1 with K >= 3 for a multiclass task (got {sorted(codes)})")
+
+    @property
+    def numeric_target(self) -> bool:
+        """The target is a measured number (regression), not a class index."""
+        return self.task in NUMERIC_TARGET_TASKS
 
     @property
     def classes(self) -> list[str]:

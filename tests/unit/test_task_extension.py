@@ -132,3 +132,20 @@ def test_an_unregistered_kind_is_refused_with_the_known_ones():
         Task("ranking")
     with pytest.raises(ValueError, match="unknown task 'ranking' in the model's metadata"):
         Task.from_card({"task": "ranking"})
+
+
+def test_the_config_names_the_same_tasks_metrics_and_targets_as_the_task_modules():
+    """config.py may not import core (it validates params.yaml below every layer): its task
+    literal, gate metrics and numeric targets must agree with the task classes."""
+    from typing import get_args
+
+    from tarn.config import METRICS_BY_TASK, NUMERIC_TARGET_TASKS, TASKS, SchemaConfig
+    from tarn.edge import runner
+
+    literal = get_args(SchemaConfig.model_fields["task"].annotation)
+    assert set(literal) == set(TASKS) == set(tasks.kinds())
+    assert {k: tasks.task_class(k).METRICS for k in TASKS} == METRICS_BY_TASK
+    assert NUMERIC_TARGET_TASKS == {k for k in TASKS if not tasks.task_class(k).CLASSIFICATION}
+    # the bundle's outputs name the graph's (the standalone runner keeps its own constants)
+    outputs = {v for k in TASKS for v in tasks.task_class(k).ONNX_OUTPUTS.values()}
+    assert {runner.PROBA_OUTPUT, runner.VALUE_OUTPUT} <= outputs

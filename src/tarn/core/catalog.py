@@ -166,7 +166,7 @@ def load_split(params: Params, root: Path, name: str) -> SplitData:
     w = pd.read_parquet(wpath)["weight"].to_numpy() if wpath.is_file() else None
     target = df[params.schema.target.name].to_numpy()
     # class indexes for classification; the measured value for regression
-    y = target.astype(np.float64) if params.schema.task == "regression" else target.astype(int)
+    y = target.astype(np.float64) if params.schema.numeric_target else target.astype(int)
     return SplitData(df, to_model_frame(df, params.schema, params.prepare), y, w)
 
 

@@ -178,7 +178,8 @@ def build_preprocessor(schema: SchemaConfig, cfg: PrepareConfig,
         sparse_output=False,
         dtype=np.float32,
     )
-    order = "frequency" if schema.task == "multiclass" else "target"
+    # a target mean orders values only for a number or a 0/1 label (K class indexes: by count)
+    order = "target" if schema.numeric_target or len(schema.classes) <= 2 else "frequency"
     parts = [("num", Pipeline(num_steps), num),
              ("cat", Pipeline([*_missing_steps(), ("onehot", onehot)]), onehot_cols)]
     if coded_cols:

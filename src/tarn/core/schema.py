@@ -90,7 +90,7 @@ def arrow_schema(schema: SchemaConfig, extra: dict[str, pa.DataType] | None = No
              "string": pa.string()}
     fields = [pa.field(c.name, kinds[c.dtype], nullable=True) for c in schema.columns]
     # class index for classification, the measured value for regression
-    fields.append(pa.field(schema.target.name, pa.float64() if schema.task == "regression"
+    fields.append(pa.field(schema.target.name, pa.float64() if schema.numeric_target
                            else pa.int8(), nullable=False))
     for k, v in (extra or {}).items():
         fields.append(pa.field(k, v))
@@ -278,7 +278,7 @@ def conform_arrow(raw: pa.Table, schema: SchemaConfig, mapping: dict[str, str]) 
     target = schema.target
     t, t_absent = clean(target.name)
     checks.flag(t_absent, MISSING, f"{target.name}: missing label")
-    if schema.task == "regression":  # a number, optionally within [min, max]
+    if schema.numeric_target:  # a number, optionally within [min, max]
         num = _numbers(t)
         checks.flag(~t_absent & ~np.isfinite(num), NOT_NUMBER,
                     lambda i: [f"{target.name}: {v!r} is not a number" for v in _texts(t, i)])

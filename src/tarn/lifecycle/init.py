@@ -112,7 +112,7 @@ def init(params_path: Path, files: list[Path], target: str, task: str = "auto",
     sens = proposal.schema["sensitive"]
     text = _replace_block(text, "schema", _dump("schema", proposal.schema,
                                                 "proposed by `tarn init`; review it"))
-    mitigate = bool(sens) and proposal.task != "regression"
+    mitigate = bool(sens) and proposal.classification
     updates = {
         "prepare": ({**(raw.get("prepare") or {}), "test_split": "latest", "test_latest": 1,
                      "test_batches": [],  # not read with a moving window (dvc.yaml lists it)

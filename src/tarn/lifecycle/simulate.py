@@ -257,7 +257,7 @@ def raw_text(frame: pd.DataFrame, schema: SchemaConfig) -> str:
     na = schema.missing_values[0] if schema.missing_values else ""
     cols = {s.name: _raw_values(frame[s.name], s.dtype, na) for s in schema.columns}
     y = frame[schema.target.name]
-    if schema.task == "regression":
+    if schema.numeric_target:
         cols[schema.target.name] = _raw_values(y, "float", na)
     else:
         cols[schema.target.name] = [schema.classes[int(v)] for v in y]
@@ -319,7 +319,7 @@ def build_batch(pool: Pool, schema: SchemaConfig, kind: str, rows: int, seed: in
     if kind == "covariate":
         idx = _importance(rng, _tilt(pool, specs, strength), rows)
         shifts = {s.name: _describe(pool, idx, s) for s in specs}
-    elif kind == "prior" and schema.task == "regression":
+    elif kind == "prior" and schema.numeric_target:
         idx = _importance(rng, strength * NUM_TILT * _numeric_tilt(pool.rows[schema.target.name]),
                           rows)
     elif kind == "prior":
@@ -337,7 +337,7 @@ def build_batch(pool: Pool, schema: SchemaConfig, kind: str, rows: int, seed: in
         out.loc[np.sort(at), spec.name] = new_value
     text = raw_text(out, schema)
     body = text.splitlines()[1:]
-    if schema.task == "regression":
+    if schema.numeric_target:
         measure, before, after = "target mean", float(y.mean()), float(y[idx].mean())
     else:
         measure = f"share of {schema.classes[1]!r}"

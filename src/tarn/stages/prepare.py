@@ -74,18 +74,18 @@ def split(df: pd.DataFrame, params: Params) -> dict[str, pd.DataFrame]:
         cut = len(ordered) - max(1, math.ceil(cfg.valid_fraction * len(ordered)))
         train, valid = ordered.iloc[:cut], ordered.iloc[cut:]
     else:
-        strat = strata(rest[target], params.schema.task)
+        strat = strata(rest[target], params.schema.numeric_target)
         train, valid = train_test_split(rest, test_size=cfg.valid_fraction,
                                         random_state=cfg.seed, stratify=strat)
     return {"train": train.reset_index(drop=True), "valid": valid.reset_index(drop=True),
             "test": test.reset_index(drop=True)}
 
 
-def strata(y: pd.Series, task: str, bins: int = 10) -> pd.Series | None:
+def strata(y: pd.Series, numeric: bool, bins: int = 10) -> pd.Series | None:
     """Pure: what the validation split is stratified by: the label (classification), the
     target's quantile bin (regression, so both splits span its range), or nothing when a
     stratum would hold fewer than two rows."""
-    if task == "regression":
+    if numeric:
         y = pd.qcut(y.astype(np.float64), q=min(bins, max(1, len(y) // 10)), labels=False,
                     duplicates="drop")
     return y if len(y) and y.value_counts().min() >= 2 else None
