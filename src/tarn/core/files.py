@@ -41,13 +41,6 @@ def private_dir(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def open_private(path: str | os.PathLike[str], mode: str = "wb"):
-    """Open ``path`` for writing, created 0600 (an existing file is made 0600 too)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    os.fchmod(fd, FILE_MODE)
-    return os.fdopen(fd, mode)
-
-
 def _tmp_sibling(path: Path) -> Path:
     if not path.parent.is_dir():
         private_dir(path.parent)

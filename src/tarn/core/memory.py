@@ -44,10 +44,6 @@ class MemoryPlan:
     asked: int
     budget_bytes: int
 
-    @property
-    def total_bytes(self) -> int:
-        return BASE_BYTES + self.matrix_bytes + self.parallel * self.fit_bytes
-
     def describe(self) -> str:
         gb = 2**30
         text = (f"memory: design matrices {self.matrix_bytes / gb:.2f} GB + "
