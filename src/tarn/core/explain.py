@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from tarn.core.explain_tables import tables
 from tarn.core.task import MISSING_GROUP, Task
 
 PROXY_TOP = 3  # columns named per sensitive feature by the proxy check
@@ -314,35 +315,6 @@ def summary(pipe, task: Task, X: pd.DataFrame, frame: pd.DataFrame, train: pd.Da
     cols = [col for col in dict.fromkeys([*e.columns, *sensitive]) if col in train.columns]
     return {"rows": len(Xs), "raw_score": e.scale, "global": imp, "by_group": by_group,
             "proxies": proxies(sample(train[cols], PROXY_ROWS), sensitive, numeric, imp)}
-
-
-TABLE_COLUMNS = 15  # columns listed in a report's tables (largest first)
-
-
-def tables(s: dict | None, top: int = TABLE_COLUMNS) -> list[tuple[str, list[str], list]]:
-    """A :func:`summary` as (title, headers, rows) tables, the largest ``top`` columns each:
-    global importance, importance per group of each sensitive feature, the proxy check
-    (the evaluation page and `tarn report` print the same tables)."""
-    if not s or "unavailable" in s:
-        return []
-    cols = list(s["global"])[:top]
-    total = sum(s["global"].values()) or 1.0
-    out = [("global importance (mean |contribution|)", ["column", "mean |contribution|",
-                                                        "share"],
-            [[c, s["global"][c], s["global"][c] / total] for c in cols])]
-    for feat, groups in s["by_group"].items():
-        names = list(groups)
-        out.append((f"importance per group of {feat}", ["column", *names],
-                    [[c, *(groups[g][c] for g in names)] for c in cols]))
-    if s["proxies"]:
-        rows = []
-        for feat, p in s["proxies"].items():
-            rows += [[feat, x["column"], x["association"], x["share"]] for x in p["proxies"]]
-            rows.append([feat, "(these together)", "", p["proxies_share"]])
-            rows.append([feat, f"({feat} itself)", "", p["own_share"]])
-        out.append(("proxy check (training rows)", ["sensitive", "column", "association",
-                                                    "share of output"], rows))
-    return out
 
 
 def html_sections(s: dict | None) -> list[str]:

@@ -18,9 +18,10 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # only a type here: the light commands (status, report) never load pandas
+    import pandas as pd
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700

@@ -9,8 +9,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tarn.config import Params
-from tarn.core import explain
+from tarn.config import METRICS_BY_TASK, Params
+from tarn.core.explain_tables import tables
+from tarn.core.registry.view import open_view
 from tarn.core.reports import (
     BIAS_REPORT,
     ETL_REPORT,
@@ -27,6 +28,7 @@ from tarn.core.reports import (
     R,
     TuneSummary,
 )
+from tarn.core.tags import Lineage, PromotionRecord
 
 
 @dataclass(frozen=True)
@@ -105,17 +107,12 @@ def _production(params: Params, root: Path) -> Section | None:
     if not params.mlflow.tracking_uri and not (root / params.mlflow.store_dir /
                                                "mlflow.db").is_file():
         return None
-    from tarn.config import METRICS_BY_TASK
-    from tarn.core.registry import Registry
-
-    reg = Registry(params.mlflow, root, params.promote.alias)
+    reg = open_view(params.mlflow, root, params.promote.alias)  # no MLflow import
     version = reg.production()
     if version is None:
         return Section("production", ["version", "note"], [["none", "promote a version"]])
     mv = reg.version(version)
     tags = dict(mv.tags)
-    from tarn.core.tags import Lineage, PromotionRecord
-
     lineage, promotion = Lineage.from_tags(tags), PromotionRecord.from_tags(tags)
     metrics = reg.run_metrics(version, mv)
     names = dict.fromkeys(m for ms in METRICS_BY_TASK.values() for m in ms)
@@ -274,5 +271,5 @@ def _evaluation(ev: EvaluateReport, sensitive: list[str]) -> list[Section]:
             "reweighed" if ev.mitigation["applied"] else "unmitigated",
             ev.mitigation["reason"]]]))
     out += [Section(f"{title}, test split", headers, [[_f(v) for v in r] for r in rows])
-            for title, headers, rows in explain.tables(ev.explanations, REPORT_TOP)]
+            for title, headers, rows in tables(ev.explanations, REPORT_TOP)]
     return out

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tarn.config import Params
 from tarn.core import address
-from tarn.core.registry import Registry
+from tarn.core.registry.view import open_view, settle_production
 from tarn.core.tags import DeploymentRecord, LoadRefusal, PromotionRecord
 from tarn.core.tasks import figure_names
 from tarn.edge.pointer import current_bundle, current_version
@@ -66,9 +66,9 @@ def status(params: Params, root: Path, server_url: str = "") -> Status:
     """Gather the report; alias and stage are made to agree first (see
     ``Registry.production_intent``), and every deployment target that does not hold the
     production version gets a warning with the command that fixes it."""
-    reg = Registry(params.mlflow, root, params.promote.alias)
-    before = (reg.production(), reg.stage_versions())
-    production = reg.production_intent()
+    # read without MLflow (seconds of imports); only a disagreement opens the full registry
+    reg = open_view(params.mlflow, root, params.promote.alias)
+    before, production = settle_production(reg, params.mlflow, root)
     warnings = []
     if before != (production, [production] if production else []):
         warnings.append(f"alias {reg.alias} -> {before[0]} and stage Production -> "
