@@ -161,8 +161,7 @@ def run_incremental(params: Params, root: Path, batches: list[str], step: Step =
         return to_model_frame(df, schema, prepare), targets(task, df[target])
 
     (X, y), (Xh, yh) = xy(fit), xy(hold)
-    if task.kind == "multiclass" and set(np.unique(y)) != set(range(task.n_classes)):
-        missing = sorted(set(task.classes) - set(task.label_names(np.unique(y))))
+    if missing := task.missing_classes(y):
         raise RetrainError(f"the new data (with replayed rows) has no rows of class(es) "
                            f"{missing}: boosting cannot continue a {task.n_classes}-class "
                            "model on fewer classes", "raise retrain.replay_ratio, or wait "

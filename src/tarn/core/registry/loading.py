@@ -94,12 +94,8 @@ class Loading(Connection):
         cand, champ = self.input_schema(candidate), self.input_schema(champion)
         problems = []
         t_cand, t_champ = self.task(candidate), self.task(champion)
-        if t_cand.kind != t_champ.kind:
-            problems.append(f"task {t_cand.kind}, the champion's {t_champ.kind}: responses "
-                            "change shape and no metric compares the two")
-        elif t_cand.kind == "multiclass" and t_cand.classes != t_champ.classes:
-            problems.append(f"classes {list(t_cand.classes)}, the champion's "
-                            f"{list(t_champ.classes)}: no metric compares the two")
+        if why := t_cand.compatible(t_champ):  # the task; with classes, their names
+            problems.append(why)
         for col, (kind, _required) in champ.items():
             if col not in cand:
                 problems.append(f"column {col!r} missing")

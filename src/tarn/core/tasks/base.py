@@ -229,6 +229,11 @@ class Task:
     def from_matrix(self, matrix: np.ndarray) -> np.ndarray:
         return np.asarray(matrix, dtype=np.float64)[:, 0]
 
+    def missing_classes(self, y: np.ndarray) -> list[str]:
+        """Classes the model knows that ``y`` lacks, where boosting cannot continue without
+        them ([] = it can)."""
+        return []
+
     def labels_of(self, values) -> np.ndarray:
         """Target values (class indexes or numbers) as the array the metrics read."""
         return np.asarray(values).astype(np.int64 if self.CLASSIFICATION else np.float64)

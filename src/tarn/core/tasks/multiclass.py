@@ -79,6 +79,13 @@ class MulticlassTask(Task):
     def decide(self, scores: np.ndarray) -> np.ndarray:
         return np.argmax(np.asarray(scores), axis=1).astype(np.int64)
 
+    def missing_classes(self, y: np.ndarray) -> list[str]:
+        """XGBoost cannot continue a K-class model on fewer classes."""
+        present = set(np.unique(y).tolist())
+        if present == set(range(self.n_classes)):
+            return []
+        return sorted(set(self.classes) - set(self.label_names(sorted(present))))
+
     def from_matrix(self, matrix: np.ndarray) -> np.ndarray:
         return np.asarray(matrix, dtype=np.float64)
 
