@@ -12,6 +12,13 @@ Only the fitted Pipeline is needed (its preprocessor ``pre`` and an XGBoost esti
 version, including those registered before explanations existed, is explained from the model
 itself; a model that is not XGBoost raises :class:`NotExplainable` with the reason.
 
+A few rows (a served request) take a faster road to the same numbers: XGBoost's TreeSHAP runs
+one row on one thread (~19 ms on a 562-tree depth-10 model) and scikit-learn's transform of
+one row costs ~4 ms, so the server prepares, once per model, an :class:`Explainer` that also
+holds a one-row encoder (:mod:`tarn.core.row_encoder`) and the trees laid out for numpy
+TreeSHAP (:mod:`tarn.core.treeshap`), each proved equal to the slow road on probe rows first
+(``tarn.serve.explain.prepared``).
+
 The summaries built on them are here too (pure, numpy/pandas): global importance (mean
 |contribution| per column), importance per sensitive group, attribution drift between two
 samples, and the proxy check (the columns most associated with a sensitive feature and the
@@ -20,7 +27,8 @@ share of the model's output they carry).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -29,6 +37,7 @@ from tarn.core.explain_tables import tables
 from tarn.core.task import MISSING_GROUP, Task
 
 PROXY_TOP = 3  # columns named per sensitive feature by the proxy check
+FAST_ROWS = 16  # up to this many rows, TreeSHAP in numpy (row by row); XGBoost's above
 
 
 class NotExplainable(ValueError):
@@ -63,6 +72,18 @@ class Explainer:
     columns: tuple[str, ...]  # user columns, in the preprocessor's order
     owner: np.ndarray  # encoded column j belongs to user column owner[j]
     iteration_range: tuple[int, int]
+    # the few-rows road (tarn.serve.explain.prepared): one-row encoder, numpy TreeSHAP
+    # (a tarn.core.treeshap.PathShap) and the bias per output it leaves out
+    row_encoder: object = field(default=None, repr=False, compare=False)
+    fast: object = field(default=None, repr=False, compare=False)
+    bias: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def owner_matrix(self) -> np.ndarray:
+        """(encoded, user) 0/1: encoded contributions @ it = user columns' contributions."""
+        m = np.zeros((len(self.owner), len(self.columns)))
+        m[np.arange(len(self.owner)), self.owner] = 1.0
+        return m
 
     @property
     def scale(self) -> str:
@@ -81,21 +102,35 @@ class Explainer:
         """Contributions per user column for every row of ``X`` (the model's input frame)."""
         return self.explain_encoded(self.encode(X))
 
+    def explain_columns(self, columns: Mapping[str, np.ndarray],
+                        names: list[str]) -> Contributions:
+        """:meth:`explain` for validated request columns (name -> values; ``names``: the
+        model's input columns, in order): no DataFrame when the one-row encoder is prepared
+        (``tarn.serve.explain.prepared``)."""
+        if self.row_encoder is not None:
+            return self.explain_encoded(self.row_encoder.encode(columns))
+        return self.explain(pd.DataFrame(columns, columns=names))
+
     def explain_encoded(self, Z: np.ndarray) -> Contributions:
+        raw = self.xgboost_contribs(Z) if self.fast is None or len(Z) > FAST_ROWS else None
+        if raw is None:  # (n, K, m) per encoded column, without the bias
+            raw = np.stack([self.fast.contributions(z) for z in Z]) if len(Z) else \
+                np.zeros((0, self.fast.outputs, self.fast.n_features))
+            base = self.bias
+        else:
+            raw, base = raw[:, :, :-1], (raw[0, :, -1] if len(raw) else np.zeros(raw.shape[1]))
+        values = raw @ self.owner_matrix  # summed back onto the user's columns
+        return Contributions(self.columns, self.outputs, values, np.asarray(base, np.float64))
+
+    def xgboost_contribs(self, Z: np.ndarray) -> np.ndarray:
+        """(n, K, m + 1) XGBoost's own TreeSHAP (the last column: the bias)."""
         from xgboost import DMatrix
 
         dm = DMatrix(Z, feature_names=self.booster.feature_names)
         raw = np.asarray(self.booster.predict(dm, pred_contribs=True,
                                               iteration_range=self.iteration_range),
                          dtype=np.float64)
-        if raw.ndim == 2:  # (n, m + 1): one output
-            raw = raw[:, None, :]
-        k = len(self.columns)
-        values = np.zeros((raw.shape[0], raw.shape[1], k))
-        for j, owner in enumerate(self.owner):  # a handful of encoded columns per user one
-            values[:, :, owner] += raw[:, :, j]
-        base = raw[0, :, -1] if len(raw) else np.zeros(raw.shape[1])
-        return Contributions(self.columns, self.outputs, values, base)
+        return raw[:, None, :] if raw.ndim == 2 else raw  # (n, m + 1): one output
 
     def margin(self, X: pd.DataFrame) -> np.ndarray:
         """(n, K) the model's own raw score (``output_margin``): what contributions add to."""

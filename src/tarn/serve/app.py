@@ -19,8 +19,11 @@ Every response carries a request id (``X-Request-Id``; a client's own is kept wh
 short safe token) and scoring bodies repeat it as ``request_id``; the prediction log stores it
 with each row, so a response can be tied to its rows.
 
-The hot path: ``POST /predict`` and ``POST /invocations`` are answered by :class:`Front`, a
-plain ASGI callable in front of FastAPI (no routing, request objects or response classes per
+What a scoring request means (media type, parsing, validation against the version's card,
+the contract, scoring, explanations, the response shape, the error bodies) is
+:mod:`tarn.serve.scoring`, framework-free; this module is wiring and routes. The hot path:
+``POST /predict``, ``/invocations`` and ``/explain`` are answered by :class:`Front`, a plain
+ASGI callable in front of FastAPI (no routing, request objects or response classes per
 call); a body small enough to score in well under a millisecond is scored on the event loop,
 a larger one in a worker thread. Everything else goes to the FastAPI app.
 
@@ -55,20 +58,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tarn.config import Params
-from tarn.core.predictions import log_columns
 from tarn.core.tracking import redact
-from tarn.serve import explain as explaining
+from tarn.serve import scoring as scoring_
 from tarn.serve.deploy import ModelHolder, Reconciler
-from tarn.serve.inputs import (
-    InputError,
-    contract_violations,
-    parse_json,
-    records_from_payload,
-    refusal,
-    to_columns,
-)
+from tarn.serve.inputs import InputError, parse_json
 from tarn.serve.predlog import PredictionLog
-from tarn.serve.responses import invocations_body, predict_body
+from tarn.serve.scoring import ERROR_CODES, error_body, error_code, require_utf8
+
+__all__ = ["ERROR_CODES", "CatchAll", "Deliveries", "Front", "ServerState", "create_app",
+           "error_code", "request_id", "require_utf8", "verify_webhook"]
 
 CLIENT_DIR = Path(__file__).parent / "client"
 WEBHOOK_MAX_AGE_S = 300
@@ -184,23 +182,7 @@ class _PredlogCollector:
                                 "tarn_predlog_dropped_rows_total)", value=s["dropped_rows"])
 
 
-ERROR_CODES = {400: "MALFORMED_REQUEST", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-               404: "RESOURCE_DOES_NOT_EXIST", 405: "METHOD_NOT_ALLOWED",
-               413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE",
-               422: "INVALID_PARAMETER_VALUE", 429: "REQUEST_LIMIT_EXCEEDED",
-               500: "INTERNAL_ERROR", 503: "UNAVAILABLE"}
-
-
-def error_code(status: int) -> str:
-    """The error code a status answers with (MLflow's names where it has them)."""
-    return ERROR_CODES.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
-
-
-def _error_body(status: int, message: str, request_id: str = "") -> bytes:
-    body = {"error_code": error_code(status), "message": redact(message)}
-    if request_id:
-        body["request_id"] = request_id
-    return orjson.dumps(body)
+_error_body = error_body
 
 
 def _err(status: int, message: str, request: Request | None = None) -> Response:
@@ -386,18 +368,11 @@ async def _receive_body(receive, headers, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-_CHARSET_UTF8 = re.compile(rb'\s*charset\s*=\s*"?utf-8"?\s*', re.I)
-
-
-def _is_json_media(headers) -> bool:
-    """Exactly ``application/json``, with no parameter but ``charset=utf-8``."""
+def _content_type(headers) -> bytes | None:
     for k, v in headers:
         if k == b"content-type":
-            media, _, param = v.partition(b";")
-            if media.strip().lower() != b"application/json":
-                return False
-            return not param.strip() or bool(_CHARSET_UTF8.fullmatch(param))
-    return False
+            return v
+    return None
 
 
 def _content_encoding(headers) -> str:
@@ -406,13 +381,6 @@ def _content_encoding(headers) -> str:
         if k == b"content-encoding" and v.strip().lower() not in (b"", b"identity"):
             return v.decode("latin-1")
     return ""
-
-
-def require_utf8(body: bytes) -> None:
-    """A JSON text in UTF-16 or UTF-32 (a byte-order mark, or a NUL among its first bytes,
-    which UTF-8 JSON never has) is refused with 415 instead of decoded by a fallback."""
-    if body[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in body[:4]:
-        raise InputError("the body is not UTF-8 (UTF-16 or UTF-32?): send UTF-8 JSON", 415)
 
 
 async def _send_error(send, status: int, message: str, rid: str) -> None:
@@ -430,7 +398,7 @@ def create_app(state: ServerState) -> Front:
         m.registry.register(_PredlogCollector(state.predlog))
     m.worker.labels(str(state.worker), str(os.getpid()), str(state.workers)).set(1)
     cfg = state.params.serve
-    refuse = cfg.unknown_values == "refuse"
+    action = "refused" if cfg.unknown_values == "refuse" else "flagged"
     app.state.tarn = state
     app.state.tarn_metrics = m
     limiter = []  # one anyio CapacityLimiter, made inside the event loop on first use
@@ -450,74 +418,47 @@ def create_app(state: ServerState) -> Front:
             resp.headers[k] = v
         return resp
 
-    def score(body: bytes, endpoint: str, rid: str) -> tuple[bytes, str, int]:
-        """Parse, validate, apply the contract, score, log, render: (JSON, version, number
-        of flagged values). CPU work: on the event loop for small bodies, else a thread.
-        Raises InputError."""
-        d = state.holder.current
-        if d is None:
-            raise InputError("no model in production yet: promote a version "
-                             "(`tarn promote --latest`)", 503)
-        inputs = d.inputs
-        payload = _parse(body)
-        explain = explaining.wanted(endpoint, payload)
-        limit = cfg.explain_max_rows if explain else cfg.max_rows
-        records = records_from_payload(payload, inputs, limit)
-        columns = to_columns(records, inputs, limit)
-        found = contract_violations(columns, inputs) if inputs.checked else ()
-        if found:
-            action = "refused" if refuse else "flagged"
-            for v in found:
-                m.violations.labels(v.column, v.reason, action).inc()
-            if refuse:
-                raise refusal(found, inputs)
-        scores = d.predictor.scores(columns)
-        explained = explaining.explanations(d, columns) if explain else None  # 409: cannot
-        n = len(scores)
-        per_row = None
-        if found:
-            per_row = [None] * n
-            for v in found:
-                per_row[v.row] = f"{per_row[v.row]}; {v.detail}" if per_row[v.row] \
-                    else v.detail
-        if state.predlog is not None and endpoint != "explain":  # asking why is no new score
-            state.predlog.append(columns, log_columns(d.task, scores), d.version, rid, per_row)
-        m.rows.inc(n)
-        if endpoint != "invocations":
-            out = predict_body(d.task, scores, d.version, rid, found)
-            if explained is not None:
-                explaining.attach(out, explained)
-        else:
-            out = invocations_body(d.task, scores, rid, found)
-        return (orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY), d.version,
-                len(found))
+    def score(body: bytes, content_type: bytes | None, endpoint: str,
+              rid: str) -> scoring_.Answer:
+        """:func:`tarn.serve.scoring.invocations` on the model served now (read once: a swap
+        in the middle of a request cannot mix two versions), its contract findings counted.
+        CPU work: on the event loop for small bodies, else a thread."""
+        answer = scoring_.invocations(body, content_type, state.holder.current, cfg,
+                                      endpoint=endpoint, request_id=rid,
+                                      predlog=state.predlog)
+        for v in answer.violations:
+            m.violations.labels(v.column, v.reason, action).inc()
+        if answer.status == 200:
+            m.rows.inc(answer.rows)
+        return answer
 
     async def scoring(scope, receive, send) -> None:
         start = time.perf_counter()
         endpoint = SCORING_PATHS[scope["path"]]
         rid = scope.get("tarn_request_id") or uuid.uuid4().hex
         headers = scope["headers"]
+        content_type = _content_type(headers)
         extra = []
         try:
-            if not _is_json_media(headers):
-                raise InputError("send the rows as UTF-8 JSON with Content-Type: "
-                                 "application/json", 415)
-            body = await _receive_body(receive, headers, cfg.max_body_bytes)
-            require_utf8(body)
-            if len(body) <= INLINE_BYTES:
-                content, version, flagged = score(body, endpoint, rid)
-            else:
-                import anyio.to_thread
+            answer = scoring_.media_error(content_type, rid)  # before reading the body
+            if answer is None:
+                body = await _receive_body(receive, headers, cfg.max_body_bytes)
+                if len(body) <= INLINE_BYTES:
+                    answer = score(body, content_type, endpoint, rid)
+                else:
+                    import anyio.to_thread
 
-                if not limiter:
-                    limiter.append(anyio.CapacityLimiter(SCORING_THREADS))
-                content, version, flagged = await anyio.to_thread.run_sync(
-                    score, body, endpoint, rid, limiter=limiter[0])
-            status = 200
-            extra.append((b"x-model-version", version.encode()))
-            if flagged:
-                extra.append((b"x-contract-violations", str(flagged).encode()))
-        except InputError as e:
+                    if not limiter:
+                        limiter.append(anyio.CapacityLimiter(SCORING_THREADS))
+                    answer = await anyio.to_thread.run_sync(
+                        score, body, content_type, endpoint, rid, limiter=limiter[0])
+            status, content = answer.status, answer.body
+            if status == 200:
+                extra.append((b"x-model-version", answer.version.encode()))
+                if answer.violations:
+                    extra.append((b"x-contract-violations",
+                                  str(len(answer.violations)).encode()))
+        except InputError as e:  # the body over its size cap
             status, content = e.status, _error_body(e.status, str(e), rid)
         except ConnectionAbortedError:
             return

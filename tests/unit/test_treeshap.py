@@ -1,0 +1,98 @@
+"""The serving road of explanations (tarn.core.treeshap, tarn.core.row_encoder): numpy
+TreeSHAP for a few rows equals XGBoost's own pred_contribs, and the one-row encoder equals
+the fitted ColumnTransformer, for every task; what they do not cover falls back. Tiny
+XGBoost fits (a few rounds on a few hundred rows)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from tarn.core import explain as ex
+from tarn.core import row_encoder, treeshap
+from tarn.core.features import build_preprocessor
+from tarn.core.task import Task
+from tarn.serve.explain import prepared
+from tests.unit.test_explain import _adult, _fit, _task_data
+
+
+def _columns(X, rows=slice(None)):
+    return {c: (X[c].to_numpy(dtype=object)[rows] if X[c].dtype == object
+                else X[c].to_numpy(dtype=np.float64)[rows]) for c in X.columns}
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_one_row_contributions_equal_xgboost_and_add_up_to_the_raw_score(kind):
+    p, X, y = _adult() if kind == "binary" else _task_data(kind)
+    X = X.copy()
+    num = [c for c in X.columns if X[c].dtype != object]
+    X.loc[X.index[:5], num[0]] = np.nan  # the missing-value side of splits too
+    pipe = _fit(p, X, y, kind, rounds=12)
+    task = Task.of(p.schema)
+    slow = ex.explainer(pipe, task)
+    fast = prepared(slow)
+    assert fast.fast is not None and fast.row_encoder is not None  # the fast road is taken
+    want = slow.explain(X.head(30))  # XGBoost's TreeSHAP through scikit-learn's transform
+    margin = pipe[-1].predict(pipe[0].transform(X.head(30)), output_margin=True)
+    margin = margin.reshape(30, -1)
+    cols = _columns(X)
+    for i in range(30):
+        got = fast.explain_columns(_columns(X, slice(i, i + 1)), list(X.columns))
+        assert np.abs(got.values[0] - want.values[i]).max() < 1e-5, i
+        assert np.allclose(got.base, want.base)
+        assert np.abs(got.raw[0] - margin[i]).max() < 1e-4, i
+    every = pipe[-1].predict(pipe[0].transform(X), output_margin=True).reshape(len(X), -1)
+    many = fast.explain_columns(cols, list(X.columns))  # more than FAST_ROWS: XGBoost's road
+    assert len(X) > ex.FAST_ROWS and np.abs(many.raw - every).max() < 1e-4
+
+
+def test_repeated_features_and_deep_trees_match_xgboost():
+    rng = np.random.default_rng(1)
+    Z = rng.normal(size=(400, 4)).astype(np.float32)
+    Z[rng.random(Z.shape) < 0.1] = np.nan
+    y = (np.nan_to_num(Z[:, 0]) * np.nan_to_num(Z[:, 1]) > 0).astype(int)
+    booster = xgb.train({"max_depth": 7, "objective": "binary:logistic", "eta": 0.5},
+                        xgb.DMatrix(Z, label=y), 20)  # few features: each split on repeatedly
+    fast = treeshap.build(booster)
+    want = booster.predict(xgb.DMatrix(Z[:50]), pred_contribs=True)
+    got = np.stack([fast.contributions(z)[0] for z in Z[:50]])
+    assert np.abs(got - want[:, :-1]).max() < 1e-5
+    assert np.abs(treeshap.build(booster, (0, 5)).contributions(Z[0])[0] - booster.predict(
+        xgb.DMatrix(Z[:1]), pred_contribs=True, iteration_range=(0, 5))[0, :-1]).max() < 1e-5
+
+
+def test_what_numpy_treeshap_does_not_cover_falls_back_to_xgboost():
+    Z = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)
+    dart = xgb.train({"booster": "dart", "max_depth": 2}, xgb.DMatrix(Z, label=Z[:, 0]), 3)
+    linear = xgb.train({"booster": "gblinear"}, xgb.DMatrix(Z, label=Z[:, 0]), 3)
+    assert treeshap.build(dart) is None and treeshap.build(linear) is None
+
+
+@pytest.mark.parametrize("prepare", [{}, {"onehot_max_values": 20},
+                                     {"numeric_scaler": "standard"}])
+def test_the_row_encoder_equals_the_fitted_transform(prepare):
+    p, X, y = _adult(**prepare)
+    pre = build_preprocessor(p.schema, p.prepare, X).fit(X, y)
+    enc = row_encoder.row_encoder(pre)
+    assert enc is not None
+    X = X.copy()
+    X.iloc[0, 0] = np.nan
+    X.loc[X.index[1], "workclass"] = "never seen"
+    X.loc[X.index[2], "native_country"] = None
+    want = np.asarray(pre.transform(X), dtype=np.float32)
+    assert np.array_equal(enc.encode(_columns(X)), want, equal_nan=True)
+    for i in range(5):
+        assert np.array_equal(enc.encode(_columns(X, slice(i, i + 1))), want[i:i + 1],
+                              equal_nan=True)
+
+
+def test_a_step_the_row_encoder_does_not_know_falls_back():
+    p, X, y = _adult(max_categories=5)  # infrequent categories: scikit-learn's own transform
+    pre = build_preprocessor(p.schema, p.prepare, X).fit(X, y)
+    assert row_encoder.row_encoder(pre) is None
+    pipe = _fit(p, X, y, "binary", rounds=3)
+    e = prepared(ex.explainer(pipe, Task.of(p.schema)))
+    got = e.explain_columns(_columns(X, slice(0, 1)), list(X.columns))
+    margin = pipe[-1].predict(pipe[0].transform(X.head(1)), output_margin=True)
+    assert e.row_encoder is None and abs(got.raw[0, 0] - margin[0]) < 1e-4
