@@ -149,3 +149,23 @@ def test_the_config_names_the_same_tasks_metrics_and_targets_as_the_task_modules
     # the bundle's outputs name the graph's (the standalone runner keeps its own constants)
     outputs = {v for k in TASKS for v in tasks.task_class(k).ONNX_OUTPUTS.values()}
     assert {runner.PROBA_OUTPUT, runner.VALUE_OUTPUT} <= outputs
+
+
+def test_the_built_in_tasks_answer_what_callers_used_to_branch_on():
+    binary, regression = Task("binary", ("no", "yes"), 0.3), Task("regression")
+    multi = Task("multiclass", ("a", "b", "c"))
+    assert binary.decision_threshold == 0.3 and regression.decision_threshold is None
+    assert multi.decision_threshold is None
+    assert regression.compatible(binary).startswith("task regression, the champion's binary")
+    assert multi.compatible(Task("multiclass", ("a", "b", "d"))).startswith(
+        "classes ['a', 'b', 'c'], the champion's ['a', 'b', 'd']")
+    assert multi.compatible(Task("multiclass", ("a", "b", "c"))) == ""
+    assert multi.missing_classes(np.array([0, 2, 2])) == ["b"]
+    assert multi.missing_classes(np.array([0, 1, 2])) == [] == binary.missing_classes([1])
+    assert [t.PREDICT_FN for t in (binary, multi, regression)] == ["predict_proba"] * 2 + [
+        "predict"]
+    assert not binary.measurable(np.array([1, 1])) and binary.measurable(np.array([0, 1]))
+    assert regression.parity_scale(np.array([1000.0, 1002.0])) == 1.0  # their std
+    assert binary.parity_scale(np.array([0.2, 0.9])) == 1.0  # probabilities: absolute
+    assert regression.parity_labels(np.array([1.0]), np.array([2.0]))  # values: no labels
+    assert not binary.parity_labels(np.array([0.2]), np.array([0.4]))  # across 0.3
