@@ -2,6 +2,11 @@
 
 Every command reads params.yaml once (``--params``), calls a stage's ``run`` and prints a
 summary. Errors a user can fix print as one line with what to do, and exit with status 1.
+
+Imports are lazy here on purpose, unlike the rest of tarn: each command imports its
+implementation (stages, lifecycle, serve, edge) inside its function, and the configuration
+(pydantic, ~0.3 s) is loaded when a command first reads it, so `tarn --help` starts with
+typer and rich only (<= 0.5 s, bench/bench_cli.py) and a command pays only for what it runs.
 """
 
 from __future__ import annotations
@@ -10,15 +15,17 @@ import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 from typer.exceptions import TyperException
 
-from tarn.config import Params, load_params
 from tarn.core.progress import bars, console, steps
-from tarn.errors import TarnError
+from tarn.errors import TarnError, first_line
+
+if TYPE_CHECKING:
+    from tarn.config import Params
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -70,6 +77,8 @@ class _Ctx:
     @property
     def params(self) -> Params:
         if self._params is None:
+            from tarn.config import load_params  # pydantic: not needed by --help
+
             self._params = load_params(self.params_path)
         return self._params
 
@@ -114,8 +123,6 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (typer.Exit, typer.Abort, TyperException, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - the last line of defence: no raw traceback
-            from tarn.errors import first_line
-
             where = _write_trace(e)
             console.print(f"[bold red]unexpected error:[/] {type(e).__name__}: "
                           f"{first_line(e)}", highlight=False)
