@@ -30,12 +30,28 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from tarn.config import Params, PrepareConfig, SchemaConfig
+from tarn.core import bias, windows
 from tarn.core import progress as progress_output
-from tarn.core import windows
-from tarn.core.catalog import SplitData, lineage_keys, load_split, split_batches
+from tarn.core.catalog import (
+    RETRAIN_REPORT,
+    SplitData,
+    lineage_keys,
+    load_split,
+    load_train_info,
+    split_batches,
+)
+from tarn.core.features import to_model_frame
+from tarn.core.files import write_text
+from tarn.core.ingest import read_batches
+from tarn.core.model import packaging, schema_hash
 from tarn.core.progress import Progress, Step, no_steps, rounds_callback, silent
+from tarn.core.registry import PromotionRefused, Registry
+from tarn.core.tags import Lineage, RetrainRecord
 from tarn.core.task import Task
+from tarn.core.tracking import batches_input, frame_input, git_commit, params_hash
 from tarn.errors import TarnError
+from tarn.lifecycle import monitor
+from tarn.lifecycle.promote import promote
 
 NEW_DATA_MANIFEST = "lineage/new_data_manifest.json"  # in the run of an incremental version
 
@@ -109,14 +125,6 @@ def parent_contract(card: dict, params: Params) -> tuple[Task, SchemaConfig, Pre
 
 def run_incremental(params: Params, root: Path, batches: list[str], step: Step = no_steps,
                     progress: Progress = silent) -> RetrainResult:
-    from tarn.core import bias
-    from tarn.core.features import to_model_frame
-    from tarn.core.ingest import read_batches
-    from tarn.core.model import packaging, schema_hash
-    from tarn.core.registry import Registry
-    from tarn.core.tags import Lineage
-    from tarn.core.tracking import git_commit, params_hash
-
     start, began = time.perf_counter(), time.time()
     cfg = params.retrain
     step("opening the model registry")
@@ -244,8 +252,6 @@ def _new_data_inputs(params: Params, root: Path, data: pd.DataFrame, hold: pd.Da
                      batches: list[str], manifest: list[dict]) -> list:
     """The run's datasets: the new batches it continued on, and the share of them held out
     for its test figures (same source: the lake, the manifest digest of the files read)."""
-    from tarn.core.tracking import batches_input, frame_input
-
     new = batches_input(params.lake.url, root, data, batches, manifest, "training")
     return [new, frame_input(hold, f"held out of {new.name}", "test", new.source)]
 
@@ -305,10 +311,6 @@ def _compare_versions(params: Params, root: Path, old: str, new: str,
     """Old vs new registered version (:func:`_compare`) on the test split and on the new
     batches, if any (which a full retraining has trained on: that column is optimistic for
     it). Empty only when the two predict different tasks."""
-    from tarn.core.features import to_model_frame
-    from tarn.core.ingest import read_batches
-    from tarn.core.registry import Registry
-
     reg = Registry(params.mlflow, root, params.promote.alias)
     step(f"loading versions {new} (new) and {old} (old) to compare them")
     new_pipe, card = reg.load_with_card(new)
@@ -345,9 +347,6 @@ def write_report(params: Params, root: Path, mon, result: RetrainResult) -> Path
     mode, forced or not and why, versions, the old-vs-new figures, promoted or refused."""
     from dataclasses import asdict
     from datetime import UTC, datetime
-
-    from tarn.core.catalog import RETRAIN_REPORT
-    from tarn.core.files import write_text
 
     out = root / params.monitor.reports / RETRAIN_REPORT
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -409,8 +408,6 @@ def run_full(params: Params, root: Path, dvc: str | None = None,
              step: Step = no_steps) -> RetrainResult:
     """A fresh snapshot of the whole lake through the DVC pipeline (re-tuning if
     ``retrain.retune``), which registers a new version."""
-    from tarn.core.registry import Registry
-
     start = time.perf_counter()
     step("opening the model registry")
     reg = Registry(params.mlflow, root, params.promote.alias)
@@ -450,8 +447,6 @@ def run_full(params: Params, root: Path, dvc: str | None = None,
 
 def _registered(params: Params, root: Path) -> str | None:
     """The version the train stage last registered here (models/train.json)."""
-    from tarn.core.catalog import load_train_info
-
     try:
         return str(load_train_info(params, root).version)
     except TarnError:
@@ -462,10 +457,6 @@ def run(params: Params, root: Path, mode: str = "auto", step: Step = no_steps,
         progress: Progress = silent) -> tuple:
     """Monitor, decide, retrain, promote. Returns (monitor result, retrain result | None).
     ``step`` hears of each piece of work, ``progress`` of the boosting rounds."""
-    from tarn.core.registry import PromotionRefused, Registry
-    from tarn.lifecycle import monitor
-    from tarn.lifecycle.promote import promote
-
     step("monitoring new data")
     mon = monitor.run(params, root, step=step)
     chosen = mon.decision.mode if mode == "auto" else mode
@@ -491,7 +482,6 @@ def run(params: Params, root: Path, mode: str = "auto", step: Step = no_steps,
         if fresh:
             result.windows["new_data"] = windows.gate_label(fresh, None, **trained)
     result.forced, result.reason = mode != "auto", retrain_reason(mode, chosen, mon.decision)
-    from tarn.core.tags import RetrainRecord
 
     Registry(params.mlflow, root, params.promote.alias).record_retrain(
         result.version, RetrainRecord(result.mode, result.forced, result.reason[:400]))
