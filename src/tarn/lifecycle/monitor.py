@@ -25,10 +25,26 @@ import numpy as np
 import pandas as pd
 
 from tarn.config import MonitorConfig, Params
-from tarn.core import windows
+from tarn.core import explain, windows
+from tarn.core.catalog import MONITOR_REPORT, load_split
+from tarn.core.columns import ColumnRules
+from tarn.core.features import to_model_frame
+from tarn.core.ingest import read_batches
+from tarn.core.lake import Lake
+from tarn.core.model import served_contract
 from tarn.core.progress import Step, no_steps
+from tarn.core.registry import Registry
+from tarn.core.tags import RunTag
 from tarn.core.task import Task
 from tarn.core.tasks.base import PREDICTED  # prefix of the model-output drift columns
+from tarn.core.tracking import (
+    batches_input,
+    connect,
+    log_inputs,
+    quiet_mlflow,
+    split_inputs,
+    start_run,
+)
 from tarn.errors import EtlError, TarnError
 
 
@@ -101,8 +117,6 @@ def new_batches(params: Params, root: Path, seen: set[str],
     split (``prepare.test_split: batches``) the batches matching it are never new; with a
     moving one (``latest``) the model's own test batches (``tested``, from its lineage) are
     not, and every later batch is."""
-    from tarn.core.lake import Lake
-
     lake = Lake.from_config(params.lake, root)
     fixed = params.prepare.test_split == "batches"
     return [b.name for b in lake.batches(params.lake.include)
@@ -400,9 +414,6 @@ def page_headline(result: MonitorResult, source: SourceReport, cfg: MonitorConfi
 # ----------------------------------------------------------------------------- stage
 def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log"),
         step: Step = no_steps) -> MonitorResult:
-    from tarn.core.catalog import load_split
-    from tarn.core.registry import Registry
-
     began = time.time()  # the monitoring run covers the scoring and the reports
     step("opening the model registry")
     reg = Registry(params.mlflow, root, params.promote.alias)
@@ -446,7 +457,6 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log"),
     for s in reports:  # each page states the decision it led to: they cannot disagree
         if s.html and Path(s.html).is_file():
             er.headline(Path(s.html), *page_headline(result, s, params.monitor))
-    from tarn.core.catalog import MONITOR_REPORT
 
     (out / MONITOR_REPORT).write_text(json.dumps(result.as_dict(), indent=2, default=float))
     step(f"decision {result.decision.mode}; logging to MLflow")
@@ -456,10 +466,6 @@ def run(params: Params, root: Path, sources: tuple[str, ...] = ("lake", "log"),
 
 def _lake_source(params, root, fresh, reference, ref_scores, model, task: Task, out,
                  ref_loss, step: Step = no_steps, attribution=None) -> SourceReport:
-    from tarn.core.features import to_model_frame
-    from tarn.core.ingest import read_batches
-    from tarn.core.tracking import batches_input
-
     if not fresh:
         return SourceReport("lake", loss=task.loss, problems=["no new lake batches"])
     step(f"lake: reading {', '.join(fresh)} through the contract")
@@ -510,8 +516,6 @@ def _log_source(params, root, reference, ref_scores, task: Task, out,
         return SourceReport("log", loss=task.loss,
                             problems=problems + [f"no logged rows scored by version "
                                                  f"{version} yet"])
-    from tarn.core.columns import ColumnRules
-    from tarn.core.model import served_contract
 
     served = served_contract(card or {}, params.schema, params.prepare, params.train.threshold)
     missing = ColumnRules.of(served.schema, served.prepare).missing_inputs(log.columns)
@@ -538,9 +542,6 @@ def attribution_against(model, task: Task, reference_X: pd.DataFrame, params: Pa
     """A function (source name, new rows) -> attribution drift against the reference rows
     (mean |contribution| per column, tarn.core.explain), or None when the model cannot be
     explained (feature drift is still measured)."""
-    from tarn.core import explain
-    from tarn.core.features import to_model_frame
-
     try:
         e = explain.explainer(model, task)
     except explain.NotExplainable:
@@ -580,9 +581,6 @@ def attribution_summary(rep: SourceReport, top: int = 3) -> str:
 def _log_mlflow(params: Params, root: Path, result: MonitorResult, out: Path,
                 began: float | None = None) -> None:
     import mlflow
-
-    from tarn.core.tags import RunTag
-    from tarn.core.tracking import connect, log_inputs, quiet_mlflow, split_inputs, start_run
 
     tracking = connect(params.mlflow, root)
     with quiet_mlflow(), start_run("monitor", tracking.experiment_id, began) as run:
