@@ -36,46 +36,17 @@ def group_key(df: pd.DataFrame, features: list[str]) -> pd.Series:
     return key
 
 
+def _task(task: str, classes: list[str]):
+    """The task's class owns its target figures (:mod:`tarn.core.tasks`)."""
+    from tarn.core.tasks import Task
+
+    return Task(task, tuple(classes))
+
+
 def _target_figures(y: pd.Series, w: pd.Series, task: str, classes: list[str]) -> dict:
     """What the target looks like in one group: the positive rate (binary), the share of each
     class (multiclass), or the target's mean, spread and quartiles (regression)."""
-    if task == "binary":
-        return {"positive_rate": float(np.average(y, weights=w))}
-    if task == "multiclass":
-        return {"class_shares": {name: float(np.average(y == i, weights=w))
-                                 for i, name in enumerate(classes)}}
-    mean = float(np.average(y, weights=w))
-    q = np.quantile(y.astype(np.float64), [0.1, 0.25, 0.5, 0.75, 0.9]) if len(y) else [np.nan] * 5
-    return {"mean": mean, "std": float(np.sqrt(np.average((y - mean) ** 2, weights=w))),
-            **{f"q{int(p * 100)}": float(v) for p, v in zip((0.1, 0.25, 0.5, 0.75, 0.9), q,
-                                                           strict=True)}}
-
-
-QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
-
-
-def _weighted_mean(y_true, y_pred, sample_weight=None) -> float:
-    return float(np.average(np.asarray(y_true, dtype=np.float64), weights=sample_weight))
-
-
-def _weighted_std(y_true, y_pred, sample_weight=None) -> float:
-    y = np.asarray(y_true, dtype=np.float64)
-    mean = np.average(y, weights=sample_weight)
-    return float(np.sqrt(np.average((y - mean) ** 2, weights=sample_weight)))
-
-
-def _quantile(p: float):
-    def q(y_true, y_pred) -> float:  # unweighted, as the overall figures
-        return float(np.quantile(np.asarray(y_true, dtype=np.float64), p))
-    q.__name__ = f"q{int(p * 100)}"
-    return q
-
-
-def _class_share(i: int):
-    def share(y_true, y_pred, sample_weight=None) -> float:
-        return float(np.average(np.asarray(y_true) == i, weights=sample_weight))
-    share.__name__ = f"share_{i}"
-    return share
+    return _task(task, classes).target_figures(y, w)
 
 
 def group_frame(y: np.ndarray, groups: pd.Series, w: np.ndarray, task: str,
@@ -84,17 +55,10 @@ def group_frame(y: np.ndarray, groups: pd.Series, w: np.ndarray, task: str,
     figures of :func:`_target_figures` (binary: ``positive_rate``, fairlearn's selection rate of
     the labels; multiclass: ``share_<i>`` per class; regression: mean, std, quantiles), weighted
     by ``w`` (quantiles unweighted)."""
-    from fairlearn.metrics import MetricFrame, count, selection_rate
+    from fairlearn.metrics import MetricFrame, count
 
-    weighted: dict = {}
-    plain: dict = {"count": count}
-    if task == "binary":
-        weighted["positive_rate"] = selection_rate
-    elif task == "multiclass":
-        weighted.update({f"share_{i}": _class_share(i) for i in range(len(classes))})
-    else:
-        weighted.update(mean=_weighted_mean, std=_weighted_std)
-        plain.update({f"q{int(p * 100)}": _quantile(p) for p in QUANTILES})
+    unweighted, weighted = _task(task, classes).target_metrics()
+    plain: dict = {"count": count, **unweighted}
     y = np.asarray(y)
     mf = MetricFrame(metrics={**plain, **weighted}, y_true=y, y_pred=y,
                      sensitive_features=groups.to_numpy(),
@@ -118,6 +82,7 @@ def group_table(df: pd.DataFrame, feature: str, target: str, feature_cols: list[
     (``mean_difference``; there is no label to have an impact on). ``too_small`` marks the
     groups under ``min_rows`` rows: shown, but kept out of the headline figures."""
     classes = list(classes or [])
+    t = _task(task, classes)
     w = np.ones(len(df)) if weights is None else np.asarray(weights, dtype=np.float64)
     g = group_key(df, [feature])
     by = group_frame(df[target].to_numpy(), g, w, task, classes)
@@ -125,14 +90,7 @@ def group_table(df: pd.DataFrame, feature: str, target: str, feature_cols: list[
     rows = []
     for name, idx in g.groupby(g).groups.items():
         f = by.loc[str(name)]
-        if task == "binary":
-            figures: dict = {"positive_rate": float(f["positive_rate"])}
-        elif task == "multiclass":
-            figures = {"class_shares": {c: float(f[f"share_{i}"])
-                                        for i, c in enumerate(classes)}}
-        else:
-            figures = {"mean": float(f["mean"]), "std": float(f["std"]),
-                       **{f"q{int(p * 100)}": float(f[f"q{int(p * 100)}"]) for p in QUANTILES}}
+        figures = t.group_target_figures(f)
         rows.append({
             "group": name,
             "count": int(f["count"]),
@@ -147,19 +105,7 @@ def group_table(df: pd.DataFrame, feature: str, target: str, feature_cols: list[
     big = set(table.loc[~table["too_small"], "group"])
     ref = (privileged if privileged in big or (privileged in set(table["group"]) and not big)
            else table.loc[0, "group"])
-    at_ref = table["group"] == ref
-    if task == "binary":
-        ref_rate = float(table.loc[at_ref, "positive_rate"].iloc[0])
-        table["disparate_impact"] = table["positive_rate"] / ref_rate if ref_rate > 0 else np.nan
-    elif task == "multiclass":
-        ref_shares = table.loc[at_ref, "class_shares"].iloc[0]
-        table["disparate_impact"] = [
-            min((s[c] / ref_shares[c] for c in classes if ref_shares[c] > 0), default=np.nan)
-            for s in table["class_shares"]]
-    else:
-        std = float(np.std(df[target].astype(np.float64))) or 1.0
-        ref_mean = float(table.loc[at_ref, "mean"].iloc[0])
-        table["mean_difference"] = (table["mean"] - ref_mean) / std
+    t.compare_to_reference(table, table["group"] == ref, df[target])
     table.attrs["reference"] = ref
     return table
 
@@ -199,25 +145,8 @@ def data_bias(df: pd.DataFrame, schema: SchemaConfig, cfg: BiasConfig,
             entry["not_measurable"] = (
                 f"fewer than two groups with bias.min_group_rows ({cfg.min_group_rows}) rows "
                 f"({', '.join(f'{g} {n}' for g, n in zip(t['group'], t['count'], strict=True))})")
-        if task == "regression":
-            std = overall["std"] or 1.0
-            entry["mean_gap"] = (float((h["mean"].max() - h["mean"].min()) / std)
-                                 if measurable else None)
-            entry["gap"] = entry["mean_gap"]
-        else:
-            if task == "binary":
-                rates = {"positive": h["positive_rate"]}
-            else:
-                rates = {c: h["class_shares"].map(lambda s, c=c: s[c]) for c in classes}
-            entry["disparate_impact_min"] = float(min(
-                (r.min() / r.max() if r.max() > 0 else np.nan)
-                for r in rates.values())) if measurable else None
-            entry["statistical_parity_difference"] = float(max(
-                r.max() - r.min() for r in rates.values())) if measurable else None
-            entry["gap"] = entry["statistical_parity_difference"]
-            entry["passes_four_fifths"] = bool(
-                (h["disparate_impact"].dropna() >= cfg.disparate_impact_threshold).all()
-            ) if measurable else None
+        entry.update(_task(task, classes).data_headline(h, measurable, overall,
+                                                        cfg.disparate_impact_threshold))
         entry["groups"] = groups
         out["features"][feat] = entry
     return out
@@ -251,7 +180,7 @@ def reweighing_note(task: str, features: list[str]) -> str:
     """Why the training rows all weigh 1 ("" when reweighing weights are computed): no feature
     to reweigh by, or a regression target (Kamiran & Calders balances labels across groups;
     a number has no label to balance). Prepare's report and the train run both record it."""
-    if task == "regression":
+    if not _task(task, []).classification:
         return REWEIGHING_NOT_APPLICABLE
     if not features:
         return "no reweighing feature declared (bias.reweighing_features): weights are 1"

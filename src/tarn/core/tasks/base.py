@@ -322,6 +322,30 @@ class Task:
         """Mitigation's effect on a feature's figures beyond the gap (with minus without)."""
         return {}
 
+    # ------------------------------------------------------------------ data bias
+    # the target itself across groups (prepare's bias report, tarn.core.bias), before a model
+    def target_figures(self, y: pd.Series, w: pd.Series) -> dict:
+        """What the target looks like in one group of rows (weights ``w``)."""
+        raise NotImplementedError
+
+    def target_metrics(self) -> tuple[dict, dict]:
+        """fairlearn metrics over the target per group: (unweighted, weighted) by name."""
+        raise NotImplementedError
+
+    def group_target_figures(self, f: pd.Series) -> dict:
+        """One group's :meth:`target_figures` from its :meth:`target_metrics` row."""
+        raise NotImplementedError
+
+    def compare_to_reference(self, table: pd.DataFrame, at_ref: pd.Series,
+                             target: pd.Series) -> None:
+        """Each group against the reference group, as a column of ``table``."""
+        raise NotImplementedError
+
+    def data_headline(self, h: pd.DataFrame, measurable: bool, overall: dict,
+                      four_fifths: float) -> dict:
+        """The headline figures over the large groups ``h``, with ``gap``."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ plots
     def plots(self, y: np.ndarray, scores: np.ndarray, bins: int, out: Path) -> None:
         """Every file of :data:`DVC_PLOTS` (header only where a curve does not apply), the
@@ -400,6 +424,22 @@ class Task:
     def parity_scale(self, python_scores: np.ndarray) -> float:
         """What an absolute score difference is divided by before the parity tolerance."""
         return 1.0
+
+
+def rate_headline(rates: dict, h: pd.DataFrame, measurable: bool,
+                  four_fifths: float) -> dict:
+    """Data bias of labels: per class (or the positive label) its rate per large group;
+    disparate impact (min / max) and statistical parity difference (max - min), the gap."""
+    out: dict = {}
+    out["disparate_impact_min"] = float(min(
+        (r.min() / r.max() if r.max() > 0 else np.nan)
+        for r in rates.values())) if measurable else None
+    out["statistical_parity_difference"] = float(max(
+        r.max() - r.min() for r in rates.values())) if measurable else None
+    out["gap"] = out["statistical_parity_difference"]
+    out["passes_four_fifths"] = bool(
+        (h["disparate_impact"].dropna() >= four_fifths).all()) if measurable else None
+    return out
 
 
 def group_values(col: pd.Series) -> np.ndarray:

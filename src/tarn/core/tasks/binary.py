@@ -17,6 +17,7 @@ from tarn.core.tasks.base import (
     calibration_curve,
     confusion_axes,
     pyplot,
+    rate_headline,
     register,
     save_figure,
     spread,
@@ -128,6 +129,27 @@ class BinaryTask(Task):
     def fairness_changes(self, feat: str, fa: dict, fb: dict) -> dict:
         return {f"eod_change_{feat}": (fa["equalized_odds_difference"]
                                        - fb["equalized_odds_difference"])}
+
+    # ------------------------------------------------------------------ data bias
+    def target_figures(self, y, w) -> dict:
+        """The positive rate."""
+        return {"positive_rate": float(np.average(y, weights=w))}
+
+    def target_metrics(self) -> tuple[dict, dict]:
+        from fairlearn.metrics import selection_rate
+
+        return {}, {"positive_rate": selection_rate}  # fairlearn's selection rate of labels
+
+    def group_target_figures(self, f) -> dict:
+        return {"positive_rate": float(f["positive_rate"])}
+
+    def compare_to_reference(self, table, at_ref, target) -> None:
+        """``disparate_impact``: the ratio of positive rates."""
+        ref_rate = float(table.loc[at_ref, "positive_rate"].iloc[0])
+        table["disparate_impact"] = table["positive_rate"] / ref_rate if ref_rate > 0 else np.nan
+
+    def data_headline(self, h, measurable, overall, four_fifths) -> dict:
+        return rate_headline({"positive": h["positive_rate"]}, h, measurable, four_fifths)
 
     # ------------------------------------------------------------------ plots
     def task_plots(self, y, proba, bins: int, out: Path) -> None:

@@ -17,6 +17,7 @@ from tarn.core.tasks.base import (
     confusion_axes,
     proba_column,
     pyplot,
+    rate_headline,
     register,
     save_figure,
     spread,
@@ -120,6 +121,31 @@ class MulticlassTask(Task):
                 "gap": spread(mf, [f"share_{c}" for c in self.classes], min_rows),
                 "groups": by_group(mf)}, mf
 
+    # ------------------------------------------------------------------ data bias
+    def target_figures(self, y, w) -> dict:
+        """The share of each class."""
+        return {"class_shares": {name: float(np.average(y == i, weights=w))
+                                 for i, name in enumerate(self.classes)}}
+
+    def target_metrics(self) -> tuple[dict, dict]:
+        return {}, {f"share_{i}": _class_share(i) for i in range(self.n_classes)}
+
+    def group_target_figures(self, f) -> dict:
+        return {"class_shares": {c: float(f[f"share_{i}"]) for i, c in enumerate(self.classes)}}
+
+    def compare_to_reference(self, table, at_ref, target) -> None:
+        """``disparate_impact``: the smallest ratio of class shares over the classes."""
+        ref_shares = table.loc[at_ref, "class_shares"].iloc[0]
+        table["disparate_impact"] = [
+            min((s[c] / ref_shares[c] for c in self.classes if ref_shares[c] > 0),
+                default=np.nan)
+            for s in table["class_shares"]]
+
+    def data_headline(self, h, measurable, overall, four_fifths) -> dict:
+        """The largest statistical parity difference over the classes' shares."""
+        rates = {c: h["class_shares"].map(lambda s, c=c: s[c]) for c in self.classes}
+        return rate_headline(rates, h, measurable, four_fifths)
+
     # ------------------------------------------------------------------ plots
     def task_plots(self, y, proba, bins: int, out: Path) -> None:
         """Confusion matrix (counts, class names) and per-class precision / recall / F1."""
@@ -207,6 +233,13 @@ class MulticlassTask(Task):
 
     def explain_outputs(self) -> tuple[str, ...]:
         return self.classes
+
+
+def _class_share(i: int):
+    def share(y_true, y_pred, sample_weight=None) -> float:
+        return float(np.average(np.asarray(y_true) == i, weights=sample_weight))
+    share.__name__ = f"share_{i}"
+    return share
 
 
 def _share_of(i: int):

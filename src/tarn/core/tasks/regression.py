@@ -70,6 +70,35 @@ class RegressionTask(Task):
                 "gap": None if gap is None else gap / std,
                 "groups": by_group(mf)}, mf
 
+    # ------------------------------------------------------------------ data bias
+    def target_figures(self, y, w) -> dict:
+        """The target's mean, spread and quantiles (quantiles unweighted)."""
+        mean = float(np.average(y, weights=w))
+        q = np.quantile(y.astype(np.float64), QUANTILES) if len(y) else [np.nan] * 5
+        return {"mean": mean, "std": float(np.sqrt(np.average((y - mean) ** 2, weights=w))),
+                **{f"q{int(p * 100)}": float(v) for p, v in zip(QUANTILES, q, strict=True)}}
+
+    def target_metrics(self) -> tuple[dict, dict]:
+        return ({f"q{int(p * 100)}": _quantile(p) for p in QUANTILES},
+                {"mean": _weighted_mean, "std": _weighted_std})
+
+    def group_target_figures(self, f) -> dict:
+        return {"mean": float(f["mean"]), "std": float(f["std"]),
+                **{f"q{int(p * 100)}": float(f[f"q{int(p * 100)}"]) for p in QUANTILES}}
+
+    def compare_to_reference(self, table, at_ref, target) -> None:
+        """``mean_difference``: the difference in target mean as a share of the target's
+        standard deviation (there is no label to have an impact on)."""
+        std = float(np.std(target.astype(np.float64))) or 1.0
+        ref_mean = float(table.loc[at_ref, "mean"].iloc[0])
+        table["mean_difference"] = (table["mean"] - ref_mean) / std
+
+    def data_headline(self, h, measurable, overall, four_fifths) -> dict:
+        """The spread of group means as a share of the target's standard deviation."""
+        std = overall["std"] or 1.0
+        gap = float((h["mean"].max() - h["mean"].min()) / std) if measurable else None
+        return {"mean_gap": gap, "gap": gap}
+
     # ------------------------------------------------------------------ plots
     def task_plots(self, y, pred, bins: int, out: Path) -> None:
         """Residuals against the prediction, predicted against actual, the residuals'
@@ -106,6 +135,26 @@ class RegressionTask(Task):
         b = np.asarray(python_scores, dtype=np.float64)
         spread_ = float(np.std(b)) if len(b) > 1 else 0.0
         return spread_ if spread_ > 0 else max(1.0, float(np.abs(b).max(initial=0.0)))
+
+
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def _weighted_mean(y_true, y_pred, sample_weight=None) -> float:
+    return float(np.average(np.asarray(y_true, dtype=np.float64), weights=sample_weight))
+
+
+def _weighted_std(y_true, y_pred, sample_weight=None) -> float:
+    y = np.asarray(y_true, dtype=np.float64)
+    mean = np.average(y, weights=sample_weight)
+    return float(np.sqrt(np.average((y - mean) ** 2, weights=sample_weight)))
+
+
+def _quantile(p: float):
+    def q(y_true, y_pred) -> float:  # unweighted, as the overall figures
+        return float(np.quantile(np.asarray(y_true, dtype=np.float64), p))
+    q.__name__ = f"q{int(p * 100)}"
+    return q
 
 
 def _mean_pred(y_true, y_pred) -> float:
