@@ -220,13 +220,8 @@ class Task:
     def label_names(self, labels: np.ndarray) -> list[str]:
         return [self.classes[int(i)] for i in labels]
 
-    def score_matrix(self, scores: np.ndarray) -> np.ndarray:
-        """Scores as one column per score (what validation files store); :meth:`from_matrix`
-        reads them back."""
-        s = np.asarray(scores, dtype=np.float64)
-        return s if s.ndim == 2 else s.reshape(-1, 1)
-
     def from_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """Scores from one column per score (validation files, the prediction log)."""
         return np.asarray(matrix, dtype=np.float64)[:, 0]
 
     def missing_classes(self, y: np.ndarray) -> list[str]:
