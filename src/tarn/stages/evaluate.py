@@ -34,11 +34,14 @@ from tarn.core.catalog import (
     FAIRNESS_REPORT,
     MODEL_DIR,
     PLOTS_DIR,
+    STAGE_READS,
+    EvaluateReport,
+    TrainInfo,
     load_split,
     load_train_info,
     split_batches,
 )
-from tarn.core.features import FEATURES, encode
+from tarn.core.features import encode
 from tarn.core.files import atomic_dir, staged
 from tarn.core.model import load_local, task_of
 from tarn.core.progress import Step, no_steps
@@ -47,8 +50,8 @@ from tarn.core.task import Task
 
 # params keys this stage reads (each is in its dvc.yaml params; tests check both); the
 # decision threshold is the model's own (its card), so train.threshold is not among them
-READS = ("schema", "evaluate", "bias.mitigation", "bias.reweighing_features",
-         "bias.min_group_rows", *FEATURES)
+# (declared in core/catalog.py's STAGE_READS, from which lineage hashes are derived)
+READS = STAGE_READS["evaluate"]
 # keys that only say where work runs or lands: read, but not DVC params
 AMBIENT = ("paths", "mlflow")
 
@@ -127,10 +130,10 @@ def run(params: Params, root: Path, step: Step = no_steps) -> EvaluateResult:
     note = reweighing_note(task.kind, params.bias.reweighing_features)
     # which model train registered: its decision (reweighing kept or not, checked on
     # validation); a train.json from before the check: the declared setting
-    decision = train_info.get("mitigation")
+    decision = train_info.mitigation
     mitigated = (bool(decision["applied"]) if decision else
                  params.bias.mitigation == "reweighing" and not note and
-                 "mitigation" not in train_info)
+                 not train_info.mitigation_recorded)
     comparison = {
         "task": task.kind,
         "with_mitigation" if mitigated else "without_mitigation": results["model"],
@@ -170,23 +173,16 @@ def run(params: Params, root: Path, step: Step = no_steps) -> EvaluateResult:
             evidently_paths = _evidently(params, root, test, task, scores["model"], ev, step)
     step("writing evaluate.json, fairness.json and the HTML report")
     with staged() as st:
-        st.json(reports / EVALUATE_REPORT, {"task": task.kind, "model": flat,
-                                            "effect": comparison["effect"],
-                                            "fairness_changes": comparison["fairness_changes"],
-                                            "mitigation": None if not decision else {
-                                                "applied": decision["applied"],
-                                                "reason": decision["reason"]},
-                                            "unmitigated": {k: unmitigated[k]
-                                                            for k in task.metrics},
-                                            "reference_test": comparison["reference_test"],
-                                            "reference_verdict": ref_verdict,
-                                            "test_window": comparison["test_window"],
-                                            "explanations": comparison["explanations"],
-                                            "version": train_info["version"]})
+        st.json(reports / EVALUATE_REPORT, EvaluateReport(
+            task.kind, flat, comparison["effect"], comparison["fairness_changes"],
+            None if not decision else EvaluateReport.mitigation_entry(decision["applied"],
+                                                                      decision["reason"]),
+            {k: unmitigated[k] for k in task.metrics}, comparison["reference_test"], ref_verdict,
+            comparison["test_window"], comparison["explanations"], train_info.version).to_json())
         st.json(reports / FAIRNESS_REPORT, comparison)
         st.text(reports / EVALUATION_HTML,
                 render_html(comparison, mitigated, train_info, evidently_paths, task))
-    step(f"logging to MLflow (run {train_info['run_id']})")
+    step(f"logging to MLflow (run {train_info.run_id})")
     _log_to_mlflow(params, root, train_info, flat, comparison, reports)
     return EvaluateResult(flat, comparison)
 
@@ -230,7 +226,7 @@ def _evidently(params: Params, root: Path, test, task: Task, scores: np.ndarray,
     return paths
 
 
-def _log_to_mlflow(params: Params, root: Path, train_info: dict, flat: dict,
+def _log_to_mlflow(params: Params, root: Path, train_info: TrainInfo, flat: dict,
                    comparison: dict, reports: Path) -> None:
     """Test figures, the test split (a dataset) and the reports, on the registered version's
     run: the run page shows what the model was measured on and the pages that say so; the
@@ -240,21 +236,21 @@ def _log_to_mlflow(params: Params, root: Path, train_info: dict, flat: dict,
     from tarn.core.registry import Registry, logged_model_id
     from tarn.core.tracking import connect, log_inputs, quiet_mlflow, split_inputs
 
-    run_id = train_info["run_id"]
+    run_id = train_info.run_id
     connect(params.mlflow, root)
     with quiet_mlflow():
         client = mlflow.MlflowClient()
         test = split_inputs(params, root, {"test": "test"})
         log_inputs(run_id, test)
         # the logged model's figures name the dataset they were measured on (MLflow 3)
-        model_id = logged_model_id(str(train_info.get("model_uri", "")))
+        model_id = logged_model_id(train_info.model_uri)
         tests = {f"test_{k}": float(v) for k, v in flat.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
         for k, v in tests.items():
             client.log_metric(run_id, k, v, dataset_name=test[0].name,
                               dataset_digest=test[0].digest, model_id=model_id)
-        if train_info.get("version"):
-            Registry(params.mlflow, root).record_test(str(train_info["version"]), tests)
+        if train_info.version:
+            Registry(params.mlflow, root).record_test(str(train_info.version), tests)
         for k, v in comparison["effect"].items():
             client.log_metric(run_id, f"mitigation_{k}", float(v))
         for name, figures in comparison.get("reference_test", {}).items():
@@ -276,15 +272,15 @@ def _log_to_mlflow(params: Params, root: Path, train_info: dict, flat: dict,
                 client.log_artifact(run_id, str(path))
 
 
-def render_html(comparison: dict, mitigated: bool, train_info: dict,
+def render_html(comparison: dict, mitigated: bool, train_info: TrainInfo,
                 evidently_paths: dict[str, str], task: Task | None = None) -> str:
     task = task or Task("binary", ("0", "1"))
     a, b = comparison["with_mitigation"], comparison["without_mitigation"]
     keys = task.HTML_QUALITY
     note = comparison.get("mitigation_note", "")
     sections = [
-        f"<p>Registered model <b>{html.esc(train_info['registered_model'])}</b> version "
-        f"<b>{html.esc(train_info['version'])}</b> ({task.kind}, trained "
+        f"<p>Registered model <b>{html.esc(train_info.registered_model)}</b> version "
+        f"<b>{html.esc(train_info.version)}</b> ({task.kind}, trained "
         f"{'with' if mitigated else 'without'} reweighing), on the held-out test split.</p>",
     ]
     if comparison.get("test_window"):
