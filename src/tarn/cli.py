@@ -535,33 +535,27 @@ def report() -> None:
 
 
 # ------------------------------------------------------------------------------ lifecycle
-def _server_url(c: _Ctx) -> str:
-    """The server's address, derived from one setting (tarn.core.address: serve.notify_url
-    if set, else where this project's `tarn serve` recorded it listens, else
-    serve.host/serve.port)."""
-    from tarn.core.address import server_url
+def _site(c: _Ctx, server: str = "", key: bool = True):
+    """Where the deployment targets live, read here at the edge: the admin secret (from the
+    environment, to nudge the server) and the deployment key (``serve.deploy_key``, created
+    0600 on first use; ``key=False`` for commands that only read)."""
+    from tarn.core.signing import project_key
+    from tarn.core.targets import Site
 
-    return server_url(c.params.serve, c.root)[0]
-
-
-def _notify(c: _Ctx) -> str:
-    from tarn.core.tracking import redact
-    from tarn.lifecycle.promote import notify_server
-
-    url = _server_url(c)
-    if not os.environ.get("TARN_ADMIN_SECRET"):
-        return (f"server at {redact(url)} not notified (set TARN_ADMIN_SECRET, as for `tarn "
-                f"serve`, to nudge it); it polls every {c.params.serve.poll_interval_s:g} s")
-    return notify_server(url, os.environ["TARN_ADMIN_SECRET"])
+    return Site(c.params, c.root, server, os.environ.get("TARN_ADMIN_SECRET", ""),
+                project_key(c.params, c.root) if key else None)
 
 
-def _notify_with_steps(c: _Ctx) -> str:
-    """:func:`_notify`, with a step line while the server deploys (it may take seconds)."""
-    if not os.environ.get("TARN_ADMIN_SECRET"):
-        return _notify(c)  # nothing is sent: no wait to show
-    with steps("notifying the server") as step:
-        step(f"asking {_server_url(c)} to deploy now")
-        return _notify(c)
+def _follow(c: _Ctx, version: str) -> None:
+    """Production moved to ``version``: every deployment target follows it (the server is
+    nudged and deploys at once; see tarn.lifecycle.targets), one line each."""
+    from tarn.lifecycle.targets import follow
+
+    with steps("deploying") as step:
+        step(f"telling the deployment targets that version {version} is production")
+        lines = follow(_site(c, key=False), version)
+    for line in lines:
+        console.print(line)
 
 
 @app.command()
@@ -592,7 +586,7 @@ def promote(
 
         try:
             p = lifecycle.promote(c.params, c.root, version, latest=latest, force=force,
-                                  reason=reason, step=step)
+                                  reason=reason, step=step, key=_site(c).key)
         except PromotionRefused as e:
             refused: PromotionRefused | None = e
         else:
@@ -611,7 +605,9 @@ def promote(
     console.print(f"version {p.version} is production (was {p.previous or 'none'}): {figures}")
     if g and g.window:
         console.print(f"  measured on {g.window}")
-    console.print(_notify_with_steps(c))
+    console.print(f"  signed the {'forced' if p.forced else 'passed'} verdict with the "
+                  f"deployment key ({c.params.serve.deploy_key}): servers deploy it")
+    _follow(c, p.version)
 
 
 @app.command()
@@ -624,8 +620,9 @@ def rollback(reason: Annotated[str, typer.Option(help="Why; recorded.")] = "") -
         from tarn.lifecycle import promote as lifecycle
 
         p = lifecycle.rollback(c.params, c.root, reason, step=step)
-    console.print(f"version {p.version} is production again (was {p.previous})")
-    console.print(_notify_with_steps(c))
+    console.print(f"version {p.version} is production again (was {p.previous}; its "
+                  "signature from when it was promoted is what servers check)")
+    _follow(c, p.version)
 
 
 @app.command()
@@ -652,15 +649,14 @@ def status(
                   v.promoted_at, v.note)
     console.print(t)
     console.print(f"production: version {s.production or 'none'} (alias {s.alias!r})")
-    console.print(f"client bundle: {s.bundle or 'none published'}"
-                  + (f" (version {s.bundle_version})" if s.bundle_version else ""))
-    if s.backend is not None:
-        b = s.backend
-        if b.reachable:
-            console.print(f"backend {b.url}: version {b.version} ({b.source}), "
-                          f"last error: {b.last_error or 'none'}")
-        else:
-            console.print(f"backend {b.url}: not reachable ({b.problem})")
+    for h in s.targets:  # every deployment target: what it holds
+        if not h.reachable:
+            console.print(f"{h.target} {h.where}: not reachable ({h.problem})", highlight=False)
+            continue
+        console.print(f"{h.target} {h.where}: version {h.version or 'none'}"
+                      + (f" ({h.detail})" if h.detail else "")
+                      + (f", last error: {h.error or 'none'}" if h.target == "backend" else ""),
+                      highlight=False)
     for w in s.warnings:
         console.print(f"[yellow]warning:[/] {w}")
 
@@ -830,7 +826,7 @@ def retrain(
     _print_comparison(res)
     if res.promoted:
         console.print(f"version {res.version} is production")
-        console.print(_notify_with_steps(c))
+        _follow(c, res.version)
     else:
         console.print(f"[bold red]not promoted:[/] {res.refused}")
         raise typer.Exit(2)
@@ -895,7 +891,7 @@ def bundle_publish(
         step("loading the export code (ONNX, MLflow)")
         from tarn.lifecycle.publish import publish
 
-        b = publish(c.params, c.root, version, step)
+        b = publish(c.params, c.root, version, step, key=_site(c).key)
     console.print(f"published {b.path} (parity: max |diff| {b.parity.max_abs_diff:.2g} on "
                   f"{b.parity.rows:,} rows)")
 

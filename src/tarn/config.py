@@ -516,6 +516,18 @@ class ServeConfig(_Strict):
     body_timeout_s: float = Field(30, gt=0, le=3_600)  # the whole body must arrive within: 408
     keepalive_timeout_s: float = Field(5, gt=0, le=3_600)  # an idle kept-alive connection closes
     max_connections: int = Field(1_000, ge=1, le=100_000)  # per worker; beyond: 503 at once
+    # the deployment key (HMAC of the gate verdicts `tarn promote` signs; the server and
+    # `tarn bundle publish` deploy only a version signed with it): a file, relative to the
+    # project root, created owner-only on first use; never in the registry or a bundle
+    deploy_key: str = ".tarn/deploy.key"
+
+    @field_validator("deploy_key")
+    @classmethod
+    def _key_file(cls, v: str) -> str:
+        if not v.strip() or "\0" in v or v.endswith(("/", "\\")):
+            raise ValueError(f"serve.deploy_key: {v!r} is not a file path; e.g. "
+                             "'.tarn/deploy.key'")
+        return v
 
 
 class EdgeConfig(_Strict):
@@ -610,6 +622,13 @@ class Params(_Strict):
             if bad:
                 raise ValueError(f"{key}: unknown columns {sorted(bad)}; the schema's columns "
                                  f"are {sorted(names)}")
+        key = Path(self.serve.deploy_key)
+        for published, where in ((self.edge.bundle_dir, "edge.bundle_dir"),
+                                 (self.serve.prediction_log, "serve.prediction_log")):
+            if not key.is_absolute() and key.parts[:len(Path(published).parts)] == \
+                    Path(published).parts:
+                raise ValueError(f"serve.deploy_key: {key} lies in {where} ({published}), "
+                                 "which others read; keep it e.g. in .tarn/deploy.key")
         task = self.schema_.task
         if self.promote.metric and self.promote.metric not in METRICS_BY_TASK[task]:
             raise ValueError(f"promote.metric: {self.promote.metric!r} does not apply to a "

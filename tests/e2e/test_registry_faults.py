@@ -14,6 +14,7 @@ from tarn.lifecycle.promote import promote
 from tests.support.project import make_version, small_project
 from tests.support.servers import free_port, start_shared_mlflow
 from tests.support.serving import ADMIN, Server, sample_rows, server_env, until, wait_version
+from tests.support.signing import sign_by_hand
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -43,6 +44,7 @@ def test_registry_away_and_back_during_a_swap(tmp_path, postgres, s3):
         wait_version(server, v1)
         worker = threading.Thread(target=load)
         worker.start()
+        sign_by_hand(params, root, v2)  # as `tarn promote` would: the server deploys it
         Registry(params.mlflow, root).client.set_registered_model_alias(
             "tarn-test", "production", v2)  # the new version, then the registry goes away
         stack.mlflow.kill()

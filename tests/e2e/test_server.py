@@ -262,19 +262,45 @@ def test_hot_swap_under_load_fails_no_request(server, served_project):
     assert reg.record_tags(v_new)["tarn.promotion_forced"] == "true"
 
 
-def test_alias_set_by_hand_deploys_and_is_recorded(server, served_project):
+def test_a_version_moved_to_production_by_hand_is_refused_until_signed(server, served_project):
+    """A skops model of allow-listed types, registered and moved to production by hand (what
+    anyone with registry write access can do): never served, reported in the log, /metrics,
+    /version and `tarn status` while version 1 keeps serving; signed as `tarn promote` signs
+    (the deployment key), the same version deploys."""
+    from tarn.lifecycle.status import status
+    from tests.support.signing import sign_by_hand
+
     params, root = served_project
     reg = registry(params, root)
     v = make_version(params, root, rounds=32, depth=3)
+    before = _metric(server, "tarn_unsigned_refusals")
     reg.client.set_registered_model_alias("tarn-test", "production", v)  # as the UI would
+    until(lambda: _metric(server, "tarn_unsigned_refusals") > before, "a refused version")
+    detail = server.http.get("/version", headers=ADMIN_AUTH).json()
+    assert detail["version"] == "1"
+    assert f"version {v} refused (still serving 1)" in detail["last_error"]
+    assert "no valid deployment signature" in detail["last_error"]
+    assert server.http.post("/predict", json=sample_rows(root, 1)).json()["model_version"] == "1"
+    assert "no valid deployment signature" in reg.refusal(v)  # recorded on the version
+    log = (root / f"server-{server.url.rsplit(':', 1)[1]}.log").read_text()
+    assert f"version {v} refused" in log
+    s = status(params, root, server.url)
+    [warning] = [w for w in s.warnings if f"names version {v}" in w]
+    assert f"`tarn promote --version {v}`" in warning and "no valid deployment" in warning
+    assert s.target("backend").version == "1" and "refused" in s.target("backend").error
+
+    sign_by_hand(params, root, v, "reviewed by hand")  # what `tarn promote` writes
+    server.admin()
     wait_version(server, v)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and reg.stage_versions() != [v]:
-        time.sleep(0.2)
-    assert reg.stage_versions() == [v]
-    while time.monotonic() < deadline and "tarn.deployment_note" not in reg.record_tags(v):
-        time.sleep(0.2)  # recorded after the swap, one tag at a time
+    until(lambda: "tarn.deployment_note" in reg.record_tags(v), "the deployment recorded")
     assert "gates were skipped" in reg.record_tags(v)["tarn.deployment_note"]
+    assert server.http.get("/version").json()["last_error"] == ""
+
+
+def _metric(server, name: str) -> float:
+    line = next((ln for ln in server.http.get("/metrics").text.splitlines()
+                 if ln.startswith(f"{name} ")), f"{name} 0")
+    return float(line.split()[-1])
 
 
 def test_a_version_that_fails_to_load_leaves_the_old_one_serving(server, served_project):
@@ -373,6 +399,7 @@ def test_an_untrusted_version_is_never_loaded(server, served_project, tmp_path):
     it; tarn's refuses it everywhere, records why, and the server keeps serving."""
     from tarn.core.model import UntrustedModel
     from tests.support.project import register_pickled_version
+    from tests.support.signing import sign_by_hand
 
     params, root = served_project
     marker = tmp_path / "pwned"
@@ -381,6 +408,8 @@ def test_an_untrusted_version_is_never_loaded(server, served_project, tmp_path):
         promote(params, root, evil)  # the gates would load it: refused before
     reg = registry(params, root)
     assert reg.production() == "1"
+    # signed too (a deploy key holder's mistake): the loader refuses its files all the same
+    sign_by_hand(params, root, evil, "signed, still pickle")
     reg.client.set_registered_model_alias("tarn-test", "production", evil)  # by hand
     deadline = time.monotonic() + 15
     err = ""
@@ -401,9 +430,12 @@ def test_a_stage_transition_to_production_deploys_like_an_alias(server, served_p
     the promotion is recorded as forced (gates skipped) with the old production as previous."""
     import warnings
 
+    from tests.support.signing import sign_by_hand
+
     params, root = served_project
     reg = registry(params, root)
     v = make_version(params, root, rounds=34, depth=3)
+    sign_by_hand(params, root, v)  # unsigned, it would be refused (the test above)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reg.client.transition_model_version_stage("tarn-test", v, "Production")

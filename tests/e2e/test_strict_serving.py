@@ -96,10 +96,12 @@ def test_a_refused_version_is_reported_and_forgotten_once_production_is_back(
         server, served_project, tmp_path):
     from tarn.lifecycle.status import status
     from tests.support.project import register_pickled_version
+    from tests.support.signing import sign_by_hand
 
     params, root = served_project
     reg = registry(params, root)
     evil = register_pickled_version(params, root, tmp_path / "pwned")
+    sign_by_hand(params, root, evil)  # signed: past the signature check, refused for its files
     reg.client.set_registered_model_alias("tarn-test", "production", evil)  # by hand
     deadline = time.monotonic() + 30
     err = ""

@@ -84,6 +84,8 @@ def test_a_stage_transition_on_the_tracking_server_deploys(tmp_path, remote):
 
     import mlflow
 
+    from tests.support.signing import sign_by_hand
+
     root = tmp_path / "p"
     root.mkdir()
     params = small_project(root, **{"mlflow.tracking_uri": remote.url,
@@ -94,6 +96,7 @@ def test_a_stage_transition_on_the_tracking_server_deploys(tmp_path, remote):
     server = Server(root, root / "params.yaml", free_port(), server_env())
     try:
         wait_version(server, v1)
+        sign_by_hand(params, root, v2)  # unsigned, the server would refuse it
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             mlflow.MlflowClient(remote.url).transition_model_version_stage(

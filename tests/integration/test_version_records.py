@@ -24,7 +24,7 @@ def test_forced_rollback_is_recorded_as_forced_and_the_page_stays_small(tmp_path
     reg = Registry(params.mlflow, tmp_path)
     assert reg.gate_record(one).result == "passed"
     reg.rollback(reason="bad release")
-    reg.record_deployment(one, DeploymentRecord("now", "backend", "models:/x/1"))
+    reg.record_deployment(one, DeploymentRecord().with_target("backend", "now", "url", "onnx"))
     tags = dict(reg.version(one).tags)
     gates, promotion = GateRecord.from_tags(tags), reg.promotion_record(one)
     assert promotion.forced and promotion.reason == "bad release"
@@ -38,7 +38,10 @@ def test_forced_rollback_is_recorded_as_forced_and_the_page_stays_small(tmp_path
     # a forced promotion again: still the last verdict that ran, not "skipped" twice over
     reg.promote(two, None, reason="again")
     reg.promote(one, None, reason="and back")
-    assert reg.gate_record(one) == GateRecord("skipped (forced)", gates.figures, "passed")
+    # ... and the signature its version got when it was promoted, kept (what servers check)
+    assert gates.signature["verdict"] == "passed"
+    assert reg.gate_record(one) == GateRecord("skipped (forced)", gates.figures, "passed",
+                                              gates.signature)
 
 
 def test_a_version_tagged_by_older_code_still_reads(tmp_path):

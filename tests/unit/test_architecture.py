@@ -27,8 +27,8 @@ ALLOWED = {
     "serve": {"config", "errors", "core", "edge", "serve"},
 }
 # inside the lifecycle, data flows one way: monitor -> retrain, gates -> promote -> retrain
-LIFECYCLE_ORDER = ["init", "gates", "promote", "publish", "report", "monitor", "simulate", "status",
-                   "reset", "retrain"]
+LIFECYCLE_ORDER = ["init", "gates", "promote", "publish", "backend", "targets", "report", "monitor",
+                   "simulate", "status", "reset", "retrain"]
 # modules whose changes do not change a stage's result: validation, messages, terminal output
 NOT_DEPS = {"tarn", "tarn.config", "tarn.errors", "tarn.core", "tarn.stages",
             "tarn.core.progress"}

@@ -48,7 +48,7 @@ def test_lineage_is_one_json_tag_and_reads_back_in_both_forms():
 def test_records_read_back_from_either_form():
     promo = PromotionRecord("ann", "2026-01-01T00:00:00+00:00", "rollback from version 4", True,
                             "4")
-    dep = DeploymentRecord("2026-01-02", "backend", "models:/x/1", "", "")
+    dep = DeploymentRecord().with_target("backend", "2026-01-02", "http://h:8000", "onnx")
     for rec in (promo, dep):
         assert type(rec).from_tags(rec.version_tags()) == rec
         assert type(rec).from_tags(rec.to_tags()) == rec
@@ -80,7 +80,7 @@ def test_a_version_carries_at_most_eight_tags():
             VersionTag.DATA: LINEAGE.data_tag(), **LINEAGE.version_tags(),
             **GateRecord(GateRecord.SKIPPED, {"a": 1}, "passed").version_tags(),
             **PromotionRecord("a", "b", "c", True, "1").version_tags(),
-            **DeploymentRecord("now", "backend").version_tags()}
+            **DeploymentRecord().with_target("backend", "now", "url").version_tags()}
     assert len(tags) == MAX_VERSION_TAGS == 8
     assert LINEAGE.data_tag() == "eeeeeeeeeeee (5,421 rows)"  # the new data's digest
 

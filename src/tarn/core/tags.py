@@ -247,10 +247,14 @@ class GateRecord(_Record):
     # a forced promotion skips the gates: ``result`` says so, and this says what the last
     # verdict that was run said (e.g. "passed"), so the two are never read as one
     measured: str = ""
+    # the verdict that let the version into production, signed with the deployment key
+    # (tarn.core.signing.Signature as a dict); kept by a rollback, dropped by a refusal
+    signature: dict | None = None
 
-    JSONS: ClassVar[frozenset[str]] = frozenset({"figures"})
+    JSONS: ClassVar[frozenset[str]] = frozenset({"figures", "signature"})
     NAMES: ClassVar[dict[str, str]] = {"result": "last_gate_result",
-                                       "figures": "last_gate_figures"}
+                                       "figures": "last_gate_figures",
+                                       "signature": "deploy_signature"}
     TAG: ClassVar[str] = "tarn_gates"
     SKIPPED: ClassVar[str] = "skipped (forced)"
 
@@ -262,28 +266,81 @@ class GateRecord(_Record):
     def from_tags(cls, tags: dict[str, str]):
         rec = super().from_tags(tags)
         if not rec.result and tags.get(VersionTag.GATE):
-            return cls(tags[VersionTag.GATE], rec.figures, rec.measured)
+            return cls(tags[VersionTag.GATE], rec.figures, rec.measured, rec.signature)
         return rec
 
 
 @dataclass(frozen=True)
 class DeploymentRecord(_Record):
-    """Where a version is deployed (written by the server when it swaps to it)."""
+    """Where a version is deployed: one entry per deployment target (``backend``,
+    ``bundle``, any registered one; see :mod:`tarn.core.targets`), each ``{"at", "where",
+    "detail"}``, written by whoever deployed it there. ``deployed_at`` is the latest of them.
+    Versions recorded by older code (one field per target) read into the same entries."""
 
     deployed_at: str = ""
-    deployed_backend: str = ""
-    deployed_source: str = ""
-    deployed_bundle: str = ""
+    deployed_to: dict | None = None  # target name -> {"at": ..., "where": ..., "detail": ...}
     deployment_note: str = ""
 
+    JSONS: ClassVar[frozenset[str]] = frozenset({"deployed_to"})
     TAG: ClassVar[str] = "tarn_deployment"
+    # the singular fields of older versions: (target, what the field held)
+    _LEGACY: ClassVar[dict[str, tuple[str, str]]] = {
+        "deployed_backend": ("backend", "where"), "deployed_source": ("backend", "detail"),
+        "deployed_bundle": ("bundle", "where")}
+
+    def targets(self) -> dict[str, dict]:
+        """target name -> its entry (empty when deployed nowhere)."""
+        return {k: dict(v) for k, v in (self.deployed_to or {}).items() if isinstance(v, dict)}
+
+    def with_target(self, target: str, at: str, where: str, detail: str = "",
+                    note: str | None = None) -> DeploymentRecord:
+        """This record with ``target``'s entry replaced (the others kept)."""
+        entries = {**self.targets(), target: {k: v for k, v in (
+            ("at", at), ("where", where), ("detail", detail)) if v}}
+        return DeploymentRecord(max(self.deployed_at, at), entries,
+                                self.deployment_note if note is None else note)
+
+    def merged(self, newer: DeploymentRecord) -> DeploymentRecord:
+        """``newer``'s entries over this record's (each target keeps its own last entry)."""
+        return DeploymentRecord(max(self.deployed_at, newer.deployed_at),
+                                {**self.targets(), **newer.targets()} or None,
+                                newer.deployment_note or self.deployment_note)
+
+    @classmethod
+    def _legacy(cls, rec: DeploymentRecord, doc: dict) -> DeploymentRecord:
+        entries = rec.targets()
+        for name, (target, what) in cls._LEGACY.items():
+            if doc.get(name):
+                entries.setdefault(target, {"at": rec.deployed_at})[what] = str(doc[name])
+        return DeploymentRecord(rec.deployed_at, entries or None, rec.deployment_note)
+
+    @classmethod
+    def _from_json(cls, doc: dict[str, Any]):
+        return cls._legacy(super()._from_json(doc), doc)
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]):
+        rec = super().from_tags(tags)
+        if cls.TAG in tags:
+            return rec
+        return cls._legacy(rec, {name: tags.get(PREFIX + name) for name in cls._LEGACY})
 
     def to_tags(self) -> dict[str, str]:
         return {k: v for k, v in super().to_tags().items() if v}
 
 
+# the start of a refusal for want of a valid signature (the version's files are fine; signing
+# it, by promoting it, lifts the refusal)
+UNSIGNED_REFUSAL = "no valid deployment signature"
+
+
 @dataclass(frozen=True)
 class LoadRefusal(_Record):
-    """Why tarn refused to load a version (its files could run code); never loaded."""
+    """Why tarn refused to load a version: its files could run code (never loaded), or it
+    has no valid deployment signature (lifted when `tarn promote` signs it)."""
 
     load_refused: str = ""
+
+    @property
+    def unsigned(self) -> bool:
+        return UNSIGNED_REFUSAL in self.load_refused

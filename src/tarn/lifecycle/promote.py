@@ -10,6 +10,7 @@ from tarn.core import windows
 from tarn.core.catalog import SplitData, load_split
 from tarn.core.progress import Step, no_steps
 from tarn.core.registry import Promotion, Registry
+from tarn.core.signing import DeployKey, project_key
 from tarn.lifecycle.gates import Figures, Gates, gate_metric, judge
 
 
@@ -70,11 +71,14 @@ def measure(reg: Registry, params: Params, root: Path, candidate: str,
 def promote(params: Params, root: Path, version: str | None = None, *, latest: bool = False,
             force: bool = False, reason: str = "", actor: str | None = None,
             step: Step = no_steps, test: SplitData | None = None,
-            window: str = "") -> Promotion:
+            window: str = "", key: DeployKey | None = None) -> Promotion:
     """Gate ``version`` (or the newest) against the champion and make it production; ``test``
     replaces the prepared test split as the rows both are measured on, and ``window`` says
     what they are (an incremental version: the test split and the newest rows of its new
-    data, which batch labels alone would call in-sample)."""
+    data, which batch labels alone would call in-sample). The verdict is signed with the
+    deployment ``key`` (default: the project's, ``serve.deploy_key``) before the alias moves:
+    servers deploy only signed versions."""
+    key = key or project_key(params, root)
     step("opening the model registry")
     reg = registry(params, root)
     target = reg.latest() if latest else str(version)
@@ -88,13 +92,14 @@ def promote(params: Params, root: Path, version: str | None = None, *, latest: b
 
     step(f"version {target}: " + ("forced, gates skipped; moving the alias" if force else
                                   "measuring the gates (champion: the production version)"))
-    return reg.promote(target, None if force else gates, reason=reason, actor=actor)
+    return reg.promote(target, None if force else gates, reason=reason, actor=actor, key=key)
 
 
 def rollback(params: Params, root: Path, reason: str = "", actor: str | None = None,
              step: Step = no_steps) -> Promotion:
     """Put back the version that was production before the current one (a forced promotion,
-    recorded as such)."""
+    recorded as such). Nothing is signed: the version keeps the signature it got when it
+    was promoted, which servers check as for any deployment."""
     step("opening the model registry")
     reg = registry(params, root)
     step("moving the alias back to the previous production version")

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from tarn.config import Params
 from tarn.core.catalog import BEST, COMPARATOR_DIR, EVIDENTLY_DIR, MODEL_DIR, PLOTS_DIR, TRAIN_JSON
+from tarn.core.signing import key_path
+from tarn.core.targets import Site
+from tarn.lifecycle import targets as deploy_targets
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,13 @@ def generated_state(params: Params, root: Path) -> list[Target]:
         Target(reports / EVIDENTLY_DIR, "Evidently reports"),
         *[Target(f, "generated HTML report") for f in sorted(reports.glob("*.html"))],
         Target(root / params.monitor.reports, "monitoring reports"),
-        Target(root / params.edge.bundle_dir, "published client bundles"),
-        Target(root / params.serve.prediction_log, "prediction log"),
-        Target(root / ".tarn", "tracebacks of unexpected errors"),
+        # what every deployment target wrote (bundles, the prediction log, any registered one)
+        *[Target(g.path, g.what) for g in deploy_targets.generated(Site(params, root))],
+        # the deployment key stays: versions signed with it deploy again after a reset when
+        # the registry is elsewhere (a remote tracking server keeps them)
+        *[Target(f, "tracebacks and server records") for f in sorted(
+            (root / ".tarn").glob("*")) if f.resolve() != key_path(
+                root, params.serve.deploy_key).resolve()],
     ]
     if not params.mlflow.tracking_uri:  # a local store inside the project
         items.append(Target(root / params.mlflow.store_dir,

@@ -1,19 +1,24 @@
-"""What is where: the registry's versions, the production alias, the client bundle and what
-the backend serves, gathered into one typed report (the CLI only prints it)."""
+"""What is where: the registry's versions, the production alias, and what every deployment
+target holds (the backend, the client bundle, any registered one: :mod:`tarn.lifecycle.targets`),
+gathered into one typed report (the CLI only prints it)."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from tarn.config import Params
-from tarn.core import address
 from tarn.core.registry.view import open_view, settle_production
-from tarn.core.tags import DeploymentRecord, LoadRefusal, PromotionRecord
+from tarn.core.tags import (
+    UNSIGNED_REFUSAL,
+    DeploymentRecord,
+    GateRecord,
+    LoadRefusal,
+    PromotionRecord,
+)
+from tarn.core.targets import Holding, Site
 from tarn.core.tasks import figure_names
-from tarn.edge.pointer import current_bundle, current_version
+from tarn.lifecycle.targets import holdings, stale
 
 # every task's quality figures, in a stable order (a version logs its own task's as test_<m>)
 TEST_FIGURES = figure_names()
@@ -31,35 +36,16 @@ class VersionRow:
 
 
 @dataclass(frozen=True)
-class Backend:
-    url: str
-    reachable: bool
-    version: str | None = None
-    source: str = ""
-    last_error: str = ""
-    problem: str = ""  # why it could not be asked
-
-
-@dataclass(frozen=True)
 class Status:
     model: str
     alias: str
     production: str | None
     versions: list[VersionRow]
-    bundle: Path | None
-    bundle_version: str | None
-    backend: Backend | None
+    targets: list[Holding]  # what each deployment target holds, in registration order
     warnings: list[str]  # each names what is stale and the command that fixes it
 
-
-def ask_backend(url: str, timeout_s: float = 5) -> Backend:
-    try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/version", timeout=timeout_s) as r:
-            v = json.loads(r.read())
-        return Backend(url, True, v.get("version"), v.get("source", ""),
-                       v.get("last_error") or "")
-    except OSError as e:
-        return Backend(url, False, problem=str(e))
+    def target(self, name: str) -> Holding | None:
+        return next((h for h in self.targets if h.target == name), None)
 
 
 def status(params: Params, root: Path, server_url: str = "") -> Status:
@@ -77,6 +63,7 @@ def status(params: Params, root: Path, server_url: str = "") -> Status:
     aliases = reg.aliases()
     rows = []
     deployed: dict[str, str] = {}  # version -> when a server last deployed it
+    signed: set[str] = set()  # versions carrying a deployment signature (checked on deploy)
     for v in reg.versions():
         tags = dict(v.tags)
         mets = reg.run_metrics(str(v.version), v)
@@ -91,40 +78,42 @@ def status(params: Params, root: Path, server_url: str = "") -> Status:
                                   else "") if x), refused))
         if not refused and DeploymentRecord.from_tags(tags).deployed_at:
             deployed[str(v.version)] = DeploymentRecord.from_tags(tags).deployed_at
-    url = server_url or address.server_url(params.serve, root)[0]
-    backend = ask_backend(url)
-    out_root = root / params.edge.bundle_dir
-    bundle_version = current_version(out_root)
+        if GateRecord.from_tags(tags).signature:
+            signed.add(str(v.version))
+    held = holdings(Site(params, root, server_url))
     refused = next((r.refused for r in rows if r.version == production and r.refused), "")
+    if production and not refused and production not in signed:
+        refused = (f"{UNSIGNED_REFUSAL}: it carries none (moved to production by hand, or "
+                   "promoted before signing)")
     if production and refused:  # nothing deploys it: the fix is to move production away
         warnings.append(refusal_warning(production, refused, reg.alias, _last_good(
-            backend, deployed, production)))
-    elif production and bundle_version != production:
-        warnings.append(f"client bundle holds version {bundle_version or 'none'}, production "
-                        f"is {production}: run `tarn bundle publish` (a running server also "
-                        "publishes it when it deploys)")
-    if production and not refused and backend is not None and backend.reachable \
-            and backend.version != production:
-        warnings.append(f"backend {backend.url} serves version {backend.version}, production "
-                        f"is {production}: it follows within serve.poll_interval_s; "
-                        f"check its last error above, or POST {url}/admin/reconcile")
-    return Status(reg.name, reg.alias, production, rows, current_bundle(out_root),
-                  bundle_version, backend, warnings)
+            held, deployed, production)))
+    else:
+        warnings += stale(held, production)
+    return Status(reg.name, reg.alias, production, rows, [h for _, h in held], warnings)
 
 
-def _last_good(backend: Backend | None, deployed: dict[str, str], production: str) -> str:
-    """The version to put back: what the backend serves, else the one deployed last."""
-    if backend is not None and backend.reachable and backend.version \
-            and backend.version != production and backend.version in deployed:
-        return backend.version
+def _last_good(held: list, deployed: dict[str, str], production: str) -> str:
+    """The version to put back: what a target still holds (the backend first), else the
+    one deployed last."""
+    for _, h in held:
+        if h.reachable and h.version and h.version != production and h.version in deployed:
+            return h.version
     return max(deployed, key=deployed.get, default="")
 
 
 def refusal_warning(version: str, reason: str, alias: str, good: str) -> str:
-    """Production names a version tarn refused to load: what happened and the command that
-    undoes it (a hand-moved alias has no promotion record, so `tarn rollback` cannot)."""
-    fix = (f"`tarn promote --version {good} --force --reason \"undo refused version "
-           f"{version}\"`" if good else "register a trusted version and `tarn promote` it")
-    return (f"production (alias {alias}) names version {version}, which tarn refused to load "
-            f"({reason}); servers keep the version they serve and no bundle is published for "
-            f"it. Fix: {fix}")
+    """Production names a version tarn refuses to deploy: what happened and the command that
+    fixes it. Unsigned: promoting it signs it (the gates run), or a signed version goes back;
+    files that could run code: only moving production away (a hand-moved alias has no
+    promotion record, so `tarn rollback` cannot)."""
+    back = (f"`tarn promote --version {good} --force --reason \"undo refused version "
+            f"{version}\"`" if good else "register a trusted version and `tarn promote` it")
+    if UNSIGNED_REFUSAL in reason:
+        fix = (f"`tarn promote --version {version}` (the gates run and sign it), or put a "
+               f"signed version back: {back}")
+        what = "which no server or bundle deploys"
+    else:
+        fix, what = back, "which tarn refused to load"
+    return (f"production (alias {alias}) names version {version}, {what} ({reason}); servers "
+            f"keep the version they serve and no bundle is published for it. Fix: {fix}")

@@ -132,6 +132,8 @@ class _Metrics:
         self.swaps = Gauge("tarn_model_swaps", "Model swaps since start", registry=r)
         self.swap_failures = Gauge("tarn_model_swap_failures", "Failed loads", registry=r)
         self.registry_errors = Gauge("tarn_registry_errors", "Registry unreachable", registry=r)
+        self.unsigned = Gauge("tarn_unsigned_refusals", "Production versions refused: no valid "
+                              "deployment signature (moved there by hand)", registry=r)
         self.unhandled = Counter("tarn_unhandled_errors", "Unexpected errors (JSON 500s, "
                                  "logged with their error_id)", registry=r)
         self.violations = Counter("tarn_contract_violations", "Request values the contract "
@@ -561,6 +563,7 @@ def create_app(state: ServerState) -> Front:
         m.swaps.set(st.swaps)
         m.swap_failures.set(st.swap_failures)
         m.registry_errors.set(st.registry_errors)
+        m.unsigned.set(st.unsigned_refusals)
         return PlainTextResponse(generate_latest(m.registry).decode(),
                                  media_type="text/plain; version=0.0.4")
 

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from tarn.config import Params
+from tarn.core.signing import DeployKey, UnsignedVersion, project_key
 from tarn.core.tags import DeploymentRecord
 from tarn.core.task import Task
 from tarn.errors import first_line
@@ -111,6 +112,7 @@ class Status:
     registry_errors: int = 0
     swaps: int = 0
     swap_failures: int = 0
+    unsigned_refusals: int = 0  # loads refused: no valid deployment signature
     history: list[dict] = field(default_factory=list)
 
 
@@ -118,12 +120,15 @@ class Reconciler:
     """Keeps ``holder`` on the version that holds the production alias."""
 
     def __init__(self, params: Params, root: Path, holder: ModelHolder,
-                 server_url: str = "", leader: bool = True) -> None:
+                 server_url: str = "", leader: bool = True,
+                 key: DeployKey | None = None) -> None:
         self.params = params
         self.root = root
         self.holder = holder
         self.server_url = server_url
         self.leader = leader  # publishes the bundle and records deployments
+        # deploys only versions `tarn promote` signed with this key (read at the server edge)
+        self.key = key if key is not None else project_key(params, root)
         self.status = Status()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -187,6 +192,10 @@ class Reconciler:
                 return target  # backing off
             try:
                 deployed, bundle = self.load(target)
+            except UnsignedVersion as e:  # moved to production by hand: never deployed
+                self.status.unsigned_refusals += 1
+                self._failed(target, first_line(e), failed, refused=True)
+                return target
             except Exception as e:  # noqa: BLE001 - a bad version must not stop serving
                 self._failed(target, first_line(e), failed)
                 return target
@@ -220,13 +229,17 @@ class Reconciler:
                 self._stop.wait(0.3)
         return reg.production_intent()
 
-    def _failed(self, version: str, error: str, before: _Failure | None) -> None:
+    def _failed(self, version: str, error: str, before: _Failure | None,
+                refused: bool = False) -> None:
         attempts = before.attempts + 1 if before else 1
         delay = min(MAX_BACKOFF_S, self.params.serve.poll_interval_s * 2 ** (attempts - 1))
         self._failures[version] = _Failure(attempts, time.monotonic() + delay, error)
         self.status.swap_failures += 1
-        self.status.last_error = (f"version {version} failed to load: {error} (attempt "
-                                  f"{attempts}; next try in {delay:.0f} s)")
+        serving = self.holder.current.version if self.holder.current else "none"
+        what = (f"version {version} refused (still serving {serving})" if refused
+                else f"version {version} failed to load")
+        self.status.last_error = (f"{what}: {error} (attempt {attempts}; next try in "
+                                  f"{delay:.0f} s)")
         self._error_until_served = True
         if before is None or before.error != error:  # reported once, not every poll
             log.error(self.status.last_error)
@@ -286,7 +299,7 @@ class Reconciler:
 
         reg = self.registry()
         mv = reg.version(version)
-        pipe, card = reg.load_with_card(version)
+        pipe, card = reg.load_with_card(version, key=self.key)  # signed? then trusted?
         served = self.served(version, card)
         task = served.task
         columns = columns_from_signature(input_schema(served.schema, served.prepare).to_dict(),
@@ -361,14 +374,17 @@ class Reconciler:
         return Bundle(path, None, str(model.metadata.get("sha256", ""))), model
 
     def _record(self, reg, d: Deployed) -> None:
-        """Tag the version with where it is deployed; note when gates were skipped."""
+        """Tag the version with where it is deployed (the backend, and the client bundle the
+        leader published); note when gates were skipped."""
         try:
             promoted = reg.promotion_record(d.version).promoted_at
-            reg.record_deployment(d.version, DeploymentRecord(
-                deployed_at=d.loaded_at, deployed_backend=self.server_url or "tarn serve",
-                deployed_source=d.source, deployed_bundle=d.bundle or "",
-                deployment_note="" if promoted else ("alias set outside `tarn promote` (e.g. "
-                                                     "the MLflow UI): gates were skipped")))
+            record = DeploymentRecord().with_target(
+                "backend", d.loaded_at, self.server_url or "tarn serve", d.source,
+                note="" if promoted else ("alias set outside `tarn promote` (e.g. the MLflow "
+                                          "UI): gates were skipped"))
+            if d.bundle:
+                record = record.with_target("bundle", d.loaded_at, d.bundle, "tarn serve")
+            reg.record_deployment(d.version, record)
             reg.sync_stage()
         except Exception as e:  # noqa: BLE001 - bookkeeping must not undo a deployment
             self.status.last_error = f"deployed {d.version} but could not tag it: {first_line(e)}"

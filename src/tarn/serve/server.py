@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 
 from tarn.config import Params, ServeConfig
+from tarn.core.signing import DeployKey, project_key
 from tarn.core.tracking import redact
 from tarn.serve.app import ServerState, create_app
 from tarn.serve.deploy import ModelHolder, Reconciler
@@ -56,9 +57,12 @@ from tarn.serve.predlog import PredictionLog
 
 def build_state(params: Params, root: Path, *, admin_secret: str = "", webhook_secret: str = "",
                 server_url: str = "", log_predictions: bool = True, worker: int = 0,
-                workers: int = 1) -> ServerState:
+                workers: int = 1, deploy_key: DeployKey | None = None) -> ServerState:
     holder = ModelHolder()
-    reconciler = Reconciler(params, root, holder, server_url, leader=worker == 0)
+    # the deployment key, read here at the server's edge (created 0600 on first use): the
+    # reconciler deploys only versions `tarn promote` signed with it
+    key = deploy_key or project_key(params, root)
+    reconciler = Reconciler(params, root, holder, server_url, leader=worker == 0, key=key)
     cfg = params.serve
     predlog = PredictionLog(
         root / cfg.prediction_log, cfg.log_flush_rows, cfg.log_flush_interval_s,

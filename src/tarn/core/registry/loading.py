@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tarn.core.registry.common import Connection
-from tarn.core.tags import LoadRefusal
+from tarn.core.signing import DeployKey, UnsignedVersion, artifact_digest, check
+from tarn.core.tags import UNSIGNED_REFUSAL, GateRecord, LoadRefusal
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,25 +32,71 @@ class Loading(Connection):
         """
         return self.load_with_card(version)[0]
 
-    def load_with_card(self, version: str) -> tuple[object, dict]:
+    def load_with_card(self, version: str, key: DeployKey | None = None
+                       ) -> tuple[object, dict]:
         """(Pipeline, card) of a version from one download: what it predicts (task, classes,
         threshold) and the contract it was trained on travel with it (``{}`` for a version
-        from before cards; see :func:`tarn.core.model.read_card`)."""
+        from before cards; see :func:`tarn.core.model.read_card`).
+
+        With ``key`` (deploying it: the server, ``tarn bundle publish``) the version's
+        deployment signature is checked against the downloaded files and card before any
+        file is deserialized: a version ``tarn promote`` did not sign raises
+        :class:`tarn.core.signing.UnsignedVersion`, recorded on the version like any
+        refusal."""
         import mlflow.artifacts
 
         from tarn.core.model import UntrustedModel, load_trusted, read_card  # scikit-learn
 
         with tempfile.TemporaryDirectory(prefix="tarn-model-") as tmp:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=self.uri(version),
-                                                        dst_path=tmp)
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=self.uri(version),
+                                                             dst_path=tmp))
             try:
-                return load_trusted(Path(local)), read_card(Path(local))
-            except UntrustedModel as e:
+                card = read_card(local)
+                self._artifacts()[str(version)] = (artifact_digest(local), card)
+                if key is not None:
+                    self._check_signature(str(version), key)
+                return load_trusted(local), card
+            except (UntrustedModel, UnsignedVersion) as e:
                 e.message = f"{self.name} version {version} refused: {e.message}"
                 with contextlib.suppress(Exception):  # recording must not hide the refusal
                     self._tag(version, LoadRefusal(e.message).to_tags())
                     self._forget_agreed(str(version))
                 raise
+
+    def _artifacts(self) -> dict[str, tuple[str, dict]]:
+        """version -> (digest of its model files, card), from downloads already made (the
+        gates' measurement): signing a promotion needs no second download."""
+        return self.__dict__.setdefault("_artifact_digests", {})
+
+    def artifacts(self, version: str) -> tuple[str, dict]:
+        """(digest of the version's model files, its card); downloaded unless known. Nothing
+        is deserialized."""
+        import mlflow.artifacts
+
+        from tarn.core.model import read_card  # scikit-learn
+
+        known = self._artifacts().get(str(version))
+        if known is not None:
+            return known
+        with tempfile.TemporaryDirectory(prefix="tarn-model-") as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=self.uri(version),
+                                                             dst_path=tmp))
+            self._artifacts()[str(version)] = (artifact_digest(local), read_card(local))
+        return self._artifacts()[str(version)]
+
+    def _check_signature(self, version: str, key: DeployKey) -> None:
+        """Raise :class:`UnsignedVersion` unless the version's gate record carries a valid
+        signature of its downloaded files and card."""
+        digest, card = self._artifacts()[version]
+        tags = dict(self.client.get_model_version(self.name, version).tags)
+        why = check(key, GateRecord.from_tags(tags).signature, name=self.name,
+                    version=version, digest=digest, card=card)
+        if why:
+            raise UnsignedVersion(
+                f"{UNSIGNED_REFUSAL}: {why}",
+                f"`tarn promote --version {version}` runs the gates and signs it; or put a "
+                "signed version back in production (`tarn rollback`, or `tarn promote "
+                "--version N`)")
 
     def card(self, version: str) -> dict:
         """The card the version carries in its ``MLmodel`` metadata (task, classes, threshold,

@@ -67,7 +67,10 @@ class Registration(Reads):
         return Registered(run.info.run_id, info.model_uri, self.name, str(mv.version))
 
     def record_deployment(self, version: str, record: DeploymentRecord) -> None:
-        self._tag(version, record.version_tags())
+        """Add ``record``'s target entries to the version's deployment record (each target
+        keeps its own last entry: the server writes backend and bundle, others their own)."""
+        before = DeploymentRecord.from_tags(dict(self.version(version).tags))
+        self._tag(version, before.merged(record).version_tags())
 
     def record_retrain(self, version: str, record: RetrainRecord) -> None:
         """Why a retrained version exists, added to its lineage tag (written once, by the

@@ -17,21 +17,31 @@ from datetime import UTC, datetime
 from tarn.core.registry.common import Promotion, PromotionRefused, RegistryError, Verdict
 from tarn.core.registry.lock import PromotionLock
 from tarn.core.registry.register import Registration
-from tarn.core.tags import AGREED_PRODUCTION, STAGE_PROMOTION_ACTOR, GateRecord, PromotionRecord
+from tarn.core.signing import FORCED, PASSED, DeployKey, sign
+from tarn.core.tags import (
+    AGREED_PRODUCTION,
+    STAGE_PROMOTION_ACTOR,
+    GateRecord,
+    LoadRefusal,
+    PromotionRecord,
+)
 
 
 class Sync(Registration, PromotionLock):
     """Promote, roll back, and make alias and stage agree (under the promotion lock)."""
 
     def promote(self, version: str, judge: Callable[[str, str | None], Verdict] | None, *,
-                reason: str = "", actor: str | None = None) -> Promotion:
+                reason: str = "", actor: str | None = None,
+                key: DeployKey | None = None) -> Promotion:
         """Point the alias (and the stage) at ``version`` if ``judge(version, champion)``
-        passes (``judge=None`` skips the gates: a forced promotion); record who/when/why."""
+        passes (``judge=None`` skips the gates: a forced promotion); record who/when/why.
+        With ``key``, the verdict (passed, or forced with the reason) is signed on the
+        version before the alias moves: what servers deploy (:mod:`tarn.core.signing`)."""
         if judge is None and not reason:
             raise RegistryError("--force needs --reason", "say why the gates are skipped")
         self.version(version)  # exists?
         with self._lock() as owner:
-            return self._promote_locked(owner, version, judge, reason, actor)
+            return self._promote_locked(owner, version, judge, reason, actor, key)
 
     def rollback(self, reason: str = "", actor: str | None = None) -> Promotion:
         """Put back the version the current one replaced: read and moved under one lock."""
@@ -42,7 +52,7 @@ class Sync(Registration, PromotionLock):
 
     def _promote_locked(self, owner: str, version: str,
                         judge: Callable[[str, str | None], Verdict] | None, reason: str,
-                        actor: str | None) -> Promotion:
+                        actor: str | None, key: DeployKey | None = None) -> Promotion:
         forced = judge is None
         previous = self.production()
         verdict = None if forced else judge(version, previous if previous != version else None)
@@ -56,6 +66,20 @@ class Sync(Registration, PromotionLock):
         if now != previous:  # compare-and-set: someone moved it without the lock
             raise RegistryError(f"production moved from {previous} to {now} during the "
                                 "promotion; nothing changed", "check `tarn status`, then retry")
+        # the verdict, signed before the alias moves (a server reacting to the alias finds
+        # it); without a key (a rollback, a stage moved by hand) the last signature stays:
+        # a rollback re-uses the one its version got when it was promoted
+        last = self.gate_record(version)
+        if verdict is not None:
+            gate = GateRecord("passed", verdict.as_dict(), signature=self._signed(
+                version, key, PASSED, reason or "passed gates", actor) if key else None)
+        else:  # the gates did not run: say so, beside what they said when they last did
+            gate = GateRecord(GateRecord.SKIPPED, last.figures, last.measured if (
+                last.result == GateRecord.SKIPPED) else last.result, self._signed(
+                version, key, FORCED, reason, actor) if key else last.signature)
+        self._tag(version, gate.version_tags())
+        if key is not None:
+            self._lift_unsigned_refusal(version)
         self._set_production(version)
         record = PromotionRecord(
             promoted_by=actor or getpass.getuser(),
@@ -63,14 +87,24 @@ class Sync(Registration, PromotionLock):
             reason=reason or "passed gates", forced=forced,
             previous_production=previous or "")
         self._tag(version, record.version_tags())
-        if verdict is not None:
-            self.record_gates(version, "passed", verdict)
-        else:  # the gates did not run: say so, beside what they said when they last did
-            last = self.gate_record(version)
-            self._tag(version, GateRecord(GateRecord.SKIPPED, last.figures, last.measured if (
-                last.result == GateRecord.SKIPPED) else last.result).version_tags())
         self.check_consistent()
         return Promotion(version, previous, verdict, forced)
+
+    def _signed(self, version: str, key: DeployKey, verdict: str, reason: str,
+                actor: str | None) -> dict:
+        """The signature of ``verdict`` on the version's model files and card."""
+        digest, card = self.artifacts(version)  # known from the gates' download, if any
+        return sign(key, name=self.name, version=str(version), digest=digest, card=card,
+                    verdict=verdict, reason=reason, signed_by=actor or getpass.getuser(),
+                    signed_at=datetime.now(UTC).isoformat(timespec="seconds")).as_dict()
+
+    def _lift_unsigned_refusal(self, version: str) -> None:
+        """A refusal for want of a signature ends once the version is signed (a refusal of
+        its files stays: those never change)."""
+        tags = dict(self.version(version).tags)
+        if LoadRefusal.from_tags(tags).unsigned:
+            for name in LoadRefusal().to_tags():
+                self.client.delete_model_version_tag(self.name, version, name)
 
     def previous_production(self) -> tuple[str, str]:
         """(current production, the version it replaced), for a rollback."""
