@@ -146,6 +146,8 @@ def test_the_config_names_the_same_tasks_metrics_and_targets_as_the_task_modules
     assert set(literal) == set(TASKS) == set(tasks.kinds())
     assert {k: tasks.task_class(k).METRICS for k in TASKS} == METRICS_BY_TASK
     assert NUMERIC_TARGET_TASKS == {k for k in TASKS if not tasks.task_class(k).CLASSIFICATION}
+    gate_literal = get_args(PromoteConfig.model_fields["metric"].annotation)
+    assert set(gate_literal) == {"", *tasks.figure_names()}
     # the bundle's outputs name the graph's (the standalone runner keeps its own constants)
     outputs = {v for k in TASKS for v in tasks.task_class(k).ONNX_OUTPUTS.values()}
     assert {runner.PROBA_OUTPUT, runner.VALUE_OUTPUT} <= outputs

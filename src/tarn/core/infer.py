@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from tarn.config import TASKS  # the task literal's names (one place)
 from tarn.core import contract_checks as checks
 from tarn.core.schema import normalize_name
 from tarn.errors import TarnError
@@ -158,7 +159,6 @@ def _closed_set(present: pd.Series, distinct: int) -> bool:
 
 
 MAX_CLASSES = 20  # a numeric target with at most this many distinct integers: classes
-TASKS = ("binary", "multiclass", "regression")
 
 
 def _labels(target: pd.Series, markers: set[str]) -> pd.Series:
