@@ -297,7 +297,11 @@ def open_view(cfg: MlflowConfig, root: Path, alias: str = DEFAULT_ALIAS,
         if not db.is_file():
             return EmptyView(name, alias)
         view = SqliteView(db, name, alias)
-        if view.schema() in KNOWN_SCHEMAS and not env.get("MLFLOW_ENABLE_WORKSPACES"):
+        try:
+            known = view.schema() in KNOWN_SCHEMAS
+        except TrackingError:  # not a store tarn can read (no alembic_version): MLflow says why
+            known = False
+        if known and not env.get("MLFLOW_ENABLE_WORKSPACES"):
             return view
     elif uri.startswith(("http://", "https://")) and not any(env.get(k)
                                                              for k in CLIENT_SETTINGS):
