@@ -59,6 +59,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tarn.config import Params
 from tarn.core.tracking import redact
+from tarn.serve import explain as explaining
 from tarn.serve import scoring as scoring_
 from tarn.serve.deploy import ModelHolder, Reconciler
 from tarn.serve.inputs import InputError, parse_json
@@ -445,7 +446,8 @@ def create_app(state: ServerState) -> Front:
             answer = scoring_.media_error(content_type, rid)  # before reading the body
             if answer is None:
                 body = await _receive_body(receive, headers, cfg.max_body_bytes)
-                if len(body) <= INLINE_BYTES:
+                if len(body) <= INLINE_BYTES and (endpoint != "explain" or explaining.ready(
+                        state.holder.current)):  # a version's first /explain builds: a thread
                     answer = score(body, content_type, endpoint, rid)
                 else:
                     import anyio.to_thread

@@ -62,6 +62,12 @@ def _pipeline(predictor) -> Any:
     return None
 
 
+def ready(d) -> bool:
+    """Whether ``d``'s explainer is built (the first explanation of a version prepares it:
+    about a second on a large model, which the app keeps off its event loop)."""
+    return _cache[0] is d
+
+
 def explainer_of(d) -> Explainer:
     """The served version's Explainer (built once per loaded version); InputError 409 with
     the reason when this version cannot be explained."""
