@@ -163,25 +163,54 @@ def test_absent_figures_are_not_written():
     assert "test_window" not in written
 
 
-def test_the_files_of_an_older_pipeline_still_read():
-    """The repo's own reports/ and models/ files come from before tasks, search rungs and the
-    mitigation check: their keys read, the newer ones take their defaults."""
-    tune = TuneSummary.read(REPO / "reports" / "tune.json")
-    assert tune is not None and tune.loss == "val_logloss" and tune.n_trials > 0
-    assert tune.fits_per_rung == [] and tune.best_loss == tune.figures["val_logloss"]
-    best = TuneSummary.read(REPO / "models" / "best_params.json")
-    assert best is not None and best.mitigation_check is None and best.params
-    info = TrainInfo.read(REPO / "models" / "train.json")
-    assert info is not None and info.version and not info.mitigation_recorded
+# files as an older pipeline wrote them (before tasks, search rungs and the mitigation check)
+OLD = {
+    "tune.json": {"val_logloss": 0.2697, "val_auc": 0.9329, "best_iteration": 1997,
+                  "n_trials": 40, "n_failed": 0, "duration_s": 249.1},
+    "best_params.json": {"params": {"max_depth": 8}, "best_iteration": 510, "task": "binary",
+                         "loss": "val_logloss", "val_logloss": 0.2765, "val_auc": 0.9288,
+                         "trial": 37, "n_trials": 50, "n_failed": 0, "n_stopped_early": 27,
+                         "parent_run_id": "b113", "duration_s": 50.0},
+    "train.json": {"run_id": "63b0", "model_uri": "models:/m-9e2d", "registered_model": "m",
+                   "version": "1", "tags": {"tarn.kind": "full"}, "params": {"max_depth": 8}},
+    "prepare.json": {"rows": {"train": 26029, "valid": 6508, "test": 16253},
+                     "positive_rate": {"train": 0.2409, "valid": 0.2409, "test": 0.2364},
+                     "batches": {"train": ["0001"], "valid": ["0001"], "test": ["0005"]}},
+    "evaluate.json": {"model": {"logloss": 0.28, "roc_auc": 0.93}, "effect": {},
+                      "version": "1"},
+    "etl.json": {"snapshot": "17a4", "total": {"read": 10, "written": 8, "rejected": 1,
+                                               "duplicates": 1, "rejected_by_reason": {"x": 1}},
+                 "batches": {}, "files": {}},
+    "bias.json": {"train": {"sex": {"disparate_impact_min": 0.35,
+                                    "statistical_parity_difference": 0.2,
+                                    "positive_rate": {"Male": 0.31, "Female": 0.11},
+                                    "share": {"Male": 0.67, "Female": 0.33}}}},
+}
+
+
+def test_the_files_of_an_older_pipeline_still_read(tmp_path):
+    """Their keys read, the newer ones take their defaults; rewritten, they are unchanged."""
+    for name, data in OLD.items():
+        (tmp_path / name).write_text(json.dumps(data))
+    tune = TuneSummary.read(tmp_path / "tune.json")
+    assert tune is not None and tune.loss == "val_logloss" and tune.n_trials == 40
+    assert tune.fits_per_rung == [] and tune.best_loss == 0.2697 and tune.rounds == 1998
+    best = TuneSummary.read(tmp_path / "best_params.json")
+    assert best is not None and best.mitigation_check is None and best.unmitigated is None
+    assert best.configuration(mitigated=False) == ({"max_depth": 8}, 511)
+    info = TrainInfo.read(tmp_path / "train.json")
+    assert info is not None and info.version == "1" and not info.mitigation_recorded
     assert "mitigation_recorded" not in info.to_json()
+    assert TrainInfo.from_json({**OLD["train.json"], "mitigation": None}).mitigation_recorded
     for kind, name in ((EtlReport, "etl.json"), (BiasReport, "bias.json")):
-        data = json.loads((REPO / "reports" / name).read_text())
-        assert kind.from_json(data).to_json() == data, name
-    prep = PrepareReport.read(REPO / "reports" / "prepare.json")
+        assert kind.from_json(OLD[name]).to_json() == OLD[name], name
+    prep = PrepareReport.read(tmp_path / "prepare.json")
     assert prep is not None and prep.task == "binary" and prep.positive_rate
-    ev = EvaluateReport.read(REPO / "reports" / "evaluate.json")
-    assert ev is not None and ev.task == "binary" and ev.version and ev.model
-    assert TuneSummary.read(REPO / "reports" / "no-such.json") is None
+    assert prep.test_window is None and prep.class_shares is None
+    ev = EvaluateReport.read(tmp_path / "evaluate.json")
+    assert ev is not None and ev.task == "binary" and ev.version == "1"
+    assert ev.mitigation is None and ev.fairness_changes == {}
+    assert TuneSummary.read(tmp_path / "no-such.json") is None
 
 
 # ------------------------------------------------------------------------- lineage
