@@ -304,9 +304,12 @@ def _metric(server, name: str) -> float:
 
 
 def test_a_version_that_fails_to_load_leaves_the_old_one_serving(server, served_project):
+    from tests.support.signing import sign_by_hand
+
     params, root = served_project
     reg = registry(params, root)
     broken = reg.client.create_model_version("tarn-test", source=str(root / "nowhere"))
+    sign_by_hand(params, root, broken.version)  # signed: its loading is what fails
     reg.client.set_registered_model_alias("tarn-test", "production", broken.version)
     deadline = time.monotonic() + 15
     err = ""
