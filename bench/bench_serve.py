@@ -164,6 +164,9 @@ def main() -> None:
     version = reg.production()
     if version is None:
         sys.exit("no production version: run `tarn promote --latest` first")
+    if not reg.gate_record(version).signature:  # servers deploy only signed versions
+        sys.exit(f"production version {version} carries no deployment signature (promoted "
+                 f"before signing): run `tarn promote --version {version}` first")
     name = params.mlflow.registered_model
     if args.explain_only:
         explain_only(name, version, args.seconds)
