@@ -307,6 +307,9 @@ def promotion_under_load(reg, params, port: int, body: bytes, old: str, seconds:
     import yaml
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["serve"]["notify_url"] = f"http://127.0.0.1:{port}"
+    # the servers' deployment key (this file's folder is not the project root): what
+    # `tarn promote` signs with must be what the servers check
+    raw["serve"]["deploy_key"] = str(ROOT / params.serve.deploy_key)
     params_file.write_text(yaml.safe_dump(raw))
     # (sent, answered, status, version, worker)
     records: list[tuple[float, float, int, str, str]] = []
