@@ -67,6 +67,15 @@ class PathShap:
         self.next_starts = starts
         self.next_owner = grouped[starts]
         self.roots = levels[0].nodes
+        self.level_parents = [parent[lv.nodes] for lv in levels[1:]]
+        self.prev_or_one = np.where(prev >= 0, prev, len(prev))  # no earlier split: 1
+        self.owner_position = np.zeros(len(prev), np.int64)  # next_owner's rank + 1, or 0
+        self.owner_position[self.next_owner] = np.arange(1, len(self.next_owner) + 1)
+        self.sum_positions = []  # per level but the last: each node's split rank + 1, or 0
+        for lv in levels[:-1]:
+            pos = np.zeros(lv.nodes.stop - lv.nodes.start, np.int64)
+            pos[lv.internal] = np.arange(1, len(lv.internal) + 1)
+            self.sum_positions.append(pos)
         self.is_split = np.zeros(len(parent), bool)
         self.is_split[parent[parent != np.arange(len(parent))]] = True
 
@@ -83,22 +92,31 @@ class PathShap:
             if len(lv.merged):
                 o[lv.merged] *= o[self.prev[lv.merged]]
         delta = o - self.z_merged
-        g = self.points * delta  # (Q, nodes): z (1 - u) + o u
-        g += self.z_merged
-        ratio = g.copy()
-        ratio[:, self.merged] /= g[:, self.merged_prev]
-        G = ratio  # top-down products, in place
-        for lv in self.levels[1:]:
-            G[:, lv.nodes] *= G[:, self.parent[lv.nodes]]
+        n = len(delta)
+        g = np.empty((len(self.weights), n + 1), np.float32)  # the last column: ones
+        np.multiply(self.points, delta, out=g[:, :n])  # (Q, nodes): z (1 - u) + o u
+        g[:, :n] += self.z_merged
+        g[:, n] = 1.0
+        # the product so far, divided by the feature's earlier factor; np.take costs a third
+        # of fancy indexing here
+        G = g[:, :n] / np.take(g, self.prev_or_one, axis=1)
+        g = g[:, :n]
+        for lv, parents in zip(self.levels[1:], self.level_parents, strict=True):
+            G[:, lv.nodes] *= np.take(G, parents, axis=1)  # top-down products
         H = G
         H *= self.value  # leaves' values times their products; splits are summed next
-        for lv, below in zip(self.levels[-2::-1], self.levels[:0:-1], strict=False):
-            if len(lv.internal):
+        for lv, below, pos in zip(self.levels[-2::-1], self.levels[:0:-1],
+                                  self.sum_positions[::-1], strict=False):
+            if len(lv.internal):  # a split's H: its two children's (leaves add a zero)
                 kids = H[:, below.nodes]
-                H[:, lv.nodes.start + lv.internal] = kids[:, 0::2] + kids[:, 1::2]
+                sums = np.zeros((len(self.weights), len(lv.internal) + 1), np.float32)
+                np.add(kids[:, 0::2], kids[:, 1::2], out=sums[:, 1:])
+                H[:, lv.nodes] += np.take(sums, pos, axis=1)
         if len(self.next_split):  # leave out the leaves whose feature is split again below
-            H[:, self.next_owner] -= np.add.reduceat(H[:, self.next_split], self.next_starts,
-                                                     axis=1)
+            below = np.zeros((len(self.weights), len(self.next_owner) + 1), np.float32)
+            below[:, 1:] = np.add.reduceat(np.take(H, self.next_split, axis=1),
+                                           self.next_starts, axis=1)
+            H -= np.take(below, self.owner_position, axis=1)
         H /= g
         term = H[0] * self.weights[0]
         for q in range(1, len(self.weights)):
