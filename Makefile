@@ -96,8 +96,13 @@ $(PYCACHE)/.stamp: $(STAMP)
 	touch $@
 
 test test-quick: export PYTHONPYCACHEPREFIX := $(PYCACHE)
+# make test runs on TEST_WORKERS processes (pytest-xdist), a whole test module per worker at a time
+# (--dist loadfile: module fixtures such as a served project are built once). Most tests wait on
+# subprocesses, servers and fits of one core, so two workers on two cores roughly halve the wall
+# time; more workers than cores only add memory. TEST_WORKERS=0 runs in this one process.
+TEST_WORKERS ?= 2
 test: venv client lint $(PYCACHE)/.stamp ## Run every test (ruff, then unit, integration, e2e): what CI runs
-	pytest --durations=15  # the slowest tests, printed every run: where the 20 minutes go
+	pytest -n $(TEST_WORKERS) --dist loadfile --durations=15  # the slowest tests, printed every run
 
 test-quick: venv lint $(PYCACHE)/.stamp ## The edit loop: ruff + unit tests + fast integration tests (under 2 min)
 	pytest tests/unit tests/integration -m "not slow" -q
