@@ -14,6 +14,7 @@ from tarn.core.registry import Registry
 from tarn.core.tags import Lineage
 from tarn.core.task import Task
 from tests.support.project import seed_store
+from tests.support.signing import sign_by_hand
 
 
 def narrower(schema: SchemaConfig, drop: tuple[str, ...]) -> SchemaConfig:
@@ -51,7 +52,10 @@ def registry(params: Params, root: Path) -> Registry:
 
 
 def force_production(params: Params, root: Path, version: str) -> None:
-    """Make ``version`` production without the gates (the registry applies it)."""
+    """Make ``version`` production without the gates (the registry applies it), signed with
+    the project's deployment key as a forced `tarn promote` would be (a server refuses an
+    unsigned version)."""
+    sign_by_hand(params, root, version, reason="test")
     registry(params, root).promote(version, None, reason="test")
 
 
