@@ -33,7 +33,10 @@ from tarn.serve.inputs import InputError
 
 log = logging.getLogger("tarn.serve")
 
-METHOD = "TreeSHAP (XGBoost pred_contribs), encoded columns summed back per input column"
+# the values are XGBoost's pred_contribs whichever path computes them (core/treeshap.py is
+# checked against it when a version loads)
+METHOD = ("exact TreeSHAP (the values of XGBoost's pred_contribs), encoded columns summed back "
+          "per input column")
 DIGITS = 6  # rounding of the numbers in a response: sums stay within 1e-5 of the raw score
 
 _cache: list = [None, None]  # [the Deployed explained last, its Explainer or why not]
