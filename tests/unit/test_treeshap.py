@@ -1,9 +1,11 @@
-"""The serving road of explanations (tarn.core.treeshap, tarn.core.row_encoder): numpy
-TreeSHAP for a few rows equals XGBoost's own pred_contribs, and the one-row encoder equals
-the fitted ColumnTransformer, for every task; what they do not cover falls back. Tiny
-XGBoost fits (a few rounds on a few hundred rows)."""
+"""The serving road of explanations (tarn.core.treeshap, tarn.core.row_encoder): compiled
+TreeSHAP for a few rows (on one thread or split across several) equals XGBoost's own
+pred_contribs, and the one-row encoder equals the fitted ColumnTransformer, for every task;
+what they do not cover falls back. Tiny XGBoost fits (a few rounds on a few hundred rows)."""
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -62,7 +64,33 @@ def test_repeated_features_and_deep_trees_match_xgboost():
         xgb.DMatrix(Z[:1]), pred_contribs=True, iteration_range=(0, 5))[0, :-1]).max() < 1e-5
 
 
-def test_what_numpy_treeshap_does_not_cover_falls_back_to_xgboost():
+def test_trees_split_across_threads_give_the_same_values_as_one_thread():
+    rng = np.random.default_rng(2)
+    Z = rng.normal(size=(300, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 300)
+    booster = xgb.train({"max_depth": 5, "objective": "multi:softprob", "num_class": 3},
+                        xgb.DMatrix(Z, label=y), 9)  # 27 trees, three outputs
+    one = treeshap.build(booster)
+    want = booster.predict(xgb.DMatrix(Z[:20]), pred_contribs=True)[:, :, :-1]
+    with ThreadPoolExecutor(2) as pool:
+        split = treeshap.build(booster, pool=pool, threads=3)
+        assert len(split.parts) == 3 and len(one.parts) == 1
+        assert sum(len(p) - 1 for p in split.parts) == len(split.start) - 1  # every tree once
+        got = np.stack([split.contributions(z) for z in Z[:20]])
+    assert np.abs(got - want).max() < 1e-5
+    assert np.abs(got - np.stack([one.contributions(z) for z in Z[:20]])).max() < 1e-9
+
+
+def test_trees_that_are_a_single_leaf_contribute_nothing():
+    Z = np.random.default_rng(3).normal(size=(100, 3)).astype(np.float32)
+    stumps = xgb.train({"max_depth": 3, "gamma": 1e9}, xgb.DMatrix(Z, label=Z[:, 0]), 4)
+    fast = treeshap.build(stumps)
+    assert fast is not None and (fast.is_leaf == 1).all()  # no split gains 1e9
+    assert not fast.contributions(Z[0]).any()
+    assert not stumps.predict(xgb.DMatrix(Z[:1]), pred_contribs=True)[0, :-1].any()
+
+
+def test_what_tarns_treeshap_does_not_cover_falls_back_to_xgboost():
     Z = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)
     dart = xgb.train({"booster": "dart", "max_depth": 2}, xgb.DMatrix(Z, label=Z[:, 0]), 3)
     linear = xgb.train({"booster": "gblinear"}, xgb.DMatrix(Z, label=Z[:, 0]), 3)

@@ -15,7 +15,7 @@ itself; a model that is not XGBoost raises :class:`NotExplainable` with the reas
 A few rows (a served request) take a faster road to the same numbers: XGBoost's TreeSHAP runs
 one row on one thread (~19 ms on a 562-tree depth-10 model) and scikit-learn's transform of
 one row costs ~4 ms, so the server prepares, once per model, an :class:`Explainer` that also
-holds a one-row encoder (:mod:`tarn.core.row_encoder`) and the trees laid out for numpy
+holds a one-row encoder (:mod:`tarn.core.row_encoder`) and the trees laid out for compiled
 TreeSHAP (:mod:`tarn.core.treeshap`), each proved equal to the slow road on probe rows first
 (``tarn.serve.explain.prepared``).
 
@@ -37,7 +37,7 @@ from tarn.core.explain_tables import tables
 from tarn.core.task import MISSING_GROUP, Task
 
 PROXY_TOP = 3  # columns named per sensitive feature by the proxy check
-FAST_ROWS = 16  # up to this many rows, TreeSHAP in numpy (row by row); XGBoost's above
+FAST_ROWS = 16  # up to this many rows, tarn's TreeSHAP (row by row); XGBoost's above
 
 
 class NotExplainable(ValueError):
@@ -72,7 +72,7 @@ class Explainer:
     columns: tuple[str, ...]  # user columns, in the preprocessor's order
     owner: np.ndarray  # encoded column j belongs to user column owner[j]
     iteration_range: tuple[int, int]
-    # the few-rows road (tarn.serve.explain.prepared): one-row encoder, numpy TreeSHAP
+    # the few-rows road (tarn.serve.explain.prepared): one-row encoder, compiled TreeSHAP
     # (a tarn.core.treeshap.PathShap) and the bias per output it leaves out
     row_encoder: object = field(default=None, repr=False, compare=False)
     fast: object = field(default=None, repr=False, compare=False)
