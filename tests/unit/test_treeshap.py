@@ -49,6 +49,16 @@ def test_one_row_contributions_equal_xgboost_and_add_up_to_the_raw_score(kind):
     assert len(X) > ex.FAST_ROWS and np.abs(many.raw - every).max() < 1e-4
 
 
+def test_a_regressor_with_large_values_keeps_the_fast_road():
+    p, X, y = _task_data("regression")
+    pipe = _fit(p, X, y * 1000.0, "regression", rounds=30)  # contributions in the 10^4-10^5
+    e = prepared(ex.explainer(pipe, Task.of(p.schema)))
+    assert e.fast is not None  # agreement is judged relative to the contributions' size
+    got = e.explain_columns(_columns(X, slice(0, 1)), list(X.columns))
+    margin = pipe[-1].predict(pipe[0].transform(X.head(1)), output_margin=True)
+    assert abs(got.raw[0, 0] - margin[0]) <= 1e-5 * abs(margin[0])
+
+
 def test_repeated_features_and_deep_trees_match_xgboost():
     rng = np.random.default_rng(1)
     Z = rng.normal(size=(400, 4)).astype(np.float32)
