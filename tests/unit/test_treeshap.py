@@ -45,8 +45,25 @@ def test_one_row_contributions_equal_xgboost_and_add_up_to_the_raw_score(kind):
         assert np.allclose(got.base, want.base)
         assert np.abs(got.raw[0] - margin[i]).max() < 1e-4, i
     every = pipe[-1].predict(pipe[0].transform(X), output_margin=True).reshape(len(X), -1)
-    many = fast.explain_columns(cols, list(X.columns))  # more than FAST_ROWS: XGBoost's road
-    assert len(X) > ex.FAST_ROWS and np.abs(many.raw - every).max() < 1e-4
+    many = fast.explain_columns(cols, list(X.columns))  # a batch: the same road, row by row
+    assert np.abs(many.raw - every).max() < 1e-4
+
+
+def test_a_batch_takes_the_fast_road_only_when_it_pays(monkeypatch):
+    p, X, y = _adult()
+    pipe = _fit(p, X, y, "binary", rounds=12)
+    task = Task.of(p.schema)
+    nodes = treeshap.node_count(pipe[-1].get_booster())
+    assert nodes == len(treeshap.build(pipe[-1].get_booster()).par)
+    small = ex.batch_explainer(pipe, task, rows=len(X))
+    assert len(X) * nodes < ex.BATCH_NODE_ROWS and small.fast is None  # XGBoost's own
+    monkeypatch.setattr(ex, "BATCH_NODE_ROWS", len(X) * nodes)
+    big = ex.batch_explainer(pipe, task, rows=len(X), threads=2)
+    assert big.fast is not None and len(big.fast.parts) == 2
+    a, b = small.explain(X.head(40)), big.explain(X.head(40))
+    assert np.abs(a.values - b.values).max() < 1e-5 and np.allclose(a.base, b.base)
+    summary = ex.summary(pipe, task, X, X, X, ["sex"], set(), rows=len(X), threads=2)
+    assert summary["rows"] == len(X) and set(summary["global"]) == set(X.columns)
 
 
 def test_a_regressor_with_large_values_keeps_the_fast_road():

@@ -181,6 +181,11 @@ def _parts(start: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
     return tuple(start[a:b + 1].copy() for a, b in zip(bounds[:-1], bounds[1:], strict=True))
 
 
+def node_count(booster) -> int:
+    """Nodes in the booster's trees (what TreeSHAP's cost is proportional to)."""
+    return sum(tree.count("\n") for tree in booster.get_dump())
+
+
 def build(booster, iteration_range: tuple[int, int] = (0, 0), pool: Executor | None = None,
           threads: int = 1) -> PathShap | None:
     """The :class:`PathShap` of a gbtree booster's trees in ``iteration_range`` (as

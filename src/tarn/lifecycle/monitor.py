@@ -15,6 +15,7 @@ are the probability of class 1 (binary), the predicted class and each class's pr
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -542,11 +543,11 @@ def attribution_against(model, task: Task, reference_X: pd.DataFrame, params: Pa
     """A function (source name, new rows) -> attribution drift against the reference rows
     (mean |contribution| per column, tarn.core.explain), or None when the model cannot be
     explained (feature drift is still measured)."""
+    ref = explain.sample(reference_X, explain.SUMMARY_ROWS)
     try:
-        e = explain.explainer(model, task)
+        e = explain.batch_explainer(model, task, len(ref), os.cpu_count() or 1)
     except explain.NotExplainable:
         return None
-    ref = explain.sample(reference_X, explain.SUMMARY_ROWS)
     step(f"explaining {len(ref):,} reference rows (attribution drift)")
     ref_imp = explain.importance(e.explain(ref))
 

@@ -20,20 +20,15 @@ single-threaded TreeSHAP plus scikit-learn's transform.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from tarn.core import row_encoder, treeshap
-from tarn.core.explain import Contributions, Explainer, NotExplainable, explainer
+from tarn.core.explain import Contributions, Explainer, NotExplainable, explainer, fast_road
 from tarn.serve.inputs import InputError
-
-log = logging.getLogger("tarn.serve")
 
 # the values are XGBoost's pred_contribs whichever path computes them (core/treeshap.py is
 # checked against it when a version loads)
@@ -104,24 +99,9 @@ def explainer_of(d) -> Explainer:
 
 
 def prepared(e: Explainer) -> Explainer:
-    """``e`` with the few-rows road (once per served version): the one-row encoder and
-    compiled TreeSHAP, each kept only when it reproduces scikit-learn's transform and XGBoost's
-    contributions on probe rows; else that part stays on the slow road. XGBoost sums in
-    float32, so the contributions agree to ~1e-7 of their size: the tolerance is 1e-5 of the
-    largest (at least 1e-5; a regressor's can be in the hundreds)."""
-    enc = row_encoder.row_encoder(e.pre)
-    fast = treeshap.build(e.booster, e.iteration_range, _pool, THREADS)
-    if fast is None:
-        return replace(e, row_encoder=enc)
-    probe = treeshap.probe_rows(fast, e.booster.num_features())
-    ref = e.xgboost_contribs(probe)
-    mine = np.stack([fast.contributions(z) for z in probe])
-    worst = float(np.abs(mine - ref[:, :, :-1]).max())
-    if not worst <= 1e-5 * max(1.0, float(np.abs(ref).max())):
-        log.warning("tarn's TreeSHAP differs from XGBoost's by %.2g on probe rows: "
-                    "explaining with XGBoost's (slower)", worst)
-        return replace(e, row_encoder=enc)
-    return replace(e, row_encoder=enc, fast=fast, bias=ref[0, :, -1].copy())
+    """``e`` with the few-rows road (once per served version), one row's trees split
+    between the calling thread and the pool."""
+    return fast_road(e, _pool, THREADS)
 
 
 def _named(values: np.ndarray, columns: tuple[str, ...]) -> dict[str, float]:

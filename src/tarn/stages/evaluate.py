@@ -160,7 +160,8 @@ def run(params: Params, root: Path, step: Step = no_steps) -> EvaluateResult:
     step(f"explanations (TreeSHAP) on up to {explain.SUMMARY_ROWS:,} test rows")
     comparison["explanations"] = explain.summary(
         pipes["model"], task, test.X, test.frame, load_split(params, root, "train").frame,
-        sensitive, {c.name for c in params.schema.columns if c.numeric})
+        sensitive, {c.name for c in params.schema.columns if c.numeric},
+        threads=os.cpu_count() or 1)
     main = results["model"]
     flat = flat_figures(main["quality"], main["fairness"])
     plots_dir = reports / PLOTS_DIR
