@@ -42,8 +42,8 @@ log = logging.getLogger("tarn.explain")
 
 PROXY_TOP = 3  # columns named per sensitive feature by the proxy check
 # a batch takes tarn's TreeSHAP when rows x tree nodes reach this: compiling and checking it
-# costs ~1-2 s, XGBoost's costs ~0.1 us per row and node (Adult, 2,000 rows: ~16 s -> ~3 s);
-# smaller batches (and small models) keep XGBoost's
+# costs ~1-2 s, XGBoost's ~0.05 us per row and node (the demo model, 2,000 rows: ~17 s -> ~6
+# s); smaller batches (and small models) keep XGBoost's
 BATCH_NODE_ROWS = 20_000_000
 
 
