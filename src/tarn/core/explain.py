@@ -12,12 +12,12 @@ Only the fitted Pipeline is needed (its preprocessor ``pre`` and an XGBoost esti
 version, including those registered before explanations existed, is explained from the model
 itself; a model that is not XGBoost raises :class:`NotExplainable` with the reason.
 
-A few rows (a served request) take a faster road to the same numbers: XGBoost's TreeSHAP runs
-one row on one thread (~19 ms on a 562-tree depth-10 model) and scikit-learn's transform of
-one row costs ~4 ms, so the server prepares, once per model, an :class:`Explainer` that also
-holds a one-row encoder (:mod:`tarn.core.row_encoder`) and the trees laid out for compiled
-TreeSHAP (:mod:`tarn.core.treeshap`), each proved equal to the slow road on probe rows first
-(``tarn.serve.explain.prepared``).
+A faster road gives the same numbers (:func:`fast_road`): XGBoost's TreeSHAP runs one row on
+one thread (~19 ms on a 562-tree depth-10 model) and scikit-learn's transform of one row costs
+~4 ms, so the server prepares, once per model, an :class:`Explainer` that also holds a one-row
+encoder (:mod:`tarn.core.row_encoder`) and the trees laid out for compiled TreeSHAP
+(:mod:`tarn.core.treeshap`), each proved equal to the slow road on probe rows first. Reports
+take the compiled TreeSHAP too when the batch is large (:func:`batch_explainer`).
 
 The summaries built on them are here too (pure, numpy/pandas): global importance (mean
 |contribution| per column), importance per sensitive group, attribution drift between two
@@ -79,8 +79,8 @@ class Explainer:
     columns: tuple[str, ...]  # user columns, in the preprocessor's order
     owner: np.ndarray  # encoded column j belongs to user column owner[j]
     iteration_range: tuple[int, int]
-    # the few-rows road (tarn.serve.explain.prepared): one-row encoder, compiled TreeSHAP
-    # (a tarn.core.treeshap.PathShap) and the bias per output it leaves out
+    # the faster road (fast_road): one-row encoder, compiled TreeSHAP (a
+    # tarn.core.treeshap.PathShap) and the bias per output it leaves out
     row_encoder: object = field(default=None, repr=False, compare=False)
     fast: object = field(default=None, repr=False, compare=False)
     bias: np.ndarray | None = field(default=None, repr=False, compare=False)
