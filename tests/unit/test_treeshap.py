@@ -59,7 +59,7 @@ def test_a_batch_takes_the_fast_road_only_when_it_pays(monkeypatch):
     assert len(X) * nodes < ex.BATCH_NODE_ROWS and small.fast is None  # XGBoost's own
     monkeypatch.setattr(ex, "BATCH_NODE_ROWS", len(X) * nodes)
     big = ex.batch_explainer(pipe, task, rows=len(X), threads=2)
-    assert big.fast is not None and len(big.fast.parts) == 2
+    assert big.fast is not None and big.fast.helpers == 1
     a, b = small.explain(X.head(40)), big.explain(X.head(40))
     assert np.abs(a.values - b.values).max() < 1e-5 and np.allclose(a.base, b.base)
     summary = ex.summary(pipe, task, X, X, X, ["sex"], set(), rows=len(X), threads=2)
@@ -91,21 +91,52 @@ def test_repeated_features_and_deep_trees_match_xgboost():
         xgb.DMatrix(Z[:1]), pred_contribs=True, iteration_range=(0, 5))[0, :-1]).max() < 1e-5
 
 
-def test_trees_split_across_threads_give_the_same_values_as_one_thread():
+def test_trees_shared_between_threads_give_the_same_values_as_one_thread():
     rng = np.random.default_rng(2)
     Z = rng.normal(size=(300, 6)).astype(np.float32)
     y = rng.integers(0, 3, 300)
     booster = xgb.train({"max_depth": 5, "objective": "multi:softprob", "num_class": 3},
                         xgb.DMatrix(Z, label=y), 9)  # 27 trees, three outputs
     one = treeshap.build(booster)
+    chunks = one.chunks
+    assert chunks[0] == 0 and chunks[-1] == 27 and (np.diff(chunks) > 0).all()
+    assert len(chunks) - 1 == treeshap.CHUNKS  # every tree in exactly one chunk
     want = booster.predict(xgb.DMatrix(Z[:20]), pred_contribs=True)[:, :, :-1]
     with ThreadPoolExecutor(2) as pool:
-        split = treeshap.build(booster, pool=pool, threads=3)
-        assert len(split.parts) == 3 and len(one.parts) == 1
-        assert sum(len(p) - 1 for p in split.parts) == len(split.start) - 1  # every tree once
-        got = np.stack([split.contributions(z) for z in Z[:20]])
+        shared = treeshap.build(booster, pool=pool, threads=3)
+        assert shared.helpers == 2 and one.helpers == 0
+        got = np.stack([shared.contributions(z) for z in Z[:20]])
     assert np.abs(got - want).max() < 1e-5
     assert np.abs(got - np.stack([one.contributions(z) for z in Z[:20]])).max() < 1e-9
+
+
+def test_a_chunk_claimed_by_a_helper_is_computed_by_the_caller_too():
+    """The caller never waits: chunks a helper claimed but has not finished are computed
+    again (same values), chunks it finished are taken as they are."""
+    rng = np.random.default_rng(4)
+    Z = rng.normal(size=(200, 4)).astype(np.float32)
+    booster = xgb.train({"max_depth": 4}, xgb.DMatrix(Z, label=Z[:, 0]), 20)
+    fast = treeshap.build(booster)
+    K = len(fast.chunks) - 1
+    kernel = treeshap._kernel(len(fast.points))
+    args = (fast.par, fast.prev, fast.is_left, fast.feature, fast.threshold,
+            fast.default_left, fast.z_merged, fast.value, fast.is_leaf,
+            fast.edge_weight_index, fast.points, fast.weights, fast.max_nodes)
+    row = Z[0]
+    state = np.zeros(K, np.uint8)
+    out = np.zeros((K, fast.outputs * fast.n_features))
+    kernel(row, fast.start, fast.chunks, -1, False, state, *args, out)  # a helper, alone
+    assert (state == 2).all()  # it goes down from the last chunk to the first
+    whole = out.sum(axis=0)
+    state[:] = 0
+    state[K // 2:] = 1  # claimed by a helper that never came back
+    out[:] = 0.0
+    kernel(row, fast.start, fast.chunks, -1, False, state, *args, out)  # another helper stops
+    assert not out.any() and (state[:K // 2] == 0).all()
+    kernel(row, fast.start, fast.chunks, 1, True, state, *args, out)  # the caller
+    assert (state == 2).all() and np.array_equal(out.sum(axis=0), whole)
+    assert np.abs(whole - booster.predict(xgb.DMatrix(Z[:1]), pred_contribs=True)[0, :-1]
+                  ).max() < 1e-5
 
 
 def test_trees_that_are_a_single_leaf_contribute_nothing():

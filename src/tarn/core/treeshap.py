@@ -52,70 +52,83 @@ def _kernel(points: int):
     QC = np.uint64(points)
 
     @numba.njit(nogil=True, error_model="numpy")
-    def kernel(row, start, par, prev, is_left, feature, threshold, default_left, zm, value,
-               is_leaf, ewi, u, w, maxn, out):  # pragma: no cover - compiled
+    def kernel(row, start, chunks, step, greedy, state, par, prev, is_left, feature,
+               threshold, default_left, zm, value, is_leaf, ewi, u, w, maxn,
+               out):  # pragma: no cover - compiled
         G = np.empty((maxn, QC))  # product of the path's factors down to a node
         R = np.empty((maxn, QC))  # 1 / a node's own factor
         H = np.empty((maxn, QC))  # leaves' values x their products, summed under a node
         S = np.empty((maxn, QC))  # the part of H under a later split on the same feature
         o = np.empty(maxn, np.uint8)  # the row follows the path into the node
         go_left = np.empty(maxn, np.uint8)
-        for t in range(len(start) - 1):
-            s = start[t]
-            n = start[t + 1] - s
-            o[0] = 1
-            for q in range(QC):
-                G[0, q] = 1.0
-                R[0, q] = 1.0
-            for kk in range(n):  # top-down: parents come before their children
-                k = np.uint64(kk)  # unsigned indices: no negative-index wraparound code
-                i = np.uint64(s + kk)
-                if kk > 0:
+        local = np.empty(out.shape[1])
+        K = len(chunks) - 1
+        for j in range(K):  # chunks of trees in ``step``'s direction, each claimed in ``state``
+            c = j if step > 0 else K - 1 - j
+            if state[c] == 2 or (state[c] == 1 and not greedy):
+                if greedy:
+                    continue  # done by the other thread
+                break  # the other thread got here: it computes the rest
+            state[c] = 1
+            local[:] = 0.0
+            for t in range(chunks[c], chunks[c + 1]):
+                s = start[t]
+                n = start[t + 1] - s
+                o[0] = 1
+                for q in range(QC):
+                    G[0, q] = 1.0
+                    R[0, q] = 1.0
+                for kk in range(n):  # top-down: parents come before their children
+                    k = np.uint64(kk)  # unsigned indices: no negative-index wraparound code
+                    i = np.uint64(s + kk)
+                    if kk > 0:
+                        p = np.uint64(par[i])
+                        pv = prev[i]
+                        ok = 1 if go_left[p] == is_left[i] else 0
+                        if pv >= 0:
+                            ok &= o[np.uint64(pv)]
+                        o[k] = ok
+                        z = zm[i]
+                        d = ok - z
+                        for q in range(QC):
+                            g = z + u[q] * d
+                            R[k, q] = 1.0 / g
+                            G[k, q] = G[p, q] * g
+                        if pv >= 0:  # the feature's earlier factor is replaced by this one
+                            upv = np.uint64(pv)
+                            for q in range(QC):
+                                G[k, q] *= R[upv, q]
+                    if is_leaf[i]:
+                        v = value[i]
+                        for q in range(QC):
+                            H[k, q] = v * G[k, q]
+                            S[k, q] = 0.0
+                    else:
+                        x = row[np.uint64(feature[i])]
+                        if np.isnan(x):
+                            go_left[k] = default_left[i]
+                        else:
+                            go_left[k] = 1 if x < threshold[i] else 0
+                        for q in range(QC):
+                            H[k, q] = 0.0
+                            S[k, q] = 0.0
+                for kk in range(n - 1, 0, -1):  # bottom-up: children before their parents
+                    k = np.uint64(kk)
+                    i = np.uint64(s + kk)
                     p = np.uint64(par[i])
                     pv = prev[i]
-                    ok = 1 if go_left[p] == is_left[i] else 0
-                    if pv >= 0:
-                        ok &= o[np.uint64(pv)]
-                    o[k] = ok
-                    z = zm[i]
-                    d = ok - z
+                    acc = 0.0
                     for q in range(QC):
-                        g = z + u[q] * d
-                        R[k, q] = 1.0 / g
-                        G[k, q] = G[p, q] * g
-                    if pv >= 0:  # the feature's earlier factor is replaced by this one
+                        h = H[k, q]
+                        acc += w[q] * (h - S[k, q]) * R[k, q]
+                        H[p, q] += h
+                    if pv >= 0:
                         upv = np.uint64(pv)
                         for q in range(QC):
-                            G[k, q] *= R[upv, q]
-                if is_leaf[i]:
-                    v = value[i]
-                    for q in range(QC):
-                        H[k, q] = v * G[k, q]
-                        S[k, q] = 0.0
-                else:
-                    x = row[np.uint64(feature[i])]
-                    if np.isnan(x):
-                        go_left[k] = default_left[i]
-                    else:
-                        go_left[k] = 1 if x < threshold[i] else 0
-                    for q in range(QC):
-                        H[k, q] = 0.0
-                        S[k, q] = 0.0
-            for kk in range(n - 1, 0, -1):  # bottom-up: children before their parents
-                k = np.uint64(kk)
-                i = np.uint64(s + kk)
-                p = np.uint64(par[i])
-                pv = prev[i]
-                acc = 0.0
-                for q in range(QC):
-                    h = H[k, q]
-                    acc += w[q] * (h - S[k, q]) * R[k, q]
-                    H[p, q] += h
-                if pv >= 0:
-                    upv = np.uint64(pv)
-                    for q in range(QC):
-                        S[upv, q] += H[k, q]
-                out[np.uint64(ewi[i])] += acc * (o[k] - zm[i])
+                            S[upv, q] += H[k, q]
+                    local[np.uint64(ewi[i])] += acc * (o[k] - zm[i])
+            out[c, :] = local  # the same values whichever thread computes the chunk
+            state[c] = 2
 
     return kernel
 
@@ -125,8 +138,7 @@ class PathShap:
     """One model's trees, laid out for :meth:`contributions` (see the module docstring).
 
     Arrays are per node, tree after tree, each tree in level order; ``par`` and ``prev`` are
-    positions within the node's tree, so a tree's scratch is small enough to stay in cache.
-    ``parts``: the ``start`` offsets of the tree ranges computed side by side."""
+    positions within the node's tree, so a tree's scratch is small enough to stay in cache."""
 
     start: np.ndarray  # (trees + 1,) first node of each tree
     par: np.ndarray  # parent's position in the tree (the root: itself)
@@ -144,29 +156,32 @@ class PathShap:
     max_nodes: int
     outputs: int
     n_features: int
-    parts: tuple[np.ndarray, ...]
-    pool: Executor | None = None  # runs parts[1:] while the calling thread runs parts[0]
-
-    def _run(self, row: np.ndarray, start: np.ndarray) -> np.ndarray:
-        out = np.zeros(self.outputs * self.n_features)
-        _kernel(len(self.points))(
-            row, start, self.par, self.prev, self.is_left, self.feature, self.threshold,
-            self.default_left, self.z_merged, self.value, self.is_leaf,
-            self.edge_weight_index, self.points, self.weights, self.max_nodes, out)
-        return out
+    chunks: np.ndarray  # (K + 1,) first tree of each chunk: about as many nodes each
+    pool: Executor | None = None  # where the helper threads run
+    helpers: int = 0  # threads on the pool that share a row's chunks with the caller
 
     def contributions(self, row: np.ndarray) -> np.ndarray:
         """(outputs, n_features) TreeSHAP values of one encoded row (float32, as the booster
-        sees it), without the bias. Thread-safe: the kernel's scratch is per call."""
+        sees it), without the bias. Thread-safe: scratch and state are per call.
+
+        The calling thread takes the chunks of trees from the first, each helper from the
+        last, each claiming a chunk before computing it; a helper stops where the caller
+        has been. The caller never waits for a helper: it computes every chunk not done
+        yet, a claimed one included (both write the same values), so a helper scheduled late
+        costs nothing but its share of the speed-up."""
         row = np.ascontiguousarray(row, dtype=np.float32)
-        if self.pool is None or len(self.parts) == 1:
-            out = self._run(row, self.start)
-        else:
-            later = [self.pool.submit(self._run, row, part) for part in self.parts[1:]]
-            out = self._run(row, self.parts[0])
-            for f in later:
-                out += f.result()
-        return out.reshape(self.outputs, self.n_features)
+        K = len(self.chunks) - 1
+        state = np.zeros(K, np.uint8)  # 0 free, 1 claimed, 2 done
+        out = np.zeros((K, self.outputs * self.n_features))
+        kernel = _kernel(len(self.points))
+        args = (self.par, self.prev, self.is_left, self.feature, self.threshold,
+                self.default_left, self.z_merged, self.value, self.is_leaf,
+                self.edge_weight_index, self.points, self.weights, self.max_nodes, out)
+        if self.pool is not None:
+            for _ in range(self.helpers):
+                self.pool.submit(kernel, row, self.start, self.chunks, -1, False, state, *args)
+        kernel(row, self.start, self.chunks, 1, True, state, *args)
+        return out.sum(axis=0).reshape(self.outputs, self.n_features)
 
 
 def _narrow(a: np.ndarray) -> np.ndarray:
@@ -174,13 +189,15 @@ def _narrow(a: np.ndarray) -> np.ndarray:
     return a.astype(np.int16) if len(a) == 0 or abs(a).max() < 2 ** 15 else a
 
 
-def _parts(start: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
-    """``start`` cut into ``n`` ranges of whole trees with about as many nodes each."""
-    if n <= 1 or len(start) <= 2:
-        return (start,)
-    cuts = np.searchsorted(start, np.linspace(0, start[-1], n + 1)[1:-1])
-    bounds = np.unique(np.r_[0, cuts, len(start) - 1])
-    return tuple(start[a:b + 1].copy() for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+CHUNKS = 16  # a row's trees in this many chunks, shared between threads
+
+
+def _chunks(start: np.ndarray, n: int) -> np.ndarray:
+    """The first tree of each of (at most) ``n`` runs of whole trees with about as many nodes
+    each, and the number of trees at the end."""
+    trees = len(start) - 1
+    cuts = np.searchsorted(start[:-1], np.linspace(0, start[-1], n + 1)[1:-1])
+    return np.unique(np.r_[0, cuts, trees]).astype(np.int64)
 
 
 def node_count(booster) -> int:
@@ -192,8 +209,8 @@ def build(booster, iteration_range: tuple[int, int] = (0, 0), pool: Executor | N
           threads: int = 1) -> PathShap | None:
     """The :class:`PathShap` of a gbtree booster's trees in ``iteration_range`` (as
     ``Booster.predict`` takes it), or None when the model is outside what it computes (or
-    numba is missing). With ``pool``, a row's trees are cut into ``threads`` parts of about
-    as many nodes, the first computed by the calling thread, the others on the pool."""
+    numba is missing). With ``pool``, ``threads - 1`` helpers on it share each row's trees
+    with the calling thread."""
     model = json.loads(booster.save_raw("json"))
     learner = model["learner"]
     gb = learner["gradient_booster"]
@@ -286,8 +303,8 @@ def build(booster, iteration_range: tuple[int, int] = (0, 0), pool: Executor | N
                     is_leaf=is_leaf, edge_weight_index=_narrow(edge),
                     points=(x + 1) / 2, weights=w / 2,
                     max_nodes=int(np.diff(start).max()), outputs=outputs,
-                    n_features=n_features,
-                    parts=_parts(start, threads if pool else 1), pool=pool)
+                    n_features=n_features, chunks=_chunks(start, CHUNKS), pool=pool,
+                    helpers=max(0, threads - 1) if pool is not None else 0)
 
 
 def probe_rows(shap: PathShap, n_features: int, rows: int = 6, seed: int = 0) -> np.ndarray:
