@@ -23,7 +23,7 @@ Why numba: the two passes are a loop over nodes with a parent lookup each. In nu
 model, 152,266 nodes); compiled, one tree at a time in scratch that stays in cache, with
 unsigned indices (signed ones make numba emit negative-index wraparound) and each node's
 fields in their narrowest types, ~2.7 ms on one core, and :meth:`PathShap.contributions`
-splits the trees between threads (the kernel releases the GIL): ~1.4 ms on two. Without
+shares the trees with a helper thread (the kernel releases the GIL): ~1.5 ms on two. Without
 numba, :func:`build` returns None and the caller keeps XGBoost's TreeSHAP (same values,
 slower).
 

@@ -38,8 +38,8 @@ DIGITS = 6  # rounding of the numbers in a response: sums stay within 1e-5 of th
 
 _cache: list = [None, None]  # [the Deployed explained last, its Explainer or why not]
 _building = threading.Lock()  # one thread prepares a version; the others wait for it
-# one row's trees are split between the calling thread and this pool (TreeSHAP's kernel
-# releases the GIL): ~2.7 -> ~1.4 ms a row of the demo model (152,266 nodes) on two cores
+# one row's trees are shared between the calling thread and this pool (TreeSHAP's kernel
+# releases the GIL): ~2.7 -> ~1.5 ms a row of the demo model (152,266 nodes) on two cores
 THREADS = min(2, os.cpu_count() or 1)
 _pool = ThreadPoolExecutor(THREADS - 1, thread_name_prefix="tarn-explain") if THREADS > 1 \
     else None
