@@ -99,7 +99,7 @@ def explainer_of(d) -> Explainer:
 
 
 def prepared(e: Explainer) -> Explainer:
-    """``e`` with the few-rows road (once per served version), one row's trees split
+    """``e`` with the few-rows road (once per served version), one row's trees shared
     between the calling thread and the pool."""
     return fast_road(e, _pool, THREADS)
 
