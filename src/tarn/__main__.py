@@ -1,3 +1,3 @@
-from tarn.cli import app
+from tarn.cli import main
 
-app(prog_name="tarn")
+main()

@@ -915,5 +915,33 @@ def edge_predict(
     raise typer.Exit(edge_main([str(bundle), str(file), "--unknown-values", unknown_values]))
 
 
-def main() -> None:  # pragma: no cover
-    app()
+def main() -> None:
+    """The ``tarn`` command. A command that has finished leaves through ``os._exit``, after
+    the exit steps that matter (non-daemon threads joined, with concurrent.futures' pools;
+    atexit hooks: logging, MLflow, Dask, multiprocessing; streams flushed) but before the
+    interpreter's teardown: there Arrow's native thread pool can abort a process whose work
+    is done ("terminate called without an active exception", exit -6: apache/arrow#34314),
+    which fails `dvc repro`. Seen once in six suite runs, on `tarn snapshot` under load.
+    An exception that escapes the CLI keeps Python's own exit, traceback and all."""
+    import atexit
+    import sys
+    import threading
+
+    try:
+        app(prog_name="tarn")
+        code: object = 0  # typer's standalone mode always ends in SystemExit
+    except SystemExit as done:
+        code = done.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("message"): printed, status 1, as Python does
+        print(code, file=sys.stderr)
+        code = 1
+    threading._shutdown()  # what Py_FinalizeEx does first: wait for non-daemon threads
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be written anyway
+            pass
+    os._exit(code)
