@@ -106,3 +106,39 @@ def test_version_and_help_read_cleanly_at_80_columns():
         out = runner.invoke(app, [*path, "--help"], terminal_width=80).output
         assert "<bool>" not in out and "[default: no-" not in out, path
         assert max(len(line) for line in out.splitlines()) <= 80, path
+
+
+_EXIT_PROBE = """
+import atexit, sys, threading, time
+from pathlib import Path
+out = Path(sys.argv[1])
+atexit.register(lambda: (out / "atexit").write_text("ran"))
+def late():  # a non-daemon thread still working when the command returns
+    time.sleep(0.3)
+    (out / "thread").write_text("joined")
+threading.Thread(target=late).start()
+sys.argv = ["tarn", *sys.argv[2:]]
+from tarn.cli import main
+main()
+raise SystemExit(99)  # main() never returns: it leaves through os._exit
+"""
+
+
+@pytest.mark.parametrize(("args", "status", "shown"), [
+    (["--help"], 0, "Usage"), (["no-such-command"], 2, "No such command"),
+    (["snapshot"], 1, "fix: run tarn from the project root")])
+def test_the_tarn_command_exits_with_its_status_after_threads_hooks_and_output(
+        tmp_path, args, status, shown):
+    """`tarn` skips the interpreter's teardown (Arrow's thread pool can abort it), not what
+    comes before it: the status, non-daemon threads, atexit hooks and piped output."""
+    import subprocess
+    import sys
+
+    work = tmp_path / "cwd"
+    work.mkdir()  # no params.yaml: `tarn snapshot` fails with its one-line error
+    res = subprocess.run([sys.executable, "-c", _EXIT_PROBE, str(tmp_path), *args],
+                         cwd=work, capture_output=True, text=True, timeout=120)
+    assert res.returncode == status, res.stderr
+    assert (tmp_path / "atexit").read_text() == "ran"
+    assert (tmp_path / "thread").read_text() == "joined"
+    assert shown in res.stdout + res.stderr
